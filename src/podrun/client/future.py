@@ -1,0 +1,96 @@
+"""``ObjectFuture``: a ``concurrent.futures.Future`` for one remote call.
+
+It works with ``concurrent.futures.wait`` and ``as_completed``. A large result that stayed
+in the volume is fetched on the first ``get()``, not when the job ends, so a result that is
+only passed on (``fut.ref()``) never crosses the link.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+if TYPE_CHECKING:
+    from .job import Job
+
+
+class DeferredValue:
+    """A result still in the volume: ``load()`` fetches and unpickles it once."""
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._value: Any = None
+
+    def get(self) -> Any:
+        with self._lock:
+            if not self._loaded:
+                self._value = self._load()
+                self._loaded = True
+                self._load = None  # type: ignore[assignment]
+            return self._value
+
+
+class ObjectFuture(cf.Future):
+    """The future result of one remote call (``f.remote(...)``)."""
+
+    def __init__(self, function_name: str = "") -> None:
+        super().__init__()
+        self.function_name = function_name
+        self.job: Job | None = None
+        self.index: int | None = None
+        self.stdout = ""
+        self.stderr = ""
+        self.status: str | None = None  # the terminal record's status once done
+        self._cancel_hook: Callable[["ObjectFuture"], bool] | None = None
+
+    def result(self, timeout: float | None = None) -> Any:
+        value = super().result(timeout)
+        return value.get() if isinstance(value, DeferredValue) else value
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The call's return value; re-raises the remote exception. ``timeout`` in seconds."""
+        return self.result(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the call ends (whatever its outcome); False if ``timeout`` passed first."""
+        done, _ = cf.wait([self], timeout)
+        return bool(done)
+
+    def cancel(self) -> bool:
+        """Cancel a call not yet sent (True). A sent call is asked to stop before it starts; it
+        then ends with ``podrun.Cancelled`` and this returns False, as for a running Future."""
+        if self.done():
+            return False
+        hook = self._cancel_hook
+        if hook is not None and hook(self):
+            return super().cancel()
+        return False
+
+    def __repr__(self) -> str:
+        job = self.job.job_id if self.job else "unsent"
+        return f"<ObjectFuture {self.function_name} job={job} index={self.index} state={self._state}>"
+
+
+def get(futures: ObjectFuture | Iterable[ObjectFuture], timeout: float | None = None) -> Any:
+    """The value of one future, or the values of several in order."""
+    if isinstance(futures, cf.Future):
+        return futures.result(timeout)
+    return [future.result(timeout) for future in futures]
+
+
+def wait(futures: Iterable[ObjectFuture], timeout: float | None = None, return_when: str = cf.ALL_COMPLETED) -> tuple[set[ObjectFuture], set[ObjectFuture]]:
+    """``concurrent.futures.wait`` for ObjectFutures: ``(done, not_done)``."""
+    return cf.wait(list(futures), timeout, return_when)  # type: ignore[return-value]
+
+
+def as_completed(futures: Iterable[ObjectFuture], timeout: float | None = None) -> Iterator[ObjectFuture]:
+    """Yield futures as their calls end."""
+    return cf.as_completed(list(futures), timeout)  # type: ignore[return-value]
+
+
+FIRST_COMPLETED = cf.FIRST_COMPLETED
+FIRST_EXCEPTION = cf.FIRST_EXCEPTION
+ALL_COMPLETED = cf.ALL_COMPLETED

@@ -1,0 +1,145 @@
+"""``@podrun.remote``: a function that runs in a pod when called with ``.remote()``."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable
+
+import cloudpickle
+
+from ..errors import SerializationError
+from ..platform.types import normalize_node, validate_max_duration, validate_pod_name
+from ..wire.bundle import python_version
+from ..wire.serialize import PROTOCOL, dumps, find_unpicklable, ship_user_modules_by_value
+from . import config
+from .dispatch import dispatcher_for
+from .future import ObjectFuture
+from .job import JobKey, PendingGroup, PickledCallable
+
+DEFAULT_NODE = "MPU"
+DEFAULT_MAX_DURATION = 10.0  # minutes
+
+
+def default_image() -> str:
+    """The stock CG2 image of the client's own Python minor version (pickled code needs it)."""
+    return f"python:{python_version()}-slim"
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    node: str = DEFAULT_NODE
+    max_duration: float = DEFAULT_MAX_DURATION
+    image: str | None = None
+    pod_name: str | None = None
+    envs: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None  # seconds, per call, enforced in the pod (TIMEOUT record)
+
+    def validated(self) -> "RemoteOptions":
+        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
+        if not isinstance(self.envs, dict):
+            raise ValueError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
+        return replace(self, node=normalize_node(self.node), max_duration=validate_max_duration(self.max_duration),
+                       pod_name=validate_pod_name(self.pod_name))
+
+    def job_key(self) -> JobKey:
+        envs = tuple(sorted((str(k), str(v)) for k, v in self.envs.items()))
+        return JobKey(self.node, self.image or default_image(), self.max_duration, envs)
+
+
+class RemoteFunction:
+    """A function offloaded to pods. Calling it directly runs it here, unchanged."""
+
+    def __init__(self, fn: Callable[..., Any], options: RemoteOptions, pickled: PickledCallable | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"podrun.remote needs a callable, got {type(fn).__name__}")
+        self._fn = fn
+        self._options = options.validated()
+        self._pickled = pickled
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        o = self._options
+        return f"<RemoteFunction {getattr(self._fn, '__qualname__', self._fn)} node={o.node} pod_name={o.pod_name}>"
+
+    def __reduce__(self) -> Any:
+        # Inside a pod a RemoteFunction referenced by the function's globals is just its function.
+        return (_plain_function, (self._fn,))
+
+    @property
+    def options_(self) -> RemoteOptions:
+        return self._options
+
+    def options(self, **overrides: Any) -> "RemoteFunction":
+        """A copy with some options changed (node, max_duration, image, pod_name, envs, timeout)."""
+        unknown = set(overrides) - set(RemoteOptions.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown option(s) {sorted(unknown)}: choose from {sorted(RemoteOptions.__dataclass_fields__)}")
+        return RemoteFunction(self._fn, replace(self._options, **overrides), self._pickled)
+
+    def _callable(self) -> PickledCallable:
+        if self._pickled is None:
+            name = getattr(self._fn, "__qualname__", repr(self._fn))
+            ship_user_modules_by_value()
+            try:
+                payload = cloudpickle.dumps(self._fn, protocol=PROTOCOL)
+            except Exception as exc:
+                raise SerializationError(f"cannot pickle the function {name}: {type(exc).__name__}: {exc}") from exc
+            self._pickled = PickledCallable(name, payload)
+        return self._pickled
+
+    def _submit(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ObjectFuture]:
+        function = self._callable()
+        try:
+            args = dumps(calls, what=f"the arguments of {function.name}")
+        except SerializationError as exc:
+            culprit = next((find_unpicklable(a, k) for a, k in calls if find_unpicklable(a, k) != "the arguments"), "the arguments")
+            raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
+        futures = [ObjectFuture(function.name) for _ in calls]
+        group = PendingGroup(function, args, futures, self._options.job_key(), self._options.timeout)
+        platform = config.current_platform()
+        dispatcher_for(platform, config.home()).submit(self._options.pod_name, group)
+        return futures
+
+    def remote(self, *args: Any, **kwargs: Any) -> ObjectFuture:
+        """Run ``fn(*args, **kwargs)`` in a pod; returns at once with an ObjectFuture."""
+        return self._submit([(args, kwargs)])[0]
+
+    def map(self, iterable: Iterable[Any], *iterables: Iterable[Any], **shared_kwargs: Any) -> list[ObjectFuture]:
+        """``fn(x)`` for each ``x`` (or ``fn(x, y)`` over zipped iterables, like ``map``), all in
+        one job. ``shared_kwargs`` go to every call and are pickled once."""
+        rows = zip(iterable, *iterables) if iterables else ((item,) for item in iterable)
+        calls = [(tuple(row), shared_kwargs) for row in rows]
+        return self._submit(calls) if calls else []
+
+
+def _plain_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn
+
+
+def remote(
+    fn: Callable[..., Any] | None = None,
+    *,
+    node: str = DEFAULT_NODE,
+    max_duration: float = DEFAULT_MAX_DURATION,
+    image: str | None = None,
+    pod_name: str | None = None,
+    envs: dict[str, Any] | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """Offload a function to pods: ``@podrun.remote(node="GPU")`` or ``podrun.remote(fn, ...)``.
+
+    node: ``"MPU"`` (default), ``"GPU"`` or ``"FPGA"``. max_duration: the pod's limit in
+    minutes. image: the pod image (default: ``python:<client's X.Y>-slim``). pod_name: the pod
+    and its volume (default: the user's default volume). envs: environment of the pod.
+    timeout: seconds per call, enforced in the pod.
+    """
+    options = RemoteOptions(node, max_duration, image, pod_name, dict(envs or {}), timeout)
+    if fn is None:
+        options.validated()
+        return lambda f: RemoteFunction(f, options)
+    return RemoteFunction(fn, options)

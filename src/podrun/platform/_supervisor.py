@@ -1,0 +1,128 @@
+"""Supervisor of one local pod: run with ``python -I -S _supervisor.py POD_DIR``.
+
+Standard library only and no imports from podrun, so it starts in a few milliseconds and
+keeps supervising after the client that started it has gone (a pod outlives its client).
+It waits for the scheduled time, runs the pod's argv in its own process group, stops it
+gracefully at ``max_duration`` (SIGTERM, then SIGKILL after a grace period) and records
+every transition in ``state.json`` in the Kubernetes container-state shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+GRACE_SECONDS = 3.0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Supervisor:
+    def __init__(self, pod_dir: str) -> None:
+        self.pod_dir = pod_dir
+        with open(os.path.join(pod_dir, "spec.json")) as f:
+            self.spec = json.load(f)
+        self.run_id = self.spec["run_id"]
+        self.child: subprocess.Popen | None = None
+        self.stop_reason: str | None = None
+        self.stop_requested_at = 0.0
+
+    def write_state(self, state: dict) -> None:
+        try:
+            with open(os.path.join(self.pod_dir, "current_run")) as f:
+                if f.read().strip() != self.run_id:
+                    return  # a newer run of this pod_name owns the state now
+        except FileNotFoundError:
+            return
+        record = {"run_id": self.run_id, "supervisor_pid": os.getpid(), "state": state}
+        tmp = os.path.join(self.pod_dir, f".state.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, os.path.join(self.pod_dir, "state.json"))
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.stop_reason = "Replaced" if signum == signal.SIGTERM else "Killed"
+        self.stop_requested_at = time.monotonic()
+        if self.child is not None:
+            self._signal_child(signal.SIGTERM)
+        else:
+            self.write_state({"terminated": {"exitCode": 137, "reason": self.stop_reason, "startedAt": None, "finishedAt": _now()}})
+            sys.exit(0)
+
+    def _signal_child(self, signum: int) -> None:
+        try:
+            os.killpg(self.child.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop_child(self) -> int:
+        """SIGTERM the pod's process group, SIGKILL it after the grace period."""
+        self._signal_child(signal.SIGTERM)
+        try:
+            return self.child.wait(GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._signal_child(signal.SIGKILL)
+            return self.child.wait()
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        start_at = self.spec.get("start_at")
+        if start_at:
+            self.write_state({"waiting": {"reason": "ContainerCreating", "message": f"scheduled for {self.spec['scheduled_time']}"}})
+            while time.time() < start_at and self.stop_reason is None:
+                time.sleep(min(0.2, max(0.0, start_at - time.time())))
+        if self.stop_reason:
+            return
+        started = _now()
+        try:
+            self.child = subprocess.Popen(
+                self.spec["argv"],
+                cwd=self.spec["cwd"],
+                env=self.spec["env"],
+                stdin=subprocess.DEVNULL,
+                stdout=open(os.path.join(self.pod_dir, "stdout.log"), "wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.write_state({"terminated": {"exitCode": 127, "reason": "StartError", "message": str(exc), "startedAt": started, "finishedAt": _now()}})
+            return
+        self.write_state({"running": {"startedAt": started}})
+        deadline = time.monotonic() + float(self.spec["max_duration"]) * 60.0
+        reason = None
+        while True:
+            try:
+                code = self.child.wait(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if self.stop_reason and time.monotonic() - self.stop_requested_at > GRACE_SECONDS:
+                    self._signal_child(signal.SIGKILL)
+                    continue
+                if time.monotonic() >= deadline and not self.stop_reason:
+                    reason = "DeadlineExceeded"
+                    code = self.stop_child()
+                    break
+        if reason is None:
+            reason = self.stop_reason or ("Completed" if code == 0 else "Error")
+        if code < 0:  # killed by a signal: report it as a shell would (128 + signal)
+            code = 128 - code
+        message = {
+            "DeadlineExceeded": f"stopped after max_duration of {self.spec['max_duration']} min",
+            "Replaced": "replaced by a new run of the same pod_name",
+        }.get(reason)
+        state = {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": _now()}
+        if message:
+            state["message"] = message
+        self.write_state({"terminated": state})
+
+
+if __name__ == "__main__":
+    Supervisor(sys.argv[1]).run()

@@ -1,0 +1,104 @@
+"""The ``Platform`` contract: the EM API's operations, typed. Everything above layer 2 talks
+to pods only through it, so a job runs unchanged on the local platform and on CG2."""
+
+from __future__ import annotations
+
+import io
+import os
+from abc import ABC, abstractmethod
+from typing import Any, BinaryIO, Callable, Sequence, Union
+
+from .types import FileEntry, PodSpec, PodState
+
+# An uplinked file: its name in the volume (no directories: the EM API sends basenames) and
+# its content as bytes, a local path, or an open binary stream.
+FileContent = Union[bytes, bytearray, memoryview, "os.PathLike[str]", BinaryIO]
+UplinkFile = tuple[str, FileContent]
+Progress = Callable[[int], None]  # called with the number of bytes just moved
+
+
+class Platform(ABC):
+    """A pod platform. Implementations: LocalPlatform (embedded) and EMPlatform (HTTP)."""
+
+    #: Short kind name ("local", "em"), used in manifests and stats.
+    kind: str = "abstract"
+    #: The largest total size one uplink call accepts; larger uplinks are split by callers.
+    max_uplink_bytes: int = 2 * 1000**3
+    #: (first, max) seconds between status polls: a local pod answers in milliseconds, CG2 in minutes.
+    poll_interval: tuple[float, float] = (0.02, 0.5)
+
+    @abstractmethod
+    def identity(self) -> str:
+        """A stable name for where this platform's volumes live (user included), for caches."""
+
+    # files -----------------------------------------------------------------------------------
+    @abstractmethod
+    def uplink(
+        self,
+        files: Sequence[UplinkFile],
+        dest_path: str = "",
+        pod_name: str | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Store ``files`` under ``dest_path`` in the volume; returns ``{file_count, total_size_kb}``."""
+
+    @abstractmethod
+    def downlink_into(self, path: str, sink: BinaryIO, pod_name: str | None = None, progress: Progress | None = None) -> int:
+        """Stream one file of the volume into ``sink``; returns the byte count."""
+
+    def downlink(self, path: str, pod_name: str | None = None) -> bytes:
+        buffer = io.BytesIO()
+        self.downlink_into(path, buffer, pod_name)
+        return buffer.getvalue()
+
+    @abstractmethod
+    def list_files(self, pod_name: str | None = None) -> list[FileEntry]:
+        """The volume's tree (names relative to the volume root)."""
+
+    @abstractmethod
+    def delete(self, path: str, pod_name: str | None = None) -> None:
+        """Delete a file or a folder (recursively)."""
+
+    # images ----------------------------------------------------------------------------------
+    @abstractmethod
+    def image_build(self, dockerfile: str, image: str, context: str = ".", pod_name: str | None = None) -> None:
+        """Build ``image`` from a Dockerfile and context already in the volume."""
+
+    @abstractmethod
+    def image_load(self, tarfile: str, image: str, pod_name: str | None = None) -> None:
+        """Load an image tar (``docker save`` output) already in the volume."""
+
+    @abstractmethod
+    def image_list(self) -> list[dict[str, Any]]:
+        """The user's own built and loaded images (stock images are not listed)."""
+
+    # pods ------------------------------------------------------------------------------------
+    @abstractmethod
+    def run_pod(self, spec: PodSpec) -> None:
+        """Schedule a pod; replaces a pod of the same pod_name. Returns once accepted."""
+
+    @abstractmethod
+    def pod_status(self, pod_name: str | None = None) -> PodState:
+        """The pod's container state; NotFound when no pod of that name was ever run."""
+
+    @abstractmethod
+    def nodes_status(self) -> list[dict[str, str]]:
+        """``[{"name": "fpga", "status": "True"}, ...]``."""
+
+    # volumes ---------------------------------------------------------------------------------
+    @abstractmethod
+    def pvc_list(self) -> list[str]:
+        """Names of the user's volumes."""
+
+    @abstractmethod
+    def pvc_delete(self, pvc_name: str) -> None:
+        """Delete one of the user's volumes and everything in it."""
+
+    def close(self) -> None:
+        """Release connections. Pods keep running: they outlive the client by design."""
+
+    def __enter__(self) -> "Platform":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

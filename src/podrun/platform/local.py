@@ -1,0 +1,547 @@
+"""LocalPlatform: the EM API's semantics on this machine, with no server and no account.
+
+Volumes are directories, one per (user, pod_name); pods are processes started by a small
+detached supervisor (``_supervisor.py``) that enforces ``max_duration`` and records the pod's
+state, so pods outlive the client exactly as they do on CG2. Two drivers run a pod:
+
+* ``bwrap`` (where bubblewrap works): the host's file system read-only, the volume mounted
+  at ``/data`` read-write, a private ``/tmp`` and PID namespace. Faithful to CG2's ``/data``.
+* ``process``: a plain child process with ``PODRUN_DATA`` pointing at the volume; any
+  ``/data`` in the command line is rewritten to the volume so a raw command never touches the
+  host's ``/data``. Not isolation: the pod runs with the client user's rights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile as tarlib
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO, Sequence
+
+from ..errors import InvalidRequest, NotFound, PlatformError
+from .base import Platform, Progress, UplinkFile
+from .paths import check_file_name, clean_relative, resolve_in
+from .types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
+
+SUPERVISOR = Path(__file__).with_name("_supervisor.py")
+CHUNK = 1024 * 1024
+DRIVERS = ("auto", "bwrap", "process")
+
+# The Python-capable images CG2 carries onboard (em-api.md §5), plus the shells. Anything
+# else must be built or loaded first, or the pod waits in ImagePullBackOff as on CG2.
+STOCK_IMAGES = frozenset(
+    [f"python:{v}{s}" for v in ("3.10", "3.11", "3.12") for s in ("", "-slim", "-alpine")]
+    + ["dphi-embedded-ml-armv8-py311", "distroless-python3-debian12", "alpine", "busybox"]
+)
+ONBOARD_REGISTRY = "fpga.dphi.space:5000/"
+_DATA_TOKEN = re.compile(r"(?<![\w./-])/data(?=/|$|[\s'\";|&)>])")
+_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "TZ")
+
+
+def default_home() -> Path:
+    """``$PODRUN_HOME``, else ``$XDG_DATA_HOME/podrun``, else ``~/.local/share/podrun``."""
+    if os.environ.get("PODRUN_HOME"):
+        return Path(os.environ["PODRUN_HOME"])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "podrun"
+
+
+def _minute(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d-%H-%M")
+
+
+def _signed64(digest: bytes) -> int:
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def normalize_image(image: str) -> str:
+    """Strip the onboard registry prefix and a ``:latest`` tag: ``fpga.dphi.space:5000/alpine:latest`` → ``alpine``."""
+    name = image[len(ONBOARD_REGISTRY):] if image.startswith(ONBOARD_REGISTRY) else image
+    return name[: -len(":latest")] if name.endswith(":latest") else name
+
+
+_bwrap_works: bool | None = None
+
+
+def bwrap_available() -> bool:
+    """True when ``bwrap`` exists and can create a sandbox here (user namespaces allowed)."""
+    global _bwrap_works
+    if _bwrap_works is None:
+        exe = shutil.which("bwrap")
+        _bwrap_works = bool(exe) and subprocess.run(
+            [exe, "--ro-bind", "/", "/", "--unshare-pid", "true"], capture_output=True
+        ).returncode == 0
+    return _bwrap_works
+
+
+class LocalPlatform(Platform):
+    """The embedded platform. ``root`` holds volumes, pod records and images; one
+    LocalPlatform serves one ``user`` (the emulator makes one per authenticated user)."""
+
+    kind = "local"
+    poll_interval = (0.01, 0.25)
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        user: str | None = None,
+        driver: str | None = None,
+        max_uplink_bytes: int | None = None,
+    ) -> None:
+        self.root = Path(root) if root is not None else default_home() / "local"
+        self.user = user or os.environ.get("PODRUN_LOCAL_USER") or "local"
+        if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", self.user):
+            raise ValueError(f"invalid local user name {self.user!r}: lowercase letters, digits, '-' and '_'")
+        driver = driver or os.environ.get("PODRUN_LOCAL_DRIVER") or "auto"
+        if driver not in DRIVERS:
+            raise ValueError(f"unknown local pod driver {driver!r}: choose one of {', '.join(DRIVERS)}")
+        if driver == "bwrap" and not bwrap_available():
+            raise PlatformError("the bwrap driver needs bubblewrap with user namespaces; install 'bubblewrap' or use driver='process'")
+        self.driver = driver
+        if max_uplink_bytes is not None:
+            self.max_uplink_bytes = max_uplink_bytes
+        self._hash_cache: dict[tuple[str, int, int], int] = {}
+        self._children: dict[int, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    # layout --------------------------------------------------------------------------------
+    def identity(self) -> str:
+        return f"local:{self.root.resolve()}:{self.user}"
+
+    @property
+    def effective_driver(self) -> str:
+        if self.driver == "auto":
+            return "bwrap" if bwrap_available() else "process"
+        return self.driver
+
+    def volume_name(self, pod_name: str | None) -> str:
+        validate_pod_name(pod_name)
+        return pod_name if pod_name is not None else f"{self.user}-pvc"
+
+    def volume_path(self, pod_name: str | None = None, create: bool = True) -> Path:
+        path = self.root / "volumes" / self.user / self.volume_name(pod_name)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _pod_dir(self, pod_name: str | None) -> Path:
+        return self.root / "pods" / self.user / self.volume_name(pod_name)
+
+    # files ---------------------------------------------------------------------------------
+    def uplink(self, files: Sequence[UplinkFile], dest_path: str = "", pod_name: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+        if not files:
+            raise InvalidRequest("No files were provided for uplink!", code="NO_FILES", status=400)
+        volume = self.volume_path(pod_name)
+        target_dir = resolve_in(volume, dest_path)
+        names = [check_file_name(name) for name, _ in files]
+        total = sum(_content_size(content) for _, content in files)
+        if total is not None and total > self.max_uplink_bytes:
+            raise InvalidRequest(
+                f"Total upload size exceeds {self.max_uplink_bytes} bytes", code="MAX_UPLINK_SIZE_EXCEEDED", status=400
+            )
+        target_dir.mkdir(parents=True, exist_ok=True)
+        resolve_in(volume, clean_relative(dest_path))  # the folder just made must still be inside
+        written = 0
+        for name, (_, content) in zip(names, files):
+            written += _write_atomic(target_dir / name, content, progress)
+        return {"file_count": len(files), "total_size_kb": round(written / 1024, 2)}
+
+    def downlink_into(self, path: str, sink: BinaryIO, pod_name: str | None = None, progress: Progress | None = None) -> int:
+        target = resolve_in(self.volume_path(pod_name), path)
+        if not clean_relative(path) or not target.is_file():
+            raise NotFound(f"File missing: {path!r} is not a file in volume {self.volume_name(pod_name)!r}", code="FILE_MISSING", status=404)
+        moved = 0
+        with open(target, "rb") as source:
+            while chunk := source.read(CHUNK):
+                sink.write(chunk)
+                moved += len(chunk)
+                if progress:
+                    progress(len(chunk))
+        return moved
+
+    def list_files(self, pod_name: str | None = None) -> list[FileEntry]:
+        return self._list_dir(self.volume_path(pod_name))
+
+    def _list_dir(self, directory: Path) -> list[FileEntry]:
+        entries: list[FileEntry] = []
+        for item in sorted(os.scandir(directory), key=lambda e: e.name):
+            stat = item.stat(follow_symlinks=False)
+            if item.is_dir(follow_symlinks=False):
+                children = self._list_dir(Path(item.path))
+                size = sum(child.size for child in children)
+                entries.append(FileEntry("directory", item.name, size, _minute(stat.st_mtime), None, children))
+            elif item.is_file(follow_symlinks=False):
+                entries.append(FileEntry("file", item.name, stat.st_size, _minute(stat.st_mtime), self._file_hash(item.path, stat)))
+        return entries
+
+    def _file_hash(self, path: str, stat: os.stat_result) -> int:
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        cached = self._hash_cache.get(key)
+        if cached is None:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+            cached = self._hash_cache[key] = _signed64(digest.digest())
+        return cached
+
+    def delete(self, path: str, pod_name: str | None = None) -> None:
+        volume = self.volume_path(pod_name)
+        if not clean_relative(path):
+            raise InvalidRequest("File delete failed: give a file or folder inside the volume, not its root", code="FILE_DELETE_FAILED", status=400)
+        target = resolve_in(volume, path)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        else:
+            raise NotFound(f"File delete failed: {path!r} does not exist in volume {self.volume_name(pod_name)!r}", code="FILE_DELETE_FAILED", status=400)
+
+    # images --------------------------------------------------------------------------------
+    def _images_file(self) -> Path:
+        return self.root / "images" / f"{self.user}.json"
+
+    def _load_images(self) -> dict[str, dict[str, Any]]:
+        try:
+            return json.loads(self._images_file().read_text())
+        except FileNotFoundError:
+            return {}
+
+    def _save_image(self, name: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            images = self._load_images()
+            images[name] = record
+            path = self._images_file()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(images, indent=1))
+            os.replace(tmp, path)
+
+    def _host_volume_path(self, pod_name: str | None, path: str) -> str:
+        return f"/clients/{self.user}-pvc/{clean_relative(path)}" if pod_name is None else f"/clients/{pod_name}/{clean_relative(path)}"
+
+    def image_build(self, dockerfile: str, image: str, context: str = ".", pod_name: str | None = None) -> None:
+        """Without a container engine a build cannot execute ``RUN`` steps; it checks what
+        CG2's air-gapped BuildKit would check first: the context and Dockerfile exist and
+        ``FROM`` names an image available onboard. The image then runs on the host's tools."""
+        _check_image_name(image)
+        volume = self.volume_path(pod_name)
+        ctx = resolve_in(volume, context)
+        if not ctx.is_dir():
+            raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
+                f'unable to prepare context: path "{self._host_volume_path(pod_name, context)}" not found\n'])
+        docker_file = resolve_in(volume, dockerfile)
+        if not docker_file.is_file():
+            raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
+                f"failed to solve with frontend dockerfile.v0: failed to read dockerfile: open {docker_file.name}: no such file or directory\n"])
+        base = _dockerfile_base(docker_file.read_text(errors="replace"))
+        known = STOCK_IMAGES | set(self._load_images())
+        if base is None or normalize_image(base) not in known:
+            raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
+                f"ERROR: failed to solve: {base or '(no FROM line)'}: failed to resolve source metadata: not found in the onboard registry\n"])
+        content = docker_file.read_bytes()
+        self._save_image(image, {"base": normalize_image(base), "id": hashlib.sha256(content).hexdigest()[:12],
+                                 "created": time.time(), "size": len(content), "source": "build"})
+
+    def image_load(self, tarfile: str, image: str, pod_name: str | None = None) -> None:
+        _check_image_name(image)
+        volume = self.volume_path(pod_name)
+        path = resolve_in(volume, tarfile)
+        if not path.is_file():
+            raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400, log_tail=[
+                f"sh: line 1: {self._host_volume_path(pod_name, tarfile)}: No such file or directory\n"])
+        try:
+            with tarlib.open(path) as archive:
+                manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
+            tags = [tag for item in manifest for tag in item.get("RepoTags") or []]
+        except (tarlib.TarError, KeyError, ValueError, TypeError, AttributeError):
+            raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400, log_tail=[
+                "open /var/lib/docker/tmp/docker-import/manifest.json: no such file or directory\n"]) from None
+        self._save_image(image, {"base": None, "id": hashlib.sha256(path.read_bytes()[:CHUNK]).hexdigest()[:12],
+                                 "created": time.time(), "size": path.stat().st_size, "source": "load", "tags": tags})
+
+    def image_list(self) -> list[dict[str, Any]]:
+        return [
+            {"Repository": f"{self.user}-{name}", "Tag": "latest", "ID": rec["id"],
+             "CreatedAt": datetime.fromtimestamp(rec["created"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
+             "Size": f"{rec['size']}B"}
+            for name, rec in sorted(self._load_images().items())
+        ]
+
+    def image_runnable(self, image: str) -> bool:
+        name = normalize_image(image)
+        if name.startswith(f"{self.user}-"):
+            name = name[len(self.user) + 1:]
+        return name in STOCK_IMAGES or name in self._load_images()
+
+    # pods ----------------------------------------------------------------------------------
+    def run_pod(self, spec: PodSpec) -> None:
+        volume = self.volume_path(spec.pod_name)
+        pod_dir = self._pod_dir(spec.pod_name)
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_pod(pod_dir)
+        run_id = secrets.token_hex(8)
+        record: dict[str, Any] = {"run_id": run_id, "image": spec.image, "node": spec.node, "pod_name": spec.pod_name,
+                                  "max_duration": spec.max_duration, "scheduled_time": spec.scheduled_iso()}
+        (pod_dir / "current_run").write_text(run_id)
+        if not self.image_runnable(spec.image):
+            _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None, "state": {"waiting": {
+                "reason": "ImagePullBackOff",
+                "message": f'Back-off pulling image "{spec.image}": ErrImagePull: failed to pull and unpack image '
+                           f'"docker.io/library/{spec.image}": not found (build it with image_build or load it with image_load first)'}}})
+            _write_json(pod_dir / "spec.json", record)
+            return
+        record.update(self._pod_process(spec, volume))
+        record["start_at"] = _parse_schedule(spec.scheduled_time)
+        _write_json(pod_dir / "spec.json", record)
+        _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None,
+                                             "state": {"waiting": {"reason": "ContainerCreating", "message": "starting"}}})
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(SUPERVISOR), str(pod_dir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        (pod_dir / "supervisor.pid").write_text(str(child.pid))
+        with self._lock:
+            self._reap()
+            self._children[child.pid] = child
+
+    def _pod_process(self, spec: PodSpec, volume: Path) -> dict[str, Any]:
+        """argv, env and cwd of the pod's process for the chosen driver."""
+        driver = self.effective_driver
+        argv = _split_command(spec.command) + [str(arg) for arg in spec.args]
+        if not argv:
+            argv = ["python"]  # the stock Python images' default CMD
+        if argv[0] in ("python", "python3", "/usr/local/bin/python", "/usr/bin/python3"):
+            argv[0] = sys.executable  # "images run on the host's tools": the host's Python
+        env = {key: os.environ[key] for key in _PASS_ENV if key in os.environ}
+        env.update({str(k): str(v) for k, v in spec.envs.items()})
+        env["PODRUN_NODE"] = spec.node
+        if spec.pod_name:
+            env["HOSTNAME"] = f"{self.user}-{spec.pod_name}"
+        if spec.node != "GPU":
+            env["CUDA_VISIBLE_DEVICES"] = ""  # only the GPU node has the GPU, as on CG2
+        else:
+            env.update({k: v for k, v in os.environ.items() if k.startswith(("CUDA_", "NVIDIA_"))})
+        if driver == "bwrap":
+            env["PODRUN_DATA"] = "/data"
+            return {"argv": _bwrap_prefix(volume, gpu=spec.node == "GPU") + argv, "env": env, "cwd": "/", "driver": driver}
+        env["PODRUN_DATA"] = str(volume)
+        argv = [_DATA_TOKEN.sub(lambda _m: str(volume), arg) for arg in argv]
+        return {"argv": argv, "env": env, "cwd": str(volume), "driver": driver}
+
+    def _supervisor_alive(self, pid: int | None) -> bool:
+        if not pid:
+            return False
+        with self._lock:
+            child = self._children.get(pid)
+            if child is not None:
+                return child.poll() is None
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def _reap(self) -> None:
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[pid]
+
+    def _stop_pod(self, pod_dir: Path, timeout: float = 10.0) -> None:
+        """Stop the pod_name's running pod (a new run replaces it) and wait for its supervisor."""
+        record = _read_json(pod_dir / "state.json")
+        pid = record.get("supervisor_pid") if record else None
+        if pid is None:
+            try:
+                pid = int((pod_dir / "supervisor.pid").read_text())
+            except (FileNotFoundError, ValueError):
+                return
+        if not self._supervisor_alive(pid):
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while self._supervisor_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._supervisor_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def pod_status(self, pod_name: str | None = None) -> PodState:
+        pod_dir = self._pod_dir(pod_name)
+        record = _read_json(pod_dir / "state.json")
+        if record is None:
+            raise NotFound(f"no pod named {self.volume_name(pod_name)!r} has been run", code="POD_NOT_FOUND", status=404)
+        state = PodState(record["state"])
+        pid = record.get("supervisor_pid")
+        spec = _read_json(pod_dir / "spec.json") or {}
+        starting = pid is None and state.phase == "waiting" and state.reason == "ContainerCreating"
+        if starting:
+            try:
+                pid = int((pod_dir / "supervisor.pid").read_text())
+            except (FileNotFoundError, ValueError):
+                pid = None
+        if not state.is_terminal and not state.is_stuck and pid and not self._supervisor_alive(pid):
+            # The supervisor died without recording an end (killed, machine rebooted): say so
+            # rather than report "running" forever. Re-read first: it may have just finished.
+            record = _read_json(pod_dir / "state.json") or record
+            state = PodState(record["state"])
+            if not state.is_terminal and record.get("run_id") == spec.get("run_id"):
+                state = PodState({"terminated": {"exitCode": 137, "reason": "Lost",
+                                                 "message": "the pod's supervisor ended without recording an exit",
+                                                 "startedAt": state.detail.get("startedAt"), "finishedAt": None}})
+        return state
+
+    def nodes_status(self) -> list[dict[str, str]]:
+        return [{"name": NODE_STATUS_NAMES[node], "status": "True"} for node in NODES]
+
+    # volumes -------------------------------------------------------------------------------
+    def pvc_list(self) -> list[str]:
+        base = self.root / "volumes" / self.user
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def pvc_delete(self, pvc_name: str) -> None:
+        pod_name = None if pvc_name == f"{self.user}-pvc" else validate_pod_name(pvc_name)
+        path = self.volume_path(pod_name, create=False)
+        if not path.is_dir():
+            raise NotFound(f"no volume named {pvc_name!r}", code="PVC_NOT_FOUND", status=404)
+        self._stop_pod(self._pod_dir(pod_name))
+        shutil.rmtree(path)
+
+    def shutdown(self) -> None:
+        """Stop every pod of this user (tests and the emulator call it on exit)."""
+        base = self.root / "pods" / self.user
+        if base.is_dir():
+            for pod_dir in base.iterdir():
+                self._stop_pod(pod_dir)
+        with self._lock:
+            for child in self._children.values():
+                child.wait()
+            self._children.clear()
+
+
+def _content_size(content: Any) -> int | None:
+    if isinstance(content, (bytes, bytearray)):
+        return len(content)
+    if isinstance(content, memoryview):
+        return content.nbytes
+    if isinstance(content, (str, os.PathLike)):
+        return os.path.getsize(content)
+    return None  # a stream: counted while written
+
+
+def _write_atomic(target: Path, content: Any, progress: Progress | None) -> int:
+    """Write via a temporary file and rename: a retried or interrupted uplink never leaves a torn file."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    written = 0
+    try:
+        with open(tmp, "wb") as out:
+            if isinstance(content, (bytes, bytearray, memoryview)):
+                out.write(content)
+                written = memoryview(content).nbytes
+                if progress:
+                    progress(written)
+            else:
+                source = open(content, "rb") if isinstance(content, (str, os.PathLike)) else content
+                try:
+                    while chunk := source.read(CHUNK):
+                        out.write(chunk)
+                        written += len(chunk)
+                        if progress:
+                            progress(len(chunk))
+                finally:
+                    if source is not content:
+                        source.close()
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _split_command(command: str | list[str] | None) -> list[str]:
+    if command is None or command == "":
+        return []
+    if isinstance(command, list):
+        return [str(c) for c in command]
+    try:
+        return shlex.split(command)
+    except ValueError as exc:
+        raise InvalidRequest(f"Invalid parameters: command {command!r} cannot be split: {exc}", status=400) from None
+
+
+def _parse_schedule(value: Any) -> float | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequest(f"Invalid parameters: scheduled_time {value!r} is not an ISO-8601 timestamp with timezone", status=400) from None
+    if moment.tzinfo is None:
+        raise InvalidRequest(f"Invalid parameters: scheduled_time {value!r} needs a timezone, e.g. +00:00", status=400)
+    return moment.timestamp()
+
+
+def _check_image_name(image: str) -> None:
+    if not isinstance(image, str) or not re.match(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[\w][\w.-]{0,127})?$", image):
+        raise InvalidRequest(f"Invalid parameters: image name {image!r}: lowercase letters, digits, '.', '_', '-', '/' and an optional :tag", status=400)
+
+
+def _dockerfile_base(text: str) -> str | None:
+    for line in text.splitlines():
+        words = line.strip().split()
+        if words and words[0].upper() == "FROM":
+            rest = [w for w in words[1:] if not w.startswith("--")]
+            return rest[0] if rest else None
+    return None
+
+
+def _bwrap_prefix(volume: Path, gpu: bool) -> list[str]:
+    """Host file system read-only, the volume at /data, private /tmp; the interpreter and
+    podrun's own code stay visible even when they live under /tmp."""
+    args = ["bwrap"]
+    for entry in sorted(os.scandir("/"), key=lambda e: e.name):
+        if entry.name in ("proc", "dev", "tmp", "data", "sys"):
+            continue
+        if entry.is_symlink():
+            args += ["--symlink", os.readlink(entry.path), entry.path]
+        else:
+            args += ["--ro-bind", entry.path, entry.path]
+    args += ["--proc", "/proc", "--tmpfs", "/tmp"]
+    args += ["--dev-bind", "/dev", "/dev", "--ro-bind", "/sys", "/sys"] if gpu else ["--dev", "/dev"]
+    keep = {sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2])}
+    keep.update(p for p in sys.path if p and os.path.isdir(p))
+    for path in sorted(keep):
+        if path.startswith("/tmp/") and os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    args += ["--bind", str(volume), "/data", "--chdir", "/data", "--unshare-pid", "--die-with-parent", "--"]
+    return args
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None

@@ -1,0 +1,231 @@
+"""Run a job bundle: store its blobs in the volume, run each call, append each outcome to
+the job's results file as it finishes, and leave a terminal record for every call.
+
+Terminal statuses: OK, RAISED, TIMEOUT (the call's own ``timeout``), KILLED (the pod was
+stopped: max_duration or replacement), CANCELLED (the client asked), LOST (the call could not
+run: a blob it needs is missing or its arguments cannot be loaded here).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import cloudpickle
+import msgpack
+
+from ..errors import IntegrityError, WireFormatError
+from ..store.volume_blobs import VolumeBlobs
+from ..wire import records as rec
+from ..wire.bundle import JobHeader, python_version, read_header
+from ..wire.compression import best_codec, compress, decompress
+from ..wire.layout import CANCEL_NAME, RESULTS_NAME
+from ..wire.serialize import dumps
+from .capture import capture_output
+
+INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by SIGTERM: the pod is being stopped."""
+
+
+class _TimedOut(BaseException):
+    """Raised in the main thread by SIGALRM: the call ran past its timeout."""
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("PODRUN_DATA", "/data"))
+
+
+class JobRunner:
+    def __init__(self, bundle_path: Path) -> None:
+        self.bundle_path = bundle_path
+        self.job_dir = bundle_path.parent
+        self.blobs = VolumeBlobs(data_dir())
+        fd = os.open(self.job_dir / RESULTS_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.results = os.fdopen(fd, "ab", buffering=0)
+        self.done: set[int] = set()
+        self.stopping = False
+        self.header: JobHeader | None = None
+        self.codec = best_codec(None)
+        self.cancel_mtime = 0
+        self.cancelled: set[int] = set()
+
+    def emit(self, record: dict[str, Any]) -> None:
+        rec.append_record(self.results, record)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        self.emit({"k": "start", "t": time.time(), "python": python_version(), "pid": os.getpid(),
+                   "host": socket.gethostname(), "machine": platform.machine(), "node": os.environ.get("PODRUN_NODE")})
+        try:
+            with open(self.bundle_path, "rb") as stream:
+                header, frames_at = read_header(stream)
+                self.header = header
+                self.codec = best_codec(header.codecs)
+                missing = self._store_blobs(stream, frames_at)
+        except (WireFormatError, IntegrityError, OSError) as exc:
+            self.emit({"k": "end", "t": time.time(), "fatal": f"{type(exc).__name__}: {exc}"})
+            return 3
+        if header.python != python_version():
+            self.emit({"k": "end", "t": time.time(), "fatal": (
+                f"EnvironmentMismatch: the client pickled with Python {header.python} but this pod runs Python "
+                f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")})
+            return 3
+        try:
+            self._run_groups(header, missing)
+        except _Stopped:
+            pass
+        self._finish_remaining(header, rec.KILLED if self.stopping else rec.LOST, "the pod was stopped before this call finished")
+        self.emit({"k": "end", "t": time.time(), "missing": sorted(missing), "stopped": self.stopping})
+        return 0
+
+    def _cancelled(self, i: int) -> bool:
+        """The client's cancel file lists call indexes to skip; re-read only when it changes."""
+        try:
+            mtime = os.stat(self.job_dir / CANCEL_NAME).st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if mtime != self.cancel_mtime:
+            self.cancel_mtime = mtime
+            try:
+                self.cancelled = set(msgpack.unpackb((self.job_dir / CANCEL_NAME).read_bytes()))
+            except (ValueError, TypeError, msgpack.ExtraData):
+                self.cancelled = set()
+        return i in self.cancelled
+
+    def _on_term(self, _signum: int, _frame: Any) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise _Stopped()
+
+    def _store_blobs(self, stream: Any, frames_at: int) -> set[str]:
+        """Write embedded blobs into the volume's store; return the required ones still missing."""
+        assert self.header is not None
+        for blob_hash, (offset, length) in self.header.embedded.items():
+            stream.seek(frames_at + offset)
+            self.blobs.write_frame(blob_hash, stream.read(length))
+        return {h for h in self.header.required_blobs() if not self.blobs.has(h)}
+
+    def _run_groups(self, header: JobHeader, missing: set[str]) -> None:
+        functions: dict[str, Callable[..., Any]] = {}
+        index = 0
+        for group in header.groups:
+            first, index = index, index + group.count
+            needed = {group.function, *group.buffers} & missing
+            if needed:
+                self._finish_range(first, index, rec.LOST, f"blobs missing from the volume: {', '.join(sorted(needed))}", missing=sorted(needed))
+                continue
+            try:
+                if group.function not in functions:
+                    functions[group.function] = cloudpickle.loads(self.blobs.read(group.function))
+                function = functions[group.function]
+                calls = cloudpickle.loads(decompress(group.args), buffers=[self.blobs.read(h) for h in group.buffers])
+            except _Stopped:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - any load failure is this group's outcome
+                error = _error_info(exc)
+                for i in range(first, index):
+                    self.emit({"k": "call", "i": i, "s": rec.RAISED, "e": error, "t": [time.time(), time.time()]})
+                    self.done.add(i)
+                continue
+            for offset, (args, kwargs) in enumerate(calls):
+                if self._cancelled(first + offset):
+                    self._finish_range(first + offset, first + offset + 1, rec.CANCELLED, "cancelled by the client")
+                    continue
+                self._run_call(first + offset, function, args, kwargs, group.timeout)
+
+    def _run_call(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None) -> None:
+        record: dict[str, Any] = {"k": "call", "i": i}
+        started = time.time()
+        with capture_output() as captured:
+            try:
+                if timeout:
+                    signal.signal(signal.SIGALRM, _raise_timeout)
+                    signal.setitimer(signal.ITIMER_REAL, timeout)
+                try:
+                    value = function(*args, **kwargs)
+                finally:
+                    if timeout:
+                        signal.setitimer(signal.ITIMER_REAL, 0)
+                record.update(self._encode_value(value))
+            except _Stopped:
+                record.update({"s": rec.KILLED, "e": _error_info(None, "KILLED", "the pod was stopped while this call ran")})
+                self._close_call(record, started, captured)
+                raise
+            except _TimedOut:
+                record.update({"s": rec.TIMEOUT, "e": _error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")})
+            except BaseException as exc:  # noqa: BLE001 - the user's exception is the call's outcome
+                record.update({"s": rec.RAISED, "e": _error_info(exc)})
+        self._close_call(record, started, captured)
+
+    def _close_call(self, record: dict[str, Any], started: float, captured: capture_output) -> None:
+        record["t"] = [started, time.time()]
+        out, err = captured.out.getvalue(), captured.err.getvalue()
+        if out:
+            record["out"] = out
+        if err:
+            record["err"] = err
+        self.emit(record)
+        self.done.add(record["i"])
+
+    def _encode_value(self, value: Any) -> dict[str, Any]:
+        """Small results inline; large buffers and large payloads stay in the volume as blobs."""
+        try:
+            pickled = dumps(value, what="the result")
+        except Exception as exc:  # an unpicklable result is the call's failure, not the job's
+            return {"s": rec.RAISED, "e": _error_info(exc)}
+        for blob_hash, view in pickled.blobs.items():
+            self.blobs.write_raw(view, blob_hash, self.header.codecs if self.header else None)
+        encoded: dict[str, Any] = {"s": rec.OK, "b": pickled.buffers}
+        if len(pickled.payload) > INLINE_RESULT_BYTES:
+            encoded["vb"] = self.blobs.write_raw(pickled.payload, None, self.header.codecs if self.header else None)
+        else:
+            encoded["v"] = compress(pickled.payload, self.codec)
+        return encoded
+
+    def _finish_range(self, start: int, stop: int, status: str, message: str, **extra: Any) -> None:
+        now = time.time()
+        for i in range(start, stop):
+            if i not in self.done:
+                self.emit({"k": "call", "i": i, "s": status, "e": _error_info(None, status, message), "t": [now, now], **extra})
+                self.done.add(i)
+
+    def _finish_remaining(self, header: JobHeader, status: str, message: str) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish writing the records we owe
+        self._finish_range(0, header.call_count, status, message)
+
+
+def _raise_timeout(_signum: int, _frame: Any) -> None:
+    raise _TimedOut()
+
+
+def _error_info(exc: BaseException | None, type_name: str | None = None, message: str | None = None) -> dict[str, Any]:
+    """Type name, message, traceback text and, where it pickles, the exception itself."""
+    if exc is None:
+        return {"type": type_name, "message": message, "traceback": "", "pickled": None}
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickled = cloudpickle.dumps(exc)
+    except Exception:
+        pickled = None
+    cls = type(exc)
+    return {"type": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc), "traceback": text, "pickled": pickled}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m podrun.runtime /data/.podrun/jobs/JOB/bundle", file=sys.stderr)
+        return 2
+    path = Path(argv[0])
+    if not path.is_absolute():
+        path = data_dir() / path
+    return JobRunner(path).run()

@@ -1,0 +1,55 @@
+"""The blob store as seen from inside a volume (the pod runtime, or any process that has the
+volume's directory). Blobs are compressed frames named by the hash of their raw bytes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from ..errors import IntegrityError
+from ..wire.compression import best_codec, compress, decompress
+from ..wire.hashing import content_hash, is_content_hash
+from ..wire.layout import BLOBS
+
+
+class VolumeBlobs:
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.directory = Path(data_dir) / BLOBS
+
+    def path(self, blob_hash: str) -> Path:
+        if not is_content_hash(blob_hash):
+            raise IntegrityError(f"{blob_hash!r} is not a blob name", blob=blob_hash)
+        return self.directory / blob_hash
+
+    def has(self, blob_hash: str) -> bool:
+        return self.path(blob_hash).is_file()
+
+    def read(self, blob_hash: str) -> bytes:
+        """The blob's raw bytes, verified against its name; FileNotFoundError when absent."""
+        raw = decompress(self.path(blob_hash).read_bytes())
+        if content_hash(raw) != blob_hash:
+            raise IntegrityError(f"blob {blob_hash} is corrupt in the volume: its bytes hash to {content_hash(raw)}", blob=blob_hash)
+        return raw
+
+    def write_frame(self, blob_hash: str, frame: bytes | memoryview) -> None:
+        """Store an already-compressed frame, verifying it decodes to ``blob_hash`` first."""
+        raw = decompress(frame)
+        if content_hash(raw) != blob_hash:
+            raise IntegrityError(f"blob {blob_hash} arrived corrupt: its bytes hash to {content_hash(raw)}", blob=blob_hash)
+        self._write(blob_hash, frame)
+
+    def write_raw(self, data: bytes | memoryview, blob_hash: str | None = None, codecs: list[str] | None = None) -> str:
+        """Compress and store raw bytes; returns their hash. Existing blobs are not rewritten."""
+        blob_hash = blob_hash or content_hash(data)
+        if not self.has(blob_hash):
+            self._write(blob_hash, compress(data, best_codec(codecs)))
+        return blob_hash
+
+    def _write(self, blob_hash: str, frame: bytes | memoryview) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.path(blob_hash)
+        tmp = target.with_name(f".{blob_hash}.{secrets.token_hex(4)}.part")
+        with open(tmp, "wb") as out:
+            out.write(frame)
+        os.replace(tmp, target)

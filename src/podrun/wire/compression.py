@@ -1,0 +1,103 @@
+"""Compression with a one-byte codec header, negotiated down to what both ends have.
+
+zstd where the ``zstandard`` package is importable, else stdlib zlib. Incompressible data
+(already-compressed media, random floats) is detected by compressing a small sample and
+stored raw, so it costs no CPU on either end.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from ..errors import WireFormatError
+
+try:  # zstandard is a core dependency on the client but may be missing in a bare pod image.
+    import zstandard as _zstd
+except ImportError:  # pragma: no cover - exercised by the bare-image bootstrap tests
+    _zstd = None
+
+RAW = 0
+ZSTD = 1
+ZLIB = 2
+CODEC_NAMES = {RAW: "raw", ZSTD: "zstd", ZLIB: "zlib"}
+
+# Level 3 measured best on the benchmark payloads: level 1 is within 5 % of its speed, higher
+# levels cost 2-6x the time for under 3 % fewer bytes on pickled arrays.
+ZSTD_LEVEL = 3
+ZLIB_LEVEL = 6
+SAMPLE_BYTES = 64 * 1024
+MIN_COMPRESS_BYTES = 256
+WORTHWHILE_RATIO = 0.9
+
+
+def available_codecs() -> list[str]:
+    """Codec names this interpreter can decode, best first (sent in bundles for negotiation)."""
+    return ["zstd", "zlib", "raw"] if _zstd is not None else ["zlib", "raw"]
+
+
+def best_codec(peer_codecs: list[str] | None = None) -> int:
+    """The best codec both this side and ``peer_codecs`` (None: assume everything) can read."""
+    accepted = set(peer_codecs) if peer_codecs is not None else {"zstd", "zlib", "raw"}
+    if _zstd is not None and "zstd" in accepted:
+        return ZSTD
+    if "zlib" in accepted:
+        return ZLIB
+    return RAW
+
+
+def _compress_with(codec: int, data: bytes | memoryview) -> bytes:
+    if codec == ZSTD:
+        return _zstd.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+    if codec == ZLIB:
+        return zlib.compress(data, ZLIB_LEVEL)
+    return bytes(data)
+
+
+def worth_compressing(data: bytes | memoryview, codec: int) -> bool:
+    """Compress a sample; only data that shrinks below ``WORTHWHILE_RATIO`` is worth it."""
+    size = len(data)
+    if codec == RAW or size < MIN_COMPRESS_BYTES:
+        return False
+    sample = memoryview(data)[:SAMPLE_BYTES] if size > SAMPLE_BYTES else data
+    return len(_compress_with(codec, sample)) < WORTHWHILE_RATIO * len(sample)
+
+
+def compress(data: bytes | bytearray | memoryview, codec: int | None = None) -> bytes:
+    """``data`` prefixed with its codec byte, compressed only where a probe says it pays."""
+    codec = best_codec() if codec is None else codec
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    if not worth_compressing(view, codec):
+        return bytes([RAW]) + bytes(view)
+    packed = _compress_with(codec, view)
+    if len(packed) >= len(view):
+        return bytes([RAW]) + bytes(view)
+    return bytes([codec]) + packed
+
+
+def decompress(frame: bytes | memoryview) -> bytes:
+    """Inverse of :func:`compress`; a frame this side cannot decode raises WireFormatError."""
+    if len(frame) == 0:
+        raise WireFormatError("empty compressed frame: the file was truncated")
+    codec = frame[0]
+    body = memoryview(frame)[1:]
+    if codec == RAW:
+        return bytes(body)
+    if codec == ZLIB:
+        return zlib.decompress(body)
+    if codec == ZSTD:
+        if _zstd is None:
+            raise WireFormatError(
+                "this frame is zstd-compressed but the 'zstandard' package is not installed here; "
+                "install it, or let podrun negotiate zlib with this side"
+            )
+        return _zstd_decompress(body)
+    raise WireFormatError(f"unknown compression codec byte {codec}: written by a newer podrun?")
+
+
+def _zstd_decompress(body: memoryview) -> bytes:
+    # Frames written by ZstdCompressor.compress carry their content size; stream otherwise.
+    dctx = _zstd.ZstdDecompressor()
+    try:
+        return dctx.decompress(body)
+    except _zstd.ZstdError:
+        return b"".join(dctx.read_to_iter(bytes(body)))

@@ -1,0 +1,24 @@
+"""Where podrun keeps things inside a volume. The client (store layer) and the pod runtime
+both address the volume through these names, so they live in the shared wire layer."""
+
+from __future__ import annotations
+
+ROOT = ".podrun"
+BLOBS = f"{ROOT}/blobs"
+JOBS = f"{ROOT}/jobs"
+
+BUNDLE_NAME = "bundle"
+RESULTS_NAME = "results"
+CANCEL_NAME = "cancel"
+
+
+def blob_path(blob_hash: str) -> str:
+    return f"{BLOBS}/{blob_hash}"
+
+
+def job_dir(job_id: str) -> str:
+    return f"{JOBS}/{job_id}"
+
+
+def job_file(job_id: str, name: str) -> str:
+    return f"{JOBS}/{job_id}/{name}"
