@@ -17,6 +17,23 @@ UplinkFile = tuple[str, FileContent]
 Progress = Callable[[int], None]  # called with the number of bytes just moved
 
 
+def content_size(content: FileContent) -> int | None:
+    """Bytes an uplinked file will carry; None for a stream that cannot seek."""
+    if isinstance(content, (bytes, bytearray)):
+        return len(content)
+    if isinstance(content, memoryview):
+        return content.nbytes
+    if isinstance(content, (str, os.PathLike)):
+        return os.path.getsize(content)
+    try:
+        position = content.tell()
+        size = content.seek(0, os.SEEK_END) - position
+        content.seek(position)
+    except (OSError, AttributeError, ValueError):
+        return None
+    return size
+
+
 class Platform(ABC):
     """A pod platform. Implementations: LocalPlatform (embedded) and EMPlatform (HTTP)."""
 

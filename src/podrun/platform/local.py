@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
 from ..errors import InvalidRequest, NotFound, PlatformError
-from .base import Platform, Progress, UplinkFile
+from .base import Platform, Progress, UplinkFile, content_size
 from .paths import check_file_name, clean_relative, resolve_in
 from .types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
 
@@ -146,8 +146,8 @@ class LocalPlatform(Platform):
         volume = self.volume_path(pod_name)
         target_dir = resolve_in(volume, dest_path)
         names = [check_file_name(name) for name, _ in files]
-        total = sum(_content_size(content) for _, content in files)
-        if total is not None and total > self.max_uplink_bytes:
+        total = sum(content_size(content) or 0 for _, content in files)
+        if total > self.max_uplink_bytes:
             raise InvalidRequest(
                 f"Total upload size exceeds {self.max_uplink_bytes} bytes", code="MAX_UPLINK_SIZE_EXCEEDED", status=400
             )
@@ -431,16 +431,6 @@ class LocalPlatform(Platform):
             for child in self._children.values():
                 child.wait()
             self._children.clear()
-
-
-def _content_size(content: Any) -> int | None:
-    if isinstance(content, (bytes, bytearray)):
-        return len(content)
-    if isinstance(content, memoryview):
-        return content.nbytes
-    if isinstance(content, (str, os.PathLike)):
-        return os.path.getsize(content)
-    return None  # a stream: counted while written
 
 
 def _write_atomic(target: Path, content: Any, progress: Progress | None) -> int:

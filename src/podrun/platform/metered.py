@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 import threading
 from dataclasses import dataclass, field, fields
 from typing import Any, BinaryIO, Iterator, Sequence
 
-from .base import Platform, Progress, UplinkFile
+from .base import Platform, Progress, UplinkFile, content_size
 from .types import FileEntry, PodSpec, PodState
 
 
@@ -63,19 +62,6 @@ def _count(**counts: int) -> None:
         stats.add(**counts)
 
 
-def _size(content: Any) -> int:
-    if isinstance(content, (bytes, bytearray)):
-        return len(content)
-    if isinstance(content, memoryview):
-        return content.nbytes
-    if isinstance(content, (str, os.PathLike)):
-        return os.path.getsize(content)
-    position = content.tell()
-    size = content.seek(0, os.SEEK_END) - position
-    content.seek(position)
-    return size
-
-
 class MeteredPlatform(Platform):
     """Delegates to ``inner``, counting. Bytes are payload bytes (file contents), the figure
     the link budget is charged on; HTTP framing is not included."""
@@ -90,7 +76,7 @@ class MeteredPlatform(Platform):
         return self.inner.identity()
 
     def uplink(self, files: Sequence[UplinkFile], dest_path: str = "", pod_name: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
-        size = sum(_size(content) for _, content in files)
+        size = sum(content_size(content) or 0 for _, content in files)
         result = self.inner.uplink(files, dest_path, pod_name, progress)
         _count(calls=1, bytes_up=size)
         return result
