@@ -73,6 +73,11 @@ def normalize_image(image: str) -> str:
 
 
 _bwrap_works: bool | None = None
+# Supervisors this process started, by pid: whichever LocalPlatform instance asks about a pod,
+# a supervisor that is our child must be polled (and so reaped), never probed with kill(0),
+# which succeeds on a zombie.
+_children: dict[int, subprocess.Popen] = {}
+_children_lock = threading.Lock()
 
 
 def bwrap_available() -> bool:
@@ -113,7 +118,6 @@ class LocalPlatform(Platform):
         if max_uplink_bytes is not None:
             self.max_uplink_bytes = max_uplink_bytes
         self._hash_cache: dict[tuple[str, int, int], int] = {}
-        self._children: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
     # layout --------------------------------------------------------------------------------
@@ -313,9 +317,10 @@ class LocalPlatform(Platform):
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         (pod_dir / "supervisor.pid").write_text(str(child.pid))
-        with self._lock:
-            self._reap()
-            self._children[child.pid] = child
+        with _children_lock:
+            for pid in [pid for pid, c in _children.items() if c.poll() is not None]:
+                del _children[pid]
+            _children[child.pid] = child
 
     def _pod_process(self, spec: PodSpec, volume: Path) -> dict[str, Any]:
         """argv, env and cwd of the pod's process for the chosen driver."""
@@ -344,8 +349,8 @@ class LocalPlatform(Platform):
     def _supervisor_alive(self, pid: int | None) -> bool:
         if not pid:
             return False
-        with self._lock:
-            child = self._children.get(pid)
+        with _children_lock:
+            child = _children.get(pid)
             if child is not None:
                 return child.poll() is None
         try:
@@ -354,14 +359,11 @@ class LocalPlatform(Platform):
             return False
         return True
 
-    def _reap(self) -> None:
-        for pid, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[pid]
-
     def _stop_pod(self, pod_dir: Path, timeout: float = 10.0) -> None:
         """Stop the pod_name's running pod (a new run replaces it) and wait for its supervisor."""
         record = _read_json(pod_dir / "state.json")
+        if record and "terminated" in record.get("state", {}):
+            return
         pid = record.get("supervisor_pid") if record else None
         if pid is None:
             try:
@@ -427,10 +429,9 @@ class LocalPlatform(Platform):
         if base.is_dir():
             for pod_dir in base.iterdir():
                 self._stop_pod(pod_dir)
-        with self._lock:
-            for child in self._children.values():
-                child.wait()
-            self._children.clear()
+        with _children_lock:
+            for pid in [pid for pid, c in _children.items() if c.poll() is not None]:
+                del _children[pid]
 
 
 def _write_atomic(target: Path, content: Any, progress: Progress | None) -> int:
