@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from podrun.client import config
+from podrun.platform.metered import PROCESS_STATS
 from podrun.platform.local import LocalPlatform
 
 from .platforms import PLATFORM_KINDS, make_platform
@@ -34,6 +35,7 @@ def podrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     for name in [n for n in os.environ if n.startswith("PODRUN_") and n != "PODRUN_HOME"]:
         monkeypatch.delenv(name)
     config.reset()
+    PROCESS_STATS.reset()
     yield home
     config.reset()
     _stop_all_pods(home)
