@@ -31,6 +31,7 @@ from ..wire.serialize import dumps
 from .capture import capture_output
 
 INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
+CANCEL_CHECK = 0.05  # seconds between looks at the client's cancel file
 
 
 class _Stopped(BaseException):
@@ -56,10 +57,14 @@ class JobRunner:
         self.stopping = False
         self.header: JobHeader | None = None
         self.codec = best_codec(None)
+        self.cancel_path = str(self.job_dir / CANCEL_NAME)
+        self.cancel_checked = 0.0
         self.cancel_mtime = 0
         self.cancelled: set[int] = set()
 
     def emit(self, record: dict[str, Any]) -> None:
+        """Write one record straight to the OS (one unbuffered write per call outcome): a pod
+        that dies any way at all, even by os._exit or SIGKILL, keeps every finished call."""
         rec.append_record(self.results, record)
 
     def run(self) -> int:
@@ -89,17 +94,22 @@ class JobRunner:
         return 0
 
     def _cancelled(self, i: int) -> bool:
-        """The client's cancel file lists call indexes to skip; re-read only when it changes."""
-        try:
-            mtime = os.stat(self.job_dir / CANCEL_NAME).st_mtime_ns
-        except FileNotFoundError:
-            return False
-        if mtime != self.cancel_mtime:
-            self.cancel_mtime = mtime
+        """The client's cancel file lists call indexes to skip; looked at every CANCEL_CHECK
+        seconds and re-read only when it changed, so a 100k-call job does not stat 100k times."""
+        now = time.monotonic()
+        if now - self.cancel_checked >= CANCEL_CHECK:
+            self.cancel_checked = now
             try:
-                self.cancelled = set(msgpack.unpackb((self.job_dir / CANCEL_NAME).read_bytes()))
-            except (ValueError, TypeError, msgpack.ExtraData):
-                self.cancelled = set()
+                mtime = os.stat(self.cancel_path).st_mtime_ns
+            except FileNotFoundError:
+                mtime = 0
+            if mtime and mtime != self.cancel_mtime:
+                self.cancel_mtime = mtime
+                try:
+                    with open(self.cancel_path, "rb") as f:
+                        self.cancelled = set(msgpack.unpackb(f.read()))
+                except (OSError, ValueError, TypeError, msgpack.ExtraData):
+                    self.cancelled = set()
         return i in self.cancelled
 
     def _on_term(self, _signum: int, _frame: Any) -> None:
@@ -164,7 +174,7 @@ class JobRunner:
             except _TimedOut:
                 record.update({"s": rec.TIMEOUT, "e": _error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")})
             except BaseException as exc:  # noqa: BLE001 - the user's exception is the call's outcome
-                record.update({"s": rec.RAISED, "e": _error_info(exc)})
+                record.update({"s": rec.RAISED, "e": _error_info(exc, skip_runtime_frame=True)})
         self._close_call(record, started, captured)
 
     def _close_call(self, record: dict[str, Any], started: float, captured: capture_output) -> None:
@@ -180,7 +190,7 @@ class JobRunner:
     def _encode_value(self, value: Any) -> dict[str, Any]:
         """Small results inline; large buffers and large payloads stay in the volume as blobs."""
         try:
-            pickled = dumps(value, what="the result")
+            pickled = dumps(value, what="the result", fast=True)
         except Exception as exc:  # an unpicklable result is the call's failure, not the job's
             return {"s": rec.RAISED, "e": _error_info(exc)}
         for blob_hash, view in pickled.blobs.items():
@@ -208,11 +218,16 @@ def _raise_timeout(_signum: int, _frame: Any) -> None:
     raise _TimedOut()
 
 
-def _error_info(exc: BaseException | None, type_name: str | None = None, message: str | None = None) -> dict[str, Any]:
-    """Type name, message, traceback text and, where it pickles, the exception itself."""
+def _error_info(exc: BaseException | None, type_name: str | None = None, message: str | None = None,
+                skip_runtime_frame: bool = False) -> dict[str, Any]:
+    """Type name, message, traceback text and, where it pickles, the exception itself.
+    The runtime's own frame is left out of a user exception's traceback: it starts at the user's code."""
     if exc is None:
         return {"type": type_name, "message": message, "traceback": "", "pickled": None}
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = exc.__traceback__
+    if skip_runtime_frame and tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
     try:
         pickled = cloudpickle.dumps(exc)
     except Exception:

@@ -1,0 +1,49 @@
+"""Shared benchmark plumbing: a private PODRUN_HOME, a table printer, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as host
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@contextmanager
+def private_home() -> Iterator[Path]:
+    """Benchmarks never touch the user's real podrun state."""
+    with tempfile.TemporaryDirectory(prefix="podrun-bench-") as tmp:
+        os.environ["PODRUN_HOME"] = tmp
+        from podrun.client import config
+
+        config.reset()
+        try:
+            yield Path(tmp)
+        finally:
+            from podrun.platform.local import LocalPlatform
+
+            LocalPlatform(Path(tmp) / "local").shutdown()
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    cells = [[str(c) for c in columns]] + [[f"{v:,.4g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    print(f"\n{title}")
+    for n, row in enumerate(cells):
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+        if n == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def write_json(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    data = {"machine": {"python": sys.version.split()[0], "cpus": os.cpu_count(), "platform": host.platform()}, **data}
+    path.write_text(json.dumps(data, indent=2))
+    print(f"\nwrote {path}")
+    return path

@@ -1,0 +1,79 @@
+"""Overhead of podrun on the local platform against concurrent.futures.ProcessPoolExecutor.
+
+Latency of one trivial call, and throughput of map over 1k, 10k and 100k trivial calls, in
+one run, same machine. The process pool gets its best chunksize (tried from a list). Prints
+a table and writes benchmarks/results/overhead.json.
+
+    python benchmarks/overhead.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_table, private_home, write_json  # noqa: E402
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def time_it(fn, repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (CI smoke run)")
+    args = parser.parse_args()
+    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
+    repeat = 3 if args.quick else 7
+
+    import podrun
+
+    remote_inc = podrun.remote(inc, max_duration=10)
+    results: dict = {"latency": {}, "map": {}}
+    with private_home():
+        remote_inc.remote(0).get(timeout=120)  # warm the manifest and the volume
+        lat = time_it(lambda: remote_inc.remote(1).get(timeout=120), repeat)
+        with ProcessPoolExecutor() as pool:
+            pool.submit(inc, 0).result()
+            pool_lat = time_it(lambda: pool.submit(inc, 1).result(), repeat * 10)
+            pool_cold = time_it(lambda: ProcessPoolExecutor(1).submit(inc, 1).result(), repeat)
+            results["latency"] = {
+                "podrun_cold_pod_s": statistics.median(lat),
+                "process_pool_warm_s": statistics.median(pool_lat),
+                "process_pool_new_pool_s": statistics.median(pool_cold),
+            }
+            rows = []
+            for n in sizes:
+                podrun_s = min(time_it(lambda: podrun.get(remote_inc.map(range(n)), timeout=600), max(1, repeat // 3)))
+                best = None
+                for chunksize in (1, 16, 256, 4096):
+                    if chunksize == 1 and n > 10_000:
+                        continue
+                    t = min(time_it(lambda: list(pool.map(inc, range(n), chunksize=chunksize)), max(1, repeat // 3)))
+                    if best is None or t < best[0]:
+                        best = (t, chunksize)
+                results["map"][n] = {"podrun_s": podrun_s, "podrun_calls_per_s": n / podrun_s,
+                                     "pool_s": best[0], "pool_chunksize": best[1], "pool_calls_per_s": n / best[0]}
+                rows.append([n, podrun_s, n / podrun_s, best[0], best[1], n / best[0]])
+    lat_rows = [[k, v * 1000] for k, v in results["latency"].items()]
+    print_table("single-call latency (median, ms)", ["what", "ms"], lat_rows)
+    print_table("map throughput", ["calls", "podrun s", "podrun calls/s", "pool s", "pool chunksize", "pool calls/s"], rows)
+    write_json("overhead", results)
+
+
+if __name__ == "__main__":
+    main()
