@@ -133,13 +133,7 @@ class Job:
                 return []
 
     def _submit(self, manifest: Manifest) -> None:
-        raw: dict[str, bytes | memoryview] = {}
-        groups: list[CallGroup] = []
-        for group in self.groups:
-            raw[group.function.hash] = group.function.payload
-            raw.update(group.args.blobs)
-            groups.append(CallGroup(group.function.hash, compress(group.args.payload), group.args.buffers, len(group.futures), group.timeout))
-        header = JobHeader(self.job_id, groups)
+        header, raw = pack_groups(self.job_id, self.groups)
         self.embedded = manifest.missing(header.required_blobs())
         bundle = encode_bundle(header, {h: raw[h] for h in self.embedded})
         if len(bundle) > self.platform.max_uplink_bytes:
@@ -281,10 +275,31 @@ class Job:
         """Downlink a blob and verify it; one re-fetch on a mismatch (a torn transfer)."""
         with charge_to(self.stats):
             for _attempt in range(2):
-                raw = decompress(self.platform.downlink(blob_path(blob_hash), self.pod_name))
+                try:
+                    raw = decompress(self.platform.downlink(blob_path(blob_hash), self.pod_name))
+                except IntegrityError:
+                    continue
                 if content_hash(raw) == blob_hash:
                     return raw
         raise IntegrityError(f"blob {blob_hash} in volume {self.pod_name or 'default'} does not match its hash; it is corrupt there", blob=blob_hash)
+
+
+def pack_groups(job_id: str, groups: list[PendingGroup]) -> tuple[JobHeader, dict[str, bytes | memoryview]]:
+    """The job's header (call table) and the raw bytes of every blob it references."""
+    raw: dict[str, bytes | memoryview] = {}
+    table: list[CallGroup] = []
+    for group in groups:
+        raw[group.function.hash] = group.function.payload
+        raw.update(group.args.blobs)
+        table.append(CallGroup(group.function.hash, compress(group.args.payload), group.args.buffers, len(group.futures), group.timeout))
+    return JobHeader(job_id, table), raw
+
+
+def estimate_uplink(groups: list[PendingGroup], manifest: Manifest) -> int:
+    """Bytes a job of ``groups`` would uplink now, from the manifest as it stands (no platform call)."""
+    header, raw = pack_groups(new_job_id(), groups)
+    missing = manifest.missing(header.required_blobs(), refresh=False)
+    return len(encode_bundle(header, {h: raw[h] for h in missing}))
 
 
 def rebuild_exception(info: dict[str, Any]) -> BaseException:

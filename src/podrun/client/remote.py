@@ -15,7 +15,8 @@ from ..wire.serialize import PROTOCOL, dumps, find_unpicklable, ship_user_module
 from . import config
 from .dispatch import dispatcher_for
 from .future import ObjectFuture
-from .job import JobKey, PendingGroup, PickledCallable
+from ..store.manifest import Manifest
+from .job import JobKey, PendingGroup, PickledCallable, estimate_uplink
 
 DEFAULT_NODE = "MPU"
 DEFAULT_MAX_DURATION = 10.0  # minutes
@@ -92,7 +93,9 @@ class RemoteFunction:
             self._pickled = PickledCallable(name, payload)
         return self._pickled
 
-    def _submit(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ObjectFuture]:
+    def _group(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> PendingGroup:
+        """Pickle the calls now (so a bad argument fails here, and later mutation of an
+        argument cannot change what runs)."""
         function = self._callable()
         try:
             args = dumps(calls, what=f"the arguments of {function.name}")
@@ -100,10 +103,18 @@ class RemoteFunction:
             culprit = next((find_unpicklable(a, k) for a, k in calls if find_unpicklable(a, k) != "the arguments"), "the arguments")
             raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
         futures = [ObjectFuture(function.name) for _ in calls]
-        group = PendingGroup(function, args, futures, self._options.job_key(), self._options.timeout)
-        platform = config.current_platform()
-        dispatcher_for(platform, config.home()).submit(self._options.pod_name, group)
-        return futures
+        return PendingGroup(function, args, futures, self._options.job_key(), self._options.timeout)
+
+    def _submit(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ObjectFuture]:
+        group = self._group(calls)
+        dispatcher_for(config.current_platform(), config.home()).submit(self._options.pod_name, group)
+        return group.futures
+
+    def estimate(self, *args: Any, **kwargs: Any) -> int:
+        """Bytes ``self.remote(*args, **kwargs)`` would uplink if sent alone now: the job bundle,
+        with only the blobs the volume is not known to hold. Sends nothing."""
+        manifest = Manifest(config.home(), config.current_platform(), self._options.pod_name)
+        return estimate_uplink([self._group([(args, kwargs)])], manifest)
 
     def remote(self, *args: Any, **kwargs: Any) -> ObjectFuture:
         """Run ``fn(*args, **kwargs)`` in a pod; returns at once with an ObjectFuture."""

@@ -141,6 +141,13 @@ class JobRunner:
                 calls = cloudpickle.loads(decompress(group.args), buffers=[self.blobs.read(h) for h in group.buffers])
             except _Stopped:
                 raise
+            except IntegrityError as exc:
+                # A blob rotted in the volume: drop it and report it missing, so the client
+                # re-sends it (the repair), instead of failing the calls for good.
+                self.blobs.path(exc.blob).unlink(missing_ok=True)  # type: ignore[arg-type]
+                missing.add(exc.blob)  # type: ignore[arg-type]
+                self._finish_range(first, index, rec.LOST, str(exc), missing=[exc.blob])
+                continue
             except BaseException as exc:  # noqa: BLE001 - any load failure is this group's outcome
                 error = _error_info(exc)
                 for i in range(first, index):

@@ -40,9 +40,10 @@ class Manifest:
         self.hashes = set(data.get("hashes", []))
         self.checked = float(data.get("checked", 0.0))
 
-    def missing(self, hashes: Iterable[str]) -> list[str]:
-        """Which of ``hashes`` the volume lacks (refreshing from the platform when stale)."""
-        if time.time() - self.checked > self.ttl:
+    def missing(self, hashes: Iterable[str], refresh: bool = True) -> list[str]:
+        """Which of ``hashes`` the volume lacks (re-listing the volume first when the record is
+        stale, unless ``refresh`` is False: then no platform call is made)."""
+        if refresh and time.time() - self.checked > self.ttl:
             self.refresh()
         else:
             self._load()

@@ -27,14 +27,20 @@ class VolumeBlobs:
 
     def read(self, blob_hash: str) -> bytes:
         """The blob's raw bytes, verified against its name; FileNotFoundError when absent."""
-        raw = decompress(self.path(blob_hash).read_bytes())
+        try:
+            raw = decompress(self.path(blob_hash).read_bytes())
+        except IntegrityError as exc:
+            raise IntegrityError(f"blob {blob_hash} is corrupt in the volume: {exc}", blob=blob_hash) from None
         if content_hash(raw) != blob_hash:
             raise IntegrityError(f"blob {blob_hash} is corrupt in the volume: its bytes hash to {content_hash(raw)}", blob=blob_hash)
         return raw
 
     def write_frame(self, blob_hash: str, frame: bytes | memoryview) -> None:
         """Store an already-compressed frame, verifying it decodes to ``blob_hash`` first."""
-        raw = decompress(frame)
+        try:
+            raw = decompress(frame)
+        except IntegrityError as exc:
+            raise IntegrityError(f"blob {blob_hash} arrived corrupt: {exc}", blob=blob_hash) from None
         if content_hash(raw) != blob_hash:
             raise IntegrityError(f"blob {blob_hash} arrived corrupt: its bytes hash to {content_hash(raw)}", blob=blob_hash)
         self._write(blob_hash, frame)

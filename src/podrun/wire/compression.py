@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 
-from ..errors import WireFormatError
+from ..errors import IntegrityError, WireFormatError
 
 try:  # zstandard is a core dependency on the client but may be missing in a bare pod image.
     import zstandard as _zstd
@@ -75,11 +75,19 @@ def compress(data: bytes | bytearray | memoryview, codec: int | None = None) -> 
 
 
 def decompress(frame: bytes | memoryview) -> bytes:
-    """Inverse of :func:`compress`; a frame this side cannot decode raises WireFormatError."""
+    """Inverse of :func:`compress`. A codec this side cannot decode raises WireFormatError;
+    bytes that do not decode (corruption, truncation) raise IntegrityError."""
     if len(frame) == 0:
-        raise WireFormatError("empty compressed frame: the file was truncated")
+        raise IntegrityError("empty compressed frame: the file was truncated")
     codec = frame[0]
     body = memoryview(frame)[1:]
+    try:
+        return _decode(codec, body)
+    except (zlib.error, *(() if _zstd is None else (_zstd.ZstdError,))) as exc:
+        raise IntegrityError(f"corrupt {CODEC_NAMES.get(codec, '?')} frame: {exc}") from None
+
+
+def _decode(codec: int, body: memoryview) -> bytes:
     if codec == RAW:
         return bytes(body)
     if codec == ZLIB:

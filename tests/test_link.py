@@ -1,0 +1,135 @@
+"""The frugal link: dedup of blobs, O(1) platform calls per job, exact accounting, two-tier
+results, repair of blobs lost or corrupted in the volume."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+import podrun
+from podrun.platform.local import LocalPlatform
+from podrun.wire.layout import BLOBS, RESULTS_NAME, job_file
+
+from .conftest import run_python
+
+SHARED = np.random.default_rng(7).random(500_000)  # 4 MB of incompressible floats
+
+
+@podrun.remote(max_duration=2)
+def head(i, array):
+    return float(array[i])
+
+
+@podrun.remote(max_duration=2)
+def make_array(n):
+    return np.arange(n, dtype=np.float64)
+
+
+def volume() -> LocalPlatform:
+    return LocalPlatform()
+
+
+def blob_files() -> set[str]:
+    path = volume().volume_path(None) / BLOBS
+    return {p.name for p in path.iterdir() if not p.name.startswith(".")} if path.is_dir() else set()
+
+
+def test_a_shared_argument_crosses_once_per_volume():
+    futures = head.map(range(200), array=SHARED)
+    assert podrun.get(futures, timeout=60) == [float(SHARED[i]) for i in range(200)]
+    first = futures[0].job.stats.as_dict()
+    assert SHARED.nbytes <= first["bytes_up"] <= SHARED.nbytes * 1.05 + 1024 * 200
+    assert first["calls"] - first["polls"] <= 4  # list (fresh manifest), uplink, run, downlink
+
+    again = head.map(range(200), array=SHARED)
+    podrun.get(again, timeout=60)
+    second = again[0].job.stats.as_dict()
+    assert second["bytes_up"] <= 1024 * 200 / 10  # the call table only: well under 1 KB a call
+    assert second["calls"] - second["polls"] == 3  # uplink, run, downlink: no listing when fresh
+
+
+def test_dedup_across_processes(podrun_home):
+    head.remote(0, SHARED).get(timeout=60)
+    np.save(podrun_home / "shared.npy", SHARED)
+    code = textwrap.dedent(f"""
+        import numpy as np, podrun
+        array = np.load({str(podrun_home / 'shared.npy')!r})
+        f = podrun.remote(lambda i, a: float(a[i]), max_duration=2)
+        assert f.remote(3, array).get(timeout=60) == float(array[3])
+        print(podrun.stats()["bytes_up"])
+    """)
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) < 10_000
+
+
+def test_estimate_is_what_is_sent():
+    estimate = head.estimate(1, SHARED)
+    future = head.remote(1, SHARED)
+    future.get(timeout=60)
+    assert future.job.stats.bytes_up == estimate
+    assert head.estimate(1, SHARED) < 1024  # now the volume holds the array
+
+
+def test_blob_deleted_behind_our_back_is_sent_again():
+    head.remote(0, SHARED).get(timeout=60)
+    for name in blob_files():
+        volume().delete(f"{BLOBS}/{name}")
+    future = head.remote(5, SHARED)
+    assert future.get(timeout=60) == float(SHARED[5])
+    assert podrun.stats()["bytes_up"] >= 2 * SHARED.nbytes  # uplinked again: not assumed present
+
+
+def test_corrupt_blob_in_volume_is_detected_and_repaired():
+    head.remote(0, SHARED).get(timeout=60)
+    big = max(blob_files(), key=lambda name: (volume().volume_path(None) / BLOBS / name).stat().st_size)
+    path = volume().volume_path(None) / BLOBS / big
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert head.remote(9, SHARED).get(timeout=60) == float(SHARED[9])
+    assert podrun.LocalPlatform().downlink(f"{BLOBS}/{big}") != bytes(data)  # replaced by a good copy
+
+
+def test_large_results_stay_in_the_volume_until_get():
+    future = make_array.remote(1_000_000)
+    future.wait(60)
+    before = podrun.stats()["bytes_down"]
+    assert before < 10_000  # the results file only
+    value = future.get()
+    np.testing.assert_array_equal(value, np.arange(1_000_000, dtype=np.float64))
+    assert podrun.stats()["bytes_down"] - before > 100_000
+    future.get()
+    assert podrun.stats()["bytes_down"] - before < 8_000_000 * 1.1  # fetched once
+
+
+def test_corrupt_result_blob_raises_integrity_error_naming_it():
+    future = make_array.remote(300_000)
+    future.wait(60)
+    record_blobs = blob_files()
+    for name in record_blobs:
+        path = volume().volume_path(None) / BLOBS / name
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+    with pytest.raises(podrun.IntegrityError) as info:
+        future.get()
+    assert info.value.blob in record_blobs and info.value.blob in str(info.value)
+
+
+def test_accounting_is_exact_for_a_known_job():
+    future = head.remote(2, np.arange(10))
+    future.get(timeout=60)
+    job = future.job
+    stats = job.stats.as_dict()
+    platform = volume()
+    bundle_size = (platform.volume_path(None) / job_file(job.job_id, "bundle")).stat().st_size
+    results_size = (platform.volume_path(None) / job_file(job.job_id, RESULTS_NAME)).stat().st_size
+    assert stats["bytes_up"] == bundle_size
+    assert stats["bytes_down"] == results_size
+    assert stats["calls"] == 4 + stats["polls"]  # list_files (new manifest), uplink, run_pod, downlink
+    assert podrun.stats() == stats
+    podrun.reset_stats()
+    assert podrun.stats() == {"calls": 0, "polls": 0, "bytes_up": 0, "bytes_down": 0}
