@@ -55,6 +55,7 @@ _LAZY = {
     "FIRST_EXCEPTION": "podrun.client.future",
     "ALL_COMPLETED": "podrun.client.future",
     "configure": "podrun.client.config",
+    "attach": "podrun.client.attach",
     "stats": "podrun.client.accounting",
     "reset_stats": "podrun.client.accounting",
     "PodSpec": "podrun.platform.types",

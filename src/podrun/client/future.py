@@ -7,6 +7,7 @@ only passed on (``fut.ref()``) never crosses the link.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -68,6 +69,33 @@ class ObjectFuture(cf.Future):
         if hook is not None and hook(self):
             return super().cancel()
         return False
+
+    def __reduce__(self) -> tuple:
+        """A future pickles to a small handle (job id, index); unpickled in another process it
+        re-attaches to the job through the journal."""
+        if self.job is None or self.index is None:
+            raise TypeError("an ObjectFuture can be pickled once its call is sent (it has a job id)")
+        from .attach import restore_future
+
+        return (restore_future, (self.job.job_id, self.index))
+
+    def __await__(self):
+        """``await fut`` in asyncio: a done-callback wakes the loop, no thread per future."""
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> Any:
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+
+        def wake(_: cf.Future) -> None:
+            loop.call_soon_threadsafe(lambda: woken.done() or woken.set_result(None))
+
+        self.add_done_callback(wake)
+        await woken
+        value = super().result()  # raises the call's exception here
+        if isinstance(value, DeferredValue):  # a large result still in the volume: fetch off the loop
+            return await loop.run_in_executor(None, value.get)
+        return value
 
     def __repr__(self) -> str:
         job = self.job.job_id if self.job else "unsent"

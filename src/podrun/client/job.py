@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,8 +40,10 @@ from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
 from ..wire.layout import BLOBS, BUNDLE_NAME, CANCEL_NAME, RESULTS_NAME, blob_path, job_dir, job_file
 from ..wire.serialize import Pickled, loads
+from . import journal
 from .future import DeferredValue, ObjectFuture
 
+LIVE_JOBS: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()  # this process's jobs
 MAX_ATTEMPTS = 2  # a group whose blobs vanished from the volume is re-sent once, with them
 
 
@@ -97,13 +100,14 @@ def new_job_id() -> str:
 
 
 class Job:
-    def __init__(self, platform: MeteredPlatform, pod_name: str | None, key: JobKey, groups: list[PendingGroup], home: Path) -> None:
+    def __init__(self, platform: MeteredPlatform, pod_name: str | None, key: JobKey, groups: list[PendingGroup], home: Path,
+                 job_id: str | None = None) -> None:
         self.platform = platform
         self.pod_name = pod_name
         self.key = key
         self.groups = groups
         self.home = home
-        self.job_id = new_job_id()
+        self.job_id = job_id or new_job_id()
         self.stats = LinkStats()
         self.futures: list[ObjectFuture] = [f for g in groups for f in g.futures]
         self.state: PodState | None = None
@@ -113,6 +117,7 @@ class Job:
         self._cancel_sent: set[int] = set()
         for index, future in enumerate(self.futures):
             future.job, future.index = self, index
+        LIVE_JOBS[self.job_id] = self
 
     def __repr__(self) -> str:
         return f"<Job {self.job_id} pod_name={self.pod_name} calls={len(self.futures)}>"
@@ -124,13 +129,53 @@ class Job:
             try:
                 manifest = Manifest(self.home, self.platform, self.pod_name)
                 self._submit(manifest)
+                journal.write(self.home, self.journal_entry())
                 self.state = self._await_pod()
                 records = self._fetch_records()
-                return self._resolve(records, manifest)
+                retry = self._resolve(records, manifest)
             except Exception as exc:  # a platform failure fails the job's calls, never hangs them
-                for future in self.futures:
-                    _settle(future, exc=exc if isinstance(exc, PodrunError) else PodFailed(f"job {self.job_id} failed: {exc!r}"))
+                self._fail_all(exc)
                 return []
+            self._journal_outcomes()
+            return retry
+
+    def follow(self) -> None:
+        """Resolve the futures of a job submitted by another process (``podrun.attach``):
+        results already in the volume are fetched, never recomputed."""
+        with charge_to(self.stats):
+            try:
+                records = self._fetch_records()
+                if not any(r.get("k") == "end" for r in records):
+                    self.state = self._await_pod()
+                    records = self._fetch_records()
+                self._resolve(records, Manifest(self.home, self.platform, self.pod_name))
+            except Exception as exc:
+                self._fail_all(exc)
+                return
+            self._journal_outcomes()
+
+    def _fail_all(self, exc: Exception) -> None:
+        for future in self.futures:
+            _settle(future, exc=exc if isinstance(exc, PodrunError) else PodFailed(f"job {self.job_id} failed: {exc!r}"))
+
+    def journal_entry(self) -> journal.JournalEntry:
+        return journal.JournalEntry(
+            job_id=self.job_id, platform=self.platform.identity(), pod_name=self.pod_name, node=self.key.node,
+            image=self.key.image, max_duration=self.key.max_duration,
+            groups=[(group.function.name, len(group.futures)) for group in self.groups],
+        )
+
+    def _journal_outcomes(self) -> None:
+        entry = self.journal_entry()
+        entry.outcomes = {}
+        for future in self.futures:
+            status = future.status or ("CANCELLED" if future.cancelled() else "LOST")
+            entry.outcomes[status] = entry.outcomes.get(status, 0) + 1
+        entry.status = "done"
+        try:
+            journal.write(self.home, entry)
+        except OSError:
+            pass  # the journal is a convenience: never fail a finished job over it
 
     def _submit(self, manifest: Manifest) -> None:
         header, raw = pack_groups(self.job_id, self.groups)
@@ -229,7 +274,9 @@ class Job:
             for i, future in zip(span, group.futures):
                 record = calls.get(i)
                 if record is None:
-                    _settle(future, exc=self._unfinished_error())
+                    error = self._unfinished_error()
+                    future.status = error.status
+                    _settle(future, exc=error)
                 else:
                     self._apply(future, record)
         return retry

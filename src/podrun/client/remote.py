@@ -116,9 +116,11 @@ class RemoteFunction:
         manifest = Manifest(config.home(), config.current_platform(), self._options.pod_name)
         return estimate_uplink([self._group([(args, kwargs)])], manifest)
 
-    def remote(self, *args: Any, **kwargs: Any) -> ObjectFuture:
-        """Run ``fn(*args, **kwargs)`` in a pod; returns at once with an ObjectFuture."""
-        return self._submit([(args, kwargs)])[0]
+    @property
+    def remote(self) -> "_Submitter":
+        """``f.remote(*args, **kwargs)`` runs ``fn`` in a pod and returns an ObjectFuture at
+        once; ``await f.remote.aio(*args, **kwargs)`` does the same in asyncio and gives the result."""
+        return _Submitter(self)
 
     def map(self, iterable: Iterable[Any], *iterables: Iterable[Any], **shared_kwargs: Any) -> list[ObjectFuture]:
         """``fn(x)`` for each ``x`` (or ``fn(x, y)`` over zipped iterables, like ``map``), all in
@@ -126,6 +128,19 @@ class RemoteFunction:
         rows = zip(iterable, *iterables) if iterables else ((item,) for item in iterable)
         calls = [(tuple(row), shared_kwargs) for row in rows]
         return self._submit(calls) if calls else []
+
+
+class _Submitter:
+    __slots__ = ("_function",)
+
+    def __init__(self, function: RemoteFunction) -> None:
+        self._function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ObjectFuture:
+        return self._function._submit([(args, kwargs)])[0]
+
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        return await self(*args, **kwargs)
 
 
 def _plain_function(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,0 +1,46 @@
+"""Re-attaching to a job from any process: ``podrun.attach(job_id)`` and unpickled futures."""
+
+from __future__ import annotations
+
+import threading
+
+from ..errors import PodrunError
+from ..wire.serialize import Pickled
+from . import config, journal
+from .future import ObjectFuture
+from .job import LIVE_JOBS, MAX_ATTEMPTS, Job, JobKey, PendingGroup, PickledCallable
+
+_lock = threading.Lock()
+
+
+def attach(job_id: str) -> list[ObjectFuture]:
+    """The futures of a journaled job, in call order, resolved from its results in the volume.
+
+    In the process that submitted the job this returns its live futures. Elsewhere, it
+    fetches results already written (never re-running a call) and waits for the rest; the
+    platform configured here must be the one the job was submitted to.
+    """
+    with _lock:
+        live = LIVE_JOBS.get(job_id)
+        if live is not None:
+            return list(live.futures)
+        entry = journal.read(config.home(), job_id)
+        platform = config.current_platform()
+        if platform.identity() != entry.platform:
+            raise PodrunError(
+                f"job {job_id} was submitted to {entry.platform}, but this process is configured for "
+                f"{platform.identity()}; podrun.configure(...) that platform first"
+            )
+        key = JobKey(entry.node, entry.image, entry.max_duration)
+        groups = [
+            PendingGroup(PickledCallable(name, b""), Pickled(b""), [ObjectFuture(name) for _ in range(count)], key, attempts=MAX_ATTEMPTS)
+            for name, count in entry.groups
+        ]
+        job = Job(platform, entry.pod_name, key, groups, config.home(), job_id=job_id)
+    threading.Thread(target=job.follow, name=f"podrun-attach-{job_id}", daemon=True).start()
+    return list(job.futures)
+
+
+def restore_future(job_id: str, index: int) -> ObjectFuture:
+    """Unpickling target of an ObjectFuture: its job, attached, at ``index``."""
+    return attach(job_id)[index]

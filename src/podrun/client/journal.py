@@ -1,0 +1,67 @@
+"""The local job journal: one small JSON file per job under ``$PODRUN_HOME/journal``.
+
+A call on a satellite can outlive the process that made it; the journal is what lets any
+other process find the job again (``podrun.attach(job_id)``) and fetch its results from the
+volume instead of running it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import NotFound
+
+
+@dataclass
+class JournalEntry:
+    job_id: str
+    platform: str  # the platform's identity(): attaching needs the same platform configured
+    pod_name: str | None
+    node: str
+    image: str
+    max_duration: float
+    groups: list[tuple[str, int]]  # (function name, number of calls) in call order
+    submitted: float = field(default_factory=time.time)
+    status: str = "submitted"  # submitted | done | failed
+    outcomes: dict[str, int] = field(default_factory=dict)  # terminal status -> count, once done
+
+    @property
+    def call_count(self) -> int:
+        return sum(count for _, count in self.groups)
+
+
+def journal_dir(home: Path) -> Path:
+    return home / "journal"
+
+
+def write(home: Path, entry: JournalEntry) -> None:
+    directory = journal_dir(home)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{entry.job_id}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(asdict(entry)))
+    os.replace(tmp, directory / f"{entry.job_id}.json")
+
+
+def read(home: Path, job_id: str) -> JournalEntry:
+    if not isinstance(job_id, str) or "/" in job_id or job_id.startswith("."):
+        raise NotFound(f"{job_id!r} is not a job id (they look like 20261122-193012-1a2b3c4d)")
+    try:
+        data: dict[str, Any] = json.loads((journal_dir(home) / f"{job_id}.json").read_text())
+    except FileNotFoundError:
+        raise NotFound(f"no job {job_id!r} in the journal at {journal_dir(home)}; list jobs with 'podrun jobs ls'") from None
+    data["groups"] = [tuple(group) for group in data["groups"]]
+    return JournalEntry(**data)
+
+
+def entries(home: Path, limit: int | None = None) -> list[JournalEntry]:
+    """Newest first."""
+    directory = journal_dir(home)
+    if not directory.is_dir():
+        return []
+    names = sorted((p.stem for p in directory.glob("*.json")), reverse=True)
+    return [read(home, name) for name in names[:limit]]
