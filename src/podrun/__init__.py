@@ -62,6 +62,17 @@ _LAZY = {
     "PodState": "podrun.platform.types",
     "LocalPlatform": "podrun.platform.local",
     "Platform": "podrun.platform.base",
+    "ObjectRef": "podrun.store.refs",
+    "ObjectKey": "podrun.store.refs",
+    "put_object": "podrun.client.objects",
+    "get_object": "podrun.client.objects",
+    "update_object": "podrun.client.objects",
+    "patch_object": "podrun.client.objects",
+    "upload_object": "podrun.client.objects",
+    "download_object": "podrun.client.objects",
+    "delete_objects": "podrun.client.objects",
+    "compact_object": "podrun.client.objects",
+    "register_blobs": "podrun.client.objects",
 }
 
 

@@ -169,6 +169,7 @@ class JobRunner:
                     signal.signal(signal.SIGALRM, _raise_timeout)
                     signal.setitimer(signal.ITIMER_REAL, timeout)
                 try:
+                    args, kwargs = _resolve_refs(args, kwargs)
                     value = function(*args, **kwargs)
                 finally:
                     if timeout:
@@ -221,6 +222,13 @@ class JobRunner:
         self._finish_range(0, header.call_count, status, message)
 
 
+def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """ObjectRef arguments become their values, read from this pod's volume (no link bytes)."""
+    from ..store.objects import resolve_object_refs
+
+    return resolve_object_refs(args, kwargs, data_dir())
+
+
 def _raise_timeout(_signum: int, _frame: Any) -> None:
     raise _TimedOut()
 
@@ -247,6 +255,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m podrun.runtime /data/.podrun/jobs/JOB/bundle", file=sys.stderr)
         return 2
+    os.environ["PODRUN_IN_POD"] = "1"  # podrun.get_object & co. then read this volume directly
     path = Path(argv[0])
     if not path.is_absolute():
         path = data_dir() / path

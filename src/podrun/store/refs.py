@@ -32,7 +32,8 @@ class ObjectKey:
     object_id: str | None = None
 
     def __post_init__(self) -> None:
-        _check_component(self.pod_name, "pod_name")
+        if self.pod_name != DEFAULT_POD:  # the one name allowed to start with '_'
+            _check_component(self.pod_name, "pod_name")
         _check_component(self.namespace, "namespace")
         if self.object_id is not None:
             _check_component(self.object_id, "object id")

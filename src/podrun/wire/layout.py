@@ -22,3 +22,12 @@ def job_dir(job_id: str) -> str:
 
 def job_file(job_id: str, name: str) -> str:
     return f"{JOBS}/{job_id}/{name}"
+
+# Versioned objects: one folder per key, one sub-folder per generation (a full base and the
+# versions built on it), one immutable file per version. See store/objects.py.
+OBJECTS = f"{ROOT}/objects"
+
+
+def object_dir(pod_name: str, namespace: str, object_id: str | None = None) -> str:
+    """The folder of one object (or of a whole namespace when ``object_id`` is None)."""
+    return f"{OBJECTS}/{pod_name}/{namespace}" + (f"/{object_id}" if object_id else "")

@@ -1,0 +1,75 @@
+"""Object updates over the link: a 64 MiB float32 array, 1 % of its elements changed per update.
+
+Compares bytes uplinked per update by podrun (binary delta against the previous version)
+with a full re-upload (flamepy's behaviour), bytes downlinked by a reader holding the
+previous version, and seconds per update. Writes benchmarks/results/objects.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import podrun
+from podrun.platform.metered import PROCESS_STATS
+
+UPDATES = 10
+ELEMENTS = 16 * 1024 * 1024  # 64 MiB of float32
+CHANGED = 0.01
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["PODRUN_HOME"] = f"{tmp}/writer"
+        podrun.configure("local", root=f"{tmp}/platform")
+        rng = np.random.default_rng(0)
+        array = rng.standard_normal(ELEMENTS, dtype=np.float32)
+        full = array.nbytes
+        ref = podrun.put_object("_default/bench", array)
+        os.environ["PODRUN_HOME"] = f"{tmp}/reader"
+        podrun.get_object(ref)
+        rows = []
+        for i in range(UPDATES):
+            idx = rng.choice(ELEMENTS, int(ELEMENTS * CHANGED), replace=False)
+            array[idx] = rng.standard_normal(idx.size, dtype=np.float32)
+            os.environ["PODRUN_HOME"] = f"{tmp}/writer"
+            before = PROCESS_STATS.as_dict()
+            started = time.perf_counter()
+            ref = podrun.update_object(ref, array)
+            seconds = time.perf_counter() - started
+            up = PROCESS_STATS.bytes_up - before["bytes_up"]
+            calls = PROCESS_STATS.calls - before["calls"]
+            os.environ["PODRUN_HOME"] = f"{tmp}/reader"
+            before = PROCESS_STATS.as_dict()
+            started = time.perf_counter()
+            got = podrun.get_object(ref)
+            read_seconds = time.perf_counter() - started
+            down = PROCESS_STATS.bytes_down - before["bytes_down"]
+            read_calls = PROCESS_STATS.calls - before["calls"]
+            assert np.array_equal(got, array), "reader rebuilt a wrong version"
+            rows.append({"update": i + 1, "version": ref.version, "bytes_up": up, "full_bytes": full,
+                         "up_pct_of_full": 100 * up / full, "bytes_down_reader": down, "down_pct_of_full": 100 * down / full,
+                         "update_seconds": seconds, "update_calls": calls, "read_seconds": read_seconds, "read_calls": read_calls})
+    print(f"{'upd':>3} {'podrun up':>12} {'full (flamepy)':>15} {'up %':>6} {'reader down':>12} {'down %':>7} {'s/update':>9} {'s/read':>7} calls")
+    for r in rows:
+        print(f"{r['update']:>3} {r['bytes_up']:>12,} {r['full_bytes']:>15,} {r['up_pct_of_full']:>6.2f} {r['bytes_down_reader']:>12,} "
+              f"{r['down_pct_of_full']:>7.2f} {r['update_seconds']:>9.2f} {r['read_seconds']:>7.2f} {r['update_calls']}/{r['read_calls']}")
+    summary = {"mean_up_pct": sum(r["up_pct_of_full"] for r in rows) / len(rows),
+               "mean_down_pct": sum(r["down_pct_of_full"] for r in rows) / len(rows),
+               "mean_update_seconds": sum(r["update_seconds"] for r in rows) / len(rows),
+               "mean_read_seconds": sum(r["read_seconds"] for r in rows) / len(rows)}
+    print(json.dumps(summary))
+    out = Path(__file__).with_name("results") / "objects.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"elements": ELEMENTS, "changed_fraction": CHANGED, "rows": rows, "summary": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
