@@ -179,15 +179,26 @@ class LocalPlatform(Platform):
         return self._list_dir(self.volume_path(pod_name))
 
     def _list_dir(self, directory: Path) -> list[FileEntry]:
+        """Files being written (an uplink's temporary ``.part``) are not listed, and a file
+        deleted while the listing runs is simply left out: concurrent writers are normal."""
         entries: list[FileEntry] = []
-        for item in sorted(os.scandir(directory), key=lambda e: e.name):
-            stat = item.stat(follow_symlinks=False)
-            if item.is_dir(follow_symlinks=False):
-                children = self._list_dir(Path(item.path))
-                size = sum(child.size for child in children)
-                entries.append(FileEntry("directory", item.name, size, _minute(stat.st_mtime), None, children))
-            elif item.is_file(follow_symlinks=False):
-                entries.append(FileEntry("file", item.name, stat.st_size, _minute(stat.st_mtime), self._file_hash(item.path, stat)))
+        try:
+            items = sorted(os.scandir(directory), key=lambda e: e.name)
+        except FileNotFoundError:
+            return entries
+        for item in items:
+            if item.name.startswith(".") and item.name.endswith((".part", ".tmp")):
+                continue
+            try:
+                stat = item.stat(follow_symlinks=False)
+                if item.is_dir(follow_symlinks=False):
+                    children = self._list_dir(Path(item.path))
+                    size = sum(child.size for child in children)
+                    entries.append(FileEntry("directory", item.name, size, _minute(stat.st_mtime), None, children))
+                elif item.is_file(follow_symlinks=False):
+                    entries.append(FileEntry("file", item.name, stat.st_size, _minute(stat.st_mtime), self._file_hash(item.path, stat)))
+            except FileNotFoundError:
+                continue
         return entries
 
     def _file_hash(self, path: str, stat: os.stat_result) -> int:
