@@ -39,6 +39,7 @@ from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
 from ..wire.layout import BLOBS, BUNDLE_NAME, CANCEL_NAME, RESULTS_NAME, blob_path, job_dir, job_file
 from ..wire.serialize import Pickled, loads
+from . import bootstrap, preflight
 from .future import DeferredValue, ObjectFuture
 
 MAX_ATTEMPTS = 2  # a group whose blobs vanished from the volume is re-sent once, with them
@@ -58,6 +59,8 @@ class JobKey:
 class PickledCallable:
     name: str
     payload: bytes
+    modules: frozenset[str] = frozenset()  # modules its pickle imports in the pod (shipping, preflight)
+    optional_modules: frozenset[str] = frozenset()  # imported inside try blocks: shipped, not required
 
     @property
     def hash(self) -> str:
@@ -126,6 +129,7 @@ class Job:
                 self._submit(manifest)
                 self.state = self._await_pod()
                 records = self._fetch_records()
+                preflight.learn(self.platform, self.key.image, self.key.node, records)
                 return self._resolve(records, manifest)
             except Exception as exc:  # a platform failure fails the job's calls, never hangs them
                 for future in self.futures:
@@ -135,34 +139,38 @@ class Job:
     def _submit(self, manifest: Manifest) -> None:
         raw: dict[str, bytes | memoryview] = {}
         groups: list[CallGroup] = []
+        codec = bootstrap.pod_codec(self.platform, self.key)  # what the pod's image can decode
         for group in self.groups:
             raw[group.function.hash] = group.function.payload
             raw.update(group.args.blobs)
-            groups.append(CallGroup(group.function.hash, compress(group.args.payload), group.args.buffers, len(group.futures), group.timeout))
+            groups.append(CallGroup(group.function.hash, compress(group.args.payload, codec), group.args.buffers, len(group.futures), group.timeout))
         header = JobHeader(self.job_id, groups)
+        boot = bootstrap.prepare(self.platform, self.key, self.groups, header, raw, manifest)  # runtime, modules
         self.embedded = manifest.missing(header.required_blobs())
-        bundle = encode_bundle(header, {h: raw[h] for h in self.embedded})
+        bundle = encode_bundle(header, {h: raw[h] for h in self.embedded}, codec, frames_last=boot.frames)
         if len(bundle) > self.platform.max_uplink_bytes:
-            self._uplink_blobs_apart(raw)
+            self._uplink_blobs_apart(raw, codec)
+            boot.uplink_apart(self.platform, self.pod_name)
             bundle = encode_bundle(header, {})
+        self.embedded += boot.installs
         self.platform.uplink([(BUNDLE_NAME, bundle)], dest_path=job_dir(self.job_id), pod_name=self.pod_name)
         self.platform.run_pod(PodSpec(
             image=self.key.image,
             node=self.key.node,
             max_duration=self.key.max_duration,
-            command=f"python -m podrun.runtime /data/{job_file(self.job_id, BUNDLE_NAME)}",
+            command=boot.command,
             envs=dict(self.key.envs),
             pod_name=self.pod_name,
         ))
 
-    def _uplink_blobs_apart(self, raw: dict[str, bytes | memoryview]) -> None:
+    def _uplink_blobs_apart(self, raw: dict[str, bytes | memoryview], codec: int | None = None) -> None:
         """A bundle over the platform's per-call limit: send its blobs first, in as few
         uplinks as fit under the limit, then a bundle of the call table alone."""
         limit = self.platform.max_uplink_bytes
         batch: list[tuple[str, bytes]] = []
         size = 0
         for blob_hash in self.embedded:
-            frame = compress(raw[blob_hash])
+            frame = compress(raw[blob_hash], codec)
             if len(frame) > limit:
                 raise PodrunError(
                     f"blob {blob_hash} is {len(frame)} bytes compressed, over this platform's {limit}-byte uplink limit; "
