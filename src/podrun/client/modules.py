@@ -13,7 +13,9 @@ only the function and what it references cross the link.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import cloudpickle
 
 from ..errors import SerializationError
 from ..wire.hashing import content_hash
-from ..wire.serialize import dumps_tracking, is_user_module
+from ..wire.serialize import dumps_tracking, is_user_module, is_user_path
 
 
 @dataclass(frozen=True)
@@ -75,36 +77,92 @@ def _references(module: ModuleType) -> set[str]:
     return names
 
 
+def _locate(name: str) -> tuple[str, bool] | None:
+    """(source file, is package) of user module ``name``, loaded or not (found without
+    importing it: a function may import a module the client never ran)."""
+    module = _module(name)
+    if module is not None:
+        path = getattr(module, "__file__", None)
+        return (path, hasattr(module, "__path__")) if is_user_module(module) and path else None
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a parent package failed to import, or __spec__ is None
+        return None
+    if spec is None or not spec.has_location or not spec.origin:
+        return None
+    return (spec.origin, spec.submodule_search_locations is not None) if is_user_path(name, spec.origin) else None
+
+
+def is_shippable(name: str) -> bool:
+    """True when ``name`` is a module of the user's project that would travel by source."""
+    return _locate(name) is not None
+
+
+def _source_imports(name: str, source: bytes, is_package: bool) -> set[str]:
+    """Absolute names a module's source imports (relative imports resolved; ``from m import x``
+    also yields ``m.x``, which is kept only where it is a submodule)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    package = name if is_package else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".") if package else []
+                keep = len(parts) - (node.level - 1)
+                if keep <= 0:
+                    continue
+                base = ".".join(parts[:keep])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            if module:
+                found.add(module)
+                found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
 def closure(names: Iterable[str], named: Iterable[str] = ()) -> list[ModuleSource]:
     """Sources of the user modules among ``names`` plus those they import (transitively), their
     parent packages, and the modules named explicitly (``modules=[...]``, imported if needed)."""
-    pending = [n for n in names if user_module(n) is not None]
+    pending = list(names)
     for name in named:
         try:
-            module = importlib.import_module(name)
+            importlib.import_module(name)
         except ImportError as exc:
             raise SerializationError(f"modules=[{name!r}]: cannot import it here to ship it: {exc}") from exc
-        if getattr(module, "__file__", None) is None and not hasattr(module, "__path__"):
-            raise SerializationError(f"modules=[{name!r}]: it has no source file to ship")
+        if _locate(name) is None:
+            raise SerializationError(f"modules=[{name!r}]: not a module of your project with a source file "
+                                     "(installed packages and compiled modules belong in the image)")
         pending.append(name)
     seen: dict[str, ModuleSource] = {}
+    skipped: set[str] = set()
     while pending:
         name = pending.pop()
-        if name in seen or name == "__main__":
+        if name in seen or name in skipped:
             continue
-        module = _module(name)
-        if module is None:
+        located = _locate(name)
+        if located is None:
+            skipped.add(name)
             continue
-        path = getattr(module, "__file__", None)
-        is_package = hasattr(module, "__path__")
-        if path and not path.endswith(".py"):
+        path, is_package = located
+        if not path.endswith(".py"):
             raise SerializationError(
                 f"module {name} ({path}) is compiled code, not Python source: it cannot be shipped to an "
                 "air-gapped pod; install it in the pod's image instead")
-        seen[name] = ModuleSource(name, _read_source(path) if path else b"", is_package)
+        source = _read_source(path)
+        seen[name] = ModuleSource(name, source, is_package)
+        refs = _source_imports(name, source, is_package)
         if "." in name:
-            pending.append(name.rsplit(".", 1)[0])
-        pending.extend(n for n in _references(module) if n not in seen and user_module(n) is not None)
+            refs.add(name.rsplit(".", 1)[0])
+        module = _module(name)
+        if module is not None:
+            refs |= _references(module)
+        pending.extend(n for n in refs if n not in seen and n not in skipped)
     return [seen[name] for name in sorted(seen)]
 
 

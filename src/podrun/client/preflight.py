@@ -24,7 +24,7 @@ from ..platform.base import Platform
 from ..runtime.environment import env_key
 from ..wire.bundle import python_version
 from . import config
-from .modules import user_module
+from .modules import is_shippable
 
 # Carried by the runtime zipapp itself, so never missing in a pod.
 SHIPPED_WITH_RUNTIME = frozenset({"podrun", "cloudpickle", "msgpack", "__main__", "builtins"})
@@ -88,7 +88,7 @@ def needed_modules(names: Iterable[str]) -> set[str]:
         top = name.split(".")[0]
         if not top or top in SHIPPED_WITH_RUNTIME or top in sys.stdlib_module_names or top in sys.builtin_module_names:
             continue
-        if user_module(name) is not None or user_module(top) is not None:
+        if is_shippable(name) or is_shippable(top):
             continue
         needed.add(top)
     return needed

@@ -170,10 +170,13 @@ def is_user_module(module: ModuleType) -> bool:
 
     Code of such modules does not exist in a pod, so cloudpickle must carry it by value.
     """
-    name = module.__name__
+    return is_user_path(module.__name__, getattr(module, "__file__", None))
+
+
+def is_user_path(name: str, path: str | None) -> bool:
+    """:func:`is_user_module` for a module known by name and file (loaded or not)."""
     if name == "__main__" or name.split(".")[0] in ("podrun", "cloudpickle", "msgpack", "zstandard"):
         return False
-    path = getattr(module, "__file__", None)
     if not path or name in sys.builtin_module_names:
         return False
     return not path.startswith(_INSTALLED_PREFIXES) and "site-packages" not in path
