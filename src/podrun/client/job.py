@@ -40,7 +40,7 @@ from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
 from ..wire.layout import BLOBS, BUNDLE_NAME, CANCEL_NAME, RESULTS_NAME, blob_path, job_dir, job_file
 from ..wire.serialize import Pickled, loads
-from . import journal
+from . import bootstrap, journal, preflight
 from .future import DeferredValue, ObjectFuture
 
 LIVE_JOBS: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()  # this process's jobs
@@ -61,6 +61,8 @@ class JobKey:
 class PickledCallable:
     name: str
     payload: bytes
+    modules: frozenset[str] = frozenset()  # modules its pickle imports in the pod (shipping, preflight)
+    optional_modules: frozenset[str] = frozenset()  # imported inside try blocks: shipped, not required
 
     @property
     def hash(self) -> str:
@@ -112,6 +114,7 @@ class Job:
         self.futures: list[ObjectFuture] = [f for g in groups for f in g.futures]
         self.state: PodState | None = None
         self.embedded: list[str] = []
+        self.runtime_from_volume: str | None = None  # the zipapp's hash when the pod runs it from the volume
         self._cancel_lock = threading.Lock()
         self._cancel_wanted: set[int] = set()
         self._cancel_sent: set[int] = set()
@@ -132,6 +135,7 @@ class Job:
                 journal.write(self.home, self.journal_entry())
                 self.state = self._await_pod()
                 records = self._fetch_records()
+                preflight.learn(self.platform, self.key.image, self.key.node, records)
                 retry = self._resolve(records, manifest)
             except Exception as exc:  # a platform failure fails the job's calls, never hangs them
                 self._fail_all(exc)
@@ -178,30 +182,33 @@ class Job:
             pass  # the journal is a convenience: never fail a finished job over it
 
     def _submit(self, manifest: Manifest) -> None:
-        header, raw = pack_groups(self.job_id, self.groups)
-        self.embedded = manifest.missing(header.required_blobs())
-        bundle = encode_bundle(header, {h: raw[h] for h in self.embedded})
+        packed = pack_job(self.job_id, self.groups, self.platform, self.key, manifest)
+        self.embedded = packed.embedded
+        bundle, boot = packed.bundle, packed.boot
+        self.runtime_from_volume = boot.runtime_hash if boot.runtime_hash and not boot.frames else None
         if len(bundle) > self.platform.max_uplink_bytes:
-            self._uplink_blobs_apart(raw)
-            bundle = encode_bundle(header, {})
+            self._uplink_blobs_apart(packed.raw, packed.codec)
+            boot.uplink_apart(self.platform, self.pod_name)
+            bundle = encode_bundle(packed.header, {})
+        self.embedded += boot.installs
         self.platform.uplink([(BUNDLE_NAME, bundle)], dest_path=job_dir(self.job_id), pod_name=self.pod_name)
         self.platform.run_pod(PodSpec(
             image=self.key.image,
             node=self.key.node,
             max_duration=self.key.max_duration,
-            command=f"python -m podrun.runtime /data/{job_file(self.job_id, BUNDLE_NAME)}",
+            command=boot.command,
             envs=dict(self.key.envs),
             pod_name=self.pod_name,
         ))
 
-    def _uplink_blobs_apart(self, raw: dict[str, bytes | memoryview]) -> None:
+    def _uplink_blobs_apart(self, raw: dict[str, bytes | memoryview], codec: int | None = None) -> None:
         """A bundle over the platform's per-call limit: send its blobs first, in as few
         uplinks as fit under the limit, then a bundle of the call table alone."""
         limit = self.platform.max_uplink_bytes
         batch: list[tuple[str, bytes]] = []
         size = 0
         for blob_hash in self.embedded:
-            frame = compress(raw[blob_hash])
+            frame = compress(raw[blob_hash], codec)
             if len(frame) > limit:
                 raise PodrunError(
                     f"blob {blob_hash} is {len(frame)} bytes compressed, over this platform's {limit}-byte uplink limit; "
@@ -262,11 +269,19 @@ class Job:
         missing = set(end.get("missing", [])) if end else set()
         if missing:
             manifest.discard(missing)
+        runtime_lost = not records and self.runtime_from_volume is not None and bool(self.state and self.state.is_terminal)
+        if runtime_lost:
+            # The runtime never started: the zipapp the manifest believed in is gone from the
+            # volume (deleted, or the volume recreated). Forget it; the retry carries it again.
+            manifest.discard([self.runtime_from_volume])
         retry: list[PendingGroup] = []
         index = 0
         for group in self.groups:
             span = range(index, index + len(group.futures))
             index += len(group.futures)
+            if runtime_lost:  # bounded: the retry embeds the runtime, so it cannot be lost again
+                retry.append(group)
+                continue
             if missing and group.attempts + 1 < MAX_ATTEMPTS and any(calls.get(i, {}).get("missing") for i in span):
                 group.attempts += 1
                 retry.append(group)
@@ -331,22 +346,37 @@ class Job:
         raise IntegrityError(f"blob {blob_hash} in volume {self.pod_name or 'default'} does not match its hash; it is corrupt there", blob=blob_hash)
 
 
-def pack_groups(job_id: str, groups: list[PendingGroup]) -> tuple[JobHeader, dict[str, bytes | memoryview]]:
-    """The job's header (call table) and the raw bytes of every blob it references."""
+@dataclass
+class PackedJob:
+    header: JobHeader
+    raw: dict[str, bytes | memoryview]  # every blob the job references, by hash
+    codec: int  # what the pod's image can decode
+    boot: "bootstrap.Bootstrap"  # the pod command and the runtime frame, when the volume lacks it
+    embedded: list[str]  # blobs the volume lacks, carried in the bundle
+    bundle: bytes
+
+
+def pack_job(job_id: str, groups: list[PendingGroup], platform: MeteredPlatform, key: JobKey, manifest: Manifest,
+             refresh: bool = True) -> PackedJob:
+    """The job's one bundle: its call table plus only the blobs the volume lacks.
+    With ``refresh=False`` the manifest is used as it stands, making no platform call."""
+    codec = bootstrap.pod_codec(platform, key)
     raw: dict[str, bytes | memoryview] = {}
     table: list[CallGroup] = []
     for group in groups:
         raw[group.function.hash] = group.function.payload
         raw.update(group.args.blobs)
-        table.append(CallGroup(group.function.hash, compress(group.args.payload), group.args.buffers, len(group.futures), group.timeout))
-    return JobHeader(job_id, table), raw
+        table.append(CallGroup(group.function.hash, compress(group.args.payload, codec), group.args.buffers, len(group.futures), group.timeout))
+    header = JobHeader(job_id, table)
+    boot = bootstrap.prepare(platform, key, groups, header, raw, manifest, refresh)  # runtime, modules
+    embedded = manifest.missing(header.required_blobs(), refresh=refresh)
+    bundle = encode_bundle(header, {h: raw[h] for h in embedded}, codec, frames_last=boot.frames)
+    return PackedJob(header, raw, codec, boot, embedded, bundle)
 
 
-def estimate_uplink(groups: list[PendingGroup], manifest: Manifest) -> int:
+def estimate_uplink(groups: list[PendingGroup], platform: MeteredPlatform, key: JobKey, manifest: Manifest) -> int:
     """Bytes a job of ``groups`` would uplink now, from the manifest as it stands (no platform call)."""
-    header, raw = pack_groups(new_job_id(), groups)
-    missing = manifest.missing(header.required_blobs(), refresh=False)
-    return len(encode_bundle(header, {h: raw[h] for h in missing}))
+    return len(pack_job(new_job_id(), groups, platform, key, manifest, refresh=False).bundle)
 
 
 def rebuild_exception(info: dict[str, Any]) -> BaseException:

@@ -6,17 +6,16 @@ import functools
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
-import cloudpickle
-
 from ..errors import SerializationError
 from ..platform.types import normalize_node, validate_max_duration, validate_pod_name
 from ..wire.bundle import python_version
-from ..wire.serialize import PROTOCOL, dumps, find_unpicklable, ship_user_modules_by_value
-from . import config
+from ..store.manifest import Manifest
+from ..wire.serialize import dumps, find_unpicklable
+from . import config, preflight
 from .dispatch import dispatcher_for
 from .future import ObjectFuture
-from ..store.manifest import Manifest
 from .job import JobKey, PendingGroup, PickledCallable, estimate_uplink
+from .modules import closure, pickle_callable
 
 DEFAULT_NODE = "MPU"
 DEFAULT_MAX_DURATION = 10.0  # minutes
@@ -35,13 +34,16 @@ class RemoteOptions:
     pod_name: str | None = None
     envs: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None  # seconds, per call, enforced in the pod (TIMEOUT record)
+    modules: tuple[str, ...] = ()  # user modules to ship beyond those found automatically
 
     def validated(self) -> "RemoteOptions":
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
         if not isinstance(self.envs, dict):
             raise ValueError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
-        return replace(self, node=normalize_node(self.node), max_duration=validate_max_duration(self.max_duration),
+        if isinstance(self.modules, str) or not all(isinstance(m, str) for m in self.modules):
+            raise ValueError(f"modules must be a list of module names, not {self.modules!r}")
+        return replace(self, modules=tuple(self.modules), node=normalize_node(self.node), max_duration=validate_max_duration(self.max_duration),
                        pod_name=validate_pod_name(self.pod_name))
 
     def job_key(self) -> JobKey:
@@ -85,12 +87,12 @@ class RemoteFunction:
     def _callable(self) -> PickledCallable:
         if self._pickled is None:
             name = getattr(self._fn, "__qualname__", repr(self._fn))
-            ship_user_modules_by_value()
+            closure([], self._options.modules)  # named modules must exist and be shippable
             try:
-                payload = cloudpickle.dumps(self._fn, protocol=PROTOCOL)
+                payload, modules, optional = pickle_callable(self._fn)
             except Exception as exc:
                 raise SerializationError(f"cannot pickle the function {name}: {type(exc).__name__}: {exc}") from exc
-            self._pickled = PickledCallable(name, payload)
+            self._pickled = PickledCallable(name, payload, modules | frozenset(self._options.modules), optional)
         return self._pickled
 
     def _group(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> PendingGroup:
@@ -103,7 +105,9 @@ class RemoteFunction:
             culprit = next((find_unpicklable(a, k) for a, k in calls if find_unpicklable(a, k) != "the arguments"), "the arguments")
             raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
         futures = [ObjectFuture(function.name) for _ in calls]
-        return PendingGroup(function, args, futures, self._options.job_key(), self._options.timeout)
+        group = PendingGroup(function, args, futures, self._options.job_key(), self._options.timeout)
+        preflight.check(config.current_platform(), group.key.image, group.key.node, function.name, function.modules | args.modules)
+        return group
 
     def _submit(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ObjectFuture]:
         group = self._group(calls)
@@ -113,8 +117,9 @@ class RemoteFunction:
     def estimate(self, *args: Any, **kwargs: Any) -> int:
         """Bytes ``self.remote(*args, **kwargs)`` would uplink if sent alone now: the job bundle,
         with only the blobs the volume is not known to hold. Sends nothing."""
-        manifest = Manifest(config.home(), config.current_platform(), self._options.pod_name)
-        return estimate_uplink([self._group([(args, kwargs)])], manifest)
+        platform = config.current_platform()
+        manifest = Manifest(config.home(), platform, self._options.pod_name)
+        return estimate_uplink([self._group([(args, kwargs)])], platform, self._options.job_key(), manifest)
 
     @property
     def remote(self) -> "_Submitter":
@@ -156,15 +161,18 @@ def remote(
     pod_name: str | None = None,
     envs: dict[str, Any] | None = None,
     timeout: float | None = None,
+    modules: Iterable[str] = (),
 ) -> Any:
     """Offload a function to pods: ``@podrun.remote(node="GPU")`` or ``podrun.remote(fn, ...)``.
 
     node: ``"MPU"`` (default), ``"GPU"`` or ``"FPGA"``. max_duration: the pod's limit in
     minutes. image: the pod image (default: ``python:<client's X.Y>-slim``). pod_name: the pod
     and its volume (default: the user's default volume). envs: environment of the pod.
-    timeout: seconds per call, enforced in the pod.
+    timeout: seconds per call, enforced in the pod. modules: your project's modules to ship
+    (by source, one blob each) beyond those the function is seen to import.
     """
-    options = RemoteOptions(node, max_duration, image, pod_name, dict(envs or {}), timeout)
+    options = RemoteOptions(node, max_duration, image, pod_name, dict(envs or {}), timeout,
+                            tuple([modules] if isinstance(modules, str) else modules))
     if fn is None:
         options.validated()
         return lambda f: RemoteFunction(f, options)

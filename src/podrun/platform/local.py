@@ -104,6 +104,7 @@ class LocalPlatform(Platform):
         user: str | None = None,
         driver: str | None = None,
         max_uplink_bytes: int | None = None,
+        python: str | None = None,
     ) -> None:
         self.root = Path(root) if root is not None else default_home() / "local"
         self.user = user or os.environ.get("PODRUN_LOCAL_USER") or "local"
@@ -115,6 +116,11 @@ class LocalPlatform(Platform):
         if driver == "bwrap" and not bwrap_available():
             raise PlatformError("the bwrap driver needs bubblewrap with user namespaces; install 'bubblewrap' or use driver='process'")
         self.driver = driver
+        # The interpreter a pod's ``python`` runs: the host's by default ("images run on the
+        # host's tools"); another one (e.g. a bare venv) stands in for a stock Python image.
+        self.pod_python = python or os.environ.get("PODRUN_LOCAL_PYTHON") or None
+        if self.pod_python and not os.access(self.pod_python, os.X_OK):
+            raise ValueError(f"pod interpreter {self.pod_python!r} (python= / PODRUN_LOCAL_PYTHON) is not an executable file")
         if max_uplink_bytes is not None:
             self.max_uplink_bytes = max_uplink_bytes
         self._hash_cache: dict[tuple[str, int, int], int] = {}
@@ -340,8 +346,10 @@ class LocalPlatform(Platform):
         if not argv:
             argv = ["python"]  # the stock Python images' default CMD
         if argv[0] in ("python", "python3", "/usr/local/bin/python", "/usr/bin/python3"):
-            argv[0] = sys.executable  # "images run on the host's tools": the host's Python
+            argv[0] = self.pod_python or sys.executable  # "images run on the host's tools": the host's Python
         env = {key: os.environ[key] for key in _PASS_ENV if key in os.environ}
+        if self.pod_python:
+            env.pop("PYTHONPATH", None)  # a stand-in image sees nothing of the host's packages
         env.update({str(k): str(v) for k, v in spec.envs.items()})
         env["PODRUN_NODE"] = spec.node
         if spec.pod_name:
@@ -352,7 +360,7 @@ class LocalPlatform(Platform):
             env.update({k: v for k, v in os.environ.items() if k.startswith(("CUDA_", "NVIDIA_"))})
         if driver == "bwrap":
             env["PODRUN_DATA"] = "/data"
-            return {"argv": _bwrap_prefix(volume, gpu=spec.node == "GPU") + argv, "env": env, "cwd": "/", "driver": driver}
+            return {"argv": _bwrap_prefix(volume, gpu=spec.node == "GPU", python=self.pod_python) + argv, "env": env, "cwd": "/", "driver": driver}
         env["PODRUN_DATA"] = str(volume)
         argv = [_DATA_TOKEN.sub(lambda _m: str(volume), arg) for arg in argv]
         return {"argv": argv, "env": env, "cwd": str(volume), "driver": driver}
@@ -514,7 +522,7 @@ def _dockerfile_base(text: str) -> str | None:
     return None
 
 
-def _bwrap_prefix(volume: Path, gpu: bool) -> list[str]:
+def _bwrap_prefix(volume: Path, gpu: bool, python: str | None = None) -> list[str]:
     """Host file system read-only, the volume at /data, private /tmp; the interpreter and
     podrun's own code stay visible even when they live under /tmp."""
     args = ["bwrap"]
@@ -529,6 +537,8 @@ def _bwrap_prefix(volume: Path, gpu: bool) -> list[str]:
     args += ["--dev-bind", "/dev", "/dev", "--ro-bind", "/sys", "/sys"] if gpu else ["--dev", "/dev"]
     keep = {sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2])}
     keep.update(p for p in sys.path if p and os.path.isdir(p))
+    if python:  # a stand-in pod interpreter (a venv): its tree must stay visible too
+        keep.add(str(Path(python).absolute().parents[1]))
     for path in sorted(keep):
         if path.startswith("/tmp/") and os.path.exists(path):
             args += ["--ro-bind", path, path]

@@ -28,6 +28,7 @@ from ..wire.bundle import JobHeader, python_version, read_header
 from ..wire.compression import best_codec, compress, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
 from ..wire.serialize import dumps
+from . import environment, modules
 from .capture import capture_output
 
 INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
@@ -85,6 +86,11 @@ class JobRunner:
                 f"EnvironmentMismatch: the client pickled with Python {header.python} but this pod runs Python "
                 f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")})
             return 3
+        try:
+            self.emit({"k": "env", **environment.record(data_dir(), header.options.get("image"), header.options.get("env_known"))})
+        except Exception as exc:  # noqa: BLE001 - the manifest is a hint; never fail the job for it
+            self.emit({"k": "env", "error": f"{type(exc).__name__}: {exc}"})
+        modules.install(self.blobs, header.options.get("modules"))
         try:
             self._run_groups(header, missing)
         except _Stopped:
@@ -253,7 +259,7 @@ def _error_info(exc: BaseException | None, type_name: str | None = None, message
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m podrun.runtime /data/.podrun/jobs/JOB/bundle", file=sys.stderr)
+        print("usage: python -m podrun.runtime BUNDLE, or python RUNTIME.pyz BUNDLE (BUNDLE: /data/.podrun/jobs/JOB/bundle)", file=sys.stderr)
         return 2
     os.environ["PODRUN_IN_POD"] = "1"  # podrun.get_object & co. then read this volume directly
     path = Path(argv[0])

@@ -58,8 +58,11 @@ class JobHeader:
         return sum(group.count for group in self.groups)
 
     def required_blobs(self) -> list[str]:
-        """Every blob the job reads: callables and buffers, deduplicated, in first-use order."""
+        """Every blob the job reads: callables, buffers and shipped module sources,
+        deduplicated, in first-use order."""
         seen: dict[str, None] = {}
+        for _name, blob_hash, _is_package in self.options.get("modules") or ():
+            seen.setdefault(blob_hash, None)
         for group in self.groups:
             seen.setdefault(group.function, None)
             for blob_hash in group.buffers:
@@ -90,9 +93,15 @@ class JobHeader:
         )
 
 
-def encode_bundle(header: JobHeader, blobs: dict[str, bytes | memoryview], codec: int | None = None) -> bytes:
-    """Serialize ``header`` and embed ``blobs`` (raw bytes by hash) as compressed frames."""
+def encode_bundle(header: JobHeader, blobs: dict[str, bytes | memoryview], codec: int | None = None,
+                  frames_last: dict[str, bytes] | None = None) -> bytes:
+    """Serialize ``header`` and embed ``blobs`` (raw bytes by hash) as compressed frames.
+
+    ``frames_last`` are frames embedded as given, after all others: the runtime zipapp rides
+    there as a raw frame, so the bundle file ends with a zip and ``python BUNDLE`` runs it.
+    """
     frames = [(blob_hash, compress(data, codec)) for blob_hash, data in blobs.items()]
+    frames += list((frames_last or {}).items())
     offset = 0
     header.embedded = {}
     for blob_hash, frame in frames:

@@ -7,11 +7,13 @@ buffers stay in-band, where a blob's bookkeeping would cost more than it saves.
 
 from __future__ import annotations
 
+import dis
+import io
 import pickle
 import sys
 import sysconfig
 from dataclasses import dataclass, field
-from types import ModuleType
+from types import BuiltinFunctionType, CodeType, FunctionType, ModuleType
 from typing import Any, Iterable
 
 import cloudpickle
@@ -30,6 +32,8 @@ class Pickled:
     payload: bytes
     buffers: list[str] = field(default_factory=list)  # blob hash per out-of-band buffer, in order
     blobs: dict[str, memoryview] = field(default_factory=dict)  # raw bytes of each distinct blob
+    modules: frozenset[str] = frozenset()  # modules the stream imports by name when it loads
+    optional: frozenset[str] = frozenset()  # imported by pickled code inside try blocks (may be absent)
 
     @property
     def blob_bytes(self) -> int:
@@ -62,11 +66,72 @@ def dumps(obj: Any, *, threshold: int = BLOB_THRESHOLD, what: str = "object", fa
             buffers.clear()
             blobs.clear()
     try:
-        ship_user_modules_by_value()
-        payload = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
+        payload, modules, optional = dumps_tracking(obj, buffer_callback=keep_out_of_band)
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
         raise SerializationError(f"cannot pickle {what}: {type(exc).__name__}: {exc}") from exc
-    return Pickled(payload, buffers, blobs)
+    return Pickled(payload, buffers, blobs, frozenset(modules), frozenset(optional))
+
+
+class TrackingPickler(cloudpickle.Pickler):
+    """A cloudpickle Pickler that records which modules the stream will import on load:
+    modules of classes and functions pickled by reference, pickled module objects, and
+    ``import`` statements inside functions pickled by value. The client ships or checks
+    exactly those (module shipping, preflight). Imports inside a ``try`` block are
+    ``optional``: code that guards an import handles its absence."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.modules: set[str] = set()
+        self.optional: set[str] = set()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, ModuleType):
+            self.modules.add(obj.__name__)
+        elif isinstance(obj, (type, FunctionType, BuiltinFunctionType)):
+            module = getattr(obj, "__module__", None)
+            if isinstance(module, str):
+                self.modules.add(module)
+            if isinstance(obj, FunctionType):
+                for name, guarded in imported_names(obj.__code__).items():
+                    (self.optional if guarded else self.modules).add(name)
+        return super().reducer_override(obj)
+
+
+def _guarded_offsets(code: CodeType) -> list[tuple[int, int]]:
+    """Byte ranges covered by exception handlers (3.11+ exception table; none before)."""
+    parse = getattr(dis, "_parse_exception_table", None)
+    if parse is None:
+        return []
+    try:
+        return [(entry.start, entry.end) for entry in parse(code)]
+    except Exception:  # a private helper: never let its changes break pickling
+        return []
+
+
+def imported_names(code: CodeType) -> dict[str, bool]:
+    """Absolute module names a code object (and code nested in it) imports, each with whether
+    the import sits in a ``try`` block (3.11+; earlier versions count every import guarded)."""
+    names: dict[str, bool] = {}
+    ranges = _guarded_offsets(code)
+    lenient = getattr(dis, "_parse_exception_table", None) is None
+    for instruction in dis.get_instructions(code):
+        if instruction.opname == "IMPORT_NAME" and isinstance(instruction.argval, str):
+            guarded = lenient or any(start <= instruction.offset < end for start, end in ranges)
+            names[instruction.argval] = names.get(instruction.argval, True) and guarded
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            for name, guarded in imported_names(const).items():
+                names[name] = names.get(name, True) and guarded
+    return names
+
+
+def dumps_tracking(obj: Any, buffer_callback: Any = None) -> tuple[bytes, set[str], set[str]]:
+    """``cloudpickle.dumps`` that also returns the module names the stream needs, and those
+    it imports only inside ``try`` blocks."""
+    stream = io.BytesIO()
+    pickler = TrackingPickler(stream, protocol=PROTOCOL, buffer_callback=buffer_callback)
+    pickler.dump(obj)
+    return stream.getvalue(), pickler.modules, pickler.optional - pickler.modules
 
 
 def loads(payload: bytes | memoryview, buffers: Iterable[Any] = ()) -> Any:
@@ -113,33 +178,13 @@ def is_user_module(module: ModuleType) -> bool:
 
     Code of such modules does not exist in a pod, so cloudpickle must carry it by value.
     """
-    name = module.__name__
+    return is_user_path(module.__name__, getattr(module, "__file__", None))
+
+
+def is_user_path(name: str, path: str | None) -> bool:
+    """:func:`is_user_module` for a module known by name and file (loaded or not)."""
     if name == "__main__" or name.split(".")[0] in ("podrun", "cloudpickle", "msgpack", "zstandard"):
         return False
-    path = getattr(module, "__file__", None)
     if not path or name in sys.builtin_module_names:
         return False
     return not path.startswith(_INSTALLED_PREFIXES) and "site-packages" not in path
-
-
-_registered_names: set[str] = set()
-_modules_seen = 0
-
-
-def ship_user_modules_by_value() -> None:
-    """Register every loaded user module with cloudpickle's by-value list.
-
-    Re-scans ``sys.modules`` only when modules were imported since the last scan, so a
-    100k-call map pays for the scan once, not per call.
-    """
-    global _modules_seen
-    if len(sys.modules) == _modules_seen:
-        return
-    for module in list(sys.modules.values()):
-        if isinstance(module, ModuleType) and module.__name__ not in _registered_names and is_user_module(module):
-            try:
-                cloudpickle.register_pickle_by_value(module)
-            except ValueError:
-                continue
-            _registered_names.add(module.__name__)
-    _modules_seen = len(sys.modules)
