@@ -210,6 +210,23 @@ def plan_uplink_groups(sources: list[_Source], limit: int) -> list[list[_Source]
     return groups
 
 
+def run_body(spec: PodSpec) -> dict[str, Any]:
+    """``/em/pod/run``'s JSON body. Real EM takes whole minutes, so an integral
+    ``max_duration`` travels as an int; fractions are an emulator extension for tests."""
+    minutes = spec.max_duration
+    return {
+        "image": spec.image,
+        "node": spec.node,
+        "max_duration": int(minutes) if float(minutes).is_integer() else float(minutes),
+        "scheduled_time": spec.scheduled_iso(),
+        "command": spec.command,
+        "pod_name": spec.pod_name,
+        "ports": list(spec.ports) or None,
+        "envs": dict(spec.envs) or None,
+        "args": [str(a) for a in spec.args] or None,
+    }
+
+
 class EMPlatform(Platform):
     """The EM API as a Platform. ``url`` is the backend's base URL (e.g. ``http://192.168.3.3``)."""
 
@@ -464,20 +481,7 @@ class EMPlatform(Platform):
 
     # pods ------------------------------------------------------------------------------------
     def run_pod(self, spec: PodSpec) -> None:
-        minutes = spec.max_duration
-        body: dict[str, Any] = {
-            "image": spec.image,
-            "node": spec.node,
-            # Real EM takes whole minutes; fractions are an emulator extension used by tests.
-            "max_duration": int(minutes) if float(minutes).is_integer() else float(minutes),
-            "scheduled_time": spec.scheduled_iso(),
-            "command": spec.command,
-            "pod_name": spec.pod_name,
-            "ports": list(spec.ports) or None,
-            "envs": dict(spec.envs) or None,
-            "args": [str(a) for a in spec.args] or None,
-        }
-        self._json("POST", "/em/pod/run", body=body)
+        self._json("POST", "/em/pod/run", body=run_body(spec))
 
     def pod_status(self, pod_name: str | None = None) -> PodState:
         validate_pod_name(pod_name)
@@ -499,4 +503,4 @@ class EMPlatform(Platform):
         self._json("POST", "/em/pvc/delete", body={"pvc_name": pvc_name})
 
 
-__all__ = ["EMPlatform", "error_from_response", "plan_uplink_groups"]
+__all__ = ["EMPlatform", "error_from_response", "plan_uplink_groups", "run_body"]
