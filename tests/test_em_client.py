@@ -7,7 +7,6 @@ import io
 import logging
 import time
 import tracemalloc
-from pathlib import Path
 from typing import Iterator
 
 import pytest
