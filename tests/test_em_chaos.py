@@ -1,0 +1,123 @@
+"""EMPlatform under chaos: 423s, 500s, dropped connections (before and after the work) and
+latency. Every call ends in success or a typed error within its deadline, and retried
+uplinks leave neither duplicates nor torn files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from podrun.errors import PlatformError
+from podrun.platform.em import EMPlatform
+from podrun.platform.types import walk_entries
+
+from .em_server import EmulatorProcess
+
+CHAOS = ("--chaos-locked-rate", "0.15", "--chaos-error-rate", "0.1", "--chaos-drop-rate", "0.15",
+         "--chaos-latency", "0.02", "--chaos-seed", "7")
+DEADLINE, TIMEOUT = 8.0, 5.0
+
+
+@pytest.fixture(scope="module")
+def chaotic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    with EmulatorProcess(tmp_path_factory.mktemp("em-chaos"), *CHAOS) as em:
+        yield em
+
+
+def test_every_call_succeeds_or_fails_typed_within_its_deadline(chaotic, caplog):
+    caplog.set_level(logging.INFO, logger="podrun.platform.em")
+    user, password = chaotic.add_user("k")
+    outcomes: dict[str, int] = {"ok": 0, "typed": 0}
+    sent: dict[str, bytes] = {}
+    with EMPlatform(chaotic.url, user, password, timeout=TIMEOUT, retry_deadline=DEADLINE, backoff=(0.01, 0.2)) as em:
+        for i in range(40):  # bounded
+            started = time.monotonic()
+            try:
+                if i % 4 == 0:
+                    content = bytes([i]) * (50_000 + i)
+                    em.uplink([(f"f{i}.bin", content), (f"g{i}.bin", content[::-1])], dest_path="in", pod_name="chaos")
+                    sent[f"in/f{i}.bin"], sent[f"in/g{i}.bin"] = content, content[::-1]
+                elif i % 4 == 1:
+                    em.list_files("chaos")
+                elif i % 4 == 2 and sent:
+                    name = sorted(sent)[-1]
+                    assert em.downlink(name, "chaos") == sent[name]
+                else:
+                    em.nodes_status()
+                outcomes["ok"] += 1
+            except PlatformError:
+                outcomes["typed"] += 1
+            assert time.monotonic() - started < DEADLINE + 2 * TIMEOUT + 1
+    retries = sum("retry" in r.getMessage() for r in caplog.records)
+    print(f"chaos outcomes over 40 calls: {outcomes}, {retries} retries")
+    assert retries >= 5  # the chaos did strike, and was absorbed
+    assert outcomes["ok"] >= 30, outcomes  # with these rates and retries nearly everything gets through
+
+    # What landed, read straight from the emulator's volume: every file whole, no leftovers.
+    volume = chaotic.root / "volumes" / user / "chaos"
+    on_disk = {str(p.relative_to(volume)): p.read_bytes() for p in volume.rglob("*") if p.is_file()}
+    assert not [name for name in on_disk if name.endswith(".part") or "/." in name], sorted(on_disk)
+    for name, content in on_disk.items():
+        assert sent.get(name) == content, name
+    assert set(sent) <= set(on_disk)
+
+
+def test_retried_uplinks_of_the_same_names_leave_one_whole_file_each(chaotic):
+    user, password = chaotic.add_user("r")
+    with EMPlatform(chaotic.url, user, password, timeout=TIMEOUT, retry_deadline=DEADLINE, backoff=(0.01, 0.2)) as em:
+        last: dict[str, bytes] = {}
+        for round_ in range(12):
+            content = bytes([round_]) * 200_000
+            try:
+                em.uplink([("same.bin", content)], pod_name="dup")
+                last["same.bin"] = content
+            except PlatformError:
+                pass
+    volume = chaotic.root / "volumes" / user / "dup"
+    names = sorted(p.name for p in volume.iterdir())
+    assert names == ["same.bin"]
+    data = (volume / "same.bin").read_bytes()
+    assert len(data) == 200_000 and len(set(data)) == 1  # one whole version, never a mix
+    assert data == last["same.bin"] or data[0] > last["same.bin"][0]
+
+
+def test_pods_run_through_chaos(chaotic):
+    from podrun.platform.types import PodSpec
+
+    user, password = chaotic.add_user("p")
+    with EMPlatform(chaotic.url, user, password, timeout=TIMEOUT, retry_deadline=20, backoff=(0.01, 0.2)) as em:
+        em.run_pod(PodSpec(image="alpine", node="MPU", max_duration=1, command="/bin/sh", args=["-c", "echo ok > /data/r.txt"], pod_name="cp"))
+        deadline = time.monotonic() + 30
+        while not em.pod_status("cp").is_terminal:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert em.downlink("r.txt", "cp") == b"ok\n"
+        assert "r.txt" in walk_entries(em.list_files("cp"))
+
+
+def test_a_server_that_stays_locked_gives_locked_after_the_deadline(tmp_path: Path):
+    with EmulatorProcess(tmp_path / "locked", "--chaos-locked-rate", "0.9", "--chaos-seed", "1", users=("l:pw",)) as em:
+        outcomes = []
+        with EMPlatform(em.url, "l", "pw", timeout=TIMEOUT, retry_deadline=0.3, backoff=(0.05, 0.1)) as platform:
+            for _ in range(6):
+                started = time.monotonic()
+                try:
+                    platform.nodes_status()
+                    outcomes.append("ok")
+                except PlatformError as exc:
+                    outcomes.append(exc.code)
+                assert time.monotonic() - started < 0.3 + TIMEOUT
+        assert set(outcomes) <= {"ok", "LOCKED"} and "LOCKED" in outcomes
+
+
+def test_bandwidth_cap_slows_transfers(tmp_path: Path):
+    with EmulatorProcess(tmp_path / "slow", "--chaos-bandwidth", "200000", users=("s:pw",)) as em:
+        with EMPlatform(em.url, "s", "pw", timeout=TIMEOUT, retry_deadline=DEADLINE) as platform:
+            platform.uplink([("x", b"z" * 100_000)])
+            started = time.monotonic()
+            assert platform.downlink("x") == b"z" * 100_000
+            assert time.monotonic() - started >= 0.4  # 100 kB at 200 kB/s

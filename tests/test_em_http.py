@@ -1,0 +1,305 @@
+"""The emulator's HTTP surface, spoken to with raw httpx as the official client did:
+shapes and codes per endpoint, auth, token expiry, user isolation, traversal, body
+encodings, GET/POST variants and the pvc_name alias."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .em_server import EmulatorProcess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    with EmulatorProcess(tmp_path_factory.mktemp("em-http"), users=("alice:alice-pw", "bob:bob-pw")) as em:
+        yield em
+
+
+def login(url: str, user: str, password: str) -> httpx.Client:
+    token = httpx.post(f"{url}/auth/", data={"username": user, "password": password}).json()["access"]
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+@pytest.fixture
+def alice(server: EmulatorProcess) -> Iterator[httpx.Client]:
+    with login(server.url, "alice", "alice-pw") as client:
+        yield client
+
+
+@pytest.fixture
+def bob(server: EmulatorProcess) -> Iterator[httpx.Client]:
+    with login(server.url, "bob", "bob-pw") as client:
+        yield client
+
+
+@pytest.fixture
+def fresh(server: EmulatorProcess) -> Iterator[httpx.Client]:
+    """A user of its own, for tests that need an empty account."""
+    with login(server.url, *server.add_user("h")) as client:
+        yield client
+
+
+def up(client: httpx.Client, files: dict[str, bytes], **fields: str) -> httpx.Response:
+    return client.post("/em/files/uplink", files=[("files", (n, c)) for n, c in files.items()], data=fields)
+
+
+def wait_done(client: httpx.Client, pod_name: str, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get("/em/pod/status", params={"pod_name": pod_name}).json()["data"]["state"]
+        if "terminated" in state:
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"pod {pod_name} did not finish: {state}")
+
+
+# auth ------------------------------------------------------------------------------------------
+
+def test_login_form_and_json_bodies_and_paths(server):
+    for post in (lambda p: httpx.post(server.url + p, data={"username": "alice", "password": "alice-pw"}),
+                 lambda p: httpx.post(server.url + p, json={"username": "alice", "password": "alice-pw"})):
+        for path in ("/auth/", "/auth", "//auth/"):
+            response = post(path)
+            assert response.status_code == 200, response.text
+            assert set(response.json()) == {"access", "refresh"}
+
+
+def test_login_failures(server):
+    wrong = httpx.post(f"{server.url}/auth/", data={"username": "alice", "password": "nope"})
+    assert wrong.status_code == 401 and wrong.json() == {"detail": "No active account found with the given credentials"}
+    missing = httpx.post(f"{server.url}/auth/", data={"username": "alice"})
+    assert missing.status_code == 400 and missing.json() == {"password": ["This field is required."]}
+    assert httpx.post(f"{server.url}/auth/", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+
+
+def test_em_routes_need_a_valid_bearer_token(server):
+    assert httpx.get(f"{server.url}/em/files/list").status_code == 401
+    bad = httpx.get(f"{server.url}/em/files/list", headers={"Authorization": "Bearer not.a.jwt"})
+    assert bad.status_code == 401 and bad.json()["code"] == "token_not_valid"
+    pair = httpx.post(f"{server.url}/auth/", data={"username": "alice", "password": "alice-pw"}).json()
+    as_access = httpx.get(f"{server.url}/em/files/list", headers={"Authorization": f"Bearer {pair['refresh']}"})
+    assert as_access.status_code == 401  # a refresh token is not an access token
+
+
+def test_refresh_gives_a_working_access_token(server):
+    pair = httpx.post(f"{server.url}/auth/", data={"username": "bob", "password": "bob-pw"}).json()
+    refreshed = httpx.post(f"{server.url}/auth/refresh", json={"refresh": pair["refresh"]})
+    assert refreshed.status_code == 200 and set(refreshed.json()) == {"access"}
+    token = refreshed.json()["access"]
+    assert httpx.get(f"{server.url}/em/nodes/status", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert httpx.post(f"{server.url}/auth/refresh", json={"refresh": pair["access"]}).status_code == 401
+    assert httpx.post(f"{server.url}/auth/refresh", data={}).status_code == 400
+
+
+def test_tokens_expire(tmp_path):
+    with EmulatorProcess(tmp_path / "em", users=("carol:pw",), token_lifetime=1) as em:
+        client = login(em.url, "carol", "pw")
+        assert client.get("/em/nodes/status").status_code == 200
+        time.sleep(1.3)
+        expired = client.get("/em/nodes/status")
+        assert expired.status_code == 401 and expired.json()["detail"] == "Token is invalid or expired"
+
+
+# files -----------------------------------------------------------------------------------------
+
+def test_uplink_list_downlink_delete_shapes(fresh):
+    response = up(fresh, {"a.txt": b"hello", "b.bin": b"x" * 2048}, dest_path="exp-1", pod_name="pod-a")
+    assert response.status_code == 200
+    assert response.json() == {"message": "Successfully uplinked files", "data": {"file_count": 2, "total_size_kb": 2.0}}
+    listing = fresh.get("/em/files/list", params={"pod_name": "pod-a"}).json()
+    assert listing["message"] == "Successfully listed files"
+    [folder] = listing["data"]
+    assert folder["type"] == "directory" and folder["name"] == "exp-1" and isinstance(folder["size"], str)
+    assert "hash" not in folder
+    entry = {e["name"]: e for e in folder["contents"]}["a.txt"]
+    assert set(entry) == {"type", "name", "size", "time", "hash"}
+    assert entry["size"] == "5" and isinstance(entry["hash"], int) and -(2**63) <= entry["hash"] < 2**63
+    assert len(entry["time"]) == 16 and entry["time"][4] == "-"
+    down = fresh.get("/em/files/downlink", params={"filepath": "./exp-1/a.txt", "pod_name": "pod-a"})
+    assert down.status_code == 200 and down.content == b"hello"
+    assert 'filename="a.txt"' in down.headers["content-disposition"]
+    deleted = fresh.post("/em/files/delete", json={"filepath": "/exp-1/a.txt", "pod_name": "pod-a"})
+    assert deleted.status_code == 200 and deleted.json() == {"message": "File deleted successfully"}
+    gone = fresh.get("/em/files/downlink", params={"filepath": "exp-1/a.txt", "pod_name": "pod-a"})
+    assert gone.status_code == 404 and gone.json()["error"] == "FILE_MISSING"
+    again = fresh.post("/em/files/delete", data={"filepath": "exp-1/a.txt", "pod_name": "pod-a"})
+    assert again.status_code == 404 and set(again.json()) == {"error", "message"}
+
+
+def test_uplink_without_files(fresh):
+    for response in (fresh.post("/em/files/uplink", data={"pod_name": "pod-a"}),
+                     fresh.post("/em/files/uplink", files=[("other", ("x", b"1"))]),
+                     fresh.post("/em/files/uplink", json={"files": []})):
+        assert response.status_code == 400
+        assert response.json() == {"error": "NO_FILES", "message": "No files were provided for uplink!"}
+
+
+def test_pvc_name_alias_and_get_post_variants(fresh):
+    assert up(fresh, {"f.txt": b"in pod-p"}, pod_name="pod-p").status_code == 200
+    by_pod = fresh.get("/em/files/list", params={"pod_name": "pod-p"}).json()
+    assert fresh.post("/em/files/list", data={"pvc_name": "pod-p"}).json() == by_pod  # final CLI: POST + pvc_name
+    assert fresh.post("/em/files/list", json={"pod_name": "pod-p"}).json() == by_pod
+    assert fresh.get("/em/files/downlink", params={"filepath": "f.txt", "pvc_name": "pod-p"}).content == b"in pod-p"
+    for path in ("/em/pod/image/list", "/em/nodes/status", "/em/pvc/list"):
+        got, posted = fresh.get(path), fresh.post(path)
+        assert got.status_code == posted.status_code == 200 and got.json() == posted.json()
+    nodes = fresh.get("/em/nodes/status").json()
+    assert nodes["message"] == "Nodes retrieved successfully."
+    assert {n["name"] for n in nodes["data"]} == {"fpga", "gpu", "mpu1"} and {n["status"] for n in nodes["data"]} == {"True"}
+    assert fresh.post("/em/files/delete", json={"filepath": "f.txt", "pvc_name": "pod-p"}).status_code == 200
+
+
+def test_double_slashes_and_trailing_slashes(fresh):
+    base = str(fresh.base_url).rstrip("/")
+    assert fresh.get(base + "//em//files/list").status_code == 200  # the official client's BASE_URL + "/em/..."
+    assert fresh.get("/em/nodes/status/").status_code == 200
+    unknown = fresh.get("/em/no/such/route")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "NOT_FOUND"
+
+
+# pods ------------------------------------------------------------------------------------------
+
+def test_run_with_json_and_with_form_bodies(fresh):
+    run = fresh.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "pod-j",
+                                          "command": "/bin/sh", "args": ["-c", "echo $SIZE > /data/j.txt"], "envs": {"SIZE": 1024}})
+    assert run.status_code == 200 and run.json() == {"message": "Docker run scheduled successfully"}
+    state = wait_done(fresh, "pod-j")
+    assert state["terminated"]["exitCode"] == 0
+    assert fresh.get("/em/files/downlink", params={"filepath": "j.txt", "pod_name": "pod-j"}).content == b"1024\n"
+    form = fresh.post("/em/pod/run", data={"image": "alpine", "node": "fpga", "max_duration": "0.5", "pvc_name": "pod-k",
+                                           "command": "/bin/sh", "args": '["-c", "echo form > /data/k.txt"]', "envs": '{"A": "1"}'})
+    assert form.status_code == 200, form.text
+    wait_done(fresh, "pod-k")
+    status = fresh.post("/em/pod/status?pod_name=pod-k")  # final CLI: POST with a query parameter
+    assert status.json()["message"] == "Successfully fetched DPhi Pod status"
+    assert status.json()["data"]["state"]["terminated"]["reason"] == "Completed"
+    assert fresh.get("/em/files/downlink", params={"filepath": "k.txt", "pod_name": "pod-k"}).content == b"form\n"
+
+
+@pytest.mark.parametrize("body", [
+    {"image": "alpine", "node": "TPU", "max_duration": 1},
+    {"image": "alpine", "node": "MPU", "max_duration": "soon"},
+    {"image": "alpine", "node": "MPU", "max_duration": -1},
+    {"node": "MPU", "max_duration": 1},
+    {"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "Hey no whitespaces"},
+    {"image": "alpine", "node": "MPU", "max_duration": 1, "ports": ["x"]},
+    {"image": "alpine", "node": "MPU", "max_duration": 1, "envs": [1, 2]},
+    {"image": "alpine", "node": "MPU", "max_duration": 1, "scheduled_time": "tomorrow"},
+])
+def test_bad_run_parameters_are_400_and_the_server_stays_up(fresh, body):
+    response = fresh.post("/em/pod/run", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "INVALID_PARAMETERS" and response.json()["message"]
+    assert fresh.get("/em/nodes/status").status_code == 200
+
+
+def test_status_of_unknown_pod_is_404(fresh):
+    response = fresh.get("/em/pod/status", params={"pod_name": "never-ran"})
+    assert response.status_code == 404 and response.json()["error"] == "POD_NOT_FOUND"
+
+
+def test_image_build_and_load_errors_carry_log_tail(fresh):
+    build = fresh.post("/em/pod/image/build", json={"dockerfile": "x/Dockerfile", "image": "img", "context": "x/"})
+    assert build.status_code == 400
+    body = build.json()
+    assert body["error"] == "BUILD_FAILED" and body["message"] == "Docker build failed" and isinstance(body["log_tail"], list)
+    load = fresh.post("/em/pod/image/load", data={"tarfile": "t.tar", "image": "img"})
+    assert load.status_code == 400 and load.json()["error"] == "IMAGE_LOAD_FAILED" and load.json()["log_tail"]
+    up(fresh, {"Dockerfile": b"FROM fpga.dphi.space:5000/python:3.12-alpine\n"}, dest_path="app")
+    ok = fresh.post("/em/pod/image/build", data={"dockerfile": "app/Dockerfile", "image": "app", "context": "app/"})
+    assert ok.status_code == 200 and ok.json() == {"message": "Docker Image built successfully"}
+    images = fresh.get("/em/pod/image/list").json()
+    assert images["message"] == "Successfully loaded list of docker images" and len(images["data"]) == 1
+
+
+def test_pvc_list_and_delete(fresh):
+    up(fresh, {"f": b"1"}, pod_name="vol-1")
+    up(fresh, {"f": b"1"})
+    names = fresh.post("/em/pvc/list").json()["data"]
+    assert "vol-1" in names and any(n.endswith("-pvc") for n in names)
+    assert fresh.post("/em/pvc/delete", json={"pvc_name": "vol-1"}).json() == {"message": "Volume deleted successfully"}
+    assert "vol-1" not in fresh.post("/em/pvc/list").json()["data"]
+    assert fresh.post("/em/pvc/delete", json={"pvc_name": "vol-1"}).status_code == 404
+    assert fresh.post("/em/pvc/delete", json={}).status_code == 400
+
+
+# isolation -------------------------------------------------------------------------------------
+
+def test_users_are_isolated(alice, bob):
+    up(alice, {"secret.txt": b"alice only"})
+    up(alice, {"secret.txt": b"alice pod"}, pod_name="shared-name")
+    assert "secret.txt" not in str(bob.get("/em/files/list").json()["data"])
+    assert "secret.txt" not in str(bob.get("/em/files/list", params={"pod_name": "shared-name"}).json()["data"])
+    assert bob.get("/em/files/downlink", params={"filepath": "secret.txt", "pod_name": "shared-name"}).status_code == 404
+    assert bob.get("/em/files/downlink", params={"filepath": "../alice/alice-pvc/secret.txt"}).status_code == 403
+    assert bob.post("/em/files/delete", json={"filepath": "secret.txt", "pod_name": "shared-name"}).status_code == 404
+    assert bob.post("/em/pvc/delete", json={"pvc_name": "alice-pvc"}).status_code in (400, 404)
+    bob.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "shared-name",
+                                  "command": "/bin/sh", "args": ["-c", "ls /data > /data/seen.txt; rm -f /data/secret.txt"]})
+    wait_done(bob, "shared-name")
+    assert b"secret" not in bob.get("/em/files/downlink", params={"filepath": "seen.txt", "pod_name": "shared-name"}).content
+    assert alice.get("/em/files/downlink", params={"filepath": "secret.txt", "pod_name": "shared-name"}).content == b"alice pod"
+    assert alice.get("/em/files/downlink", params={"filepath": "secret.txt"}).content == b"alice only"
+    assert bob.get("/em/pvc/list").json()["data"] != alice.get("/em/pvc/list").json()["data"]
+
+
+_segments = st.sampled_from(["..", ".", "a", "", "..%2f", "b.txt", "...", "%2e%2e"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(_segments, min_size=1, max_size=6), lead=st.sampled_from(["", "/", "./"]))
+def test_generated_traversal_paths_are_403_or_stay_inside(alice, parts, lead):
+    path = lead + "/".join(parts)
+    depth, escapes = 0, False
+    for part in parts:
+        if part == "..":
+            depth -= 1
+            escapes |= depth < 0
+        elif part not in ("", "."):
+            depth += 1
+    down = alice.get("/em/files/downlink", params={"filepath": path, "pod_name": "trav"})
+    dele = alice.post("/em/files/delete", json={"filepath": path, "pod_name": "trav"})
+    upl = up(alice, {"probe": b"p"}, dest_path=path, pod_name="trav")
+    if escapes:
+        assert (down.status_code, dele.status_code, upl.status_code) == (403, 403, 403)
+        assert down.json()["error"] == "ILLEGAL_PATH"
+    else:
+        assert down.status_code in (403, 404) and dele.status_code in (200, 400, 404) and upl.status_code == 200
+    assert alice.get("/em/nodes/status").status_code == 200
+
+
+def test_bad_uplink_file_names_are_403(fresh):
+    for name in ("../evil", "a/b", ".."):
+        response = up(fresh, {name: b"x"})
+        assert response.status_code == 403 and response.json()["error"] == "ILLEGAL_PATH", name
+
+
+# docs ------------------------------------------------------------------------------------------
+
+def test_openapi_and_docs_list_every_route(server):
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    for path in ("/auth/", "/em/files/uplink", "/em/files/list", "/em/files/downlink", "/em/files/delete",
+                 "/em/pod/image/build", "/em/pod/image/load", "/em/pod/image/list", "/em/pod/run",
+                 "/em/pod/status", "/em/nodes/status", "/em/pvc/list", "/em/pvc/delete"):
+        assert path in spec["paths"]
+    assert set(spec["paths"]["/em/files/list"]) == {"get", "post"}
+    page = httpx.get(f"{server.url}/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "/em/pod/run" in page.text
+
+
+def test_flight_model_uplink_limit(tmp_path: Path):
+    with EmulatorProcess(tmp_path / "em", "--max-uplink-bytes", "5000000", users=("fm:pw",)) as em:
+        client = login(em.url, "fm", "pw")
+        too_big = up(client, {"a": b"x" * 3_000_000, "b": b"y" * 3_000_000})
+        assert too_big.status_code == 400
+        assert too_big.json() == {"error": "MAX_UPLINK_SIZE_EXCEEDED", "message": "Total upload size exceeds 5 MB"}
+        assert up(client, {"a": b"x" * 3_000_000}).status_code == 200
+        assert client.get("/em/files/list").status_code == 200

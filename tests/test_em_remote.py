@@ -1,0 +1,72 @@
+"""``@podrun.remote`` end to end over HTTP: the client layer on EMPlatform, pods on the
+emulator's LocalPlatform; and the example that does the same from a fresh process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import podrun
+from podrun.platform.types import walk_entries
+
+from .em_server import EmulatorProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    with EmulatorProcess(tmp_path_factory.mktemp("em-remote")) as em:
+        yield em
+
+
+@podrun.remote(node="MPU", max_duration=1)
+def double(x: int) -> int:
+    return 2 * x
+
+
+@podrun.remote(node="FPGA", max_duration=1)
+def fails() -> None:
+    raise KeyError("from the pod")
+
+
+def test_remote_functions_run_through_the_emulator(server):
+    user, password = server.add_user("r")
+    podrun.configure(platform="em", url=server.url, username=user, password=password)
+    assert double.remote(2).get(timeout=60) == 4
+    assert [f.get(timeout=60) for f in [double.remote(i) for i in range(3)]] == [0, 2, 4]
+    with pytest.raises(KeyError, match="from the pod"):
+        fails.remote().get(timeout=60)
+    # The jobs went through the user's volumes on the emulator, not the local platform.
+    assert (server.root / "volumes" / user).is_dir()
+    from podrun.platform.em import EMPlatform
+
+    with EMPlatform(server.url, user, password) as em:
+        assert any(walk_entries(em.list_files(name)) for name in em.pvc_list())
+
+
+def test_remote_configured_from_the_environment(server, monkeypatch):
+    user, password = server.add_user("v")
+    monkeypatch.setenv("PODRUN_PLATFORM", "em")
+    monkeypatch.setenv("PODRUN_EM_URL", server.url)
+    monkeypatch.setenv("PODRUN_EM_USERNAME", user)
+    monkeypatch.setenv("PODRUN_EM_PASSWORD", password)
+    assert double.remote(21).get(timeout=60) == 42
+
+
+def test_example_runs(podrun_home):
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "em_emulator.py")], capture_output=True, text=True,
+                          timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "squares over HTTP: [0, 1, 4, 9]" in done.stdout
+    assert "pod says: node GPU" in done.stdout
+
+
+def test_cli_refuses_bad_options():
+    for argv in (["--user", "no-password"], [], ["--user", "a:b", "--chaos-error-rate", "2"]):
+        done = subprocess.run([sys.executable, "-m", "podrun.cli", "emulator", *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and done.stderr, argv
