@@ -133,3 +133,31 @@ def test_accounting_is_exact_for_a_known_job():
     assert podrun.stats() == stats
     podrun.reset_stats()
     assert podrun.stats() == {"calls": 0, "polls": 0, "bytes_up": 0, "bytes_down": 0}
+
+
+@podrun.remote(max_duration=2, pod_name="chain")
+def produce(n):
+    return np.arange(n, dtype=np.float64)
+
+
+@podrun.remote(max_duration=2, pod_name="chain")
+def total(array):
+    return float(array.sum())
+
+
+def test_ref_chains_a_large_result_without_crossing_the_link():
+    n = 2_000_000  # 16 MB
+    ref = produce.remote(n).ref(timeout=60)
+    assert isinstance(ref, podrun.ObjectRef) and ref.key.startswith("chain/results/")
+    assert total.remote(ref).get(timeout=60) == float(np.arange(n, dtype=np.float64).sum())
+    stats = podrun.stats()
+    assert stats["bytes_down"] < 100_000 and stats["bytes_up"] < 200_000  # the 16 MB stayed in the volume
+    np.testing.assert_array_equal(podrun.get_object(ref)[:5], np.arange(5, dtype=np.float64))  # and is an object
+
+
+def test_ref_of_a_small_result_and_of_a_failure():
+    ref = head.options(pod_name="chain").remote(1, np.arange(4.0)).ref(timeout=60)
+    assert total.remote(podrun.put_object("chain/inputs", np.ones(3))).get(timeout=60) == 3.0
+    assert podrun.get_object(ref) == 1.0
+    with pytest.raises(ZeroDivisionError):
+        podrun.remote(lambda: 1 / 0, max_duration=1).remote().ref(timeout=60)

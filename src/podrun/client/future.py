@@ -13,6 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:
+    from ..store.refs import ObjectRef
     from .job import Job
 
 
@@ -46,6 +47,9 @@ class ObjectFuture(cf.Future):
         self.stderr = ""
         self.status: str | None = None  # the terminal record's status once done
         self._cancel_hook: Callable[["ObjectFuture"], bool] | None = None
+        self._record: dict[str, Any] | None = None  # the call's terminal record, once done
+        self._ref: ObjectRef | None = None
+        self._ref_lock = threading.Lock()
 
     def result(self, timeout: float | None = None) -> Any:
         value = super().result(timeout)
@@ -54,6 +58,19 @@ class ObjectFuture(cf.Future):
     def get(self, timeout: float | None = None) -> Any:
         """The call's return value; re-raises the remote exception. ``timeout`` in seconds."""
         return self.result(timeout)
+
+    def ref(self, timeout: float | None = None) -> "ObjectRef":
+        """An ObjectRef to the result in the pod_name's volume, for another ``.remote()`` call
+        on that pod_name: the pod reads it there, so a large result never crosses the link.
+        Re-raises the call's exception, like ``get``."""
+        error = self.exception(timeout)
+        if error is not None:
+            raise error
+        with self._ref_lock:
+            if self._ref is None:
+                assert self.job is not None and self._record is not None
+                self._ref = self.job.make_ref(self._record)
+            return self._ref
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the call ends (whatever its outcome); False if ``timeout`` passed first."""

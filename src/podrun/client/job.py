@@ -34,8 +34,11 @@ from ..errors import (
 from ..platform.metered import LinkStats, MeteredPlatform, charge_to
 from ..platform.types import PodSpec, PodState
 from ..store.manifest import Manifest
+from ..store.objects import ObjectStore, PlatformVolume
+from ..store.refs import DEFAULT_POD, ObjectKey, ObjectRef
 from ..wire import records as rec
 from ..wire.bundle import CallGroup, JobHeader, encode_bundle
+from ..wire import object_image
 from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
 from ..wire.layout import BLOBS, BUNDLE_NAME, CANCEL_NAME, RESULTS_NAME, blob_path, job_dir, job_file
@@ -44,7 +47,8 @@ from . import bootstrap, journal, preflight
 from .future import DeferredValue, ObjectFuture
 
 LIVE_JOBS: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()  # this process's jobs
-MAX_ATTEMPTS = 2  # a group whose blobs vanished from the volume is re-sent once, with them
+MAX_ATTEMPTS = 2
+RESULTS_NAMESPACE = "results"  # fut.ref() objects live under <pod_name>/results  # a group whose blobs vanished from the volume is re-sent once, with them
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,7 @@ class Job:
 
     def _apply(self, future: ObjectFuture, record: dict[str, Any]) -> None:
         future.status = record["s"]
+        future._record = record
         future.stdout = record.get("out", "")
         future.stderr = record.get("err", "")
         status = record["s"]
@@ -332,6 +337,17 @@ class Job:
             return loads(payload, buffers)
         except Exception as exc:
             raise SerializationError(f"cannot unpickle the result of call {record['i']} of job {self.job_id} here: {type(exc).__name__}: {exc}") from exc
+
+    def make_ref(self, record: dict[str, Any]) -> ObjectRef:
+        """An ObjectRef to a call's result in its pod_name's volume: a large result already
+        there is named in place (one small uplink, no result bytes move); a small one is
+        stored from the copy the results file brought back."""
+        store = ObjectStore(PlatformVolume(self.platform, self.pod_name))
+        prefix = ObjectKey(self.pod_name or DEFAULT_POD, RESULTS_NAMESPACE)
+        with charge_to(self.stats):
+            if "vb" in record:
+                return store.register_blobs(prefix, record["vb"], record.get("b", []))
+            return store.create(prefix, object_image.pack_parts(decompress(record["v"]), []))
 
     def fetch_blob(self, blob_hash: str) -> bytes:
         """Downlink a blob and verify it; one re-fetch on a mismatch (a torn transfer)."""

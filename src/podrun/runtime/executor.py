@@ -210,7 +210,9 @@ class JobRunner:
         for blob_hash, view in pickled.blobs.items():
             self.blobs.write_raw(view, blob_hash, self.header.codecs if self.header else None)
         encoded: dict[str, Any] = {"s": rec.OK, "b": pickled.buffers}
-        if len(pickled.payload) > INLINE_RESULT_BYTES:
+        if pickled.buffers or len(pickled.payload) > INLINE_RESULT_BYTES:
+            # A large result stays in the volume whole (payload and buffers), so fut.ref() can
+            # name it as an object without moving a byte.
             encoded["vb"] = self.blobs.write_raw(pickled.payload, None, self.header.codecs if self.header else None)
         else:
             encoded["v"] = compress(pickled.payload, self.codec)
