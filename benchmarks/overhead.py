@@ -1,7 +1,7 @@
 """Overhead of podrun on the local platform against concurrent.futures.ProcessPoolExecutor.
 
-Latency of one trivial call, and throughput of map over 1k, 10k and 100k trivial calls, in
-one run, same machine. The process pool gets its best chunksize (tried from a list). Prints
+Latency of one trivial call (cold pod, warm pod, process pool), and throughput of map over
+1k, 10k and 100k trivial calls, in one run, same machine. The process pool gets its best chunksize (tried from a list). Prints
 a table and writes benchmarks/results/overhead.json.
 
     python benchmarks/overhead.py [--quick]
@@ -43,16 +43,20 @@ def main() -> None:
     import podrun
 
     remote_inc = podrun.remote(inc, max_duration=10)
+    warm_inc = podrun.remote(inc, max_duration=10, pod_name="bench-warm", keep_warm=60)
     results: dict = {"latency": {}, "map": {}}
     with private_home():
         remote_inc.remote(0).get(timeout=120)  # warm the manifest and the volume
+        warm_inc.remote(0).get(timeout=120)  # start the warm pod
         lat = time_it(lambda: remote_inc.remote(1).get(timeout=120), repeat)
+        warm_lat = time_it(lambda: warm_inc.remote(1).get(timeout=120), repeat * 3)
         with ProcessPoolExecutor() as pool:
             pool.submit(inc, 0).result()
             pool_lat = time_it(lambda: pool.submit(inc, 1).result(), repeat * 10)
             pool_cold = time_it(lambda: ProcessPoolExecutor(1).submit(inc, 1).result(), repeat)
             results["latency"] = {
                 "podrun_cold_pod_s": statistics.median(lat),
+                "podrun_warm_pod_s": statistics.median(warm_lat),
                 "process_pool_warm_s": statistics.median(pool_lat),
                 "process_pool_new_pool_s": statistics.median(pool_cold),
             }

@@ -31,7 +31,7 @@ def attach(job_id: str) -> list[ObjectFuture]:
                 f"job {job_id} was submitted to {entry.platform}, but this process is configured for "
                 f"{platform.identity()}; podrun.configure(...) that platform first"
             )
-        key = JobKey(entry.node, entry.image, entry.max_duration)
+        key = JobKey(entry.node, entry.image, entry.max_duration, keep_warm=entry.keep_warm)
         groups = [
             PendingGroup(PickledCallable(name, b""), Pickled(b""), [ObjectFuture(name) for _ in range(count)], key, attempts=MAX_ATTEMPTS)
             for name, count in entry.groups

@@ -26,7 +26,7 @@ from ..runtime.pack import build_zipapp
 from ..store.manifest import Manifest
 from ..wire.bundle import JobHeader
 from ..wire.compression import RAW, best_codec
-from ..wire.layout import BLOBS, BUNDLE_NAME, blob_path, job_file
+from ..wire.layout import BLOBS, BUNDLE_NAME, INBOX, blob_path, job_file
 from . import modules as shipped
 from . import preflight
 
@@ -52,9 +52,12 @@ class Bootstrap:
     job_id: str
     runtime_hash: str | None
     frames: dict[str, bytes] = field(default_factory=dict)  # runtime frame, when the volume lacks it
+    in_inbox: bool = False  # a warm pod's job: the bundle waits in the volume's inbox
 
     @property
     def bundle(self) -> str:
+        if self.in_inbox:
+            return f"/data/{INBOX}/{self.job_id}"
         return f"/data/{job_file(self.job_id, BUNDLE_NAME)}"
 
     @property

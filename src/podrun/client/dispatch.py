@@ -7,7 +7,11 @@ lane that runs its jobs one after another. The packing rule users can rely on:
 * a lane's first job leaves ``LINGER`` seconds after the first call, taking every call
   made meanwhile;
 * while a job runs, new calls wait, and the next job takes all of them;
-* calls share a job only when they need the same pod: same node, image, max_duration, envs.
+* calls share a job only when they need the same pod: same node, image, max_duration, envs
+  and keep_warm.
+
+A job with ``keep_warm`` goes to the lane's warm pod when one of its kind is serving (an
+uplink into the inbox, no pod start), and starts one otherwise.
 
 One thread per busy lane (not per call or future); it ends after ``IDLE`` seconds idle.
 """
@@ -22,6 +26,7 @@ from pathlib import Path
 from ..platform.metered import MeteredPlatform
 from .future import ObjectFuture
 from .job import Job, PendingGroup
+from .warm import WarmPod
 
 LINGER = 0.005
 IDLE = 2.0
@@ -36,6 +41,7 @@ class Lane:
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
         self.current: Job | None = None
+        self.warm = WarmPod()  # the warm pod this lane believes serves its pod_name
 
     def submit(self, group: PendingGroup) -> None:
         for future in group.futures:
@@ -80,7 +86,7 @@ class Lane:
                 batch = self._take()
             if not batch:
                 continue
-            job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home)
+            job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home, warm=self.warm)
             self.current = job
             retry = job.run()
             self.current = None

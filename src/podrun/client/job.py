@@ -41,10 +41,11 @@ from ..wire.bundle import CallGroup, JobHeader, encode_bundle
 from ..wire import object_image
 from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
-from ..wire.layout import BLOBS, BUNDLE_NAME, CANCEL_NAME, RESULTS_NAME, blob_path, job_dir, job_file
+from ..wire.layout import BLOBS, BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, blob_path, job_dir, job_file
 from ..wire.serialize import Pickled, loads
 from . import bootstrap, journal, preflight
 from .future import DeferredValue, ObjectFuture
+from .warm import WarmPod, await_warm_job
 
 LIVE_JOBS: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()  # this process's jobs
 MAX_ATTEMPTS = 2
@@ -59,6 +60,7 @@ class JobKey:
     image: str
     max_duration: float
     envs: tuple[tuple[str, str], ...] = ()
+    keep_warm: float = 0.0  # seconds a warm pod waits for more jobs; 0: one pod per job
 
 
 @dataclass
@@ -107,18 +109,20 @@ def new_job_id() -> str:
 
 class Job:
     def __init__(self, platform: MeteredPlatform, pod_name: str | None, key: JobKey, groups: list[PendingGroup], home: Path,
-                 job_id: str | None = None) -> None:
+                 job_id: str | None = None, warm: WarmPod | None = None) -> None:
         self.platform = platform
         self.pod_name = pod_name
         self.key = key
         self.groups = groups
         self.home = home
         self.job_id = job_id or new_job_id()
+        self.warm = warm if warm is not None else WarmPod()
         self.stats = LinkStats()
         self.futures: list[ObjectFuture] = [f for g in groups for f in g.futures]
         self.state: PodState | None = None
         self.embedded: list[str] = []
         self.runtime_from_volume: str | None = None  # the zipapp's hash when the pod runs it from the volume
+        self._command = ""
         self._cancel_lock = threading.Lock()
         self._cancel_wanted: set[int] = set()
         self._cancel_sent: set[int] = set()
@@ -137,7 +141,7 @@ class Job:
                 manifest = Manifest(self.home, self.platform, self.pod_name)
                 self._submit(manifest)
                 journal.write(self.home, self.journal_entry())
-                self.state = self._await_pod()
+                self.state = self._await_warm() if self.key.keep_warm else self._await_pod()
                 records = self._fetch_records()
                 preflight.learn(self.platform, self.key.image, self.key.node, records)
                 retry = self._resolve(records, manifest)
@@ -154,7 +158,10 @@ class Job:
             try:
                 records = self._fetch_records()
                 if not any(r.get("k") == "end" for r in records):
-                    self.state = self._await_pod()
+                    if self.key.keep_warm:
+                        self.state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=None, on_tick=lambda: None)
+                    else:
+                        self.state = self._await_pod()
                     records = self._fetch_records()
                 self._resolve(records, Manifest(self.home, self.platform, self.pod_name))
             except Exception as exc:
@@ -170,7 +177,7 @@ class Job:
         return journal.JournalEntry(
             job_id=self.job_id, platform=self.platform.identity(), pod_name=self.pod_name, node=self.key.node,
             image=self.key.image, max_duration=self.key.max_duration,
-            groups=[(group.function.name, len(group.futures)) for group in self.groups],
+            groups=[(group.function.name, len(group.futures)) for group in self.groups], keep_warm=self.key.keep_warm,
         )
 
     def _journal_outcomes(self) -> None:
@@ -195,15 +202,37 @@ class Job:
             boot.uplink_apart(self.platform, self.pod_name)
             bundle = encode_bundle(packed.header, {})
         self.embedded += boot.installs
+        if self.key.keep_warm:
+            # A warm pod's job waits in the inbox; a pod is started only if none of this kind serves.
+            boot.in_inbox = True
+            self._command = f"{boot.command} --serve {self.key.keep_warm:g}"
+            self.platform.uplink([(self.job_id, bundle)], dest_path=INBOX, pod_name=self.pod_name)
+            if self.warm.key != self.key:
+                self._start_pod()
+            return
+        self._command = boot.command
         self.platform.uplink([(BUNDLE_NAME, bundle)], dest_path=job_dir(self.job_id), pod_name=self.pod_name)
+        self._start_pod()
+
+    def _start_pod(self) -> None:
+        """run_pod replaces whatever pod this pod_name had, a warm one included."""
+        self.warm.key = None
         self.platform.run_pod(PodSpec(
             image=self.key.image,
             node=self.key.node,
             max_duration=self.key.max_duration,
-            command=boot.command,
+            command=self._command,
             envs=dict(self.key.envs),
             pod_name=self.pod_name,
         ))
+        if self.key.keep_warm:
+            self.warm.key = self.key
+
+    def _await_warm(self) -> PodState | None:
+        state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._start_pod, on_tick=self._send_cancels)
+        if state is not None:
+            self.warm.key = None  # that pod is gone
+        return state
 
     def _uplink_blobs_apart(self, raw: dict[str, bytes | memoryview], codec: int | None = None) -> None:
         """A bundle over the platform's per-call limit: send its blobs first, in as few

@@ -29,6 +29,7 @@ class JournalEntry:
     submitted: float = field(default_factory=time.time)
     status: str = "submitted"  # submitted | done | failed
     outcomes: dict[str, int] = field(default_factory=dict)  # terminal status -> count, once done
+    keep_warm: float = 0.0  # the job ran on a warm pod: it is followed through the pod's status file
 
     @property
     def call_count(self) -> int:

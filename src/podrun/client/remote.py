@@ -34,11 +34,14 @@ class RemoteOptions:
     pod_name: str | None = None
     envs: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None  # seconds, per call, enforced in the pod (TIMEOUT record)
+    keep_warm: float = 0.0  # seconds a warm pod waits for the next job before it stops (0: cold pods)
     modules: tuple[str, ...] = ()  # user modules to ship beyond those found automatically
 
     def validated(self) -> "RemoteOptions":
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
+        if isinstance(self.keep_warm, bool) or not isinstance(self.keep_warm, (int, float)) or self.keep_warm < 0:
+            raise ValueError(f"keep_warm must be a number of seconds >= 0 (0: a pod per job), not {self.keep_warm!r}")
         if not isinstance(self.envs, dict):
             raise ValueError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
         if isinstance(self.modules, str) or not all(isinstance(m, str) for m in self.modules):
@@ -48,7 +51,7 @@ class RemoteOptions:
 
     def job_key(self) -> JobKey:
         envs = tuple(sorted((str(k), str(v)) for k, v in self.envs.items()))
-        return JobKey(self.node, self.image or default_image(), self.max_duration, envs)
+        return JobKey(self.node, self.image or default_image(), self.max_duration, envs, float(self.keep_warm))
 
 
 class RemoteFunction:
@@ -161,6 +164,7 @@ def remote(
     pod_name: str | None = None,
     envs: dict[str, Any] | None = None,
     timeout: float | None = None,
+    keep_warm: float = 0.0,
     modules: Iterable[str] = (),
 ) -> Any:
     """Offload a function to pods: ``@podrun.remote(node="GPU")`` or ``podrun.remote(fn, ...)``.
@@ -168,11 +172,14 @@ def remote(
     node: ``"MPU"`` (default), ``"GPU"`` or ``"FPGA"``. max_duration: the pod's limit in
     minutes. image: the pod image (default: ``python:<client's X.Y>-slim``). pod_name: the pod
     and its volume (default: the user's default volume). envs: environment of the pod.
-    timeout: seconds per call, enforced in the pod. modules: your project's modules to ship
-    (by source, one blob each) beyond those the function is seen to import.
+    timeout: seconds per call, enforced in the pod. keep_warm: seconds a pod stays up after a
+    job, serving the next ones from its volume's inbox (a warm pod: no pod start per job).
+    modules: your project's modules to ship (by source, one blob each) beyond those the
+    function is seen to import.
     """
-    options = RemoteOptions(node, max_duration, image, pod_name, dict(envs or {}), timeout,
-                            tuple([modules] if isinstance(modules, str) else modules))
+    options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name, envs=dict(envs or {}),
+                            timeout=timeout, keep_warm=keep_warm,
+                            modules=tuple([modules] if isinstance(modules, str) else modules))
     if fn is None:
         options.validated()
         return lambda f: RemoteFunction(f, options)

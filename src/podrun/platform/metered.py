@@ -56,7 +56,23 @@ def charge_to(stats: LinkStats) -> Iterator[None]:
         _charged.reset(token)
 
 
+_polling: contextvars.ContextVar[bool] = contextvars.ContextVar("podrun_polling", default=False)
+
+
+@contextlib.contextmanager
+def polling() -> Iterator[None]:
+    """Count the platform calls made in this context as status polls too (a warm pod's
+    status file is read by downlink, yet it is a poll, not a transfer of results)."""
+    token = _polling.set(True)
+    try:
+        yield
+    finally:
+        _polling.reset(token)
+
+
 def _count(**counts: int) -> None:
+    if _polling.get() and "polls" not in counts:
+        counts["polls"] = counts.get("calls", 0)
     PROCESS_STATS.add(**counts)
     for stats in _charged.get():
         stats.add(**counts)

@@ -30,6 +30,7 @@ from ..wire.layout import CANCEL_NAME, RESULTS_NAME
 from ..wire.serialize import dumps
 from . import environment, modules
 from .capture import capture_output
+from .session import CURRENT, Session
 
 INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
 CANCEL_CHECK = 0.05  # seconds between looks at the client's cancel file
@@ -48,9 +49,11 @@ def data_dir() -> Path:
 
 
 class JobRunner:
-    def __init__(self, bundle_path: Path) -> None:
+    def __init__(self, bundle_path: Path, job_dir: Path | None = None, session: Session = CURRENT) -> None:
         self.bundle_path = bundle_path
-        self.job_dir = bundle_path.parent
+        self.job_dir = job_dir or bundle_path.parent
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        self.session = session
         self.blobs = VolumeBlobs(data_dir())
         fd = os.open(self.job_dir / RESULTS_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.results = os.fdopen(fd, "ab", buffering=0)
@@ -86,10 +89,7 @@ class JobRunner:
                 f"EnvironmentMismatch: the client pickled with Python {header.python} but this pod runs Python "
                 f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")})
             return 3
-        try:
-            self.emit({"k": "env", **environment.record(data_dir(), header.options.get("image"), header.options.get("env_known"))})
-        except Exception as exc:  # noqa: BLE001 - the manifest is a hint; never fail the job for it
-            self.emit({"k": "env", "error": f"{type(exc).__name__}: {exc}"})
+        self.emit({"k": "env", **self._environment(header)})
         modules.install(self.blobs, header.options.get("modules"))
         try:
             self._run_groups(header, missing)
@@ -98,6 +98,21 @@ class JobRunner:
         self._finish_remaining(header, rec.KILLED if self.stopping else rec.LOST, "the pod was stopped before this call finished")
         self.emit({"k": "end", "t": time.time(), "missing": sorted(missing), "stopped": self.stopping})
         return 0
+
+    def _environment(self, header: JobHeader) -> dict[str, Any]:
+        """The environment record: collected once per pod process (a warm pod reuses it)."""
+        known = header.options.get("env_known")
+        if self.session.env is None and environment.known_in_volume(data_dir(), header.options.get("image"), known):
+            return {"env_hash": known}
+        if self.session.env is None:
+            try:
+                self.session.env = environment.record(data_dir(), header.options.get("image"), None)
+            except Exception as exc:  # noqa: BLE001 - the manifest is a hint; never fail the job for it
+                return {"error": f"{type(exc).__name__}: {exc}"}
+        fields = dict(self.session.env)
+        if known == fields.get("env_hash"):
+            fields.pop("env", None)  # the client has it
+        return fields
 
     def _cancelled(self, i: int) -> bool:
         """The client's cancel file lists call indexes to skip; looked at every CANCEL_CHECK
@@ -132,7 +147,7 @@ class JobRunner:
         return {h for h in self.header.required_blobs() if not self.blobs.has(h)}
 
     def _run_groups(self, header: JobHeader, missing: set[str]) -> None:
-        functions: dict[str, Callable[..., Any]] = {}
+        functions = self.session.functions
         index = 0
         for group in header.groups:
             first, index = index, index + group.count
@@ -260,11 +275,25 @@ def _error_info(exc: BaseException | None, type_name: str | None = None, message
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m podrun.runtime BUNDLE, or python RUNTIME.pyz BUNDLE (BUNDLE: /data/.podrun/jobs/JOB/bundle)", file=sys.stderr)
+    """``BUNDLE`` runs one job; ``BUNDLE --serve IDLE`` runs it, then keeps serving the inbox
+    (a warm pod) until idle for IDLE seconds."""
+    serve_idle: float | None = None
+    if len(argv) == 3 and argv[1] == "--serve":
+        try:
+            serve_idle = float(argv[2])
+        except ValueError:
+            serve_idle = None
+        argv = argv[:1]
+    if len(argv) != 1 or (serve_idle is not None and serve_idle < 0):
+        print("usage: python -m podrun.runtime BUNDLE [--serve IDLE_SECONDS], or python RUNTIME.pyz BUNDLE [...]"
+              " (BUNDLE: /data/.podrun/jobs/JOB/bundle)", file=sys.stderr)
         return 2
     os.environ["PODRUN_IN_POD"] = "1"  # podrun.get_object & co. then read this volume directly
     path = Path(argv[0])
     if not path.is_absolute():
         path = data_dir() / path
+    if serve_idle is not None:
+        from .serve import serve
+
+        return serve(serve_idle, path)
     return JobRunner(path).run()

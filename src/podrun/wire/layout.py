@@ -7,6 +7,10 @@ ROOT = ".podrun"
 BLOBS = f"{ROOT}/blobs"
 JOBS = f"{ROOT}/jobs"
 
+INBOX = f"{ROOT}/inbox"  # bundles waiting for a warm pod
+SERVE_STATUS = f"{ROOT}/serve/status"  # what a warm pod is doing (small JSON)
+STOP_NAME = "STOP"  # in the inbox: asks a warm pod to checkpoint and exit
+
 BUNDLE_NAME = "bundle"
 RESULTS_NAME = "results"
 CANCEL_NAME = "cancel"

@@ -1,0 +1,80 @@
+"""The client side of warm pods (see ``runtime/serve.py`` for the pod side).
+
+A lane remembers which warm pod it believes is serving its pod_name (``WarmPod``). A warm
+job is uplinked into the volume's inbox; only when no warm pod of the job's kind is serving
+does the job also start one. The job then polls the pod's small status file, not the pod
+status, and looks at the pod status only when the status file stops changing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import NotFound
+from ..platform.metered import MeteredPlatform, polling
+from ..platform.types import PodState
+from ..wire.layout import SERVE_STATUS
+
+if TYPE_CHECKING:
+    from .job import JobKey
+
+
+@dataclass
+class WarmPod:
+    """What a lane believes about its pod_name's warm pod."""
+
+    key: "JobKey | None" = None  # the kind of pod serving (None: none believed to be)
+
+
+def read_status(platform: MeteredPlatform, pod_name: str | None) -> dict[str, Any] | None:
+    with polling():
+        try:
+            return json.loads(platform.downlink(SERVE_STATUS, pod_name))
+        except (NotFound, ValueError):
+            return None
+
+
+def await_warm_job(platform: MeteredPlatform, pod_name: str | None, job_id: str, restart: Callable[[], None] | None,
+                   on_tick: Callable[[], None]) -> PodState | None:
+    """Wait until the warm pod reports ``job_id`` done. Returns None when it is done, or the
+    pod's state when the pod ended without finishing it (after one ``restart``, if the job had
+    not even started and the caller can restart it)."""
+    first, ceiling = platform.poll_interval
+    stall = max(2.0, 4 * ceiling)  # status unchanged this long: ask the platform about the pod
+    delay, last_beat, last_change, restarted = first, None, time.monotonic(), False
+    while True:
+        time.sleep(delay)
+        on_tick()
+        status = read_status(platform, pod_name)
+        if status is not None and job_id in status.get("done", ()):
+            return None
+        beat = status.get("beat") if status else None
+        now = time.monotonic()
+        if beat != last_beat:
+            last_beat, last_change = beat, now
+        gone: PodState | None = None
+        stopped = status is not None and status.get("state") == "stopped"
+        if stopped or now - last_change > stall:
+            # "stopped" may be the last pod's word while a new one starts: ask the platform.
+            state = _pod_state(platform, pod_name)
+            if state.is_terminal or state.is_stuck:
+                gone = state
+            last_change = now
+        if gone is not None:
+            started_ours = status is not None and status.get("current") == job_id
+            if started_ours or gone.is_stuck or restarted or restart is None:
+                return gone
+            restart()  # the pod stopped before taking our job: start one for it
+            restarted, last_change, delay = True, time.monotonic(), first
+            continue
+        delay = min(ceiling, delay * 1.5)
+
+
+def _pod_state(platform: MeteredPlatform, pod_name: str | None) -> PodState:
+    try:
+        return platform.pod_status(pod_name)
+    except NotFound:
+        return PodState({"terminated": {"exitCode": 137, "reason": "Lost", "message": "no pod of that name"}})

@@ -1,0 +1,112 @@
+"""A warm pod: after its first job, the runtime keeps serving jobs that arrive in the
+volume's inbox until it has been idle for ``idle`` seconds (or the pod's max_duration stops
+it). A call on a warm pod then costs an uplink and a downlink, not a pod start, and stateful
+services keep their objects in memory between calls.
+
+Protocol, all through the volume:
+* the client uplinks a bundle as ``.podrun/inbox/<job_id>``;
+* the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, then moves the
+  bundle there too;
+* ``.podrun/serve/status`` (small JSON, rewritten atomically) says what the pod is doing:
+  ``state`` (serving | stopped), ``current`` job, the recently ``done`` ones, ``beat``.
+  The client polls this one small file instead of the pod status.
+* ``.podrun/inbox/STOP`` asks the pod to checkpoint its services and exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from ..wire.layout import BUNDLE_NAME, INBOX, SERVE_STATUS, STOP_NAME, job_dir
+from .executor import JobRunner, data_dir
+from .session import CURRENT, checkpoint_all
+
+RECENT = 256  # job ids kept in the status file's "done" list
+POLL_MIN, POLL_MAX = 0.005, 0.1
+
+
+class Server:
+    def __init__(self, idle: float, first_bundle: Path | None) -> None:
+        self.root = data_dir()
+        self.inbox = self.root / INBOX
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.idle = idle
+        self.first = first_bundle
+        self.done: list[str] = []
+        self.beat = 0
+        self.stopping = False
+        self.started = time.time()
+
+    def status(self, state: str, current: str | None = None) -> None:
+        self.beat += 1
+        data: dict[str, Any] = {"state": state, "pid": os.getpid(), "started": self.started, "beat": self.beat,
+                                "current": current, "done": self.done[-RECENT:], "idle": self.idle}
+        target = self.root / SERVE_STATUS
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".status.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, target)
+
+    def on_term(self, _signum: int, _frame: Any) -> None:
+        self.stopping = True
+
+    def run_job(self, bundle: Path, job_id: str) -> None:
+        self.status("serving", current=job_id)
+        runner = JobRunner(bundle, job_dir=self.root / job_dir(job_id), session=CURRENT)
+        runner.run()
+        signal.signal(signal.SIGTERM, self.on_term)  # JobRunner installs its own while a job runs
+        if runner.stopping:
+            self.stopping = True
+        if bundle != self.first:  # the first bundle may be the zipapp this process runs from
+            try:
+                os.replace(bundle, self.root / job_dir(job_id) / BUNDLE_NAME)
+            except OSError:
+                pass
+        self.done.append(job_id)
+        self.status("serving")
+
+    def next_job(self) -> tuple[Path, str] | None:
+        """The oldest waiting bundle (job ids sort by submission time)."""
+        try:
+            names = sorted(e.name for e in os.scandir(self.inbox) if not e.name.startswith(".") and e.name != STOP_NAME)
+        except FileNotFoundError:
+            return None
+        for name in names:
+            if name not in self.done:
+                return self.inbox / name, name
+        return None
+
+    def serve(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_term)
+        if self.first is not None:
+            self.run_job(self.first, self.first.name)
+        last_work = time.monotonic()
+        delay = POLL_MIN
+        while not self.stopping:
+            if (self.inbox / STOP_NAME).exists():
+                (self.inbox / STOP_NAME).unlink(missing_ok=True)
+                break
+            job = self.next_job()
+            if job is not None:
+                self.run_job(*job)
+                last_work, delay = time.monotonic(), POLL_MIN
+                continue
+            if time.monotonic() - last_work >= self.idle:
+                break
+            time.sleep(delay)
+            delay = min(POLL_MAX, delay * 1.5)
+        checkpoint_all()
+        # A job that arrived while we decided to stop is still served: the client saw "serving".
+        while not self.stopping and (job := self.next_job()) is not None:
+            self.run_job(*job)
+        self.status("stopped")
+        return 0
+
+
+def serve(idle: float, first_bundle: Path | None) -> int:
+    return Server(idle, first_bundle).serve()

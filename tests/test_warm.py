@@ -1,0 +1,79 @@
+"""Warm pods: one pod serves many jobs from its volume's inbox."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import podrun
+from podrun.platform.local import LocalPlatform
+
+
+def process_identity():
+    """pid plus start time: pids alone repeat under bwrap's PID namespace (always 2 or so)."""
+    with open("/proc/self/stat") as f:
+        return os.getpid(), f.read().split(")")[-1].split()[19]
+
+
+@podrun.remote(max_duration=1, pod_name="warm", keep_warm=20)
+def pid_and_square(x):
+    return process_identity(), x * x
+
+
+def test_jobs_reuse_one_warm_pod_without_pod_starts():
+    first_pid, value = pid_and_square.remote(3).get(timeout=60)
+    assert value == 9
+    before = podrun.stats()
+    pids = set()
+    for i in range(5):
+        future = pid_and_square.remote(i)
+        pid, square = future.get(timeout=60)
+        assert square == i * i
+        pids.add(pid)
+        assert future.job.stats.calls - future.job.stats.polls == 2  # one uplink, one downlink: no run_pod
+    assert pids == {first_pid}
+    assert podrun.stats()["calls"] - before["calls"] <= 5 * 2 + podrun.stats()["polls"] - before["polls"]
+
+
+def test_a_warm_pod_that_stopped_is_started_again():
+    pid_one, _ = pid_and_square.options(keep_warm=0.3).remote(1).get(timeout=60)
+    time.sleep(1.5)  # idle past keep_warm: the pod stops by itself
+    assert LocalPlatform().pod_status("warm").is_terminal
+    pid_two, square = pid_and_square.options(keep_warm=0.3).remote(4).get(timeout=60)
+    assert square == 16 and pid_two != pid_one
+
+
+def test_a_cold_call_replaces_the_warm_pod_and_warm_starts_again():
+    pid_warm, _ = pid_and_square.remote(1).get(timeout=60)
+    cold_pid, _ = pid_and_square.options(keep_warm=0).remote(2).get(timeout=60)
+    assert cold_pid != pid_warm
+    again, _ = pid_and_square.remote(3).get(timeout=60)
+    assert again not in (pid_warm, cold_pid)
+
+
+def test_failure_in_a_warm_pod_keeps_the_pod():
+    @podrun.remote(max_duration=1, pod_name="warm", keep_warm=20)
+    def sometimes(x):
+        if x < 0:
+            raise ValueError("negative")
+        return process_identity()
+
+    pid = sometimes.remote(1).get(timeout=60)
+    with pytest.raises(ValueError):
+        sometimes.remote(-1).get(timeout=60)
+    assert sometimes.remote(2).get(timeout=60) == pid
+
+
+def test_warm_pod_crash_mid_job_is_pod_failed():
+    @podrun.remote(max_duration=1, pod_name="warm", keep_warm=20)
+    def crash(x):
+        if x == "crash":
+            os._exit(3)
+        return x
+
+    assert crash.remote("ok").get(timeout=60) == "ok"
+    with pytest.raises(podrun.PodFailed):
+        crash.remote("crash").get(timeout=60)
+    assert crash.remote("again").get(timeout=60) == "again"  # a new warm pod takes over
