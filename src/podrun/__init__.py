@@ -56,6 +56,8 @@ _LAZY = {
     "ALL_COMPLETED": "podrun.client.future",
     "configure": "podrun.client.config",
     "attach": "podrun.client.attach",
+    "Runner": "podrun.client.runner",
+    "method": "podrun.runtime.session",
     "stats": "podrun.client.accounting",
     "reset_stats": "podrun.client.accounting",
     "PodSpec": "podrun.platform.types",

@@ -41,3 +41,64 @@ def checkpoint_all() -> list[str]:
         except Exception:  # noqa: BLE001 - one failed checkpoint must not stop the others
             failed.append(service_id)
     return failed
+
+
+@dataclass(frozen=True)
+class ServiceMethod:
+    """The callable a stateful service's method call ships: it finds (or creates) the
+    service's pod-resident object and calls the method on it. Lives in the runtime so a pod
+    can unpickle it by reference; the service's constructor or instance travels once as an
+    object in the volume (``spec_key``), not inside every method."""
+
+    service_id: str
+    method: str  # a method name, or CHECKPOINT / TOUCH
+    spec_key: str  # object holding ("class", cls, args, kwargs) or ("instance", obj)
+    state_key: str | None = None  # where checkpoints go (None: the service keeps no checkpoint)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        obj = resident(self.service_id, self._create, self._save if self.state_key else None)
+        if self.method == CHECKPOINT:
+            return self._save(obj)
+        if self.method == TOUCH:
+            return None
+        return getattr(obj, self.method)(*args, **kwargs)
+
+    def _create(self) -> Any:
+        from .. import NotFound, get_object
+        from ..store.refs import ObjectRef
+
+        if self.state_key:
+            try:  # a restarted pod resumes from the last checkpoint
+                return get_object(ObjectRef(self.state_key, 0))
+            except NotFound:
+                pass
+        spec = get_object(ObjectRef(self.spec_key, 0))
+        if spec[0] == "class":
+            _, cls, args, kwargs = spec
+            return cls(*args, **kwargs)
+        return spec[1]
+
+    def _save(self, obj: Any) -> Any:
+        """Write the object's state as a new version of its checkpoint (in the volume: no link bytes)."""
+        from .. import update_object
+        from ..store.refs import ObjectRef
+
+        if not self.state_key:
+            raise RuntimeError(f"service {self.service_id} was created without checkpoint=True")
+        return update_object(ObjectRef(self.state_key, 0), obj)
+
+
+def method(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``@podrun.method``: mark a method as remotely callable; a service class with marks
+    exposes only its marked methods. Here, in the runtime, because a class's module runs in
+    the pod too."""
+    fn.__podrun_method__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def noop() -> None:
+    """A call that only starts a pod (a runner's warm-up)."""
+
+
+CHECKPOINT = "__checkpoint__"
+TOUCH = "__touch__"
