@@ -150,7 +150,7 @@ class Resolved:
         value = self.values.get(name)
         if name in self.secrets:
             return "(not set)" if value is None else "***"
-        return "(not set)" if value is None else str(value)
+        return "(platform default)" if value is None else str(value)
 
 
 def _pick_context(explicit: str | None, data: dict[str, Any], path: Path) -> tuple[str | None, str]:
@@ -164,8 +164,8 @@ def _pick_context(explicit: str | None, data: dict[str, Any], path: Path) -> tup
     else:
         return None, DEFAULT
     if name not in known:
-        listing = ", ".join(sorted(known)) if known else f"none: {path} defines no [contexts.NAME]"
-        raise ConfigError(f"unknown context {name!r} (from {source}); known contexts: {listing}")
+        listing = f"known contexts: {', '.join(sorted(known))}" if known else f"{path} defines no [contexts.NAME] at all"
+        raise ConfigError(f"unknown context {name!r} (from {source}); {listing}")
     return name, source
 
 
