@@ -65,6 +65,7 @@ def _plan(paths: list[Path], dest: str) -> list[tuple[str, list[tuple[str, Path]
     base = dest.strip("/")
     for path in paths:
         if path.is_dir():
+            path = path.resolve()  # so that '.' or 'a/..' upload under their real folder name
             for folder, _dirs, names in os.walk(path):
                 rel = Path(folder).relative_to(path.parent).as_posix()
                 target = f"{base}/{rel}" if base else rel
