@@ -32,6 +32,8 @@ def podrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     home = tmp_path / "podrun-home"
     home.mkdir()
     monkeypatch.setenv("PODRUN_HOME", str(home))
+    # No test reads the developer's own ~/.config/podrun/config.toml (its contexts would pick the platform).
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     for name in [n for n in os.environ if n.startswith("PODRUN_") and n != "PODRUN_HOME"]:
         monkeypatch.delenv(name)
     config.reset()

@@ -21,6 +21,7 @@ from .errors import (
     AuthError,
     CallTimeout,
     Cancelled,
+    ConfigError,
     Conflict,
     EnvironmentMismatch,
     IllegalPath,
@@ -92,7 +93,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AuthError", "CallTimeout", "Cancelled", "Conflict", "EnvironmentMismatch", "IllegalPath", "IntegrityError",
+    "AuthError", "CallTimeout", "Cancelled", "ConfigError", "Conflict", "EnvironmentMismatch", "IllegalPath", "IntegrityError",
     "InvalidRequest", "Locked", "NotFound", "PlatformError", "PodFailed", "PodrunError", "RemoteError",
     "SerializationError", "WireFormatError", "data_dir", *_LAZY,
 ]

@@ -13,6 +13,11 @@ class PodrunError(Exception):
     """Base of every error podrun raises on purpose."""
 
 
+class ConfigError(PodrunError, ValueError):
+    """The configuration is wrong: an unknown platform or context, a bad configuration file,
+    a missing setting. A ValueError too, as the checks of ``configure`` always were."""
+
+
 class PlatformError(PodrunError):
     """The platform refused or failed a request.
 
@@ -140,6 +145,7 @@ __all__ = [
     "AuthError",
     "CallTimeout",
     "Cancelled",
+    "ConfigError",
     "Conflict",
     "EnvironmentMismatch",
     "IllegalPath",

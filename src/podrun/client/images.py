@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import PodrunError
-from ..platform.base import Platform
+from ..platform.base import Platform, Progress
 from ..runtime.pack import build_zipapp
 from . import config
 
@@ -102,11 +102,13 @@ def build(tag: str, tar: Path, base: str = DEFAULT_BASE, wheels: Sequence[Path] 
     return Path(tar)
 
 
-def push(tar: Path, image: str, platform: Platform | None = None, pod_name: str | None = None) -> None:
-    """Uplink a built image tar and load it as ``image`` (one uplink, one image_load)."""
+def push(tar: Path, image: str, platform: Platform | None = None, pod_name: str | None = None,
+         progress: Progress | None = None) -> None:
+    """Uplink a built image tar and load it as ``image`` (one uplink, one image_load);
+    ``progress`` is called with the bytes just sent (the CLI's progress bar)."""
     platform = platform or config.current_platform()
     name = f"{_safe(image)}.tar"
-    platform.uplink([(name, Path(tar))], dest_path=IMAGES_DIR, pod_name=pod_name)
+    platform.uplink([(name, Path(tar))], dest_path=IMAGES_DIR, pod_name=pod_name, progress=progress)
     platform.image_load(f"{IMAGES_DIR}/{name}", image, pod_name=pod_name)
 
 

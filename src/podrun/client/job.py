@@ -283,7 +283,7 @@ class Job:
             if self._cancel_wanted <= self._cancel_sent:
                 return
             wanted = set(self._cancel_wanted)
-        self.platform.uplink([(CANCEL_NAME, msgpack.packb(sorted(wanted)))], dest_path=job_dir(self.job_id), pod_name=self.pod_name)
+        send_cancel(self.platform, self.job_id, self.pod_name, wanted)
         with self._cancel_lock:
             self._cancel_sent |= wanted
 
@@ -389,6 +389,12 @@ class Job:
                 if content_hash(raw) == blob_hash:
                     return raw
         raise IntegrityError(f"blob {blob_hash} in volume {self.pod_name or 'default'} does not match its hash; it is corrupt there", blob=blob_hash)
+
+
+def send_cancel(platform: MeteredPlatform, job_id: str, pod_name: str | None, indexes: set[int]) -> None:
+    """Ask a job's pod to skip calls: the runtime re-reads the job's cancel file between calls
+    and ends each listed call not yet started as CANCELLED. The file lists every index wanted."""
+    platform.uplink([(CANCEL_NAME, msgpack.packb(sorted(indexes)))], dest_path=job_dir(job_id), pod_name=pod_name)
 
 
 @dataclass

@@ -1,0 +1,19 @@
+"""The ``podrun`` command's groups, one module each; ``cli.py`` only assembles them."""
+
+from __future__ import annotations
+
+import typer
+
+from . import bench, configuration, files, images, jobs, objects, pods
+
+
+def register(app: typer.Typer) -> None:
+    """Add every command group to the root app."""
+    app.command("nodes")(pods.nodes)
+    app.add_typer(files.app, name="files")
+    app.add_typer(images.app, name="images")
+    app.add_typer(pods.app, name="pods")
+    app.add_typer(jobs.app, name="jobs")
+    app.add_typer(objects.app, name="objects")
+    app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(bench.bench)
+    app.add_typer(configuration.app, name="config")

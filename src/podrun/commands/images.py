@@ -1,0 +1,67 @@
+"""``podrun images ls|build|push|load``: the runtime image, through ``client/images.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..client import images
+from ._common import human_size, note, out, platform, pod_name_option, table, transfer
+
+app = typer.Typer(help="Your images on the platform: list, build, push, load.", no_args_is_help=True)
+
+
+@app.command("ls")
+def ls() -> None:
+    """List the images you built or loaded (stock images are not listed)."""
+    found = platform().image_list()
+    columns = list(dict.fromkeys(key for item in found for key in item)) or ["Repository", "Tag", "ID", "CreatedAt", "Size"]
+    out().print(table("images", columns, [[item.get(c, "") for c in columns] for item in found]))
+    note(f"{len(found)} images")
+
+
+@app.command("build")
+def build(
+    tag: str = typer.Argument(..., help="the image's name, e.g. podrun-runtime"),
+    onboard: bool = typer.Option(False, "--onboard", help="build on the platform from an onboard base (uplinks tens of KB)"),
+    tar: Optional[Path] = typer.Option(None, "--tar", help="ground build: the tar to write (default: <tag>.tar)"),
+    base: Optional[str] = typer.Option(None, "--base", help=f"base image (default: {images.DEFAULT_BASE}; onboard: {images.ONBOARD_BASE})"),
+    wheel: list[Path] = typer.Option([], "--wheel", help="a linux/arm64 wheel to install in the image; repeatable"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="docker or podman (default: the one that works)"),
+    pod_name: Optional[str] = pod_name_option(),
+) -> None:
+    """Build the podrun runtime image: here for linux/arm64 into a tar (then 'images push'),
+    or --onboard on the platform itself."""
+    if onboard:
+        images.build_onboard(tag, base=base or images.ONBOARD_BASE, platform=platform(), pod_name=pod_name, wheels=wheel)
+        note(f"built {tag} onboard from {base or images.ONBOARD_BASE}")
+        return
+    written = images.build(tag, tar or Path(f"{tag.replace('/', '_').replace(':', '_')}.tar"), base=base or images.DEFAULT_BASE,
+                           wheels=wheel, engine=engine)
+    note(f"built {tag} into {written} ({human_size(written.stat().st_size)}); next: podrun images push {written} {tag}")
+
+
+@app.command("push")
+def push(
+    tar: Path = typer.Argument(..., exists=True, dir_okay=False, help="an image tar (docker save / 'images build' output)"),
+    image: str = typer.Argument(..., help="the name to load it as"),
+    pod_name: Optional[str] = pod_name_option(),
+) -> None:
+    """Uplink an image tar and load it on the platform (one uplink, one load)."""
+    size = tar.stat().st_size
+    with transfer(f"uplink {tar.name}", size) as progress:
+        images.push(tar, image, platform=platform(), pod_name=pod_name, progress=progress)
+    note(f"pushed {tar} ({human_size(size)}) as {image}")
+
+
+@app.command("load")
+def load(
+    tarfile: str = typer.Argument(..., help="path of an image tar already in the volume"),
+    image: str = typer.Argument(..., help="the name to load it as"),
+    pod_name: Optional[str] = pod_name_option(),
+) -> None:
+    """Load an image tar that is already in the volume (e.g. put there by 'files put')."""
+    platform().image_load(tarfile, image, pod_name=pod_name)
+    note(f"loaded {tarfile} as {image}")

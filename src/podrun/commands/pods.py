@@ -1,0 +1,84 @@
+"""``podrun pods run|status`` and ``podrun nodes``: raw pods, as the EM API runs them."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import typer
+
+from ..platform.types import NODES, PodSpec, PodState
+from ._common import note, out, platform, pod_name_option, table
+
+app = typer.Typer(help="Run a pod of any image and follow its state.", no_args_is_help=True)
+
+
+def parse_envs(pairs: list[str]) -> dict[str, str]:
+    """``["K=V", ...]`` → ``{"K": "V"}``; a pair without '=' is a usage error."""
+    envs: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--env takes KEY=VALUE, not {pair!r}")
+        envs[key] = value
+    return envs
+
+
+def show_state(state: PodState, pod_name: str | None) -> None:
+    rows = [["phase", state.phase]] + [[key, value] for key, value in state.detail.items()]
+    out().print(table(f"pod {pod_name or '(default)'}", ["field", "value"], rows))
+
+
+def wait_terminal(pod_name: str | None, timeout: float) -> PodState:
+    """Poll with the platform's own backoff until the pod ends, is stuck, or ``timeout`` passes."""
+    target = platform()
+    first, ceiling = target.poll_interval
+    delay, deadline = first, time.monotonic() + timeout
+    while True:
+        state = target.pod_status(pod_name)
+        if state.is_terminal or state.is_stuck or time.monotonic() >= deadline:
+            return state
+        time.sleep(delay)
+        delay = min(ceiling, delay * 1.5)
+
+
+@app.command("run")
+def run(
+    image: str = typer.Argument(..., help="image to run, e.g. python:3.11-slim or one you built or loaded"),
+    node: str = typer.Option("MPU", "--node", "-n", help=f"one of {', '.join(NODES)}"),
+    max_duration: float = typer.Option(10, "--max-duration", "-m", help="minutes before the pod is killed"),
+    command: Optional[str] = typer.Option(None, "--command", "-c", help="the container's command (split without a shell)"),
+    args: list[str] = typer.Option([], "--arg", help="one argument of the command; repeat for more"),
+    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE in the pod's environment; repeatable"),
+    port: list[int] = typer.Option([], "--port", help="a port to expose; repeatable"),
+    scheduled_time: Optional[str] = typer.Option(None, "--scheduled-time", help="ISO time to start at (default: now)"),
+    wait: bool = typer.Option(False, "--wait", "-w", help="wait for the pod to end and show its final state"),
+    timeout: float = typer.Option(600, "--timeout", help="seconds --wait waits at most"),
+    pod_name: Optional[str] = pod_name_option(),
+) -> None:
+    """Run a pod (replacing a running pod of the same pod name)."""
+    spec = PodSpec(image=image, node=node, max_duration=max_duration, command=command, args=list(args),
+                   envs=parse_envs(env), ports=list(port), scheduled_time=scheduled_time, pod_name=pod_name)
+    platform().run_pod(spec)
+    note(f"pod {pod_name or '(default)'} scheduled: {image} on {spec.node}, at most {max_duration:g} min")
+    if wait:
+        state = wait_terminal(pod_name, timeout)
+        show_state(state, pod_name)
+        if not state.is_terminal or state.exit_code != 0:
+            raise typer.Exit(1)
+
+
+@app.command("status")
+def status(
+    pod_name: Optional[str] = pod_name_option(),
+    wait: bool = typer.Option(False, "--wait", "-w", help="wait for the pod to end first"),
+    timeout: float = typer.Option(600, "--timeout", help="seconds --wait waits at most"),
+) -> None:
+    """Show the pod's container state (waiting, running, or terminated with its exit code)."""
+    show_state(wait_terminal(pod_name, timeout) if wait else platform().pod_status(pod_name), pod_name)
+
+
+def nodes() -> None:
+    """Show the nodes of the platform and whether each is ready."""
+    rows = [[node.get("name", "?"), node.get("status", "?")] for node in platform().nodes_status()]
+    out().print(table("nodes", ["name", "ready"], rows))
