@@ -209,3 +209,13 @@ def test_prepare_cli_reports_its_state() -> None:
         assert done.returncode == 0 and "container driver ready" in done.stdout
     else:
         assert done.returncode == 1 and "container driver unavailable" in done.stderr
+
+
+@needs_engine
+def test_c_extension_wheel_loads_in_the_real_image(container_platform: LocalPlatform, tmp_path: Path) -> None:
+    from .test_wheels import _c_wheel, use_ctriple
+
+    podrun.configure(container_platform)
+    wheel = _c_wheel(tmp_path)
+    value, where = podrun.remote(use_ctriple, image=IMAGE, wheels=[str(wheel)]).remote(5).get(timeout=120)
+    assert value == 15 and where.startswith("/data/.podrun/site/") and where.endswith(".so")

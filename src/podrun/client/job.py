@@ -42,6 +42,7 @@ from ..wire.layout import BLOBS, BUNDLE_NAME, CANCEL_NAME, RESULTS_NAME, blob_pa
 from ..wire.serialize import Pickled, loads
 from . import bootstrap, journal, preflight
 from .future import DeferredValue, ObjectFuture
+from .wheels import ShippedWheel
 
 LIVE_JOBS: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()  # this process's jobs
 MAX_ATTEMPTS = 2  # a group whose blobs vanished from the volume is re-sent once, with them
@@ -63,6 +64,7 @@ class PickledCallable:
     payload: bytes
     modules: frozenset[str] = frozenset()  # modules its pickle imports in the pod (shipping, preflight)
     optional_modules: frozenset[str] = frozenset()  # imported inside try blocks: shipped, not required
+    wheels: tuple["ShippedWheel", ...] = ()  # shipped with the job, unpacked onto the pod's sys.path
 
     @property
     def hash(self) -> str:

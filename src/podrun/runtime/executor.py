@@ -28,7 +28,7 @@ from ..wire.bundle import JobHeader, python_version, read_header
 from ..wire.compression import best_codec, compress, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
 from ..wire.serialize import dumps
-from . import environment, modules
+from . import environment, modules, wheels
 from .capture import capture_output
 
 INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
@@ -91,6 +91,7 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - the manifest is a hint; never fail the job for it
             self.emit({"k": "env", "error": f"{type(exc).__name__}: {exc}"})
         modules.install(self.blobs, header.options.get("modules"))
+        missing.update(wheels.install(self.blobs, data_dir(), header.options.get("wheels")))
         try:
             self._run_groups(header, missing)
         except _Stopped:
@@ -136,7 +137,7 @@ class JobRunner:
         index = 0
         for group in header.groups:
             first, index = index, index + group.count
-            needed = {group.function, *group.buffers} & missing
+            needed = {group.function, *group.buffers, *wheels.hashes(header.options.get("wheels"))} & missing
             if needed:
                 self._finish_range(first, index, rec.LOST, f"blobs missing from the volume: {', '.join(sorted(needed))}", missing=sorted(needed))
                 continue
