@@ -11,8 +11,8 @@ Zero-build bootstrap, one uplink per job:
   runtime inside the bundle stores every embedded frame (itself included) into the blob
   store, and the next job runs it from there. Still one file, one uplink call.
 
-Also here: the user's modules (per-module source blobs, see ``modules.py``) and the hints the
-runtime needs for the environment manifest (image name, the env hash the client knows).
+Also here: the user's modules (per-module source blobs, see ``modules.py``), the wheels named
+in ``wheels=`` (one blob each, see ``wheels.py``) and the hints the runtime needs for the environment manifest (image name, the env hash the client knows).
 """
 
 from __future__ import annotations
@@ -98,6 +98,10 @@ def prepare(platform: Platform, key: "JobKey", groups: Sequence["PendingGroup"],
         function = group.function
         names |= function.modules | function.optional_modules | group.args.modules | group.args.optional
     sources = shipped.closure(names)
+    wheels = {wheel.hash: wheel for group in groups for wheel in group.function.wheels}
+    if wheels:  # blobs like any other: the bundle carries only those the volume lacks
+        header.options["wheels"] = [wheel.entry() for wheel in wheels.values()]
+        raw.update({wheel.hash: wheel.data for wheel in wheels.values()})
     if sources:
         header.options["modules"] = [[m.name, m.hash, m.is_package] for m in sources]
         raw.update({m.hash: m.source for m in sources})

@@ -46,10 +46,11 @@ from ..wire.serialize import Pickled, loads
 from . import bootstrap, journal, preflight
 from .future import DeferredValue, ObjectFuture
 from .warm import WarmPod, await_warm_job
+from .wheels import ShippedWheel
 
 LIVE_JOBS: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()  # this process's jobs
-MAX_ATTEMPTS = 2
-RESULTS_NAMESPACE = "results"  # fut.ref() objects live under <pod_name>/results  # a group whose blobs vanished from the volume is re-sent once, with them
+MAX_ATTEMPTS = 2  # a group whose blobs vanished from the volume is re-sent once, with them
+RESULTS_NAMESPACE = "results"  # fut.ref() objects live under <pod_name>/results
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class PickledCallable:
     payload: bytes
     modules: frozenset[str] = frozenset()  # modules its pickle imports in the pod (shipping, preflight)
     optional_modules: frozenset[str] = frozenset()  # imported inside try blocks: shipped, not required
+    wheels: tuple["ShippedWheel", ...] = ()  # shipped with the job, unpacked onto the pod's sys.path
 
     @property
     def hash(self) -> str:

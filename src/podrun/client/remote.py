@@ -12,6 +12,7 @@ from ..wire.bundle import python_version
 from ..store.manifest import Manifest
 from ..wire.serialize import dumps, find_unpicklable
 from . import config, preflight
+from . import wheels as shipped_wheels
 from .dispatch import dispatcher_for
 from .future import ObjectFuture
 from .job import JobKey, PendingGroup, PickledCallable, estimate_uplink
@@ -36,6 +37,7 @@ class RemoteOptions:
     timeout: float | None = None  # seconds, per call, enforced in the pod (TIMEOUT record)
     keep_warm: float = 0.0  # seconds a warm pod waits for the next job before it stops (0: cold pods)
     modules: tuple[str, ...] = ()  # user modules to ship beyond those found automatically
+    wheels: tuple[str, ...] = ()  # requirements or .whl paths shipped with each job (client/wheels.py)
 
     def validated(self) -> "RemoteOptions":
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
@@ -46,8 +48,8 @@ class RemoteOptions:
             raise ValueError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
         if isinstance(self.modules, str) or not all(isinstance(m, str) for m in self.modules):
             raise ValueError(f"modules must be a list of module names, not {self.modules!r}")
-        return replace(self, modules=tuple(self.modules), node=normalize_node(self.node), max_duration=validate_max_duration(self.max_duration),
-                       pod_name=validate_pod_name(self.pod_name))
+        return replace(self, modules=tuple(self.modules), wheels=shipped_wheels.validate(self.wheels), node=normalize_node(self.node),
+                       max_duration=validate_max_duration(self.max_duration), pod_name=validate_pod_name(self.pod_name))
 
     def job_key(self) -> JobKey:
         envs = tuple(sorted((str(k), str(v)) for k, v in self.envs.items()))
@@ -95,7 +97,8 @@ class RemoteFunction:
                 payload, modules, optional = pickle_callable(self._fn)
             except Exception as exc:
                 raise SerializationError(f"cannot pickle the function {name}: {type(exc).__name__}: {exc}") from exc
-            self._pickled = PickledCallable(name, payload, modules | frozenset(self._options.modules), optional)
+            shipped = shipped_wheels.resolve(self._options.wheels, config.current_platform().kind)
+            self._pickled = PickledCallable(name, payload, modules | frozenset(self._options.modules), optional, shipped)
         return self._pickled
 
     def _group(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> PendingGroup:
@@ -109,7 +112,9 @@ class RemoteFunction:
             raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
         futures = [ObjectFuture(function.name) for _ in calls]
         group = PendingGroup(function, args, futures, self._options.job_key(), self._options.timeout)
-        preflight.check(config.current_platform(), group.key.image, group.key.node, function.name, function.modules | args.modules)
+        from_wheels = {name for wheel in function.wheels for name in wheel.top_level}
+        preflight.check(config.current_platform(), group.key.image, group.key.node, function.name,
+                        {m for m in function.modules | args.modules if m.split(".")[0] not in from_wheels})
         return group
 
     def _submit(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ObjectFuture]:
@@ -166,6 +171,7 @@ def remote(
     timeout: float | None = None,
     keep_warm: float = 0.0,
     modules: Iterable[str] = (),
+    wheels: Iterable[str] = (),
 ) -> Any:
     """Offload a function to pods: ``@podrun.remote(node="GPU")`` or ``podrun.remote(fn, ...)``.
 
@@ -175,11 +181,14 @@ def remote(
     timeout: seconds per call, enforced in the pod. keep_warm: seconds a pod stays up after a
     job, serving the next ones from its volume's inbox (a warm pod: no pod start per job).
     modules: your project's modules to ship (by source, one blob each) beyond those the
-    function is seen to import.
+    function is seen to import. wheels: wheels the pod imports (C extensions too):
+    ``"name==version"`` fetched for the pod's platform, or a ``.whl`` path; each crosses the
+    link once per volume.
     """
     options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name, envs=dict(envs or {}),
                             timeout=timeout, keep_warm=keep_warm,
-                            modules=tuple([modules] if isinstance(modules, str) else modules))
+                            modules=tuple([modules] if isinstance(modules, str) else modules),
+                            wheels=shipped_wheels.validate(wheels))
     if fn is None:
         options.validated()
         return lambda f: RemoteFunction(f, options)

@@ -19,7 +19,7 @@ def emulator(
     root: Optional[Path] = typer.Option(None, help="where volumes, pods and images live (default: $PODRUN_HOME/emulator)"),
     token_lifetime: float = typer.Option(300.0, help="seconds an access token stays valid"),
     refresh_lifetime: float = typer.Option(86400.0, help="seconds a refresh token stays valid"),
-    driver: str = typer.Option("auto", help="LocalPlatform pod driver: auto, bwrap or process"),
+    driver: str = typer.Option("auto", help="LocalPlatform pod driver: auto, bwrap, container or process"),
     max_uplink_bytes: int = typer.Option(2 * 1000**3, help="largest total size of one uplink call (CG2 EM: 2 GB; flight model: 5 MB)"),
     chaos_latency: float = typer.Option(0.0, help="add up to this many seconds before each answer"),
     chaos_bandwidth: int = typer.Option(0, help="cap each transfer at this many bytes/s (0: no cap)"),

@@ -5,6 +5,10 @@ keeps supervising after the client that started it has gone (a pod outlives its 
 It waits for the scheduled time, runs the pod's argv in its own process group, stops it
 gracefully at ``max_duration`` (SIGTERM, then SIGKILL after a grace period) and records
 every transition in ``state.json`` in the Kubernetes container-state shape.
+
+A container pod's spec carries ``cleanup_argv`` (``podman rm --force ...``): killing the
+engine's client process does not stop its container, so whenever the supervisor had to stop
+the pod it runs that command before recording the end.
 """
 
 from __future__ import annotations
@@ -61,6 +65,17 @@ class Supervisor:
             os.killpg(self.child.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
+        if signum == signal.SIGKILL:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Kill and remove the pod's container, if it has one (never raises)."""
+        argv = self.spec.get("cleanup_argv")
+        if argv:
+            try:
+                subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
 
     def stop_child(self) -> int:
         """SIGTERM the pod's process group, SIGKILL it after the grace period."""
@@ -110,6 +125,8 @@ class Supervisor:
                     reason = "DeadlineExceeded"
                     code = self.stop_child()
                     break
+        if reason is not None or self.stop_reason:
+            self.cleanup()  # the engine client has exited; make sure its container has too
         if reason is None:
             reason = self.stop_reason or ("Completed" if code == 0 else "Error")
         if code < 0:  # killed by a signal: report it as a shell would (128 + signal)

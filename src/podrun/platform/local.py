@@ -9,6 +9,9 @@ state, so pods outlive the client exactly as they do on CG2. Two drivers run a p
 * ``process``: a plain child process with ``PODRUN_DATA`` pointing at the volume; any
   ``/data`` in the command line is rewritten to the volume so a raw command never touches the
   host's ``/data``. Not isolation: the pod runs with the client user's rights.
+* ``container`` (where podman or docker can start a container, see ``_container.py``): the real
+  image, the volume bind-mounted at ``/data``, one network per user. ``auto`` prefers ``bwrap``
+  (milliseconds to start), then ``container``, then ``process``.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
 from ..errors import InvalidRequest, NotFound, PlatformError
+from . import _container
 from .base import Platform, Progress, UplinkFile, content_size
 from .paths import check_file_name, clean_relative, resolve_in
 from .types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
 
 SUPERVISOR = Path(__file__).with_name("_supervisor.py")
 CHUNK = 1024 * 1024
-DRIVERS = ("auto", "bwrap", "process")
+DRIVERS = ("auto", "bwrap", "container", "process")
 
 # The Python-capable images CG2 carries onboard (em-api.md §5), plus the shells. Anything
 # else must be built or loaded first, or the pod waits in ImagePullBackOff as on CG2.
@@ -115,6 +119,8 @@ class LocalPlatform(Platform):
             raise ValueError(f"unknown local pod driver {driver!r}: choose one of {', '.join(DRIVERS)}")
         if driver == "bwrap" and not bwrap_available():
             raise PlatformError("the bwrap driver needs bubblewrap with user namespaces; install 'bubblewrap' or use driver='process'")
+        if driver == "container":
+            _container.find_engine()  # ContainerUnavailable says which engine command failed and how
         self.driver = driver
         # The interpreter a pod's ``python`` runs: the host's by default ("images run on the
         # host's tools"); another one (e.g. a bare venv) stands in for a stock Python image.
@@ -133,7 +139,7 @@ class LocalPlatform(Platform):
     @property
     def effective_driver(self) -> str:
         if self.driver == "auto":
-            return "bwrap" if bwrap_available() else "process"
+            return "bwrap" if bwrap_available() else "container" if _container.available() else "process"
         return self.driver
 
     def volume_name(self, pod_name: str | None) -> str:
@@ -301,10 +307,12 @@ class LocalPlatform(Platform):
             for name, rec in sorted(self._load_images().items())
         ]
 
-    def image_runnable(self, image: str) -> bool:
+    def _image_name(self, image: str) -> str:
         name = normalize_image(image)
-        if name.startswith(f"{self.user}-"):
-            name = name[len(self.user) + 1:]
+        return name[len(self.user) + 1:] if name.startswith(f"{self.user}-") else name
+
+    def image_runnable(self, image: str) -> bool:
+        name = self._image_name(image)
         return name in STOCK_IMAGES or name in self._load_images()
 
     # pods ----------------------------------------------------------------------------------
@@ -324,6 +332,13 @@ class LocalPlatform(Platform):
                            f'"docker.io/library/{spec.image}": not found (build it with image_build or load it with image_load first)'}}})
             _write_json(pod_dir / "spec.json", record)
             return
+        if self.effective_driver == "container":
+            engine, image = _container.find_engine(), _container.engine_image(self._image_name(spec.image), self._load_images())
+            if not engine.has_image(image):
+                _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None, "state": {"waiting": {
+                    "reason": "ErrImagePull", "message": _container.missing_image_message(engine, image)}}})
+                _write_json(pod_dir / "spec.json", record)
+                return
         record.update(self._pod_process(spec, volume))
         record["start_at"] = _parse_schedule(spec.scheduled_time)
         _write_json(pod_dir / "spec.json", record)
@@ -358,6 +373,15 @@ class LocalPlatform(Platform):
             env["CUDA_VISIBLE_DEVICES"] = ""  # only the GPU node has the GPU, as on CG2
         else:
             env.update({k: v for k, v in os.environ.items() if k.startswith(("CUDA_", "NVIDIA_"))})
+        if driver == "container":
+            host = {key: os.environ[key] for key in (*_PASS_ENV, "XDG_RUNTIME_DIR", "DOCKER_HOST", "CONTAINER_HOST") if key in os.environ}
+            pod_env = {k: v for k, v in env.items() if k not in _PASS_ENV and k != "HOSTNAME"}
+            pod_env["PODRUN_DATA"] = "/data"
+            return _container.pod_process(
+                _container.find_engine(), root=self.root, user=self.user, volume_name=self.volume_name(spec.pod_name),
+                volume=volume, image=_container.engine_image(self._image_name(spec.image), self._load_images()),
+                node=spec.node, pod_name=spec.pod_name, argv=_split_command(spec.command) + [str(a) for a in spec.args] or ["python"],
+                pod_env=pod_env, host_env=host)
         if driver == "bwrap":
             env["PODRUN_DATA"] = "/data"
             return {"argv": _bwrap_prefix(volume, gpu=spec.node == "GPU", python=self.pod_python) + argv, "env": env, "cwd": "/", "driver": driver}
@@ -390,6 +414,8 @@ class LocalPlatform(Platform):
             except (FileNotFoundError, ValueError):
                 return
         if not self._supervisor_alive(pid):
+            # It died without recording an end: a container it ran may still be up.
+            _container.cleanup((_read_json(pod_dir / "spec.json") or {}).get("cleanup_argv"))
             return
         try:
             os.kill(pid, signal.SIGTERM)
@@ -400,6 +426,8 @@ class LocalPlatform(Platform):
             time.sleep(0.01)
         if self._supervisor_alive(pid):
             os.kill(pid, signal.SIGKILL)
+            # A killed supervisor cannot stop its container: do it here.
+            _container.cleanup((_read_json(pod_dir / "spec.json") or {}).get("cleanup_argv"))
 
     def pod_status(self, pod_name: str | None = None) -> PodState:
         pod_dir = self._pod_dir(pod_name)

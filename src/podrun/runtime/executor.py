@@ -28,7 +28,7 @@ from ..wire.bundle import JobHeader, python_version, read_header
 from ..wire.compression import best_codec, compress, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
 from ..wire.serialize import dumps
-from . import environment, modules
+from . import environment, modules, wheels
 from .capture import capture_output
 from .session import CURRENT, Session
 
@@ -91,6 +91,7 @@ class JobRunner:
             return 3
         self.emit({"k": "env", **self._environment(header)})
         modules.install(self.blobs, header.options.get("modules"))
+        missing.update(wheels.install(self.blobs, data_dir(), header.options.get("wheels")))
         try:
             self._run_groups(header, missing)
         except _Stopped:
@@ -151,7 +152,7 @@ class JobRunner:
         index = 0
         for group in header.groups:
             first, index = index, index + group.count
-            needed = {group.function, *group.buffers} & missing
+            needed = {group.function, *group.buffers, *wheels.hashes(header.options.get("wheels"))} & missing
             if needed:
                 self._finish_range(first, index, rec.LOST, f"blobs missing from the volume: {', '.join(sorted(needed))}", missing=sorted(needed))
                 continue

@@ -58,9 +58,11 @@ class JobHeader:
         return sum(group.count for group in self.groups)
 
     def required_blobs(self) -> list[str]:
-        """Every blob the job reads: callables, buffers and shipped module sources,
+        """Every blob the job reads: shipped wheels, module sources, callables and buffers,
         deduplicated, in first-use order."""
         seen: dict[str, None] = {}
+        for _filename, blob_hash in self.options.get("wheels") or ():
+            seen.setdefault(blob_hash, None)
         for _name, blob_hash, _is_package in self.options.get("modules") or ():
             seen.setdefault(blob_hash, None)
         for group in self.groups:

@@ -1,0 +1,126 @@
+"""Wheels that travel with a job: ``@podrun.remote(wheels=["zstandard==0.23.0"])``.
+
+Why: pods are air-gapped and cannot pip, and a C extension cannot ride as source the way the
+user's own modules do. A wheel built for the pod's platform can: it is shipped as one
+content-addressed blob in the job's bundle (so a volume receives it once, like any blob) and
+the runtime unpacks it once into ``/data/.podrun/site/<hash>/`` and puts that on ``sys.path``
+before it unpickles the calls (``runtime/wheels.py``).
+
+An entry is a path to a ``.whl`` file, or a requirement (``name`` or ``name==version``)
+fetched once into the local wheel cache for the pod's platform: ``manylinux2014_aarch64`` on
+CG2, this machine's architecture on the local platform (``PODRUN_WHEEL_PLATFORM`` overrides).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform as host
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..errors import PodrunError
+from ..wire.bundle import python_version
+from ..wire.hashing import content_hash
+
+
+class WheelError(PodrunError):
+    """A wheel named in ``wheels=`` cannot be shipped (missing, not a wheel, wrong platform)."""
+
+
+@dataclass(frozen=True)
+class ShippedWheel:
+    """One wheel as the job carries it: file name, content hash, bytes, and the top-level
+    modules it provides (so preflight does not call them missing from the image)."""
+
+    filename: str
+    hash: str
+    data: bytes
+    top_level: frozenset[str]
+
+    def entry(self) -> list[object]:
+        """Its row in the job header's ``wheels`` table."""
+        return [self.filename, self.hash]
+
+
+def wheel_platform(platform_kind: str) -> str:
+    """The wheel platform tag a pod of this platform kind loads."""
+    if os.environ.get("PODRUN_WHEEL_PLATFORM"):
+        return os.environ["PODRUN_WHEEL_PLATFORM"]
+    if platform_kind == "local":
+        return f"manylinux2014_{host.machine()}"
+    return "manylinux2014_aarch64"
+
+
+def validate(entries: Iterable[object]) -> tuple[str, ...]:
+    """The ``wheels=`` option as strings; a clear error for anything else."""
+    if isinstance(entries, (str, os.PathLike)):
+        entries = [entries]
+    out: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, (str, os.PathLike)) or not str(entry).strip():
+            raise ValueError(f"wheels must be a list of requirements ('name==1.2') or .whl paths, not {entry!r}")
+        out.append(os.fspath(entry))
+    return tuple(out)
+
+
+def top_level_modules(archive: zipfile.ZipFile) -> frozenset[str]:
+    """From ``*.dist-info/top_level.txt`` where present, else from the archive's entries."""
+    names = archive.namelist()
+    listed = [n for n in names if n.count("/") == 1 and n.endswith(".dist-info/top_level.txt")]
+    if listed:
+        text = archive.read(listed[0]).decode("utf-8", "replace")
+        return frozenset(line.strip().split("/")[0] for line in text.splitlines() if line.strip())
+    tops: set[str] = set()
+    for name in names:
+        first = name.split("/")[0]
+        if first.endswith((".dist-info", ".data")):
+            continue
+        if "/" in name:
+            tops.add(first)
+        elif first.endswith((".py", ".so", ".pyd")):
+            tops.add(first.split(".")[0])
+    return frozenset(tops)
+
+
+def load(path: Path) -> ShippedWheel:
+    """Read a ``.whl`` file and check that it is one."""
+    path = Path(path)
+    if not path.is_file():
+        raise WheelError(f"wheel {str(path)!r} does not exist")
+    data = path.read_bytes()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(n.count("/") == 1 and n.endswith(".dist-info/METADATA") for n in archive.namelist()):
+                raise WheelError(f"{path.name} is not a wheel: it has no *.dist-info/METADATA")
+            tops = top_level_modules(archive)
+    except zipfile.BadZipFile:
+        raise WheelError(f"{path.name} is not a wheel: not a zip archive") from None
+    return ShippedWheel(path.name, content_hash(data), data, tops)
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve_one(entry: str, platform_tag: str, python: str) -> ShippedWheel:
+    if entry.endswith(".whl") or os.sep in entry:
+        return load(Path(entry).expanduser())
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(==[A-Za-z0-9.+!_-]+)?$", entry):
+        raise WheelError(f"wheels entry {entry!r}: give 'name' or 'name==version' (pods cannot resolve ranges) or a .whl path")
+    from .images import fetch_wheel  # pip is only needed when a requirement must be fetched
+
+    try:
+        return load(fetch_wheel(entry, python_version=python, wheel_platform=platform_tag))
+    except PodrunError as exc:
+        raise WheelError(str(exc)) from None
+
+
+def resolve(entries: Sequence[str], platform_kind: str) -> tuple[ShippedWheel, ...]:
+    """Each entry's wheel for the pod (cached per process); duplicates by content dropped."""
+    tag, python = wheel_platform(platform_kind), python_version()
+    seen: dict[str, ShippedWheel] = {}
+    for entry in entries:
+        wheel = _resolve_one(entry, tag, python)
+        seen.setdefault(wheel.hash, wheel)
+    return tuple(seen.values())

@@ -1,0 +1,221 @@
+"""The ``container`` driver of LocalPlatform: pods run a real image under podman or docker.
+
+The first group checks the commands the driver builds and needs no engine. The second starts
+real containers; it runs where an engine can start the prepared ``python:3.X-slim`` base
+(``python -m podrun.platform._container prepare``, which ``.ci/run`` does) and is skipped
+elsewhere with the command that was tried and its error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import podrun
+from podrun.platform import _container
+from podrun.platform.local import LocalPlatform
+from podrun.platform.types import PodSpec
+
+MINOR = f"{sys.version_info[0]}.{sys.version_info[1]}"
+IMAGE = f"python:{MINOR}-slim"
+FAKE = _container.Engine("/usr/bin/podman", "podman", ("--runtime", "runc"))
+
+
+# --- without an engine ---------------------------------------------------------------------
+
+def test_run_argv_mounts_volume_labels_network_and_passes_env_by_name(tmp_path: Path) -> None:
+    argv = _container.run_argv(FAKE, name="podrun-x", image=IMAGE, volume=tmp_path, network="podrun-alice",
+                               hostnames=["alice-web", "web"], labels={"podrun.node": "MPU"}, env_names=["SECRET"],
+                               env_inline={"PATH": "/x"}, gpu=False, command=["python", "-c", "pass"])
+    assert argv[:6] == ["/usr/bin/podman", "run", "--rm", "--init", "--pull=never", "--name"]
+    assert ["--runtime", "runc"] == argv[7:9]
+    joined = " ".join(argv)
+    assert f"--volume {tmp_path}:/data:rw --workdir /data" in joined
+    assert "--network podrun-alice --hostname alice-web --network-alias alice-web --network-alias web" in joined
+    assert "--label podrun.node=MPU" in joined
+    assert "--env SECRET " in joined and "--env PATH=/x" in joined  # a secret's value never shows in argv
+    assert argv[-4:] == [IMAGE, "python", "-c", "pass"]
+
+
+def test_gpu_devices_only_on_the_gpu_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_container, "gpu_args", lambda engine: ["--device", "/dev/nvidia0"])
+    common = dict(name="n", image=IMAGE, volume=tmp_path, network="net", hostnames=["h"], labels={}, env_names=[],
+                  env_inline={}, command=["true"])
+    assert "/dev/nvidia0" in _container.run_argv(FAKE, gpu=True, **common)
+    assert "/dev/nvidia0" not in _container.run_argv(FAKE, gpu=False, **common)
+
+
+def test_engine_image_resolves_built_and_loaded_images() -> None:
+    images = {"mine": {"base": "python:3.11-slim"}, "derived": {"base": "mine"}, "loaded": {"base": None, "tags": ["repo/x:1"]}}
+    assert _container.engine_image("derived", images) == "python:3.11-slim"
+    assert _container.engine_image("loaded", images) == "repo/x:1"
+    assert _container.engine_image("python:3.12", images) == "python:3.12"
+
+
+def test_container_names_differ_per_root_and_run(tmp_path: Path) -> None:
+    a = _container.container_name(tmp_path / "a", "local", "local-pvc", "0" * 16)
+    b = _container.container_name(tmp_path / "b", "local", "local-pvc", "0" * 16)
+    c = _container.container_name(tmp_path / "a", "local", "local-pvc", "1" * 16)
+    assert len({a, b, c}) == 3 and all(n.startswith("podrun-") for n in (a, b, c))
+
+
+def test_unavailable_engine_is_a_typed_error_naming_what_was_tried(podrun_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(podrun_home))  # no podman, no docker
+    monkeypatch.setattr(_container, "_probed", {})
+    with pytest.raises(_container.ContainerUnavailable, match="podman: not installed; docker: not installed.*apt-get install podman"):
+        LocalPlatform(podrun_home / "local", driver="container")
+    monkeypatch.setattr("podrun.platform.local.bwrap_available", lambda: False)
+    assert LocalPlatform(podrun_home / "local").effective_driver == "process"
+
+
+# --- with an engine ------------------------------------------------------------------------
+
+UNAVAILABLE = _container.reason_unavailable()
+needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container driver unavailable: {UNAVAILABLE}")
+
+
+def _containers(platform: LocalPlatform) -> list[dict]:
+    engine = _container.find_engine()
+    done = engine.run("ps", "--all", "--filter", f"label=podrun.root={platform.root}", "--format", "json")
+    text = done.stdout.strip()
+    return json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
+
+
+def _wait(platform: LocalPlatform, pod_name: str, phase: str, timeout: float = 60) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = platform.pod_status(pod_name)
+        if state.phase == phase or state.is_terminal:
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"pod {pod_name} did not reach {phase}: {platform.pod_status(pod_name)}")
+
+
+@pytest.fixture
+def container_platform(podrun_home: Path):
+    platform = LocalPlatform(podrun_home / "local", driver="container")
+    yield platform
+    platform.shutdown()
+    leftover = _containers(platform)
+    for item in leftover:  # never leave a container behind, even when the test failed
+        names = item["Names"]
+        _container.cleanup(_container.find_engine().cleanup_argv(names[0] if isinstance(names, list) else names))
+    assert not leftover, f"containers left running: {leftover}"
+
+
+@needs_engine
+def test_raw_pod_runs_the_image_with_the_volume_at_data(container_platform: LocalPlatform) -> None:
+    code = "import sys, os; open('/data/out.txt', 'w').write(sys.executable + ' ' + os.environ['PODRUN_NODE'] + ' ' + os.environ['GREETING'])"
+    container_platform.run_pod(PodSpec(image=IMAGE, node="FPGA", max_duration=1, pod_name="raw",
+                                       command="python", args=["-c", code], envs={"GREETING": "hello"}))
+    state = _wait(container_platform, "raw", "terminated")
+    assert state.detail["reason"] == "Completed", (container_platform._pod_dir("raw") / "stdout.log").read_text()
+    # The image's interpreter (Debian's), not the client's: this is the real image.
+    assert (container_platform.volume_path("raw") / "out.txt").read_text() == f"/usr/local/bin/python FPGA hello"
+
+
+@needs_engine
+def test_labels_and_stop_really_stop_the_container(container_platform: LocalPlatform) -> None:
+    container_platform.run_pod(PodSpec(image=IMAGE, node="GPU", max_duration=1, pod_name="sleeper", command="sleep", args=["300"]))
+    assert _wait(container_platform, "sleeper", "running").phase == "running"
+    deadline = time.monotonic() + 30
+    while not (running := _containers(container_platform)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running and running[0]["Labels"]["podrun.node"] == "GPU" and running[0]["Labels"]["podrun.pod"] == "sleeper"
+    started = time.monotonic()
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="sleeper", command="true"))
+    # `sleep` as PID 1 ignores SIGTERM; --init forwards it, so replacement is prompt, not a kill after the grace.
+    assert time.monotonic() - started < 2.9
+    assert _wait(container_platform, "sleeper", "terminated").detail["exitCode"] == 0
+    assert not _containers(container_platform)
+
+
+@needs_engine
+def test_max_duration_stops_the_container(container_platform: LocalPlatform) -> None:
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.03, pod_name="long", command="sleep", args=["300"]))
+    state = _wait(container_platform, "long", "terminated", timeout=30)
+    assert state.detail["reason"] == "DeadlineExceeded"
+    assert not _containers(container_platform)
+
+
+@needs_engine
+def test_killed_supervisor_leaves_no_container(container_platform: LocalPlatform) -> None:
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="orphan", command="sleep", args=["300"]))
+    _wait(container_platform, "orphan", "running")
+    deadline = time.monotonic() + 30
+    while not _containers(container_platform) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int((container_platform._pod_dir("orphan") / "supervisor.pid").read_text())
+    os.kill(pid, signal.SIGKILL)  # the engine client lives on in its own group; the container too
+    assert _wait(container_platform, "orphan", "terminated").detail["reason"] == "Lost"
+    container_platform.shutdown()
+    assert not _containers(container_platform)
+
+
+@needs_engine
+def test_missing_image_waits_with_a_fix(container_platform: LocalPlatform) -> None:
+    container_platform.run_pod(PodSpec(image="python:3.10-alpine", node="MPU", max_duration=1, pod_name="noimg", command="true"))
+    state = container_platform.pod_status("noimg")
+    assert state.phase == "waiting" and state.reason == "ErrImagePull"
+    assert "_container prepare" in state.detail["message"]
+
+
+@needs_engine
+def test_pods_of_a_user_reach_each_other_by_name(container_platform: LocalPlatform) -> None:
+    container_platform.uplink([("hello.txt", b"hi from server")], pod_name="server")
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="server", ports=[80],
+                                       command="python3", args=["-m", "http.server", "80", "--directory", "/data"]))
+    code = ("import sys, time, urllib.request\n"
+            "for _ in range(100):\n"
+            "    try: body = [urllib.request.urlopen(f'http://{h}:80/hello.txt', timeout=5).read() for h in sys.argv[1:]]; break\n"
+            "    except OSError: time.sleep(0.1)\n"
+            "open('/data/got', 'wb').write(b'|'.join(body))")
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="client",
+                                       command="python3", args=["-c", code, "server", "local-server"]))
+    assert _wait(container_platform, "client", "terminated").detail["exitCode"] == 0
+    assert (container_platform.volume_path("client") / "got").read_bytes() == b"hi from server|hi from server"
+
+
+@needs_engine
+def test_remote_function_runs_in_the_image(container_platform: LocalPlatform) -> None:
+    podrun.configure(container_platform)
+
+    def where(x: int) -> dict:
+        import os
+        import sys
+
+        import cloudpickle
+
+        return {"x": x + 1, "exe": sys.executable, "data": os.environ["PODRUN_DATA"], "cp": cloudpickle.__file__,
+                "files": sorted(os.listdir("/data/.podrun"))}
+
+    fn = podrun.remote(where, image=IMAGE)
+    out = fn.remote(1).get(timeout=120)
+    assert out["x"] == 2 and out["exe"] == "/usr/local/bin/python" and out["data"] == "/data"
+    assert out["cp"].startswith("/data/.podrun/"), "cloudpickle came from the zipapp: the image has none"
+    assert [f.get(timeout=120)["x"] for f in fn.map([10, 20])] == [11, 21]
+
+
+def test_prepare_cli_reports_its_state() -> None:
+    done = subprocess.run([sys.executable, "-m", "podrun.platform._container", "check"], capture_output=True, text=True, timeout=120)
+    if UNAVAILABLE is None:
+        assert done.returncode == 0 and "container driver ready" in done.stdout
+    else:
+        assert done.returncode == 1 and "container driver unavailable" in done.stderr
+
+
+@needs_engine
+def test_c_extension_wheel_loads_in_the_real_image(container_platform: LocalPlatform, tmp_path: Path) -> None:
+    from .test_wheels import _c_wheel, use_ctriple
+
+    podrun.configure(container_platform)
+    wheel = _c_wheel(tmp_path)
+    value, where = podrun.remote(use_ctriple, image=IMAGE, wheels=[str(wheel)]).remote(5).get(timeout=120)
+    assert value == 15 and where.startswith("/data/.podrun/site/") and where.endswith(".so")

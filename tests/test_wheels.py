@@ -1,0 +1,177 @@
+"""Wheels shipped with a job: ``@podrun.remote(wheels=[...])``.
+
+The wheels are made here (no network): a pure-Python one written as a zip, and, where a C
+compiler and Python's headers are present, a real C extension compiled and packed as a wheel. The pod runs
+on a bare interpreter (a venv without the host's packages), so an import that works there came
+from the volume's ``.podrun/site/<hash>/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import podrun
+from podrun.client import wheels
+from podrun.client.remote import RemoteOptions
+from podrun.platform.local import LocalPlatform
+from podrun.runtime import wheels as runtime_wheels
+from podrun.store.volume_blobs import VolumeBlobs
+from podrun.wire.hashing import content_hash
+
+
+def make_wheel(directory: Path, name: str = "tinywheel", version: str = "1.0", value: int = 7, data_scheme: bool = False) -> Path:
+    """A minimal valid wheel: the package, its dist-info (METADATA, WHEEL, RECORD)."""
+    dist = f"{name}-{version}.dist-info"
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    root = f"{name}-{version}.data/purelib/" if data_scheme else ""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{root}{name}/__init__.py", f"VALUE = {value}\nfrom .helper import double\n")
+        archive.writestr(f"{root}{name}/helper.py", "def double(x):\n    return 2 * x\n")
+        archive.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        archive.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: podrun-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{dist}/RECORD", "")
+    return path
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    return str(venv / "bin" / "python")
+
+
+@pytest.fixture
+def bare_platform(podrun_home: Path, bare_python: str) -> LocalPlatform:
+    platform = LocalPlatform(podrun_home / "local", python=bare_python)
+    podrun.configure(platform)
+    return platform
+
+
+def use_tinywheel(x: int) -> tuple[int, str]:
+    import tinywheel
+
+    return tinywheel.double(tinywheel.VALUE * x), tinywheel.__file__
+
+
+def test_wheel_ships_once_and_imports_in_the_pod(bare_platform: LocalPlatform, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path)
+    digest = content_hash(wheel.read_bytes())
+    fn = podrun.remote(use_tinywheel, wheels=[str(wheel)])
+
+    before = podrun.stats()["bytes_up"]
+    value, where = fn.remote(3).get(timeout=120)
+    first_up = podrun.stats()["bytes_up"] - before
+    assert value == 42
+    assert f"/.podrun/site/{digest}/tinywheel/__init__.py" in where
+    volume = bare_platform.volume_path(None)
+    assert (volume / ".podrun" / "site" / digest / "tinywheel" / "helper.py").is_file()
+
+    before = podrun.stats()["bytes_up"]
+    assert fn.remote(1).get(timeout=120)[0] == 14
+    second_up = podrun.stats()["bytes_up"] - before
+    # The second bundle carries no wheel: only the call table (the zipapp is stored by now too).
+    assert second_up < first_up - wheel.stat().st_size + 200, (first_up, second_up)
+    assert second_up < 5_000
+
+
+def test_wheel_lost_from_the_volume_is_re_sent(bare_platform: LocalPlatform, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, value=1)
+    digest = content_hash(wheel.read_bytes())
+    fn = podrun.remote(use_tinywheel, wheels=[wheel])
+    assert fn.remote(1).get(timeout=120)[0] == 2
+    volume = bare_platform.volume_path(None)
+    shutil.rmtree(volume / ".podrun" / "site" / digest)
+    (volume / ".podrun" / "blobs" / digest).unlink()  # the manifest still believes the volume has it
+    assert fn.remote(2).get(timeout=120)[0] == 4
+
+
+def test_runtime_unpacks_data_scheme_and_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = make_wheel(tmp_path, name="schemed", data_scheme=True)
+    data = wheel.read_bytes()
+    blobs = VolumeBlobs(tmp_path / "vol")
+    digest = blobs.write_raw(data)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert runtime_wheels.install(blobs, tmp_path / "vol", [[wheel.name, digest]]) == []
+    site = tmp_path / "vol" / ".podrun" / "site" / digest
+    assert (site / "schemed" / "__init__.py").is_file() and sys.path[0] == str(site)
+    marker = site / "schemed" / "marker"
+    marker.write_text("kept")
+    runtime_wheels.install(blobs, tmp_path / "vol", [[wheel.name, digest]])
+    assert marker.read_text() == "kept", "an unpacked wheel is not unpacked again"
+    assert runtime_wheels.install(blobs, tmp_path / "vol", [["x.whl", "0" * 64]]) == ["0" * 64]
+
+
+def test_bad_wheel_entries_are_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "nope.whl").write_bytes(b"not a zip")
+    with pytest.raises(wheels.WheelError, match="not a zip"):
+        wheels.resolve([str(tmp_path / "nope.whl")], "local")
+    with pytest.raises(wheels.WheelError, match="does not exist"):
+        wheels.resolve([str(tmp_path / "missing.whl")], "local")
+    with pytest.raises(wheels.WheelError, match="name==version"):
+        wheels.resolve(["numpy>=1"], "local")
+    with pytest.raises(ValueError, match="wheels must be"):
+        RemoteOptions(wheels=(3,)).validated()  # type: ignore[arg-type]
+
+
+def test_wheel_platform_follows_the_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert wheels.wheel_platform("em") == "manylinux2014_aarch64"
+    import platform
+
+    assert wheels.wheel_platform("local") == f"manylinux2014_{platform.machine()}"
+    monkeypatch.setenv("PODRUN_WHEEL_PLATFORM", "musllinux_1_2_aarch64")
+    assert wheels.wheel_platform("em") == "musllinux_1_2_aarch64"
+
+
+C_SOURCE = r"""
+#include <Python.h>
+static PyObject *triple(PyObject *self, PyObject *arg) {
+    long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromLong(3 * v);
+}
+static PyMethodDef methods[] = {{"triple", triple, METH_O, "3x"}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "ctriple", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_ctriple(void) { return PyModule_Create(&module); }
+"""
+
+
+def _c_wheel(directory: Path) -> Path:
+    """Compile the extension with this interpreter's headers and pack it as a platform wheel."""
+    import sysconfig
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    include = sysconfig.get_paths()["include"]
+    if not compiler or not (Path(include) / "Python.h").is_file():
+        pytest.skip(f"building the C-extension wheel needs a C compiler and Python.h (cc: {compiler}, include: {include})")
+    (directory / "ctriple.c").write_text(C_SOURCE)
+    so_name = f"ctriple{sysconfig.get_config_var('EXT_SUFFIX')}"
+    built = subprocess.run([compiler, "-shared", "-fPIC", "-O1", f"-I{include}", str(directory / "ctriple.c"),
+                            "-o", str(directory / so_name)], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    tag = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    path = directory / f"ctriple-0.1-{tag}-{tag}-linux_{__import__('platform').machine()}.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.write(directory / so_name, so_name)
+        archive.writestr("ctriple-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: ctriple\nVersion: 0.1\n")
+        archive.writestr("ctriple-0.1.dist-info/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: {tag}-{tag}-linux\n")
+        archive.writestr("ctriple-0.1.dist-info/top_level.txt", "ctriple\n")
+        archive.writestr("ctriple-0.1.dist-info/RECORD", "")
+    return path
+
+
+def use_ctriple(x: int) -> tuple[int, str]:
+    import ctriple
+
+    return ctriple.triple(x), ctriple.__file__
+
+
+def test_c_extension_wheel_loads_in_the_pod(bare_platform: LocalPlatform, tmp_path: Path) -> None:
+    wheel = _c_wheel(tmp_path)
+    value, where = podrun.remote(use_ctriple, wheels=[str(wheel)]).remote(14).get(timeout=120)
+    assert value == 42 and where.endswith(".so") and "/.podrun/site/" in where
