@@ -70,3 +70,28 @@ def test_cli_refuses_bad_options():
     for argv in (["--user", "no-password"], [], ["--user", "a:b", "--chaos-error-rate", "2"]):
         done = subprocess.run([sys.executable, "-m", "podrun.cli", "emulator", *argv], capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and done.stderr, argv
+
+
+class Tally:
+    def __init__(self):
+        self.total = 0
+
+    def add(self, n):
+        self.total += n
+        return self.total
+
+
+def test_warm_pods_runner_and_refs_over_http(server):
+    """The warm-pod protocol (inbox, status file), a stateful Runner service and fut.ref()
+    chaining work through the EM API exactly as on the local platform."""
+    user, password = server.add_user("w")
+    podrun.configure(platform="em", url=server.url, username=user, password=password)
+    with podrun.Runner("em-runner", keep_warm=20) as runner:
+        tally = runner.service(Tally)
+        assert [tally.add(n).get(timeout=60) for n in (1, 2, 3)] == [1, 3, 6]
+        warm = tally.add(4)
+        assert warm.get(timeout=60) == 10
+        assert warm.job.stats.calls - warm.job.stats.polls == 2  # uplink + downlink: no pod start
+        produced = runner.service(double)(21)
+        assert runner.get([runner.service(double)(produced.ref(timeout=60))], timeout=60) == [84]
+    assert "em-runner" not in podrun.client.config.current_platform().pvc_list()

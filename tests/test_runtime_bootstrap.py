@@ -62,11 +62,10 @@ def test_zipapp_is_deterministic_pure_python_and_small() -> None:
     names = zipfile.ZipFile(BytesIO(app.data)).namelist()
     assert "__main__.py" in names and "podrun/runtime/executor.py" in names and "msgpack/fallback.py" in names
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
-    client_side = ("podrun/platform/em.py", "podrun/emulator", "podrun/cli.py", "podrun/client/remote.py", "podrun/client/job.py",
-                   "podrun/client/dispatch.py")
-    assert not [n for n in names if n.startswith(client_side)], "the runtime carries the in-pod object API, never the HTTP client"
-    assert "podrun/client/objects.py" in names  # podrun.get_object works inside a pod
-    assert "podrun/runtime/pack.py" not in runtime_sources()
+    surfaces = ("podrun/platform/em.py", "podrun/emulator", "podrun/cli.py", "podrun/commands")
+    assert not [n for n in names if n.startswith(surfaces)], "the runtime never carries the HTTP client or the surfaces"
+    assert {"podrun/client/objects.py", "podrun/client/remote.py"} <= set(names)  # user modules can import podrun's API
+    assert "podrun/platform/em.py" not in runtime_sources()
     assert app.size < 400_000
 
 

@@ -29,11 +29,14 @@ class ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         if entry is None:
             return None
         spec = importlib.machinery.ModuleSpec(fullname, self, origin=self._origin(fullname), is_package=entry[1])
-        spec.has_location = False
+        spec.has_location = True  # modules may use __file__ (e.g. to find their folder), as they do at home
         return spec
 
     def _origin(self, fullname: str) -> str:
-        return f"<podrun shipped {fullname}>"
+        """A path where the module would live in the volume: what ``__file__`` and tracebacks show
+        (the source itself is served by this loader from its blob)."""
+        tail = "/__init__.py" if self.table[fullname][1] else ".py"
+        return str(self.blobs.directory.parent / "modules" / fullname.replace(".", "/")) + tail
 
     def get_source(self, fullname: str) -> str:
         blob_hash, _is_package = self.table[fullname]

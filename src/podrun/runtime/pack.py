@@ -28,15 +28,13 @@ import podrun
 
 from ..wire.hashing import content_hash
 
-# podrun's pod-side files, relative to the podrun package: everything the runtime imports,
-# plus the object API (``podrun.get_object`` and friends work on the pod's own volume).
-PODRUN_PARTS = (
-    "__init__.py", "errors.py", "wire", "store", "runtime",
-    "platform/__init__.py", "platform/base.py", "platform/types.py", "platform/paths.py", "platform/local.py",
-    "platform/metered.py", "client/__init__.py", "client/config.py", "client/objects.py",
-)
-# Not needed in a pod: the packer itself.
-EXCLUDE = frozenset({"podrun/runtime/pack.py"})
+# podrun's files a pod needs: the runtime and what it imports, and the client API too, because
+# the user's shipped modules run in the pod and use it at import time (``@podrun.remote`` on a
+# module-level function, ``podrun.get_object`` inside a call). The HTTP client and the surfaces
+# stay out: a pod never talks to the EM API.
+PODRUN_PARTS = ("__init__.py", "errors.py", "wire", "store", "runtime", "platform", "client")
+# Not needed in a pod: the EM API client (httpx).
+EXCLUDE = frozenset({"podrun/platform/em.py"})
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 MAIN = b'''"""podrun pod runtime (zipapp): python RUNTIME.pyz /data/.podrun/jobs/JOB/bundle"""
