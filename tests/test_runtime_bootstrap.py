@@ -90,7 +90,7 @@ def test_job_runs_on_bare_interpreter_and_runtime_crosses_once(bare_platform: Lo
     assert first["x"] == 42
     assert first["executable"] == bare_python
     assert first["msgpack"] == "msgpack.fallback" and first["zstd"] is False
-    assert "/.podrun/jobs/" in first["cloudpickle"], "cloudpickle came from the bundle's zipapp"
+    assert "/.podrun/runtime/" in first["cloudpickle"], "cloudpickle came from the zipapp, unpacked in the volume"
     assert not [p for p in first["path"] if "site-packages" in p and not p.startswith(str(Path(bare_python).parents[1]))]
     assert first_up > app.size  # the first job carried the runtime, inside its one bundle
     volume = bare_platform.volume_path(None)
@@ -100,7 +100,8 @@ def test_job_runs_on_bare_interpreter_and_runtime_crosses_once(bare_platform: Lo
     second = fn.remote(5).get(timeout=120)
     second_up = podrun.stats()["bytes_up"] - before
     assert second["x"] == 10
-    assert f"/.podrun/blobs/{app.hash}/cloudpickle" in second["cloudpickle"], "later jobs run the stored runtime"
+    assert second["cloudpickle"] == first["cloudpickle"], "later jobs run the runtime unpacked in the volume"
+    assert list((volume / ".podrun" / "runtime").glob("*/podrun/runtime/__pycache__/*.pyc")), "its bytecode is cached there"
     assert second_up < 10_000 < app.size
     env_files = list((volume / ".podrun" / "env").glob("*.json"))
     assert env_files and json.loads(env_files[0].read_text())["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"

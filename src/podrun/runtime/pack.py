@@ -37,13 +37,45 @@ PODRUN_PARTS = ("__init__.py", "errors.py", "wire", "store", "runtime", "platfor
 EXCLUDE = frozenset({"podrun/platform/em.py"})
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
-MAIN = b'''"""podrun pod runtime (zipapp): python RUNTIME.pyz /data/.podrun/jobs/JOB/bundle"""
-import sys
+MAIN_TEMPLATE = """\
+\"\"\"podrun pod runtime (zipapp): python RUNTIME.pyz /data/.podrun/jobs/JOB/bundle
 
-from podrun.runtime.executor import main
+On its first run in a volume it unpacks itself into /data/.podrun/runtime/<id>/, so later
+pods import from plain files and reuse the bytecode Python caches there instead of
+compiling every module from the zip again (a cold start on a slow MPU core saves most of its
+import time). Where the volume is not writable it runs from the zip as it is.
+\"\"\"
+import os
+import shutil
+import sys
+import zipfile
+
+RUNTIME_ID = "{runtime_id}"
+
+
+def _unpacked():
+    archive = os.path.abspath(sys.argv[0])
+    target = os.path.join(os.environ.get("PODRUN_DATA", "/data"), ".podrun", "runtime", RUNTIME_ID)
+    if not os.path.isdir(target):
+        tmp = "%s.%d.part" % (target, os.getpid())
+        try:
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(tmp)
+            os.replace(tmp, target)
+        except OSError:  # read-only volume, or another pod unpacked it first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target if os.path.isdir(target) else None
+    return target
+
+
+_here = _unpacked()
+if _here is not None:
+    sys.path[0] = _here
+
+from podrun.runtime.executor import main  # noqa: E402
 
 sys.exit(main(sys.argv[1:]))
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -75,11 +107,13 @@ def _package_sources(package_dir: Path, prefix: str, parts: tuple[str, ...] | No
 
 
 def runtime_sources() -> dict[str, bytes]:
-    """Every source file the zipapp holds, by archive name (checked to be importable alone)."""
-    sources = {"__main__.py": MAIN}
-    sources.update(_package_sources(Path(podrun.__file__).parent, "podrun", PODRUN_PARTS))
+    """Every source file the zipapp holds, by archive name (checked to be importable alone).
+    ``__main__.py`` carries the digest of the rest: the folder it unpacks into is named by it."""
+    sources = _package_sources(Path(podrun.__file__).parent, "podrun", PODRUN_PARTS)
     sources.update(_package_sources(Path(cloudpickle.__file__).parent, "cloudpickle"))
     sources.update(_package_sources(Path(msgpack.__file__).parent, "msgpack"))
+    runtime_id = content_hash(*(name.encode() + b"\0" + sources[name] for name in sorted(sources)))[:24]
+    sources["__main__.py"] = MAIN_TEMPLATE.format(runtime_id=runtime_id).encode()
     return sources
 
 
