@@ -24,10 +24,12 @@ register(app)
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     context: Optional[str] = typer.Option(None, "--context", help="a context of ~/.config/podrun/config.toml (else PODRUN_CONTEXT, else current-context)"),
 ) -> None:
     """podrun's command line. Settings: configure() > PODRUN_* variables > the context > defaults."""
     config.configure(context=context)  # each invocation starts from the file and the environment
+    ctx.call_on_close(config.reset)  # and closes the platform's connections when it ends
 
 
 def main() -> None:

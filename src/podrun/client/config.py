@@ -284,8 +284,11 @@ def current_platform() -> MeteredPlatform:
 
 
 def reset() -> None:
-    """Forget the configuration (tests use it between cases)."""
+    """Forget the configuration and close the platform's connections (tests use it between
+    cases; unlike ``configure``, it does not wait for calls still in flight)."""
     global _platform
     with _lock:
         _settings.clear()
+        if _platform is not None:
+            _platform.close()
         _platform = None

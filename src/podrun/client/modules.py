@@ -49,7 +49,8 @@ def _read_source(path: str) -> bytes:
     stat = os.stat(path)
     key = (path, stat.st_mtime_ns, stat.st_size)
     if key not in _source_cache:
-        _source_cache[key] = open(path, "rb").read()
+        with open(path, "rb") as source:
+            _source_cache[key] = source.read()
     return _source_cache[key]
 
 
