@@ -199,11 +199,20 @@ def test_environment_variable_selects_platform(monkeypatch):
         add.remote(1)
 
 
+@podrun.remote(max_duration=1)
+def leave_mark(name):
+    (podrun.data_dir() / f"mark-{name}").write_text(name)
+    return sorted(p.name for p in podrun.data_dir().iterdir() if p.name.startswith("mark-"))
+
+
 def test_pod_names_are_separate_lanes_and_volumes():
-    a = where.options(pod_name="lane-a").remote()
-    b = where.options(pod_name="lane-b").remote()
-    assert a.get(timeout=60)["data"] != b.get(timeout=60)["data"] or podrun.LocalPlatform().effective_driver == "bwrap"
-    assert {"lane-a", "lane-b"} <= set(podrun.LocalPlatform().pvc_list())
+    a = leave_mark.options(pod_name="lane-a").remote("a")
+    b = leave_mark.options(pod_name="lane-b").remote("b")
+    assert a.get(timeout=60) == ["mark-a"] and b.get(timeout=60) == ["mark-b"]  # each saw its own volume only
+    assert a.job is not b.job
+    platform = podrun.LocalPlatform()
+    assert (platform.volume_path("lane-a") / "mark-a").read_text() == "a"
+    assert not (platform.volume_path("lane-a") / "mark-b").exists()
 
 
 def test_numpy_round_trip_through_a_pod():
