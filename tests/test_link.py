@@ -161,3 +161,18 @@ def test_ref_of_a_small_result_and_of_a_failure():
     assert podrun.get_object(ref) == 1.0
     with pytest.raises(ZeroDivisionError):
         podrun.remote(lambda: 1 / 0, max_duration=1).remote().ref(timeout=60)
+
+
+def test_a_blob_larger_than_one_uplink_goes_in_chunks(tmp_path):
+    """The flight model takes 5 MB per uplink call: a larger argument is sent as chunks the
+    pod joins back, and the job still works (here with a 1 MB limit and a 4 MB argument)."""
+    platform = LocalPlatform(tmp_path / "fm", max_uplink_bytes=1_000_000)
+    podrun.configure(platform=platform)
+    future = head.remote(123, SHARED)
+    assert future.get(timeout=60) == float(SHARED[123])
+    stats = future.job.stats.as_dict()
+    assert stats["bytes_up"] >= SHARED.nbytes and stats["calls"] - stats["polls"] >= 3 + 4  # list, >=5 uplinks, run, downlink
+    blobs = platform.volume_path(None) / BLOBS
+    assert not [p for p in blobs.iterdir() if "of" in p.name]  # the chunks were joined and removed
+    assert head.remote(7, SHARED).get(timeout=60) == float(SHARED[7])  # and the joined blob serves the next job
+    platform.shutdown()

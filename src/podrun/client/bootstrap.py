@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..platform.base import Platform
 from ..runtime.pack import build_zipapp
+from ..store.blob_uplink import uplink_frames
 from ..store.manifest import Manifest
 from ..wire.bundle import JobHeader
 from ..wire.compression import RAW, best_codec
-from ..wire.layout import BLOBS, BUNDLE_NAME, INBOX, blob_path, job_file
+from ..wire.layout import BUNDLE_NAME, INBOX, blob_path, job_file
 from . import modules as shipped
 from . import preflight
 
@@ -76,7 +77,7 @@ class Bootstrap:
     def uplink_apart(self, platform: Platform, pod_name: str | None) -> None:
         """The bundle is over the uplink limit: send the runtime frame as a blob of its own."""
         if self.frames:
-            platform.uplink(list(self.frames.items()), dest_path=BLOBS, pod_name=pod_name)
+            uplink_frames(platform, self.frames, pod_name)
             self.frames = {}
 
 

@@ -33,6 +33,7 @@ from ..errors import (
 )
 from ..platform.metered import LinkStats, MeteredPlatform, charge_to
 from ..platform.types import PodSpec, PodState
+from ..store.blob_uplink import uplink_frames
 from ..store.manifest import Manifest
 from ..store.objects import ObjectStore, PlatformVolume
 from ..store.refs import DEFAULT_POD, ObjectKey, ObjectRef
@@ -41,7 +42,7 @@ from ..wire.bundle import CallGroup, JobHeader, encode_bundle
 from ..wire import object_image
 from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
-from ..wire.layout import BLOBS, BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, blob_path, job_dir, job_file
+from ..wire.layout import BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, blob_path, job_dir, job_file
 from ..wire.serialize import Pickled, loads
 from . import bootstrap, journal, preflight
 from .future import DeferredValue, ObjectFuture
@@ -238,24 +239,9 @@ class Job:
 
     def _uplink_blobs_apart(self, raw: dict[str, bytes | memoryview], codec: int | None = None) -> None:
         """A bundle over the platform's per-call limit: send its blobs first, in as few
-        uplinks as fit under the limit, then a bundle of the call table alone."""
-        limit = self.platform.max_uplink_bytes
-        batch: list[tuple[str, bytes]] = []
-        size = 0
-        for blob_hash in self.embedded:
-            frame = compress(raw[blob_hash], codec)
-            if len(frame) > limit:
-                raise PodrunError(
-                    f"blob {blob_hash} is {len(frame)} bytes compressed, over this platform's {limit}-byte uplink limit; "
-                    "split the argument, or put it in the volume beforehand with podrun.upload_object"
-                )
-            if batch and size + len(frame) > limit:
-                self.platform.uplink(batch, dest_path=BLOBS, pod_name=self.pod_name)
-                batch, size = [], 0
-            batch.append((blob_hash, frame))
-            size += len(frame)
-        if batch:
-            self.platform.uplink(batch, dest_path=BLOBS, pod_name=self.pod_name)
+        uplinks as fit under the limit (chunked where one blob is larger), then a bundle of
+        the call table alone."""
+        uplink_frames(self.platform, {h: compress(raw[h], codec) for h in self.embedded}, self.pod_name)
 
     def _await_pod(self) -> PodState:
         first, ceiling = self.platform.poll_interval

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import IntegrityError
 from ..wire.compression import best_codec, compress, decompress
 from ..wire.hashing import content_hash, is_content_hash
-from ..wire.layout import BLOBS
+from ..wire.layout import BLOBS, blob_chunk_name
 
 
 class VolumeBlobs:
@@ -23,7 +23,26 @@ class VolumeBlobs:
         return self.directory / blob_hash
 
     def has(self, blob_hash: str) -> bool:
-        return self.path(blob_hash).is_file()
+        """Present whole, or as a complete set of uplinked chunks (assembled now)."""
+        return self.path(blob_hash).is_file() or self._assemble(blob_hash)
+
+    def _assemble(self, blob_hash: str) -> bool:
+        """Join ``<hash>.<i>of<n>`` chunks (a blob larger than one uplink call may carry) into
+        the blob file; the chunks are removed once it is whole."""
+        chunks = sorted(self.directory.glob(f"{blob_hash}.*of*")) if self.directory.is_dir() else []
+        if not chunks:
+            return False
+        try:
+            count = int(chunks[0].name.rsplit("of", 1)[1])
+            parts = [self.directory / blob_chunk_name(blob_hash, i, count) for i in range(1, count + 1)]
+        except ValueError:
+            return False
+        if not all(part.is_file() for part in parts):
+            return False
+        self._write(blob_hash, b"".join(part.read_bytes() for part in parts))
+        for part in parts:
+            part.unlink(missing_ok=True)
+        return True
 
     def read(self, blob_hash: str) -> bytes:
         """The blob's raw bytes, verified against its name; FileNotFoundError when absent."""

@@ -20,6 +20,11 @@ def blob_path(blob_hash: str) -> str:
     return f"{BLOBS}/{blob_hash}"
 
 
+def blob_chunk_name(blob_hash: str, index: int, count: int) -> str:
+    """Part ``index`` (1-based) of ``count`` of a blob too large for one uplink call."""
+    return f"{blob_hash}.{index}of{count}"
+
+
 def job_dir(job_id: str) -> str:
     return f"{JOBS}/{job_id}"
 
