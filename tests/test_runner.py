@@ -62,7 +62,8 @@ def test_instance_service_and_checkpoint_survive_a_pod_restart():
         counter = runner.service(Counter(7), checkpoint=True)
         assert counter.add(3).get(timeout=60) == 10
         ref = counter.checkpoint().get(timeout=60)
-        assert podrun.get_object(podrun.ObjectRef(ref.key, 0)).count == 10
+        assert ref.key == counter.state_ref().key
+        assert podrun.get_object(counter.state_ref()).count == 10
         assert counter.add(1).get(timeout=60) == 11
         # A cold call on the runner's pod_name replaces the warm pod: state comes back from
         # the checkpoint taken at the replaced pod's shutdown.

@@ -77,3 +77,19 @@ def test_warm_pod_crash_mid_job_is_pod_failed():
     with pytest.raises(podrun.PodFailed):
         crash.remote("crash").get(timeout=60)
     assert crash.remote("again").get(timeout=60) == "again"  # a new warm pod takes over
+
+
+def test_a_new_warm_pod_never_runs_an_old_job_again():
+    @podrun.remote(max_duration=1, pod_name="warm-once", keep_warm=0.3)
+    def mark(tag):
+        with open(podrun.data_dir() / "marks.txt", "a") as f:
+            f.write(tag + "\n")
+        return tag
+
+    assert mark.remote("one").get(timeout=60) == "one"
+    time.sleep(1.2)  # that warm pod stops; the next call starts another
+    assert mark.remote("two").get(timeout=60) == "two"
+    time.sleep(1.2)
+    volume = LocalPlatform().volume_path("warm-once")
+    assert (volume / "marks.txt").read_text().split() == ["one", "two"]
+    assert not [p for p in (volume / ".podrun" / "inbox").iterdir() if not p.name.startswith(".")]  # bundles joined their jobs

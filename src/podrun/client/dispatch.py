@@ -23,6 +23,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from ..errors import PodFailed
 from ..platform.metered import MeteredPlatform
 from .future import ObjectFuture
 from .job import Job, PendingGroup
@@ -40,7 +41,6 @@ class Lane:
         self.pending: deque[PendingGroup] = deque()
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
-        self.current: Job | None = None
         self.warm = WarmPod()  # the warm pod this lane believes serves its pod_name
 
     def submit(self, group: PendingGroup) -> None:
@@ -73,36 +73,57 @@ class Lane:
         return batch
 
     def _work(self) -> None:
-        while True:
-            with self.cond:
-                if not self.pending:
-                    self.cond.wait(IDLE)
-                    if not self.pending:
-                        self.thread = None
-                        return
-                first = self.pending[0].submitted_at
-            time.sleep(max(0.0, first + LINGER - time.monotonic()))
-            with self.cond:
-                batch = self._take()
-            if not batch:
-                continue
-            job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home, warm=self.warm)
-            self.current = job
-            retry = job.run()
-            self.current = None
-            if retry:
+        batch: list[PendingGroup] = []
+        try:
+            while True:
                 with self.cond:
-                    self.pending.extendleft(reversed(retry))
+                    if not self.pending:
+                        self.cond.wait(IDLE)
+                        if not self.pending:
+                            self.thread = None
+                            return
+                    first = self.pending[0].submitted_at
+                time.sleep(max(0.0, first + LINGER - time.monotonic()))
+                with self.cond:
+                    batch = self._take()
+                    if not batch:
+                        continue
+                    # Built under the lock: from here a cancel finds its call in this job.
+                    job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home, warm=self.warm)
+                retry = job.run()
+                batch = []
+                if retry:
+                    with self.cond:
+                        self.pending.extendleft(reversed(retry))
+        except BaseException as exc:
+            # A lane must never die silently: settle what it held and let the next call start a new one.
+            with self.cond:
+                held = batch + list(self.pending)
+                self.pending.clear()
+                self.thread = None
+            for group in held:
+                for future in group.futures:
+                    if not future.done():
+                        future.set_exception(PodFailed(f"podrun's dispatcher for pod_name {self.pod_name!r} failed: {exc!r}"))
+            raise
 
 
 class Dispatcher:
-    """The lanes of one platform."""
+    """The lanes of one platform (by identity: re-configuring the same platform reuses its
+    lanes, so two lanes never run pods of one pod_name at once)."""
 
     def __init__(self, platform: MeteredPlatform, home: Path) -> None:
         self.platform = platform
         self.home = home
         self.lanes: dict[str | None, Lane] = {}
         self.lock = threading.Lock()
+
+    def use(self, platform: MeteredPlatform, home: Path) -> None:
+        """Later jobs go through ``platform`` (a new handle on the same platform)."""
+        with self.lock:
+            self.platform, self.home = platform, home
+            for lane in self.lanes.values():
+                lane.platform, lane.home = platform, home
 
     def submit(self, pod_name: str | None, group: PendingGroup) -> None:
         with self.lock:
@@ -112,13 +133,15 @@ class Dispatcher:
         lane.submit(group)
 
 
-_dispatchers: dict[int, Dispatcher] = {}
+_dispatchers: dict[str, Dispatcher] = {}
 _dispatchers_lock = threading.Lock()
 
 
 def dispatcher_for(platform: MeteredPlatform, home: Path) -> Dispatcher:
     with _dispatchers_lock:
-        dispatcher = _dispatchers.get(id(platform))
-        if dispatcher is None or dispatcher.platform is not platform:
-            dispatcher = _dispatchers[id(platform)] = Dispatcher(platform, home)
+        dispatcher = _dispatchers.get(platform.identity())
+        if dispatcher is None:
+            dispatcher = _dispatchers[platform.identity()] = Dispatcher(platform, home)
+        elif dispatcher.platform is not platform or dispatcher.home != home:
+            dispatcher.use(platform, home)
         return dispatcher

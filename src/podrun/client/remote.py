@@ -78,16 +78,14 @@ class RemoteFunction:
         # Inside a pod a RemoteFunction referenced by the function's globals is just its function.
         return (_plain_function, (self._fn,))
 
-    @property
-    def options_(self) -> RemoteOptions:
-        return self._options
-
     def options(self, **overrides: Any) -> "RemoteFunction":
-        """A copy with some options changed (node, max_duration, image, pod_name, envs, timeout)."""
+        """A copy with some options changed (any argument of ``podrun.remote``)."""
         unknown = set(overrides) - set(RemoteOptions.__dataclass_fields__)
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)}: choose from {sorted(RemoteOptions.__dataclass_fields__)}")
-        return RemoteFunction(self._fn, replace(self._options, **overrides), self._pickled)
+        # The pickled callable records the modules and wheels it ships: new ones need a new pickle.
+        pickled = None if {"modules", "wheels"} & overrides.keys() else self._pickled
+        return RemoteFunction(self._fn, replace(self._options, **overrides), pickled)
 
     def _callable(self) -> PickledCallable:
         if self._pickled is None:

@@ -11,24 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import logging
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
-from ..platform.local import LocalPlatform
-from ..platform.paths import clean_relative, resolve_in
+from ..platform.local import CHUNK, LocalPlatform
+from ..platform.paths import clean_relative
 from ..platform.types import PodSpec, validate_pod_name
 from .auth import Tokens, TokenError, UserStore
 from .chaos import ChaosConfig, ChaosMiddleware
@@ -242,11 +243,17 @@ async def files_downlink(em: Emulator, request: Request, user: str) -> Response:
     path = params.get("filepath") or ""
     if not isinstance(path, str):
         raise InvalidRequest("Error in path provided: filepath must be a string")
-    platform = em.platform(user)
-    target = resolve_in(platform.volume_path(pod_name), path)
-    if not clean_relative(path) or not target.is_file():
-        raise NotFound(f"File missing: {path!r} is not a file in volume {platform.volume_name(pod_name)!r}", code="FILE_MISSING")
-    return FileResponse(target, filename=target.name, media_type="application/octet-stream")
+    handle = await run_in_threadpool(em.platform(user).open_file, path, pod_name)  # checked once opened
+    name = clean_relative(path).rsplit("/", 1)[-1]
+    size = os.fstat(handle.fileno()).st_size
+
+    def chunks() -> Iterator[bytes]:
+        with handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(size)})
 
 
 async def files_delete(em: Emulator, request: Request, user: str) -> Response:

@@ -97,6 +97,9 @@ class Supervisor:
         if self.stop_reason:
             return
         started = _now()
+        # A stop that arrives while the child is being started waits until self.child is set,
+        # so it always reaches the child (else the child would outlive its supervisor).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
             self.child = subprocess.Popen(
                 self.spec["argv"],
@@ -106,10 +109,14 @@ class Supervisor:
                 stdout=open(os.path.join(self.pod_dir, "stdout.log"), "wb"),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # the child must not inherit the blocked mask: it stops gracefully on SIGTERM
+                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT}),
             )
         except OSError as exc:
             self.write_state({"terminated": {"exitCode": 127, "reason": "StartError", "message": str(exc), "startedAt": started, "finishedAt": _now()}})
             return
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
         self.write_state({"running": {"startedAt": started}})
         deadline = time.monotonic() + float(self.spec["max_duration"]) * 60.0
         reason = None

@@ -2,7 +2,7 @@
 
 Volumes are directories, one per (user, pod_name); pods are processes started by a small
 detached supervisor (``_supervisor.py``) that enforces ``max_duration`` and records the pod's
-state, so pods outlive the client exactly as they do on CG2. Two drivers run a pod:
+state, so pods outlive the client exactly as they do on CG2. Three drivers run a pod:
 
 * ``bwrap`` (where bubblewrap works): the host's file system read-only, the volume mounted
   at ``/data`` read-write, a private ``/tmp`` and PID namespace. Faithful to CG2's ``/data``.
@@ -16,6 +16,7 @@ state, so pods outlive the client exactly as they do on CG2. Two drivers run a p
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
-from ..errors import InvalidRequest, NotFound, PlatformError
+from ..errors import IllegalPath, InvalidRequest, NotFound, PlatformError
 from . import _container
 from .base import Platform, Progress, UplinkFile, content_size
 from .paths import check_file_name, clean_relative, resolve_in
@@ -129,7 +130,7 @@ class LocalPlatform(Platform):
             raise ValueError(f"pod interpreter {self.pod_python!r} (python= / PODRUN_LOCAL_PYTHON) is not an executable file")
         if max_uplink_bytes is not None:
             self.max_uplink_bytes = max_uplink_bytes
-        self._hash_cache: dict[tuple[str, int, int], int] = {}
+        self._hash_cache: dict[str, tuple[int, int, int]] = {}  # path -> (size, mtime_ns, hash): bounded by the files
         self._lock = threading.Lock()
 
     # layout --------------------------------------------------------------------------------
@@ -174,12 +175,29 @@ class LocalPlatform(Platform):
             written += _write_atomic(target_dir / name, content, progress)
         return {"file_count": len(files), "total_size_kb": round(written / 1024, 2)}
 
+    def open_file(self, path: str, pod_name: str | None = None) -> BinaryIO:
+        """Open a file of the volume for reading. The check is made on the opened file itself,
+        so a pod swapping a path component for a symlink between check and open cannot make
+        podrun (or the emulator) read a file outside the volume."""
+        volume = self.volume_path(pod_name)
+        target = resolve_in(volume, path)
+        missing = NotFound(f"File missing: {path!r} is not a file in volume {self.volume_name(pod_name)!r}", code="FILE_MISSING", status=404)
+        if not clean_relative(path):
+            raise missing
+        try:
+            handle = open(target, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise missing from None
+        real = os.path.realpath(f"/proc/self/fd/{handle.fileno()}") if os.path.isdir("/proc/self/fd") else os.path.realpath(target)
+        root = os.path.realpath(volume)
+        if not real.startswith(root + os.sep) or not os.path.isfile(real):
+            handle.close()
+            raise IllegalPath(f"illegal path {path!r}: it leads outside the volume") if real != root else missing
+        return handle
+
     def downlink_into(self, path: str, sink: BinaryIO, pod_name: str | None = None, progress: Progress | None = None) -> int:
-        target = resolve_in(self.volume_path(pod_name), path)
-        if not clean_relative(path) or not target.is_file():
-            raise NotFound(f"File missing: {path!r} is not a file in volume {self.volume_name(pod_name)!r}", code="FILE_MISSING", status=404)
         moved = 0
-        with open(target, "rb") as source:
+        with self.open_file(path, pod_name) as source:
             while chunk := source.read(CHUNK):
                 sink.write(chunk)
                 moved += len(chunk)
@@ -214,15 +232,16 @@ class LocalPlatform(Platform):
         return entries
 
     def _file_hash(self, path: str, stat: os.stat_result) -> int:
-        key = (path, stat.st_size, stat.st_mtime_ns)
-        cached = self._hash_cache.get(key)
-        if cached is None:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    digest.update(chunk)
-            cached = self._hash_cache[key] = _signed64(digest.digest())
-        return cached
+        cached = self._hash_cache.get(path)
+        if cached is not None and cached[:2] == (stat.st_size, stat.st_mtime_ns):
+            return cached[2]
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        value = _signed64(digest.digest())
+        self._hash_cache[path] = (stat.st_size, stat.st_mtime_ns, value)
+        return value
 
     def delete(self, path: str, pod_name: str | None = None) -> None:
         volume = self.volume_path(pod_name)
@@ -317,9 +336,16 @@ class LocalPlatform(Platform):
 
     # pods ----------------------------------------------------------------------------------
     def run_pod(self, spec: PodSpec) -> None:
-        volume = self.volume_path(spec.pod_name)
+        """Stop the pod_name's pod, then start the new one, as one step: a file lock makes two
+        concurrent runs (two processes, two emulator requests) replace each other in turn."""
         pod_dir = self._pod_dir(spec.pod_name)
         pod_dir.mkdir(parents=True, exist_ok=True)
+        with open(pod_dir / "run.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._replace_pod(spec, pod_dir)
+
+    def _replace_pod(self, spec: PodSpec, pod_dir: Path) -> None:
+        volume = self.volume_path(spec.pod_name)
         self._stop_pod(pod_dir)
         run_id = secrets.token_hex(8)
         record: dict[str, Any] = {"run_id": run_id, "image": spec.image, "node": spec.node, "pod_name": spec.pod_name,

@@ -3,7 +3,8 @@ the job's results file as it finishes, and leave a terminal record for every cal
 
 Terminal statuses: OK, RAISED, TIMEOUT (the call's own ``timeout``), KILLED (the pod was
 stopped: max_duration or replacement), CANCELLED (the client asked), LOST (the call could not
-run: a blob it needs is missing or its arguments cannot be loaded here).
+run: a blob it needs is missing). Arguments or a function that cannot be loaded here end the
+call as RAISED, with the loading error.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..wire.compression import best_codec, compress, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
 from ..wire.serialize import dumps
 from . import environment, modules, wheels
+from .. import data_dir
 from .capture import capture_output
 from .session import CURRENT, Session
 
@@ -42,10 +44,6 @@ class _Stopped(BaseException):
 
 class _TimedOut(BaseException):
     """Raised in the main thread by SIGALRM: the call ran past its timeout."""
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("PODRUN_DATA", "/data"))
 
 
 class JobRunner:
@@ -72,6 +70,12 @@ class JobRunner:
         rec.append_record(self.results, record)
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            self.results.close()  # a warm pod runs many jobs: one descriptor each, closed
+
+    def _run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
         self.emit({"k": "start", "t": time.time(), "python": python_version(), "pid": os.getpid(),
                    "host": socket.gethostname(), "machine": platform.machine(), "node": os.environ.get("PODRUN_NODE")})
@@ -214,8 +218,8 @@ class JobRunner:
             record["out"] = out
         if err:
             record["err"] = err
+        self.done.add(record["i"])  # before the write: a SIGTERM now must not add a KILLED record too
         self.emit(record)
-        self.done.add(record["i"])
 
     def _encode_value(self, value: Any) -> dict[str, Any]:
         """Small results inline; large buffers and large payloads stay in the volume as blobs."""
@@ -238,8 +242,8 @@ class JobRunner:
         now = time.time()
         for i in range(start, stop):
             if i not in self.done:
-                self.emit({"k": "call", "i": i, "s": status, "e": _error_info(None, status, message), "t": [now, now], **extra})
                 self.done.add(i)
+                self.emit({"k": "call", "i": i, "s": status, "e": _error_info(None, status, message), "t": [now, now], **extra})
 
     def _finish_remaining(self, header: JobHeader, status: str, message: str) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish writing the records we owe

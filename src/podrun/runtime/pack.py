@@ -134,15 +134,3 @@ def build_zipapp() -> Zipapp:
             archive.writestr(_entry(name), sources[name])
     data = buffer.getvalue()
     return Zipapp(data, content_hash(data), tuple(sorted(sources)))
-
-
-def write_zipapp(directory: Path) -> Path:
-    """Write the zipapp as ``<hash>.pyz`` in ``directory`` (for images and manual use)."""
-    app = build_zipapp()
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{app.hash}.pyz"
-    if not target.is_file():
-        tmp = target.with_suffix(".part")
-        tmp.write_bytes(app.data)
-        tmp.replace(target)
-    return target

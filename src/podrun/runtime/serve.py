@@ -6,11 +6,13 @@ services keep their objects in memory between calls.
 Protocol, all through the volume:
 * the client uplinks a bundle as ``.podrun/inbox/<job_id>``;
 * the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, then moves the
-  bundle there too;
+  bundle there too (all but the first, which may be the zipapp the pod runs from: a job whose
+  results file exists is never taken again, by this pod or the next);
 * ``.podrun/serve/status`` (small JSON, rewritten atomically) says what the pod is doing:
   ``state`` (serving | stopped), ``current`` job, the recently ``done`` ones, ``beat``.
   The client polls this one small file instead of the pod status.
-* ``.podrun/inbox/STOP`` asks the pod to checkpoint its services and exit.
+* ``.podrun/inbox/STOP`` asks the pod to checkpoint its services and exit (a STOP older than
+  the pod is stale and ignored).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..wire.layout import BUNDLE_NAME, INBOX, SERVE_STATUS, STOP_NAME, job_dir
-from .executor import JobRunner, data_dir
+from ..wire.layout import BUNDLE_NAME, INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
+from .. import data_dir
+from .executor import JobRunner
 from .session import CURRENT, checkpoint_all
 
 RECENT = 256  # job ids kept in the status file's "done" list
@@ -37,7 +40,8 @@ class Server:
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.idle = idle
         self.first = first_bundle
-        self.done: list[str] = []
+        self.done: list[str] = []  # in order, for the status file
+        self.taken: set[str] = set()
         self.beat = 0
         self.stopping = False
         self.started = time.time()
@@ -56,6 +60,7 @@ class Server:
         self.stopping = True
 
     def run_job(self, bundle: Path, job_id: str) -> None:
+        self.taken.add(job_id)
         self.status("serving", current=job_id)
         runner = JobRunner(bundle, job_dir=self.root / job_dir(job_id), session=CURRENT)
         runner.run()
@@ -68,6 +73,7 @@ class Server:
             except OSError:
                 pass
         self.done.append(job_id)
+        del self.done[:-RECENT]
         self.status("serving")
 
     def next_job(self) -> tuple[Path, str] | None:
@@ -77,9 +83,18 @@ class Server:
         except FileNotFoundError:
             return None
         for name in names:
-            if name not in self.done:
+            if name not in self.taken and not (self.root / job_dir(name) / RESULTS_NAME).exists():
                 return self.inbox / name, name
         return None
+
+    def stop_requested(self) -> bool:
+        stop = self.inbox / STOP_NAME
+        try:
+            fresh = stop.stat().st_mtime >= self.started - 1.0
+        except FileNotFoundError:
+            return False
+        stop.unlink(missing_ok=True)
+        return fresh
 
     def serve(self) -> int:
         signal.signal(signal.SIGTERM, self.on_term)
@@ -88,8 +103,7 @@ class Server:
         last_work = time.monotonic()
         delay = POLL_MIN
         while not self.stopping:
-            if (self.inbox / STOP_NAME).exists():
-                (self.inbox / STOP_NAME).unlink(missing_ok=True)
+            if self.stop_requested():
                 break
             job = self.next_job()
             if job is not None:
@@ -105,6 +119,11 @@ class Server:
         while not self.stopping and (job := self.next_job()) is not None:
             self.run_job(*job)
         self.status("stopped")
+        if self.first is not None:  # nothing is imported any more: the first bundle can join its job
+            try:
+                os.replace(self.first, self.root / job_dir(self.first.name) / BUNDLE_NAME)
+            except OSError:
+                pass
         return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-HASH_HEX_LENGTH = 64
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -20,7 +20,6 @@ TIMEOUT = "TIMEOUT"
 KILLED = "KILLED"
 CANCELLED = "CANCELLED"
 LOST = "LOST"
-TERMINAL_STATUSES = (OK, RAISED, TIMEOUT, KILLED, CANCELLED, LOST)
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
