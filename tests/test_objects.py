@@ -377,3 +377,34 @@ def test_random_histories_across_two_clients_agree_with_a_model(shared: Path, tm
     for home in homes:
         with client(home):
             assert podrun.get_object(ref, deserializer=merge) == model
+
+
+def test_concurrent_uploads_to_one_new_key_leave_a_readable_object(tmp_path: Path) -> None:
+    """Two uploaders race to create the same caller-chosen key: at most one wins, the other
+    gets Conflict, and the object is readable afterwards (never a contested version 1)."""
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"f{i}")
+        files[-1].write_bytes(f"content {i}".encode() * 100)
+    for round_ in range(5):
+        key = f"_default/up/k{round_}"
+        barrier = threading.Barrier(2)
+        outcomes: list[object] = [None, None]
+
+        def upload(i: int) -> None:
+            barrier.wait()
+            try:
+                outcomes[i] = podrun.upload_object(key, files[i])
+            except Exception as exc:  # noqa: BLE001 - anything but Conflict fails below
+                outcomes[i] = exc
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(isinstance(o, (podrun.ObjectRef, podrun.Conflict)) for o in outcomes), outcomes
+        winners = sorted((o.version, i) for i, o in enumerate(outcomes) if isinstance(o, podrun.ObjectRef))
+        assert len({version for version, _ in winners}) == len(winners)  # never two writers of one version
+        if winners:  # both may win one after the other (v1, then v2): the latest is the last winner's
+            assert podrun.get_object(podrun.ObjectRef(key, 0)) == files[winners[-1][1]].read_bytes()

@@ -284,8 +284,8 @@ def current_platform() -> MeteredPlatform:
 
 
 def reset() -> None:
-    """Forget the configuration and close the platform's connections (tests use it between
-    cases; unlike ``configure``, it does not wait for calls still in flight)."""
+    """Forget the configuration and close the platform's connections (tests and the CLI use it
+    when they are done; calls still in flight on that platform then fail with a typed error)."""
     global _platform
     with _lock:
         _settings.clear()

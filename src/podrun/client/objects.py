@@ -28,6 +28,7 @@ from ..store.object_cache import ObjectCache
 from ..store.objects import DirectoryVolume, ObjectStore, PlatformVolume, Snapshot, materialize
 from ..store.refs import ObjectKey, ObjectRef
 from ..wire import object_image
+from ..wire.compression import compress
 from .config import current_platform, home
 
 Deserializer = Callable[[Any, list[Any]], Any]
@@ -218,10 +219,11 @@ def upload_object(key_or_prefix: str | ObjectKey, file_path: str | os.PathLike[s
     ctx = _Context(key)
     state = ctx.store.state(key)
     if state.top == 0:
-        prefix = ObjectKey(key.pod_name, key.namespace)
-        ref = ctx.store.create(prefix, image, object_id=key.object_id)
-        ctx.keep(ref.key, Snapshot(1, 1, image))
-        return ref
+        # A caller-chosen key can race another uploader: create it through the conditional
+        # commit (if_version=0), so one wins and the other gets Conflict, never a torn v1.
+        version, _ = ctx.store.commit(key, "b", compress(image), state=state, if_version=0)
+        ctx.keep(str(key), Snapshot(version, version, image))
+        return ObjectRef(str(key), version)
     return update_object(ObjectRef(str(key), state.version), data)
 
 

@@ -243,6 +243,11 @@ class Runner:
         status = read_status(self.platform, self.name)
         if status is None or status.get("state") == "stopped":
             return
+        try:
+            if self.platform.pod_status(self.name).is_terminal:
+                return  # it died without saying so: a STOP would only wait for nobody
+        except NotFound:
+            return
         self.platform.uplink([(STOP_NAME, b"")], dest_path=INBOX, pod_name=self.name)
         deadline = time.monotonic() + STOP_WAIT
         delay = self.platform.poll_interval[0]

@@ -24,8 +24,6 @@ from pathlib import Path
 import cloudpickle
 import msgpack
 
-import podrun
-
 from ..wire.hashing import content_hash
 
 # podrun's files a pod needs: the runtime and what it imports, and the client API too, because
@@ -109,7 +107,7 @@ def _package_sources(package_dir: Path, prefix: str, parts: tuple[str, ...] | No
 def runtime_sources() -> dict[str, bytes]:
     """Every source file the zipapp holds, by archive name (checked to be importable alone).
     ``__main__.py`` carries the digest of the rest: the folder it unpacks into is named by it."""
-    sources = _package_sources(Path(podrun.__file__).parent, "podrun", PODRUN_PARTS)
+    sources = _package_sources(Path(__file__).resolve().parents[1], "podrun", PODRUN_PARTS)
     sources.update(_package_sources(Path(cloudpickle.__file__).parent, "cloudpickle"))
     sources.update(_package_sources(Path(msgpack.__file__).parent, "msgpack"))
     runtime_id = content_hash(*(name.encode() + b"\0" + sources[name] for name in sorted(sources)))[:24]

@@ -8,6 +8,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import NotFound
+
 
 @dataclass
 class Session:
@@ -64,15 +66,12 @@ class ServiceMethod:
         return getattr(obj, self.method)(*args, **kwargs)
 
     def _create(self) -> Any:
-        from .. import NotFound, get_object
-        from ..store.refs import ObjectRef
-
         if self.state_key:
             try:  # a restarted pod resumes from the last checkpoint
-                return get_object(ObjectRef(self.state_key, 0))
+                return _store().fetch_value(self.state_key)
             except NotFound:
                 pass
-        spec = get_object(ObjectRef(self.spec_key, 0))
+        spec = _store().fetch_value(self.spec_key)
         if spec[0] == "class":
             _, cls, args, kwargs = spec
             return cls(*args, **kwargs)
@@ -80,12 +79,38 @@ class ServiceMethod:
 
     def _save(self, obj: Any) -> Any:
         """Write the object's state as a new version of its checkpoint (in the volume: no link bytes)."""
-        from .. import update_object
-        from ..store.refs import ObjectRef
-
         if not self.state_key:
             raise RuntimeError(f"service {self.service_id} was created without checkpoint=True")
-        return update_object(ObjectRef(self.state_key, 0), obj)
+        return _store().save_value(self.state_key, obj)
+
+
+class _VolumeObjects:
+    """The pod's own volume as an object store (the runtime reads and writes it directly)."""
+
+    def __init__(self) -> None:
+        from .. import data_dir
+        from ..store.objects import DirectoryVolume, ObjectStore
+
+        self.store = ObjectStore(DirectoryVolume(data_dir()))
+
+    def fetch_value(self, key: str) -> Any:
+        from ..store.objects import materialize
+        from ..store.refs import ObjectKey
+
+        return materialize(self.store.fetch(ObjectKey.parse(key)), key)
+
+    def save_value(self, key: str, obj: Any) -> Any:
+        """A new full version of ``key`` (created at version 1 when absent); returns its ref."""
+        from ..store.refs import ObjectKey, ObjectRef
+        from ..wire import object_image
+
+        parsed = ObjectKey.parse(key)
+        version = self.store.update(parsed, object_image.encode(obj, what="the service's state"), state=self.store.state(parsed))
+        return ObjectRef(key, version)
+
+
+def _store() -> _VolumeObjects:
+    return _VolumeObjects()
 
 
 def method(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -277,7 +277,8 @@ class ObjectStore:
 
     # writing ----------------------------------------------------------------------------------
     def create(self, prefix: ObjectKey, image: bytes | bytearray | memoryview, object_id: str | None = None) -> ObjectRef:
-        """Version 1 of a new object under ``prefix`` (one uplink: a fresh uuid cannot race)."""
+        """Version 1 of a new object under ``prefix`` with a fresh uuid (one uplink: nobody else
+        can write that key yet). A caller-chosen key goes through ``commit`` instead."""
         key = ObjectKey(prefix.pod_name, prefix.namespace, object_id or uuid.uuid4().hex)
         name = _file_name(1, secrets.token_hex(8), "b")
         self.volume.write(f"{self.folder(key)}/{1:012d}", name, compress(image))
