@@ -8,13 +8,13 @@ volume instead of running it twice.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound
+from ..platform.files import atomic_write
 
 
 @dataclass
@@ -41,11 +41,7 @@ def journal_dir(home: Path) -> Path:
 
 
 def write(home: Path, entry: JournalEntry) -> None:
-    directory = journal_dir(home)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{entry.job_id}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(asdict(entry)))
-    os.replace(tmp, directory / f"{entry.job_id}.json")
+    atomic_write(journal_dir(home) / f"{entry.job_id}.json", json.dumps(asdict(entry)))
 
 
 def read(home: Path, job_id: str) -> JournalEntry:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import Conflict, InvalidRequest, NotFound
+from ..platform.files import atomic_write
 from ..store.object_cache import ObjectCache
 from ..store.objects import DirectoryVolume, ObjectStore, PlatformVolume, Snapshot, materialize
 from ..store.refs import ObjectKey, ObjectRef
@@ -233,9 +234,7 @@ def download_object(ref: ObjectRef, dest_path: str | os.PathLike[str]) -> Path:
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise InvalidRequest(f"object {ref.key} holds a {type(value).__name__}, not file bytes: use get_object for it")
     dest = Path(dest_path)
-    tmp = dest.with_name(f".{dest.name}.part")
-    tmp.write_bytes(value)
-    os.replace(tmp, dest)
+    atomic_write(dest, value)
     return dest
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any, Iterable
 
 from ..errors import EnvironmentMismatch
 from ..platform.base import Platform
+from ..platform.files import atomic_write
 from ..runtime.environment import env_key
 from ..wire.bundle import python_version
 from . import config
@@ -57,11 +57,7 @@ def known_hash(platform: Platform, image: str, node: str) -> str | None:
 
 
 def remember(platform: Platform, image: str, node: str, env: dict[str, Any], env_hash: str) -> None:
-    target = cache_path(platform, image, node)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"hash": env_hash, "env": env, "learned": time.time()}, sort_keys=True))
-    os.replace(tmp, target)
+    atomic_write(cache_path(platform, image, node), json.dumps({"hash": env_hash, "env": env, "learned": time.time()}, sort_keys=True))
 
 
 def learn(platform: Platform, image: str, node: str, records: Iterable[dict[str, Any]]) -> None:

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, Sequence
 from ..errors import IllegalPath, InvalidRequest, NotFound, PlatformError
 from . import _container
 from .base import Platform, Progress, UplinkFile, content_size
+from .files import atomic_write
 from .paths import check_file_name, clean_relative, resolve_in
 from .types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
 
@@ -269,11 +270,7 @@ class LocalPlatform(Platform):
         with self._lock:
             images = self._load_images()
             images[name] = record
-            path = self._images_file()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(images, indent=1))
-            os.replace(tmp, path)
+            atomic_write(self._images_file(), json.dumps(images, indent=1))
 
     def _host_volume_path(self, pod_name: str | None, path: str) -> str:
         return f"/clients/{self.user}-pvc/{clean_relative(path)}" if pod_name is None else f"/clients/{pod_name}/{clean_relative(path)}"
@@ -601,9 +598,7 @@ def _bwrap_prefix(volume: Path, gpu: bool, python: str | None = None) -> list[st
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..platform.files import atomic_write
 from ..wire.compression import available_codecs
 
 ENV_DIR = ".podrun/env"
@@ -90,11 +91,7 @@ def record(data_dir: Path, image: str | None, known: str | None) -> dict[str, An
     env["image"] = image
     env_hash = digest(env)
     try:
-        target = data_dir / ENV_DIR / f"{env_key(image, env['node'])}.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(env, sort_keys=True))
-        os.replace(tmp, target)
+        atomic_write(data_dir / ENV_DIR / f"{env_key(image, env['node'])}.json", json.dumps(env, sort_keys=True))
     except OSError:
         pass  # a read-only volume must not fail the job; the start record still carries it
     fields: dict[str, Any] = {"env_hash": env_hash}

@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..wire.layout import BUNDLE_NAME, INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
 from .. import data_dir
+from ..platform.files import atomic_write
+from ..wire.layout import BUNDLE_NAME, INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
 from .executor import JobRunner
 from .session import CURRENT, checkpoint_all
 
@@ -50,11 +51,7 @@ class Server:
         self.beat += 1
         data: dict[str, Any] = {"state": state, "pid": os.getpid(), "started": self.started, "beat": self.beat,
                                 "current": current, "done": self.done[-RECENT:], "idle": self.idle}
-        target = self.root / SERVE_STATUS
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".status.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, target)
+        atomic_write(self.root / SERVE_STATUS, json.dumps(data))
 
     def on_term(self, _signum: int, _frame: Any) -> None:
         self.stopping = True

@@ -8,12 +8,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Iterable
 
 from ..platform.base import Platform
+from ..platform.files import atomic_write
 from ..platform.types import walk_entries
 from ..wire.hashing import is_content_hash
 from ..wire.layout import BLOBS
@@ -72,6 +72,4 @@ class Manifest:
                 self.checked = time.time()
             self.hashes |= add
             self.hashes -= remove
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"hashes": sorted(self.hashes), "checked": self.checked}))
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps({"hashes": sorted(self.hashes), "checked": self.checked}))

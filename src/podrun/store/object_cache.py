@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 from pathlib import Path
 
 import msgpack
 
+from ..platform.files import atomic_write
 from .objects import Snapshot
 from .refs import ObjectKey
 
@@ -32,10 +32,7 @@ def _read(path: Path) -> bytearray:
 
 
 def _write(path: Path, data: bytes | bytearray | memoryview) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    with open(tmp, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
 
 
 class ObjectCache:

@@ -48,6 +48,7 @@ import msgpack
 
 from ..errors import Conflict, IntegrityError, InvalidRequest, NotFound
 from ..platform.base import Platform
+from ..platform.files import atomic_write
 from ..platform.types import walk_entries
 from ..wire import delta as wdelta
 from ..wire import object_image
@@ -152,12 +153,7 @@ class DirectoryVolume(VolumeFiles):
         return buffer
 
     def write(self, directory: str, name: str, data: bytes | bytearray | memoryview) -> None:
-        folder = self.root / directory
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{name}.{secrets.token_hex(4)}.part"
-        with open(tmp, "wb") as out:
-            out.write(data)
-        os.replace(tmp, folder / name)
+        atomic_write(self.root / directory / name, data)
 
     def delete(self, path: str) -> None:
         target = self.root / path

@@ -4,10 +4,10 @@ volume's directory). Blobs are compressed frames named by the hash of their raw 
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from ..errors import IntegrityError
+from ..platform.files import atomic_write
 from ..wire.compression import best_codec, compress, decompress
 from ..wire.hashing import content_hash, is_content_hash
 from ..wire.layout import BLOBS, blob_chunk_name
@@ -72,9 +72,4 @@ class VolumeBlobs:
         return blob_hash
 
     def _write(self, blob_hash: str, frame: bytes | memoryview) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.path(blob_hash)
-        tmp = target.with_name(f".{blob_hash}.{secrets.token_hex(4)}.part")
-        with open(tmp, "wb") as out:
-            out.write(frame)
-        os.replace(tmp, target)
+        atomic_write(self.path(blob_hash), frame)
