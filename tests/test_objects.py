@@ -22,7 +22,6 @@ from podrun.store.object_cache import ObjectCache
 from podrun.store.objects import DirectoryVolume, ObjectStore, Snapshot, resolve_object_refs
 from podrun.store.refs import ObjectKey
 from podrun.store.volume_blobs import VolumeBlobs
-from podrun.wire import object_image
 from podrun.wire.serialize import dumps
 
 

@@ -118,7 +118,7 @@ def test_raw_pod_runs_the_image_with_the_volume_at_data(container_platform: Loca
     state = _wait(container_platform, "raw", "terminated")
     assert state.detail["reason"] == "Completed", (container_platform._pod_dir("raw") / "stdout.log").read_text()
     # The image's interpreter (Debian's), not the client's: this is the real image.
-    assert (container_platform.volume_path("raw") / "out.txt").read_text() == f"/usr/local/bin/python FPGA hello"
+    assert (container_platform.volume_path("raw") / "out.txt").read_text() == "/usr/local/bin/python FPGA hello"
 
 
 @needs_engine

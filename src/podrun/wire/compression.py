@@ -16,6 +16,8 @@ try:  # zstandard is a core dependency on the client but may be missing in a bar
 except ImportError:  # pragma: no cover - exercised by the bare-image bootstrap tests
     _zstd = None
 
+_DECODE_ERRORS: tuple[type[Exception], ...] = (zlib.error,) if _zstd is None else (zlib.error, _zstd.ZstdError)
+
 RAW = 0
 ZSTD = 1
 ZLIB = 2
@@ -83,7 +85,7 @@ def decompress(frame: bytes | memoryview) -> bytes:
     body = memoryview(frame)[1:]
     try:
         return _decode(codec, body)
-    except (zlib.error, *(() if _zstd is None else (_zstd.ZstdError,))) as exc:
+    except _DECODE_ERRORS as exc:
         raise IntegrityError(f"corrupt {CODEC_NAMES.get(codec, '?')} frame: {exc}") from None
 
 
