@@ -241,3 +241,24 @@ def test_spec_validation_lists_what_is_allowed():
         PodSpec(image="alpine", node="MPU", max_duration=0)
     with pytest.raises(ValueError, match="lowercase"):
         PodSpec(image="alpine", node="MPU", max_duration=1, pod_name="Hey no whitespaces")
+
+
+def test_a_file_replaced_while_downlinked_is_still_served(local_platform):
+    """A warm pod rewrites its status file by rename while clients read it: a reader that
+    opened the old file gets that whole file, never an error."""
+    local_platform.uplink([("status", b"old")], dest_path="d", pod_name="pod-z")
+    handle = local_platform.open_file("d/status", "pod-z")
+    local_platform.uplink([("status", b"new")], dest_path="d", pod_name="pod-z")  # replaced by rename
+    with handle:
+        assert handle.read() == b"old"
+    with local_platform.open_file("d/status", "pod-z") as again:
+        assert again.read() == b"new"
+
+
+def test_a_symlink_out_of_the_volume_is_refused(local_platform, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host file")
+    volume = local_platform.volume_path("pod-y")
+    (volume / "link").symlink_to(secret)
+    with pytest.raises(IllegalPath):
+        local_platform.downlink("link", "pod-y")

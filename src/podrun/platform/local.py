@@ -32,6 +32,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, BinaryIO, Sequence
 
 from ..errors import IllegalPath, InvalidRequest, NotFound, PlatformError
@@ -189,11 +190,13 @@ class LocalPlatform(Platform):
             handle = open(target, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise missing from None
-        real = os.path.realpath(f"/proc/self/fd/{handle.fileno()}") if os.path.isdir("/proc/self/fd") else os.path.realpath(target)
-        root = os.path.realpath(volume)
-        if not real.startswith(root + os.sep) or not os.path.isfile(real):
+        fd_link = f"/proc/self/fd/{handle.fileno()}"
+        real = os.readlink(fd_link) if os.path.islink(fd_link) else os.path.realpath(target)
+        real = real.removesuffix(" (deleted)")  # replaced since we opened it: we hold the old, whole file
+        inside = real.startswith(os.path.realpath(volume) + os.sep)
+        if not inside or not S_ISREG(os.fstat(handle.fileno()).st_mode):
             handle.close()
-            raise IllegalPath(f"illegal path {path!r}: it leads outside the volume") if real != root else missing
+            raise IllegalPath(f"illegal path {path!r}: it leads outside the volume") if not inside else missing
         return handle
 
     def downlink_into(self, path: str, sink: BinaryIO, pod_name: str | None = None, progress: Progress | None = None) -> int:
