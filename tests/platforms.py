@@ -68,3 +68,18 @@ PLATFORM_KINDS = list(FACTORIES)
 
 def make_platform(kind: str, request: pytest.FixtureRequest, home: Path) -> Platform:
     return FACTORIES[kind](request, home)
+
+
+def escapes_volume(parts: list[str]) -> bool:
+    """Whether a path of these components climbs above the volume root at any point (what the
+    traversal tests expect to be refused)."""
+    depth = 0
+    for part in parts:
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+

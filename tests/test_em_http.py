@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .em_server import EmulatorProcess
+from .platforms import escapes_volume
 
 
 @pytest.fixture(scope="module")
@@ -257,13 +258,7 @@ _segments = st.sampled_from(["..", ".", "a", "", "..%2f", "b.txt", "...", "%2e%2
 @given(parts=st.lists(_segments, min_size=1, max_size=6), lead=st.sampled_from(["", "/", "./"]))
 def test_generated_traversal_paths_are_403_or_stay_inside(alice, parts, lead):
     path = lead + "/".join(parts)
-    depth, escapes = 0, False
-    for part in parts:
-        if part == "..":
-            depth -= 1
-            escapes |= depth < 0
-        elif part not in ("", "."):
-            depth += 1
+    escapes = escapes_volume(parts)
     down = alice.get("/em/files/downlink", params={"filepath": path, "pod_name": "trav"})
     dele = alice.post("/em/files/delete", json={"filepath": path, "pod_name": "trav"})
     upl = up(alice, {"probe": b"p"}, dest_path=path, pod_name="trav")

@@ -8,7 +8,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -42,6 +42,27 @@ def client(home: Path) -> Iterator[None]:
         yield
     finally:
         os.environ["PODRUN_HOME"] = old
+
+
+def race_two(action: Callable[[int], object]) -> list[object]:
+    """Run ``action(0)`` and ``action(1)`` in two threads released together; each outcome is
+    the returned value or the raised exception."""
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = [None, None]
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = action(i)
+        except Exception as exc:  # noqa: BLE001 - the caller asserts which exceptions are allowed
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
 
 
 def counts() -> dict[str, int]:
@@ -190,22 +211,11 @@ def test_two_concurrent_writers_never_both_win(shared: Path, tmp_path: Path) -> 
     ref = podrun.put_object("_default/race", [])
     version = 1
     for round_ in range(8):
-        barrier = threading.Barrier(2)
-        outcomes: list[object] = [None, None]
-
-        def write(i: int) -> None:
+        def write(i: int, round_: int = round_, version: int = version) -> object:
             with client(tmp_path / f"w{i}"):
-                barrier.wait()
-                try:
-                    outcomes[i] = podrun.patch_object(ref, [(round_, i)], if_version=version)
-                except Exception as exc:  # noqa: BLE001 - anything but Conflict fails below
-                    outcomes[i] = exc
+                return podrun.patch_object(ref, [(round_, i)], if_version=version)
 
-        threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        outcomes = race_two(write)
         winners = [o for o in outcomes if isinstance(o, podrun.ObjectRef)]
         assert len(winners) <= 1 and all(isinstance(o, (podrun.ObjectRef, podrun.Conflict)) for o in outcomes), outcomes
         value = podrun.get_object(podrun.ObjectRef(ref.key, 0), deserializer=merge)
@@ -387,21 +397,7 @@ def test_concurrent_uploads_to_one_new_key_leave_a_readable_object(tmp_path: Pat
         files[-1].write_bytes(f"content {i}".encode() * 100)
     for round_ in range(5):
         key = f"_default/up/k{round_}"
-        barrier = threading.Barrier(2)
-        outcomes: list[object] = [None, None]
-
-        def upload(i: int) -> None:
-            barrier.wait()
-            try:
-                outcomes[i] = podrun.upload_object(key, files[i])
-            except Exception as exc:  # noqa: BLE001 - anything but Conflict fails below
-                outcomes[i] = exc
-
-        threads = [threading.Thread(target=upload, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        outcomes = race_two(lambda i, key=key: podrun.upload_object(key, files[i]))
         assert all(isinstance(o, (podrun.ObjectRef, podrun.Conflict)) for o in outcomes), outcomes
         winners = sorted((o.version, i) for i, o in enumerate(outcomes) if isinstance(o, podrun.ObjectRef))
         assert len({version for version, _ in winners}) == len(winners)  # never two writers of one version
