@@ -1,25 +1,44 @@
-# Both targets create (or reuse) .venv and install everything from this project's own files.
+# Every target creates (or reuses) .venv and installs exactly what requirements/dev.lock pins
+# (hash-checked, the build backend included), then this checkout in editable mode.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LOCK := requirements/dev.lock
 STAMP := $(VENV)/.installed
+PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-slow lint bench lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
+# The default suite; suites marked slow (arm64 under emulation) run in `make test-slow` and in CI.
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 
+# Re-resolve the newest versions pyproject.toml's ranges allow and pin them, with hashes.
+lock:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(PIP_TOOLS)
+	$(VENV)/bin/pip-compile --quiet --upgrade --extra dev --build-deps-for editable --generate-hashes \
+		--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+	rm -f $(STAMP)
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from podrun.client import config
-from podrun.platform.metered import PROCESS_STATS
 from podrun.platform.local import LocalPlatform
+from podrun.platform.metered import PROCESS_STATS
 
 from .platforms import PLATFORM_KINDS, make_platform
 

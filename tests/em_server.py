@@ -37,7 +37,7 @@ class EmulatorProcess:
         self.url = ""
         self.log_path = self.workdir / "emulator.log"
 
-    def start(self, timeout: float = 30.0) -> "EmulatorProcess":
+    def start(self, timeout: float = 30.0) -> EmulatorProcess:
         for _attempt in range(3):  # a free port can be taken between probe and bind: try another
             port = free_port()
             self.url = f"http://127.0.0.1:{port}"
@@ -81,7 +81,7 @@ class EmulatorProcess:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
 
-    def __enter__(self) -> "EmulatorProcess":
+    def __enter__(self) -> EmulatorProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

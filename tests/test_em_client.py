@@ -7,7 +7,7 @@ import io
 import logging
 import time
 import tracemalloc
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

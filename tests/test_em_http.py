@@ -5,8 +5,8 @@ encodings, GET/POST variants and the pvc_name alias."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest

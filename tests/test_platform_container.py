@@ -2,7 +2,7 @@
 
 The first group checks the commands the driver builds and needs no engine. The second starts
 real containers; it runs where an engine can start the prepared ``python:3.X-slim`` base
-(``python -m podrun.platform._container prepare``, which ``.ci/run`` does) and is skipped
+(``python -m podrun.platform.local.container prepare``, which ``.ci/run`` does) and is skipped
 elsewhere with the command that was tried and its error.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 import podrun
-from podrun.platform import _container
 from podrun.platform.local import LocalPlatform
+from podrun.platform.local import container as _container
 from podrun.platform.types import PodSpec
 
 MINOR = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -35,7 +35,7 @@ def test_run_argv_mounts_volume_labels_network_and_passes_env_by_name(tmp_path: 
                                hostnames=["alice-web", "web"], labels={"podrun.node": "MPU"}, env_names=["SECRET"],
                                env_inline={"PATH": "/x"}, gpu=False, command=["python", "-c", "pass"])
     assert argv[:6] == ["/usr/bin/podman", "run", "--rm", "--init", "--pull=never", "--name"]
-    assert ["--runtime", "runc"] == argv[7:9]
+    assert argv[7:9] == ["--runtime", "runc"]
     joined = " ".join(argv)
     assert f"--volume {tmp_path}:/data:rw --workdir /data" in joined
     assert "--network podrun-alice --hostname alice-web --network-alias alice-web --network-alias web" in joined
@@ -71,7 +71,7 @@ def test_unavailable_engine_is_a_typed_error_naming_what_was_tried(podrun_home: 
     monkeypatch.setattr(_container, "_probed", {})
     with pytest.raises(_container.ContainerUnavailable, match="podman: not installed; docker: not installed.*apt-get install podman"):
         LocalPlatform(podrun_home / "local", driver="container")
-    monkeypatch.setattr("podrun.platform.local.bwrap_available", lambda: False)
+    monkeypatch.setattr("podrun.platform.local.localplatform.bwrap_available", lambda: False)
     assert LocalPlatform(podrun_home / "local").effective_driver == "process"
 
 
@@ -164,7 +164,7 @@ def test_missing_image_waits_with_a_fix(container_platform: LocalPlatform) -> No
     container_platform.run_pod(PodSpec(image="python:3.10-alpine", node="MPU", max_duration=1, pod_name="noimg", command="true"))
     state = container_platform.pod_status("noimg")
     assert state.phase == "waiting" and state.reason == "ErrImagePull"
-    assert "_container prepare" in state.detail["message"]
+    assert "container prepare" in state.detail["message"]
 
 
 @needs_engine
@@ -204,7 +204,7 @@ def test_remote_function_runs_in_the_image(container_platform: LocalPlatform) ->
 
 
 def test_prepare_cli_reports_its_state() -> None:
-    done = subprocess.run([sys.executable, "-m", "podrun.platform._container", "check"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "podrun.platform.local.container", "check"], capture_output=True, text=True, timeout=120)
     if UNAVAILABLE is None:
         assert done.returncode == 0 and "container driver ready" in done.stdout
     else:

@@ -18,8 +18,9 @@ in ``wheels=`` (one blob each, see ``wheels.py``) and the hints the runtime need
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..platform.base import Platform
 from ..runtime.pack import build_zipapp
@@ -81,7 +82,7 @@ class Bootstrap:
             self.frames = {}
 
 
-def pod_codec(platform: Platform, key: "JobKey") -> int:
+def pod_codec(platform: Platform, key: JobKey) -> int:
     """The codec for frames this job sends: zstd only where the pod reported it can read it.
     A bare image running the zipapp has no zstandard (C-only), so the default is zlib."""
     entry = preflight.cached(platform, key.image, key.node)
@@ -91,7 +92,7 @@ def pod_codec(platform: Platform, key: "JobKey") -> int:
     return best_codec(codecs)
 
 
-def prepare(platform: Platform, key: "JobKey", groups: Sequence["PendingGroup"], header: JobHeader,
+def prepare(platform: Platform, key: JobKey, groups: Sequence[PendingGroup], header: JobHeader,
             raw: dict[str, Any], manifest: Manifest, refresh: bool = True) -> Bootstrap:
     """Add shipped module sources to ``raw`` and their table to the header; choose the command."""
     names: set[str] = set()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..store.refs import ObjectRef
@@ -46,7 +47,7 @@ class ObjectFuture(cf.Future):
         self.stdout = ""
         self.stderr = ""
         self.status: str | None = None  # the terminal record's status once done
-        self._cancel_hook: Callable[["ObjectFuture"], bool] | None = None
+        self._cancel_hook: Callable[[ObjectFuture], bool] | None = None
         self._record: dict[str, Any] | None = None  # the call's terminal record, once done
         self._ref: ObjectRef | None = None
         self._ref_lock = threading.Lock()
@@ -59,7 +60,7 @@ class ObjectFuture(cf.Future):
         """The call's return value; re-raises the remote exception. ``timeout`` in seconds."""
         return self.result(timeout)
 
-    def ref(self, timeout: float | None = None) -> "ObjectRef":
+    def ref(self, timeout: float | None = None) -> ObjectRef:
         """An ObjectRef to the result in the pod_name's volume, for another ``.remote()`` call
         on that pod_name: the pod reads it there, so a large result never crosses the link.
         Re-raises the call's exception, like ``get``."""

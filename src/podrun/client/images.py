@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import PodrunError
 from ..platform.base import Platform, Progress

@@ -37,9 +37,9 @@ from ..store.blob_uplink import uplink_frames
 from ..store.manifest import Manifest
 from ..store.objects import ObjectStore, PlatformVolume
 from ..store.refs import DEFAULT_POD, ObjectKey, ObjectRef
+from ..wire import object_image
 from ..wire import records as rec
 from ..wire.bundle import CallGroup, JobHeader, encode_bundle
-from ..wire import object_image
 from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
 from ..wire.layout import BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, blob_path, job_dir, job_file
@@ -49,7 +49,7 @@ from .future import DeferredValue, ObjectFuture
 from .warm import WarmPod, await_warm_job
 from .wheels import ShippedWheel
 
-LIVE_JOBS: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()  # this process's jobs
+LIVE_JOBS: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()  # this process's jobs
 MAX_ATTEMPTS = 2  # a group whose blobs vanished from the volume is re-sent once, with them
 RESULTS_NAMESPACE = "results"  # fut.ref() objects live under <pod_name>/results
 
@@ -71,7 +71,7 @@ class PickledCallable:
     payload: bytes
     modules: frozenset[str] = frozenset()  # modules its pickle imports in the pod (shipping, preflight)
     optional_modules: frozenset[str] = frozenset()  # imported inside try blocks: shipped, not required
-    wheels: tuple["ShippedWheel", ...] = ()  # shipped with the job, unpacked onto the pod's sys.path
+    wheels: tuple[ShippedWheel, ...] = ()  # shipped with the job, unpacked onto the pod's sys.path
 
     @property
     def hash(self) -> str:
@@ -390,7 +390,7 @@ class PackedJob:
     header: JobHeader
     raw: dict[str, bytes | memoryview]  # every blob the job references, by hash
     codec: int  # what the pod's image can decode
-    boot: "bootstrap.Bootstrap"  # the pod command and the runtime frame, when the volume lacks it
+    boot: bootstrap.Bootstrap  # the pod command and the runtime frame, when the volume lacks it
     embedded: list[str]  # blobs the volume lacks, carried in the bundle
     bundle: bytes
 

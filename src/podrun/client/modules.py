@@ -18,9 +18,10 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FunctionType, ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import cloudpickle
 

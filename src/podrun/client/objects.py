@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import Conflict, InvalidRequest, NotFound
 from ..platform.files import atomic_write

@@ -15,8 +15,9 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import EnvironmentMismatch
 from ..platform.base import Platform

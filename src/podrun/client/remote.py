@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..errors import SerializationError
 from ..platform.types import normalize_node, validate_max_duration, validate_pod_name
-from ..wire.bundle import python_version
 from ..store.manifest import Manifest
+from ..wire.bundle import python_version
 from ..wire.serialize import dumps, find_unpicklable
 from . import config, preflight
 from . import wheels as shipped_wheels
@@ -39,7 +40,7 @@ class RemoteOptions:
     modules: tuple[str, ...] = ()  # user modules to ship beyond those found automatically
     wheels: tuple[str, ...] = ()  # requirements or .whl paths shipped with each job (client/wheels.py)
 
-    def validated(self) -> "RemoteOptions":
+    def validated(self) -> RemoteOptions:
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
         if isinstance(self.keep_warm, bool) or not isinstance(self.keep_warm, (int, float)) or self.keep_warm < 0:
@@ -78,7 +79,7 @@ class RemoteFunction:
         # Inside a pod a RemoteFunction referenced by the function's globals is just its function.
         return (_plain_function, (self._fn,))
 
-    def options(self, **overrides: Any) -> "RemoteFunction":
+    def options(self, **overrides: Any) -> RemoteFunction:
         """A copy with some options changed (any argument of ``podrun.remote``)."""
         unknown = set(overrides) - set(RemoteOptions.__dataclass_fields__)
         if unknown:
@@ -128,7 +129,7 @@ class RemoteFunction:
         return estimate_uplink([self._group([(args, kwargs)])], platform, self._options.job_key(), manifest)
 
     @property
-    def remote(self) -> "_Submitter":
+    def remote(self) -> _Submitter:
         """``f.remote(*args, **kwargs)`` runs ``fn`` in a pod and returns an ObjectFuture at
         once; ``await f.remote.aio(*args, **kwargs)`` does the same in asyncio and gives the result."""
         return _Submitter(self)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import inspect
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from ..errors import Conflict, NotFound
 from ..platform.types import validate_pod_name
@@ -27,8 +28,8 @@ from ..store.refs import ObjectRef
 from ..wire.layout import INBOX, STOP_NAME, job_dir
 from ..wire.serialize import dumps
 from . import config
-from .modules import is_shippable
 from .future import ObjectFuture, as_completed, get, wait
+from .modules import is_shippable
 from .objects import delete_objects, put_object
 from .remote import RemoteFunction, RemoteOptions
 from .warm import read_status
@@ -77,7 +78,7 @@ class MethodProxy:
 class Service:
     """The client-side proxy of a service; attribute access gives method proxies."""
 
-    def __init__(self, runner: "Runner", target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], checkpoint: bool) -> None:
+    def __init__(self, runner: Runner, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], checkpoint: bool) -> None:
         self.runner = runner
         self.service_id = f"{uuid.uuid4().hex[:12]}"
         self._methods: dict[str, MethodProxy] = {}
@@ -158,7 +159,7 @@ class Runner:
         self._jobs: set[str] = set()
         self.closed = False
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
 from ..platform.metered import MeteredPlatform, polling
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 class WarmPod:
     """What a lane believes about its pod_name's warm pod."""
 
-    key: "JobKey | None" = None  # the kind of pod serving (None: none believed to be)
+    key: JobKey | None = None  # the kind of pod serving (None: none believed to be)
 
 
 def read_status(platform: MeteredPlatform, pod_name: str | None) -> dict[str, Any] | None:

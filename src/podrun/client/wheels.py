@@ -18,9 +18,9 @@ import os
 import platform as host
 import re
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..errors import PodrunError
 from ..wire.bundle import python_version

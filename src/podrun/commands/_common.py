@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 import click
 import typer
@@ -30,7 +31,7 @@ def pod_name_option() -> Any:
     return typer.Option(None, "--pod-name", "-p", help=POD_NAME_HELP, callback=_check_pod_name)
 
 
-def _check_pod_name(value: Optional[str]) -> Optional[str]:
+def _check_pod_name(value: str | None) -> str | None:
     try:
         return validate_pod_name(value)
     except ValueError as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.text import Text
@@ -45,7 +44,7 @@ def _rows(entries: list[FileEntry], depth: int, show_all: bool) -> list[list[obj
 def ls(
     path: str = typer.Argument("", help="a folder of the volume (default: its root)"),
     show_all: bool = typer.Option(False, "--all", "-a", help="also show hidden entries (podrun's own .podrun/ folder)"),
-    pod_name: Optional[str] = pod_name_option(),
+    pod_name: str | None = pod_name_option(),
 ) -> None:
     """Show the volume's tree with sizes and modification times (UTC, to the minute)."""
     entry = find(platform().list_files(pod_name), path)
@@ -81,7 +80,7 @@ def _plan(paths: list[Path], dest: str) -> list[tuple[str, list[tuple[str, Path]
 def put(
     paths: list[Path] = typer.Argument(..., help="local files or folders"),
     dest: str = typer.Option("", "--dest", "-d", help="folder of the volume to put them in (default: its root)"),
-    pod_name: Optional[str] = pod_name_option(),
+    pod_name: str | None = pod_name_option(),
 ) -> None:
     """Upload local files (folders with their tree) into the volume."""
     plan = _plan(paths, dest)
@@ -109,8 +108,8 @@ def _fetch(path: str, size: int, local: Path, pod_name: str | None) -> None:
 @app.command("get")
 def get(
     path: str = typer.Argument(..., help="a file or folder of the volume"),
-    local: Optional[Path] = typer.Argument(None, help="where to write it (default: its name here; '-' for stdout)"),
-    pod_name: Optional[str] = pod_name_option(),
+    local: Path | None = typer.Argument(None, help="where to write it (default: its name here; '-' for stdout)"),
+    pod_name: str | None = pod_name_option(),
 ) -> None:
     """Download a file (or a folder's tree) from the volume."""
     clean = path.strip("/")
@@ -140,7 +139,7 @@ def get(
 @app.command("rm")
 def rm(
     path: str = typer.Argument(..., help="a file or folder of the volume (a folder goes with everything in it)"),
-    pod_name: Optional[str] = pod_name_option(),
+    pod_name: str | None = pod_name_option(),
 ) -> None:
     """Delete a file or a folder of the volume."""
     if not path.strip("/"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,11 +25,11 @@ def ls() -> None:
 def build(
     tag: str = typer.Argument(..., help="the image's name, e.g. podrun-runtime"),
     onboard: bool = typer.Option(False, "--onboard", help="build on the platform from an onboard base (uplinks tens of KB)"),
-    tar: Optional[Path] = typer.Option(None, "--tar", help="ground build: the tar to write (default: <tag>.tar)"),
-    base: Optional[str] = typer.Option(None, "--base", help=f"base image (default: {images.DEFAULT_BASE}; onboard: {images.ONBOARD_BASE})"),
+    tar: Path | None = typer.Option(None, "--tar", help="ground build: the tar to write (default: <tag>.tar)"),
+    base: str | None = typer.Option(None, "--base", help=f"base image (default: {images.DEFAULT_BASE}; onboard: {images.ONBOARD_BASE})"),
     wheel: list[Path] = typer.Option([], "--wheel", help="a linux/arm64 wheel to install in the image; repeatable"),
-    engine: Optional[str] = typer.Option(None, "--engine", help="docker or podman (default: the one that works)"),
-    pod_name: Optional[str] = pod_name_option(),
+    engine: str | None = typer.Option(None, "--engine", help="docker or podman (default: the one that works)"),
+    pod_name: str | None = pod_name_option(),
 ) -> None:
     """Build the podrun runtime image: here for linux/arm64 into a tar (then 'images push'),
     or --onboard on the platform itself."""
@@ -47,7 +46,7 @@ def build(
 def push(
     tar: Path = typer.Argument(..., exists=True, dir_okay=False, help="an image tar (docker save / 'images build' output)"),
     image: str = typer.Argument(..., help="the name to load it as"),
-    pod_name: Optional[str] = pod_name_option(),
+    pod_name: str | None = pod_name_option(),
 ) -> None:
     """Uplink an image tar and load it on the platform (one uplink, one load)."""
     size = tar.stat().st_size
@@ -60,7 +59,7 @@ def push(
 def load(
     tarfile: str = typer.Argument(..., help="path of an image tar already in the volume"),
     image: str = typer.Argument(..., help="the name to load it as"),
-    pod_name: Optional[str] = pod_name_option(),
+    pod_name: str | None = pod_name_option(),
 ) -> None:
     """Load an image tar that is already in the volume (e.g. put there by 'files put')."""
     platform().image_load(tarfile, image, pod_name=pod_name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import cloudpickle
 import typer
@@ -41,7 +40,7 @@ def list_objects(entries: list[FileEntry]) -> list[tuple[str, int, int, int, str
 @app.command("ls")
 def ls(
     prefix: str = typer.Argument("", help="only keys starting with this, e.g. 'my-pod/shared'"),
-    pod_name: Optional[str] = pod_name_option(),
+    pod_name: str | None = pod_name_option(),
 ) -> None:
     """List the objects of a volume with their current version and stored size (one listing call)."""
     rows = [row for row in list_objects(platform().list_files(pod_name)) if row[0].startswith(prefix)]
@@ -54,7 +53,7 @@ def ls(
 @app.command("get")
 def get(
     key: str = typer.Argument(..., help="'<pod_name>/<namespace>/<object_id>' ('_default/...' for the default volume)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write it to this file instead of printing it"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="write it to this file instead of printing it"),
     max_width: int = typer.Option(200, "--max-width", help="characters of the repr to print"),
 ) -> None:
     """Print an object's latest value (its repr), or write it to a file: bytes as they are,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import typer
 
@@ -47,14 +46,14 @@ def run(
     image: str = typer.Argument(..., help="image to run, e.g. python:3.11-slim or one you built or loaded"),
     node: str = typer.Option("MPU", "--node", "-n", help=f"one of {', '.join(NODES)}"),
     max_duration: float = typer.Option(10, "--max-duration", "-m", help="minutes before the pod is killed"),
-    command: Optional[str] = typer.Option(None, "--command", "-c", help="the container's command (split without a shell)"),
+    command: str | None = typer.Option(None, "--command", "-c", help="the container's command (split without a shell)"),
     args: list[str] = typer.Option([], "--arg", help="one argument of the command; repeat for more"),
     env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE in the pod's environment; repeatable"),
     port: list[int] = typer.Option([], "--port", help="a port to expose; repeatable"),
-    scheduled_time: Optional[str] = typer.Option(None, "--scheduled-time", help="ISO time to start at (default: now)"),
+    scheduled_time: str | None = typer.Option(None, "--scheduled-time", help="ISO time to start at (default: now)"),
     wait: bool = typer.Option(False, "--wait", "-w", help="wait for the pod to end and show its final state"),
     timeout: float = typer.Option(600, "--timeout", help="seconds --wait waits at most"),
-    pod_name: Optional[str] = pod_name_option(),
+    pod_name: str | None = pod_name_option(),
 ) -> None:
     """Run a pod (replacing a running pod of the same pod name)."""
     spec = PodSpec(image=image, node=node, max_duration=max_duration, command=command, args=list(args),
@@ -70,7 +69,7 @@ def run(
 
 @app.command("status")
 def status(
-    pod_name: Optional[str] = pod_name_option(),
+    pod_name: str | None = pod_name_option(),
     wait: bool = typer.Option(False, "--wait", "-w", help="wait for the pod to end first"),
     timeout: float = typer.Option(600, "--timeout", help="seconds --wait waits at most"),
 ) -> None:

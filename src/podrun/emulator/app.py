@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import logging
+import os
 import re
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +32,7 @@ from ..errors import IllegalPath, InvalidRequest, Locked, NotFound, PlatformErro
 from ..platform.local import CHUNK, LocalPlatform
 from ..platform.paths import clean_relative
 from ..platform.types import PodSpec, validate_pod_name
-from .auth import Tokens, TokenError, UserStore
+from .auth import TokenError, Tokens, UserStore
 from .chaos import ChaosConfig, ChaosMiddleware
 from .docs import ROUTE_DOCS, docs_html, openapi
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,9 +13,9 @@ import typer
 def emulator(
     host: str = typer.Option("127.0.0.1", help="address to bind (loopback by default: the emulator has no TLS)"),
     port: int = typer.Option(8000, help="TCP port"),
-    user: Optional[list[str]] = typer.Option(None, "--user", help="NAME:PASSWORD, repeatable"),
-    users_file: Optional[Path] = typer.Option(None, help="file of NAME:PASSWORD lines, re-read when it changes"),
-    root: Optional[Path] = typer.Option(None, help="where volumes, pods and images live (default: $PODRUN_HOME/emulator)"),
+    user: list[str] | None = typer.Option(None, "--user", help="NAME:PASSWORD, repeatable"),
+    users_file: Path | None = typer.Option(None, help="file of NAME:PASSWORD lines, re-read when it changes"),
+    root: Path | None = typer.Option(None, help="where volumes, pods and images live (default: $PODRUN_HOME/emulator)"),
     token_lifetime: float = typer.Option(300.0, help="seconds an access token stays valid"),
     refresh_lifetime: float = typer.Option(86400.0, help="seconds a refresh token stays valid"),
     driver: str = typer.Option("auto", help="LocalPlatform pod driver: auto, bwrap, container or process"),
@@ -26,7 +25,7 @@ def emulator(
     chaos_locked_rate: float = typer.Option(0.0, help="share of calls answered 423 LOCKED"),
     chaos_error_rate: float = typer.Option(0.0, help="share of calls answered 500"),
     chaos_drop_rate: float = typer.Option(0.0, help="share of calls whose connection is dropped"),
-    chaos_seed: Optional[int] = typer.Option(None, help="seed for reproducible chaos"),
+    chaos_seed: int | None = typer.Option(None, help="seed for reproducible chaos"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
 ) -> None:
     """Serve the EM API on top of the local platform (one isolated user space per account)."""

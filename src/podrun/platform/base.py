@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import os
 from abc import ABC, abstractmethod
-from typing import Any, BinaryIO, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO, Union
 
 from .types import FileEntry, PodSpec, PodState
 
@@ -114,7 +115,7 @@ class Platform(ABC):
     def close(self) -> None:
         """Release connections. Pods keep running: they outlive the client by design."""
 
-    def __enter__(self) -> "Platform":
+    def __enter__(self) -> Platform:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

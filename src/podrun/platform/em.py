@@ -13,7 +13,8 @@ import logging
 import os
 import secrets
 import threading
-from typing import Any, BinaryIO, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, BinaryIO
 
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_random_exponential
@@ -276,7 +277,7 @@ class EMPlatform(Platform):
         max_uplink_bytes: int | None = None,
         timeout: float | None = None,
         **options: Any,
-    ) -> "EMPlatform":
+    ) -> EMPlatform:
         """Explicit settings win; otherwise ``PODRUN_EM_URL``, ``PODRUN_EM_USERNAME``,
         ``PODRUN_EM_PASSWORD`` (and optionally ``PODRUN_EM_MAX_UPLINK_BYTES``, ``PODRUN_EM_TIMEOUT``)."""
         url = url or os.environ.get(ENV_URL)

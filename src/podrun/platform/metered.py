@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO
 
 from .base import Platform, Progress, UplinkFile, content_size
 from .types import FileEntry, PodSpec, PodState

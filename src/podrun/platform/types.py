@@ -133,10 +133,10 @@ class FileEntry:
     size: int
     time: str
     hash: int | None = None
-    contents: list["FileEntry"] = field(default_factory=list)
+    contents: list[FileEntry] = field(default_factory=list)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FileEntry":
+    def from_dict(cls, data: dict[str, Any]) -> FileEntry:
         return cls(
             type=data["type"],
             name=data["name"],

@@ -44,7 +44,7 @@ class CappedText(io.TextIOBase):
 class capture_output:
     """Swap ``sys.stdout``/``sys.stderr`` for capped buffers for the duration of one call."""
 
-    def __enter__(self) -> "capture_output":
+    def __enter__(self) -> capture_output:
         self.out, self.err = CappedText(), CappedText()
         self.saved: tuple[Any, Any] = (sys.stdout, sys.stderr)
         sys.stdout, sys.stderr = self.out, self.err

@@ -16,12 +16,14 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 import msgpack
 
+from .. import data_dir
 from ..errors import IntegrityError, WireFormatError
 from ..store.volume_blobs import VolumeBlobs
 from ..wire import records as rec
@@ -30,7 +32,6 @@ from ..wire.compression import best_codec, compress, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
 from ..wire.serialize import dumps
 from . import environment, modules, wheels
-from .. import data_dir
 from .capture import capture_output
 from .session import CURRENT, Session
 

@@ -5,8 +5,9 @@ warm pod (``serve.py``) runs many jobs in one session, which is what makes it wa
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import NotFound
 

@@ -14,9 +14,10 @@ import secrets
 import shutil
 import sys
 import zipfile
+from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import IntegrityError
 from ..store.volume_blobs import VolumeBlobs

@@ -4,7 +4,7 @@ as numbered chunks that the volume side joins back (``VolumeBlobs.has``)."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..platform.base import Platform
 from ..wire.layout import BLOBS, blob_chunk_name

@@ -9,8 +9,8 @@ import fcntl
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..platform.base import Platform
 from ..platform.files import atomic_write

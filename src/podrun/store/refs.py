@@ -39,7 +39,7 @@ class ObjectKey:
             _check_component(self.object_id, "object id")
 
     @classmethod
-    def parse(cls, text: str) -> "ObjectKey":
+    def parse(cls, text: str) -> ObjectKey:
         """``"pod/ns"`` (a prefix) or ``"pod/ns/id"`` (a full key)."""
         parts = text.split("/") if isinstance(text, str) else []
         if len(parts) not in (2, 3):

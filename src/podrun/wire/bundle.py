@@ -83,7 +83,7 @@ class JobHeader:
         }
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> "JobHeader":
+    def from_wire(cls, data: dict[str, Any]) -> JobHeader:
         return cls(
             job_id=data["job"],
             groups=[CallGroup(f, a, list(b), n, t) for f, a, b, n, t in data["groups"]],

@@ -7,7 +7,8 @@ only calls that had not finished; a torn last frame (killed during a write) is i
 from __future__ import annotations
 
 import struct
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import msgpack
 

@@ -12,9 +12,10 @@ import io
 import pickle
 import sys
 import sysconfig
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import BuiltinFunctionType, CodeType, FunctionType, ModuleType
-from typing import Any, Iterable
+from typing import Any
 
 import cloudpickle
 

@@ -15,7 +15,7 @@ supervisor runs when it had to stop the pod, and LocalPlatform runs when the sup
 
 No registry is reachable from an air-gapped machine, so the images come from this machine:
 :func:`prepare_base` builds a Python image from the host's own Debian packages
-(``python -m podrun.platform._container prepare``).
+(``python -m podrun.platform.local.container prepare``).
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..errors import PlatformError
+from ...errors import PlatformError
 
 ENGINES = ("podman", "docker")
 # Flag sets tried in order until a container starts. Podman 4.3 on hosts with hybrid cgroups:
@@ -132,7 +133,7 @@ def find_engine(image: str | None = None) -> Engine:
             _probed[image] = engine
             return engine
     message = ("no container engine can run a container here (" + "; ".join(problems) + "). Install podman "
-               "(apt-get install podman runc) and prepare a base image: python -m podrun.platform._container prepare")
+               "(apt-get install podman runc) and prepare a base image: python -m podrun.platform.local.container prepare")
     _probed[image] = message
     raise ContainerUnavailable(message)
 
@@ -148,7 +149,7 @@ def _probe(exe: str, name: str, image: str, problems: list[str]) -> Engine | Non
         probe = Engine(exe, name, ())
         if not probe.has_image(image):
             problems.append(f"{name}: no image {image!r} in its local store (no registry is reachable; "
-                            "prepare it: python -m podrun.platform._container prepare)")
+                            "prepare it: python -m podrun.platform.local.container prepare)")
             return None
         last = ""
         for flags in flag_sets:
@@ -243,7 +244,7 @@ def engine_image(name: str, images: dict[str, dict[str, Any]]) -> str:
 
 def missing_image_message(engine: Engine, image: str) -> str:
     return (f'Back-off pulling image "{image}": ErrImagePull: {engine.name} has no local copy of it and no registry '
-            f"is reachable; prepare the Python base with `python -m podrun.platform._container prepare`, or "
+            f"is reachable; prepare the Python base with `python -m podrun.platform.local.container prepare`, or "
             f"`{engine.name} load`/`{engine.name} tag` an image under that name")
 
 
@@ -375,9 +376,9 @@ def prepare_base(engine_exe: str | None = None, minor: str | None = None, force:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python -m podrun.platform._container prepare [--force]`` / ``check``."""
+    """``python -m podrun.platform.local.container prepare [--force]`` / ``check``."""
     if not argv or argv[0] not in ("prepare", "check"):
-        print("usage: python -m podrun.platform._container prepare [--force] | check", file=sys.stderr)
+        print("usage: python -m podrun.platform.local.container prepare [--force] | check", file=sys.stderr)
         return 2
     try:
         if argv[0] == "prepare":

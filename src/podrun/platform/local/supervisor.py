@@ -1,4 +1,4 @@
-"""Supervisor of one local pod: run with ``python -I -S _supervisor.py POD_DIR``.
+"""Supervisor of one local pod: run with ``python -I -S supervisor.py POD_DIR``.
 
 Standard library only and no imports from podrun, so it starts in a few milliseconds and
 keeps supervising after the client that started it has gone (a pod outlives its client).

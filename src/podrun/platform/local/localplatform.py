@@ -1,7 +1,7 @@
 """LocalPlatform: the EM API's semantics on this machine, with no server and no account.
 
 Volumes are directories, one per (user, pod_name); pods are processes started by a small
-detached supervisor (``_supervisor.py``) that enforces ``max_duration`` and records the pod's
+detached supervisor (``supervisor.py``) that enforces ``max_duration`` and records the pod's
 state, so pods outlive the client exactly as they do on CG2. Three drivers run a pod:
 
 * ``bwrap`` (where bubblewrap works): the host's file system read-only, the volume mounted
@@ -9,7 +9,7 @@ state, so pods outlive the client exactly as they do on CG2. Three drivers run a
 * ``process``: a plain child process with ``PODRUN_DATA`` pointing at the volume; any
   ``/data`` in the command line is rewritten to the volume so a raw command never touches the
   host's ``/data``. Not isolation: the pod runs with the client user's rights.
-* ``container`` (where podman or docker can start a container, see ``_container.py``): the real
+* ``container`` (where podman or docker can start a container, see ``container.py``): the real
   image, the volume bind-mounted at ``/data``, one network per user. ``auto`` prefers ``bwrap``
   (milliseconds to start), then ``container``, then ``process``.
 """
@@ -30,19 +30,20 @@ import sys
 import tarfile as tarlib
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from stat import S_ISREG
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO
 
-from ..errors import IllegalPath, InvalidRequest, NotFound, PlatformError
-from . import _container
-from .base import Platform, Progress, UplinkFile, content_size
-from .files import atomic_write
-from .paths import check_file_name, clean_relative, resolve_in
-from .types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
+from ...errors import IllegalPath, InvalidRequest, NotFound, PlatformError
+from ..base import Platform, Progress, UplinkFile, content_size
+from ..files import atomic_write
+from ..paths import check_file_name, clean_relative, resolve_in
+from ..types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
+from . import container as _container
 
-SUPERVISOR = Path(__file__).with_name("_supervisor.py")
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
 CHUNK = 1024 * 1024
 DRIVERS = ("auto", "bwrap", "container", "process")
 

@@ -1,0 +1,10 @@
+"""The embedded local platform: CG2's semantics on this machine, with no server and no account.
+
+One module a concern: ``localplatform`` (the :class:`LocalPlatform` contract implementation),
+``supervisor`` (the detached process that owns one pod's life), ``container`` (the podman/docker
+pod driver and its base image).
+"""
+
+from .localplatform import CHUNK, DRIVERS, LocalPlatform, bwrap_available, default_home, normalize_image
+
+__all__ = ["CHUNK", "DRIVERS", "LocalPlatform", "bwrap_available", "default_home", "normalize_image"]
