@@ -13,30 +13,26 @@ engine proxies signals; ``--init`` makes PID 1 forward them, so even ``sleep`` s
 would leave the container running, so the spec carries a ``cleanup_argv`` (``rm -f``) that the
 supervisor runs when it had to stop the pod, and LocalPlatform runs when the supervisor died.
 
-No registry is reachable from an air-gapped machine, so the images come from this machine:
-:func:`prepare_base` builds a Python image from the host's own Debian packages
-(``python -m podrun.platform.local.container prepare``).
+Images come from podrun's local image store (``images.py``; ``podrun images prepare`` makes
+CG2's stock images from Debian's packages): podman runs with the store's flags and each pod names
+its image by ID, so nothing is ever pulled.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import shutil
 import subprocess
-import sys
-import tarfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import PlatformError
+from .images import ImageStore, host_arch
 
-ENGINES = ("podman", "docker")
 # Flag sets tried in order until a container starts. Podman 4.3 on hosts with hybrid cgroups:
 # crun fails, runc works, and only lowered rlimits may be set by the container's init.
 _PODMAN_FLAGS: tuple[tuple[str, ...], ...] = (
@@ -45,33 +41,11 @@ _PODMAN_FLAGS: tuple[tuple[str, ...], ...] = (
     ("--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"),
     ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"),
 )
-_DOCKER_FLAGS: tuple[tuple[str, ...], ...] = ((), ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"))
 PROBE_TIMEOUT = 60.0
 CLEANUP_TIMEOUT = 30.0
 
-# Debian packages whose files make a Python image like the official ``python:3.X-slim``: the
-# interpreter and standard library, the C libraries its extension modules link, and a shell.
-BASE_PACKAGES = (
-    "python{v}-minimal", "libpython{v}-minimal", "libpython{v}-stdlib",
-    "libc6", "libgcc-s1", "zlib1g", "libexpat1", "libffi8", "libbz2-1.0", "liblzma5", "libzstd1", "libssl3",
-    "libsqlite3-0", "libncursesw6", "libtinfo6", "libreadline8", "libuuid1", "libcrypt1", "libnsl2", "libtirpc3",
-    "libdb5.3", "libgdbm6", "libmpdec3", "media-types", "netbase", "dash", "coreutils", "libacl1", "libattr1",
-    "libselinux1", "libpcre2-8-0", "libgmp10",
-)
-
-
 class ContainerUnavailable(PlatformError):
     """No container engine can run a container here; the message says what was tried."""
-
-
-def python_minor() -> str:
-    return f"{sys.version_info[0]}.{sys.version_info[1]}"
-
-
-def base_tags(minor: str | None = None) -> list[str]:
-    """The stock CG2 names a prepared base image answers to (the official slim image's layout)."""
-    minor = minor or python_minor()
-    return [f"python:{minor}-slim", f"python:{minor}"]
 
 
 @dataclass(frozen=True)
@@ -81,18 +55,15 @@ class Engine:
     exe: str
     name: str
     flags: tuple[str, ...]
+    store_flags: tuple[str, ...] = ()  # podman's global flags for the image store (ImageStore.engine_argv)
+
+    @property
+    def prefix(self) -> list[str]:
+        return [self.exe, *self.store_flags]
 
     def run(self, *args: str, timeout: float = PROBE_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.exe, *args], capture_output=True, text=True, timeout=timeout,
+        return subprocess.run([*self.prefix, *args], capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
-
-    def has_image(self, image: str) -> bool:
-        try:
-            if self.name == "podman":
-                return self.run("image", "exists", image).returncode == 0
-            return self.run("image", "inspect", image).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            return False
 
     def ensure_network(self, name: str) -> None:
         """Create the user's network once; a concurrent creator winning the race is fine."""
@@ -106,61 +77,59 @@ class Engine:
     def cleanup_argv(self, container: str) -> list[str]:
         """Kill and remove a container, succeeding when it is already gone."""
         if self.name == "podman":
-            return [self.exe, "rm", "--force", "--ignore", "--time", "0", container]
+            return [*self.prefix, "rm", "--force", "--ignore", "--time", "0", container]
         return [self.exe, "rm", "--force", container]
 
 
 _probed: dict[str, Engine | str] = {}
+PROBE_IMAGES = ("busybox", "python:3.11-slim")  # stock images of this machine's arch, the smallest first
 
 
-def find_engine(image: str | None = None) -> Engine:
-    """The first engine that starts ``image`` (default: the prepared ``python:3.X-slim``) here,
-    probed once per process; else :class:`ContainerUnavailable` naming each command and error."""
-    image = image or base_tags()[0]
-    cached = _probed.get(image)
+def find_engine(store: ImageStore | None = None) -> Engine:
+    """podman, with the flags it needs to start a container here, probed once per process and
+    store by running a prepared stock image of this machine's architecture; else
+    :class:`ContainerUnavailable` naming each command and error."""
+    store = store or ImageStore()
+    cached = _probed.get(str(store.root))
     if isinstance(cached, Engine):
         return cached
     if isinstance(cached, str):
         raise ContainerUnavailable(cached)
     problems: list[str] = []
-    for name in ENGINES:
-        exe = shutil.which(name)
-        if not exe:
-            problems.append(f"{name}: not installed")
-            continue
-        engine = _probe(exe, name, image, problems)
-        if engine is not None:
-            _probed[image] = engine
-            return engine
+    engine = _probe(store, problems)
+    if engine is not None:
+        _probed[str(store.root)] = engine
+        return engine
     message = ("no container engine can run a container here (" + "; ".join(problems) + "). Install podman "
-               "(apt-get install podman runc) and prepare a base image: python -m podrun.platform.local.container prepare")
-    _probed[image] = message
+               "(apt-get install podman runc mmdebstrap) and prepare an image: podrun images prepare busybox")
+    _probed[str(store.root)] = message
     raise ContainerUnavailable(message)
 
 
-def _probe(exe: str, name: str, image: str, problems: list[str]) -> Engine | None:
-    flag_sets = _PODMAN_FLAGS if name == "podman" else _DOCKER_FLAGS
+def _probe(store: ImageStore, problems: list[str]) -> Engine | None:
+    exe = shutil.which("podman")
+    if not exe:
+        problems.append("podman: not installed")
+        return None
     try:
-        if name == "docker":
-            info = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=PROBE_TIMEOUT)
-            if info.returncode != 0:
-                problems.append(f"`{exe} info` failed: {_last_line(info.stderr)}")
-                return None
-        probe = Engine(exe, name, ())
-        if not probe.has_image(image):
-            problems.append(f"{name}: no image {image!r} in its local store (no registry is reachable; "
-                            "prepare it: python -m podrun.platform.local.container prepare)")
+        store_flags = tuple(store.engine_argv()[1:])
+        image = next((found for found in (store.resolve(n, arch=host_arch()) for n in PROBE_IMAGES) if found), None)
+        if image is None:
+            problems.append(f"podman: none of {', '.join(PROBE_IMAGES)} ({host_arch()}) is in the image store "
+                            "(no registry is reachable; prepare one: podrun images prepare busybox)")
             return None
         last = ""
-        for flags in flag_sets:
-            argv = [exe, "run", "--rm", "--pull=never", *flags, image, "python3", "-c", "pass"]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
+        for flags in _PODMAN_FLAGS:
+            argv = [exe, *store_flags, "run", "--rm", "--pull=never", "--network=none", *flags, image.id, "true"]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL,
+                                  env=store.engine_env())
             if done.returncode == 0:
-                return Engine(exe, name, tuple(flags))
-            last = f"`{' '.join(argv)}` failed: {_last_line(done.stderr)}"
+                return Engine(exe, "podman", tuple(flags), store_flags)
+            shown = image.names[0] if image.names else image.short_id
+            last = f"`podman run {' '.join(flags)} {shown} true` failed: {_last_line(done.stderr)}"
         problems.append(last)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        problems.append(f"{name}: {type(exc).__name__}: {exc}")
+    except (OSError, subprocess.TimeoutExpired, PlatformError) as exc:
+        problems.append(f"podman: {type(exc).__name__}: {exc}")
     return None
 
 
@@ -169,18 +138,18 @@ def _last_line(text: str) -> str:
     return lines[-1][-400:] if lines else "(no error output)"
 
 
-def available() -> bool:
+def available(store: ImageStore | None = None) -> bool:
     try:
-        find_engine()
+        find_engine(store)
     except ContainerUnavailable:
         return False
     return True
 
 
-def reason_unavailable() -> str | None:
+def reason_unavailable(store: ImageStore | None = None) -> str | None:
     """Why the container driver cannot run here (None when it can)."""
     try:
-        find_engine()
+        find_engine(store)
     except ContainerUnavailable as exc:
         return str(exc)
     return None
@@ -210,7 +179,7 @@ def run_argv(engine: Engine, *, name: str, image: str, volume: Path, network: st
              command: Sequence[str]) -> list[str]:
     """``<engine> run`` in the foreground for one pod. Pod variables are passed by name only
     (``-e NAME``: the engine reads the value from its own environment), so none shows in ``ps``."""
-    argv = [engine.exe, "run", "--rm", "--init", "--pull=never", "--name", name, *engine.flags,
+    argv = [*engine.prefix, "run", "--rm", "--init", "--pull=never", "--name", name, *engine.flags,
             "--network", network, "--hostname", hostnames[0]]
     for alias in hostnames:
         argv += ["--network-alias", alias]
@@ -224,28 +193,6 @@ def run_argv(engine: Engine, *, name: str, image: str, volume: Path, network: st
     if gpu:
         argv += gpu_args(engine)
     return [*argv, image, *command]
-
-
-def engine_image(name: str, images: dict[str, dict[str, Any]]) -> str:
-    """The engine's name for a LocalPlatform image: a built image runs its base (this driver
-    does not execute a Dockerfile's steps), a loaded one its first tag, a stock one itself."""
-    seen: set[str] = set()
-    while name in images and name not in seen:
-        seen.add(name)
-        record = images[name]
-        if record.get("base"):
-            name = record["base"]
-        elif record.get("tags"):
-            return str(record["tags"][0])
-        else:
-            break
-    return name
-
-
-def missing_image_message(engine: Engine, image: str) -> str:
-    return (f'Back-off pulling image "{image}": ErrImagePull: {engine.name} has no local copy of it and no registry '
-            f"is reachable; prepare the Python base with `python -m podrun.platform.local.container prepare`, or "
-            f"`{engine.name} load`/`{engine.name} tag` an image under that name")
 
 
 def pod_process(engine: Engine, *, root: Path, user: str, volume_name: str, volume: Path, image: str,
@@ -273,123 +220,3 @@ def cleanup(argv: Sequence[str] | None) -> None:
             subprocess.run(list(argv), capture_output=True, timeout=CLEANUP_TIMEOUT, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired):
             pass
-
-
-# --- preparing a base image from this machine's own packages ------------------------------
-
-def _package_files(packages: Sequence[str]) -> list[str]:
-    """Regular files and symlinks the installed ``packages`` own, at their real location
-    (merged /usr: ``/lib/x`` is stored as ``/usr/lib/x``)."""
-    installed = [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode == 0]
-    listed = subprocess.run(["dpkg", "-L", *installed], capture_output=True, text=True, check=True).stdout.split("\n")
-    files: set[str] = set()
-    for path in filter(None, (line.strip() for line in listed)):
-        real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
-        if real.count("/") > 1 and (os.path.islink(real) or os.path.isfile(real)):
-            files.add(real)
-    return sorted(files)
-
-
-def _dir_entry(name: str, mode: int = 0o755) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode = tarfile.DIRTYPE, mode
-    return info
-
-
-def _link_entry(name: str, target: str) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = tarfile.SYMTYPE, target
-    return info
-
-
-def base_rootfs(out: Path, minor: str | None = None) -> Path:
-    """A root file system tar with Debian's ``python3.X`` at ``/usr/local/bin/python``, the
-    path the official images use. Needs a Debian-family host with that Python installed."""
-    minor = minor or python_minor()
-    interpreter = f"/usr/bin/python{minor}"
-    if not shutil.which("dpkg") or not os.path.isfile(interpreter):
-        raise ContainerUnavailable(f"preparing a base image needs a Debian-family host with {interpreter} "
-                                   f"(apt-get install python{minor}-minimal libpython{minor}-stdlib)")
-    files = _package_files([p.format(v=minor) for p in BASE_PACKAGES])
-    seen: set[str] = set()
-    with tarfile.open(out, "w") as tar:
-        for top in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
-            if os.path.islink(f"/{top}"):
-                tar.addfile(_link_entry(top, os.readlink(f"/{top}")))
-                seen.add(top)
-        for path in files:
-            parents = Path(path).parents
-            for parent in reversed(list(parents)[:-1]):
-                name = str(parent)[1:]
-                if name not in seen:
-                    seen.add(name)
-                    tar.add(str(parent), arcname=name, recursive=False)
-            if path[1:] not in seen:
-                seen.add(path[1:])
-                tar.add(path, arcname=path[1:], recursive=False)
-        for name, mode in (("tmp", 0o1777), ("data", 0o755), ("root", 0o700), ("usr/local/bin", 0o755),
-                           ("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("etc", 0o755)):
-            if name not in seen:
-                seen.add(name)
-                tar.addfile(_dir_entry(name, mode))
-        for name in ("python", "python3", f"python{minor}"):
-            tar.addfile(_link_entry(f"usr/local/bin/{name}", interpreter))
-        if "usr/bin/python3" not in seen:
-            tar.addfile(_link_entry("usr/bin/python3", f"python{minor}"))
-        passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-        for name, data in (("etc/passwd", passwd), ("etc/group", b"root:x:0:\nnogroup:x:65534:\n")):
-            if name not in seen:
-                info = tarfile.TarInfo(name)
-                info.size, info.mode = len(data), 0o644
-                tar.addfile(info, io.BytesIO(data))
-    return out
-
-
-def prepare_base(engine_exe: str | None = None, minor: str | None = None, force: bool = False) -> dict[str, Any]:
-    """Import a ``python:3.X-slim`` stand-in into the engine's local store (skipped when it is
-    already there). Returns what was done and how long it took."""
-    minor = minor or python_minor()
-    tags = base_tags(minor)
-    exe = engine_exe or next((found for found in map(shutil.which, ENGINES) if found), None)
-    if not exe:
-        raise ContainerUnavailable("no podman or docker executable: apt-get install podman runc")
-    engine = Engine(exe, Path(exe).name, ())
-    if not force and all(engine.has_image(tag) for tag in tags):
-        return {"engine": exe, "tags": tags, "prepared": False, "seconds": 0.0}
-    started = time.monotonic()
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"podrun-rootfs-{os.getpid()}.tar"
-    try:
-        base_rootfs(work, minor)
-        changes = ["--change", "CMD [\"python3\"]", "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin",
-                   "--change", "ENV LANG=C.UTF-8"]
-        done = engine.run("import", *changes, str(work), tags[0], timeout=600)
-        if done.returncode != 0:
-            raise ContainerUnavailable(f"`{exe} import` failed: {_last_line(done.stderr)}")
-        for tag in tags[1:]:
-            tagged = engine.run("tag", tags[0], tag)
-            if tagged.returncode != 0:
-                raise ContainerUnavailable(f"`{exe} tag {tags[0]} {tag}` failed: {_last_line(tagged.stderr)}")
-    finally:
-        work.unlink(missing_ok=True)
-    _probed.clear()
-    return {"engine": exe, "tags": tags, "prepared": True, "seconds": round(time.monotonic() - started, 2)}
-
-
-def main(argv: Sequence[str]) -> int:
-    """``python -m podrun.platform.local.container prepare [--force]`` / ``check``."""
-    if not argv or argv[0] not in ("prepare", "check"):
-        print("usage: python -m podrun.platform.local.container prepare [--force] | check", file=sys.stderr)
-        return 2
-    try:
-        if argv[0] == "prepare":
-            print(prepare_base(force="--force" in argv))
-        engine = find_engine()
-    except ContainerUnavailable as exc:
-        print(f"container driver unavailable: {exc}", file=sys.stderr)
-        return 1
-    print(f"container driver ready: {engine.exe} {' '.join(engine.flags)}".rstrip())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

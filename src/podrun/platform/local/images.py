@@ -247,7 +247,8 @@ class ImageStore:
         self.run("untag", image.id if isinstance(image, Image) else image, ref)
 
     def remove(self, ref: str) -> None:
-        self.run("rmi", "--force", "--ignore", ref)
+        """Remove an image; one a container still uses stays (podman refuses without --force)."""
+        self.run("rmi", "--ignore", ref)
 
     def rootfs(self, image: Image) -> Path:
         """A mount of the image's root file system, for drivers that need a directory (bind
