@@ -30,7 +30,7 @@ def _distributions() -> dict[str, str]:
 
     found: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name") if dist.metadata else None
+        name = dist.metadata["Name"] if dist.metadata else None
         if name:
             found.setdefault(str(name).lower().replace("_", "-"), dist.version)
     return found
