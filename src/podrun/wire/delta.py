@@ -81,7 +81,7 @@ def encode(prev: bytes | bytearray | memoryview, new: bytes | bytearray | memory
             frames = list(pool.map(run, jobs))
     else:
         frames = [run(jobs[0])]
-    table = b"".join(_ENTRY.pack(lo, hi, len(frame)) for (_, _, lo, hi), frame in zip(jobs, frames))
+    table = b"".join(_ENTRY.pack(lo, hi, len(frame)) for (_, _, lo, hi), frame in zip(jobs, frames, strict=True))
     return b"".join([MAGIC, struct.pack("<QI", new_view.nbytes, len(jobs)), table, *frames])
 
 
