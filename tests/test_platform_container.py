@@ -2,7 +2,7 @@
 
 The first group checks the commands the driver builds and needs no engine. The second starts
 real containers; it runs where an engine can start the prepared ``python:3.X-slim`` base
-(``python -m podrun.platform.local.container prepare``, which ``.ci/run`` does) and is skipped
+(``podrun images prepare``, which ``.ci/run`` does, in the session's image store) and is skipped
 elsewhere with the command that was tried and its error.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,10 @@ import pytest
 import podrun
 from podrun.platform.local import LocalPlatform
 from podrun.platform.local import container as _container
+from podrun.platform.local.images import ImageStore
 from podrun.platform.types import PodSpec
+
+from .conftest import TEST_IMAGE_STORE
 
 MINOR = f"{sys.version_info[0]}.{sys.version_info[1]}"
 IMAGE = f"python:{MINOR}-slim"
@@ -52,13 +54,6 @@ def test_gpu_devices_only_on_the_gpu_node(tmp_path: Path, monkeypatch: pytest.Mo
     assert "/dev/nvidia0" not in _container.run_argv(FAKE, gpu=False, **common)
 
 
-def test_engine_image_resolves_built_and_loaded_images() -> None:
-    images = {"mine": {"base": "python:3.11-slim"}, "derived": {"base": "mine"}, "loaded": {"base": None, "tags": ["repo/x:1"]}}
-    assert _container.engine_image("derived", images) == "python:3.11-slim"
-    assert _container.engine_image("loaded", images) == "repo/x:1"
-    assert _container.engine_image("python:3.12", images) == "python:3.12"
-
-
 def test_container_names_differ_per_root_and_run(tmp_path: Path) -> None:
     a = _container.container_name(tmp_path / "a", "local", "local-pvc", "0" * 16)
     b = _container.container_name(tmp_path / "b", "local", "local-pvc", "0" * 16)
@@ -69,7 +64,7 @@ def test_container_names_differ_per_root_and_run(tmp_path: Path) -> None:
 def test_unavailable_engine_is_a_typed_error_naming_what_was_tried(podrun_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(podrun_home))  # no podman, no docker
     monkeypatch.setattr(_container, "_probed", {})
-    with pytest.raises(_container.ContainerUnavailable, match="podman: not installed; docker: not installed.*apt-get install podman"):
+    with pytest.raises(_container.ContainerUnavailable, match="podman: not installed.*apt-get install podman"):
         LocalPlatform(podrun_home / "local", driver="container")
     monkeypatch.setattr("podrun.platform.local.localplatform.bwrap_available", lambda: False)
     assert LocalPlatform(podrun_home / "local").effective_driver == "process"
@@ -77,12 +72,13 @@ def test_unavailable_engine_is_a_typed_error_naming_what_was_tried(podrun_home: 
 
 # --- with an engine ------------------------------------------------------------------------
 
-UNAVAILABLE = _container.reason_unavailable()
+STORE = ImageStore(TEST_IMAGE_STORE)
+UNAVAILABLE = _container.reason_unavailable(STORE)
 needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container driver unavailable: {UNAVAILABLE}")
 
 
 def _containers(platform: LocalPlatform) -> list[dict]:
-    engine = _container.find_engine()
+    engine = _container.find_engine(STORE)
     done = engine.run("ps", "--all", "--filter", f"label=podrun.root={platform.root}", "--format", "json")
     text = done.stdout.strip()
     return json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
@@ -106,7 +102,7 @@ def container_platform(podrun_home: Path):
     leftover = _containers(platform)
     for item in leftover:  # never leave a container behind, even when the test failed
         names = item["Names"]
-        _container.cleanup(_container.find_engine().cleanup_argv(names[0] if isinstance(names, list) else names))
+        _container.cleanup(_container.find_engine(STORE).cleanup_argv(names[0] if isinstance(names, list) else names))
     assert not leftover, f"containers left running: {leftover}"
 
 
@@ -163,8 +159,8 @@ def test_killed_supervisor_leaves_no_container(container_platform: LocalPlatform
 def test_missing_image_waits_with_a_fix(container_platform: LocalPlatform) -> None:
     container_platform.run_pod(PodSpec(image="python:3.10-alpine", node="MPU", max_duration=1, pod_name="noimg", command="true"))
     state = container_platform.pod_status("noimg")
-    assert state.phase == "waiting" and state.reason == "ErrImagePull"
-    assert "container prepare" in state.detail["message"]
+    assert state.phase == "waiting" and state.reason == "ImagePullBackOff"
+    assert "podrun images prepare" in state.detail["message"] and "python:3.11-slim" in state.detail["message"]
 
 
 @needs_engine
@@ -201,14 +197,6 @@ def test_remote_function_runs_in_the_image(container_platform: LocalPlatform) ->
     assert out["x"] == 2 and out["exe"] == "/usr/local/bin/python" and out["data"] == "/data"
     assert out["cp"].startswith("/data/.podrun/"), "cloudpickle came from the zipapp: the image has none"
     assert [f.get(timeout=120)["x"] for f in fn.map([10, 20])] == [11, 21]
-
-
-def test_prepare_cli_reports_its_state() -> None:
-    done = subprocess.run([sys.executable, "-m", "podrun.platform.local.container", "check"], capture_output=True, text=True, timeout=120)
-    if UNAVAILABLE is None:
-        assert done.returncode == 0 and "container driver ready" in done.stdout
-    else:
-        assert done.returncode == 1 and "container driver unavailable" in done.stderr
 
 
 @needs_engine

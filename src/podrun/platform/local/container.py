@@ -21,6 +21,7 @@ its image by ID, so nothing is ever pulled.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -176,7 +177,7 @@ def gpu_args(engine: Engine) -> list[str]:
 
 def run_argv(engine: Engine, *, name: str, image: str, volume: Path, network: str, hostnames: Sequence[str],
              labels: dict[str, str], env_names: Sequence[str], env_inline: dict[str, str], gpu: bool,
-             command: Sequence[str]) -> list[str]:
+             command: Sequence[str], entrypoint: Sequence[str] | None = None) -> list[str]:
     """``<engine> run`` in the foreground for one pod. Pod variables are passed by name only
     (``-e NAME``: the engine reads the value from its own environment), so none shows in ``ps``."""
     argv = [*engine.prefix, "run", "--rm", "--init", "--pull=never", "--name", name, *engine.flags,
@@ -192,12 +193,14 @@ def run_argv(engine: Engine, *, name: str, image: str, volume: Path, network: st
         argv += ["--env", f"{key}={value}"]
     if gpu:
         argv += gpu_args(engine)
+    if entrypoint:  # a pod's ``command`` replaces the image's ENTRYPOINT, its ``args`` the CMD (Kubernetes' rule)
+        argv += ["--entrypoint", json.dumps(list(entrypoint))]
     return [*argv, image, *command]
 
 
 def pod_process(engine: Engine, *, root: Path, user: str, volume_name: str, volume: Path, image: str,
                 node: str, pod_name: str | None, argv: Sequence[str], pod_env: dict[str, str],
-                host_env: dict[str, str]) -> dict[str, Any]:
+                host_env: dict[str, str], entrypoint: Sequence[str] | None = None) -> dict[str, Any]:
     """The supervisor's spec entries (argv, env, cwd, cleanup_argv) for one container pod."""
     network = f"podrun-{user}"
     engine.ensure_network(network)
@@ -207,7 +210,8 @@ def pod_process(engine: Engine, *, root: Path, user: str, volume_name: str, volu
     inline = {key: value for key, value in pod_env.items() if key not in env_names}
     labels = {"podrun.node": node, "podrun.user": user, "podrun.pod": volume_name, "podrun.root": str(root)}
     command = run_argv(engine, name=name, image=image, volume=volume, network=network, hostnames=hostnames,
-                       labels=labels, env_names=env_names, env_inline=inline, gpu=node == "GPU", command=argv)
+                       labels=labels, env_names=env_names, env_inline=inline, gpu=node == "GPU", command=argv,
+                       entrypoint=entrypoint)
     env = {**host_env, **{key: pod_env[key] for key in env_names}}
     return {"argv": command, "env": env, "cwd": str(volume), "driver": "container", "container": name,
             "cleanup_argv": engine.cleanup_argv(name)}

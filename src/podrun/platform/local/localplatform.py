@@ -68,6 +68,11 @@ def default_home() -> Path:
     return Path(base) / "podrun"
 
 
+def image_root_tag(root: Path) -> str:
+    """Names one LocalPlatform root in the image store (user images are scoped by it)."""
+    return "r" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+
+
 def _minute(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d-%H-%M")
 
@@ -262,6 +267,18 @@ class LocalPlatform(Platform):
             raise NotFound(f"File delete failed: {path!r} does not exist in volume {self.volume_name(pod_name)!r}", code="FILE_DELETE_FAILED", status=400)
 
     # images --------------------------------------------------------------------------------
+    @property
+    def image_scope(self) -> str:
+        """Where this platform's users' images live in the shared store: its root and the user."""
+        return f"{image_root_tag(self.root)}/{self.user}"
+
+    def _mark_images(self) -> None:
+        """Record under the root that its users have images in the store (``images.scope``
+        names their prefix), so whoever discards the root can remove them."""
+        marker = self.root / "images.scope"
+        if not marker.is_file():
+            atomic_write(marker, f"{USER_PREFIX}/{image_root_tag(self.root)}/\n")
+
     def _host_volume_path(self, pod_name: str | None, path: str) -> str:
         return f"/clients/{self.user}-pvc/{clean_relative(path)}" if pod_name is None else f"/clients/{pod_name}/{clean_relative(path)}"
 
@@ -283,9 +300,10 @@ class LocalPlatform(Platform):
         if not docker_file.is_file():
             raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
                 f"failed to solve with frontend dockerfile.v0: failed to read dockerfile: open {docker_file.name}: no such file or directory\n"])
+        self._mark_images()
         try:
-            _builds.build(self.images, user=self.user, dockerfile=docker_file, context=ctx, image=normalize_image(image),
-                          arch=self.arch, hide=self._log_paths(pod_name))
+            _builds.build(self.images, scope=self.image_scope, resolve=self.resolve_image, dockerfile=docker_file, context=ctx,
+                          image=normalize_image(image), hide=self._log_paths(pod_name))
         except _builds.BuildFailed as failed:
             raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=failed.lines) from None
         except ImageStoreError as exc:
@@ -300,8 +318,9 @@ class LocalPlatform(Platform):
         if not path.is_file():
             raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400, log_tail=[
                 f"sh: line 1: {shown}: No such file or directory\n"])
+        self._mark_images()
         try:
-            _builds.load(self.images, user=self.user, tar=path, image=normalize_image(image), shown=shown)
+            _builds.load(self.images, scope=self.image_scope, owner=self.user, tar=path, image=normalize_image(image), shown=shown)
         except _builds.BuildFailed as failed:
             raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400,
                                  log_tail=failed.lines) from None
@@ -312,13 +331,13 @@ class LocalPlatform(Platform):
     def image_list(self) -> list[dict[str, Any]]:
         """The user's built and loaded images, in ``docker images``' fields (stock ones are not listed)."""
         try:
-            found = self.images.list(prefix=f"{USER_PREFIX}/{self.user}/")
+            found = self.images.list(prefix=f"{USER_PREFIX}/{self.image_scope}/")
         except ImageStoreError:
             return []
         rows = []
         for item in found:
             for ref in item.names:
-                name, _, tag = display_name(ref).partition(":")
+                name, _, tag = display_name(ref, self.image_scope).partition(":")
                 created = item.created[:19].replace("T", " ")
                 rows.append({"Repository": f"{self.user}-{name}", "Tag": tag or "latest", "ID": item.short_id,
                              "CreatedAt": f"{created} +0000 UTC", "Size": f"{item.size}B", "Architecture": item.arch})
@@ -331,7 +350,7 @@ class LocalPlatform(Platform):
     def resolve_image(self, image: str) -> Image | None:
         """The store's image a pod of ``image`` runs: the user's own, else the stock one of the pods' arch."""
         try:
-            return self.images.resolve(self._image_name(image), user=self.user, arch=self.arch)
+            return self.images.resolve(self._image_name(image), user=self.image_scope, arch=self.arch)
         except ImageStoreError:
             return None
 
@@ -417,7 +436,8 @@ class LocalPlatform(Platform):
             return _container.pod_process(
                 _container.find_engine(self.images), root=self.root, user=self.user, volume_name=self.volume_name(spec.pod_name),
                 volume=volume, image=self._engine_image(spec.image),
-                node=spec.node, pod_name=spec.pod_name, argv=_split_command(spec.command) + [str(a) for a in spec.args] or ["python"],
+                node=spec.node, pod_name=spec.pod_name, entrypoint=_split_command(spec.command) or None,
+                argv=[str(a) for a in spec.args],
                 pod_env=pod_env, host_env=host)
         if driver == "bwrap":
             env["PODRUN_DATA"] = "/data"
