@@ -315,3 +315,20 @@ def test_a_tar_naming_a_store_name_or_garbage_is_refused(container: LocalPlatfor
         assert info.value.code == "IMAGE_LOAD_FAILED"
     after = store.inspect(python)
     assert (before.id if before else None) == (after.id if after else None)
+
+
+def test_a_ground_build_loads_back_and_runs(container: LocalPlatform, tmp_path: Path) -> None:
+    """``podrun images build`` with podman: offline, from the prepared base; the tar it writes
+    is a real ``docker save`` that ``images push`` loads and a pod runs."""
+    from podrun.client import images
+
+    require_image("python:3.11-slim")
+    tar = images.build("podrun-rt", tmp_path / "rt.tar", engine="podman", arch="host")
+    ImageStore(TEST_IMAGE_STORE).remove_all(user_ref("ground", "podrun-rt"))  # the tar holds it now
+    assert tar_identity(tar)[1] == ["localhost/podrun-rt:latest"]
+    images.push(tar, "podrun-rt", platform=container, pod_name="rt")
+    loaded = container.resolve_image("podrun-rt")
+    assert loaded is not None and loaded.cmd == ["python", "-m", "podrun.runtime"] and loaded.workdir == "/data"
+    out = _run(container, "podrun-rt", "python -c 'import podrun.runtime, cloudpickle; print(podrun.runtime.__file__)'",
+               pod_name="rt")
+    assert out.startswith("/opt/podrun/podrun-runtime.pyz/")
