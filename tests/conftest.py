@@ -51,6 +51,53 @@ def podrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     remove_images(home / "local", str(TEST_IMAGE_STORE))
 
 
+# Suites that also run on arm64 python:3.11-slim pods (the container driver over the image store,
+# qemu-user through binfmt_misc), as on CG2: slow, so in `make test-slow` and CI only.
+ARM64_SUITES = frozenset({"test_platform_contract", "test_remote", "test_modules", "test_wheels", "test_objects"})
+
+
+# Found by running on a real image, open (strict: fixing one makes its test fail until removed here).
+ARM64_KNOWN_FAILURES = {
+    name: "the remote traceback is not rendered from the client's source: cloudpickle names by-value code "
+          "'<dynamic-code>', and a real image has no copy of the file, so the line of the raise is missing"
+    for name in ("test_remote_exception_keeps_its_type_and_traceback", "test_exception_that_cannot_be_rebuilt_is_remote_error")
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "pod_architecture" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in ARM64_SUITES:
+        metafunc.parametrize("pod_architecture", ["host", pytest.param("arm64", marks=pytest.mark.slow)], indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On arm64 the contract suite runs against LocalPlatform itself: the EM API over HTTP adds
+    nothing architecture-specific (its emulator runs its own pods), so that pairing is deselected."""
+    keep, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        pair = params.params if params else {}
+        (dropped if pair.get("pod_architecture") == "arm64" and pair.get("platform") == "em" else keep).append(item)
+        known = ARM64_KNOWN_FAILURES.get(getattr(item, "originalname", ""))
+        if known and pair.get("pod_architecture") == "arm64":
+            item.add_marker(pytest.mark.xfail(strict=True, reason=known))
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def pod_architecture(request: pytest.FixtureRequest, podrun_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``arm64``: every platform the test makes runs its pods in arm64 images of the session store."""
+    arch = getattr(request, "param", "host")
+    if arch == "arm64":
+        for name in ("python:3.11-slim", "busybox"):
+            require_image(name, "arm64")
+        monkeypatch.setenv("PODRUN_LOCAL_DRIVER", "container")
+        monkeypatch.setenv("PODRUN_LOCAL_ARCH", "arm64")
+        config.reset()
+    return arch
+
+
 @pytest.fixture
 def local_platform(podrun_home: Path) -> LocalPlatform:
     return LocalPlatform(podrun_home / "local")
