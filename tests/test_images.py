@@ -332,3 +332,28 @@ def test_a_ground_build_loads_back_and_runs(container: LocalPlatform, tmp_path: 
     out = _run(container, "podrun-rt", "python -c 'import podrun.runtime, cloudpickle; print(podrun.runtime.__file__)'",
                pod_name="rt")
     assert out.startswith("/opt/podrun/podrun-runtime.pyz/")
+
+
+def _plus_one(x: int) -> int:
+    return x + 1
+
+
+def test_a_313_pods_own_report_refuses_a_311_client_before_any_byte(container: LocalPlatform) -> None:
+    """The image's name says nothing of its Python (a user's build on Debian trixie's 3.13): the
+    first job reaches the pod, whose runtime reports its environment; from then on a call is
+    refused at ``.remote()`` with nothing uplinked."""
+    import podrun
+    from podrun.errors import EnvironmentMismatch
+
+    require_image("python:3.13-slim")
+    container.uplink([("Dockerfile", b"FROM python:3.13-slim\n")], dest_path="t", pod_name="b")
+    container.image_build("t/Dockerfile", "mystery", "t/", pod_name="b")
+    podrun.configure(container)
+    fn = podrun.remote(_plus_one, image="mystery", max_duration=1)
+    with pytest.raises((EnvironmentMismatch, podrun.PodFailed, podrun.RemoteError)) as first:
+        fn.remote(1).get(timeout=120)
+    assert "3.13" in str(first.value)
+    before = podrun.stats()["bytes_up"]
+    with pytest.raises(EnvironmentMismatch, match=r"Python 3\.1[01].*runs Python 3\.13 \(as its pod reported"):
+        fn.remote(2)
+    assert podrun.stats()["bytes_up"] == before

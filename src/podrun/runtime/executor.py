@@ -90,6 +90,8 @@ class JobRunner:
             self.emit({"k": "end", "t": time.time(), "fatal": f"{type(exc).__name__}: {exc}"})
             return 3
         if header.python != python_version():
+            # The environment first: the client caches it and refuses the next call before a byte is sent.
+            self.emit({"k": "env", **self._environment(header)})
             self.emit({"k": "end", "t": time.time(), "fatal": (
                 f"EnvironmentMismatch: the client pickled with Python {header.python} but this pod runs Python "
                 f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")})

@@ -253,15 +253,19 @@ class ImageStore:
         self.run("untag", image.id if isinstance(image, Image) else image, ref)
 
     def remove_all(self, prefix: str) -> None:
-        """Remove every image named under ``prefix`` (a platform's images when it is discarded)."""
+        """Take every name under ``prefix`` off its image (a platform's images when it is
+        discarded), removing each image left without a name."""
         for image in self.list(prefix):
             for ref in image.names:
                 self.untag(image, ref)
             self.remove(image.id)
 
-    def remove(self, ref: str) -> None:
-        """Remove an image; one a container still uses stays (podman refuses without --force)."""
-        self.run("rmi", "--ignore", ref)
+    def remove(self, image_id: str) -> None:
+        """Remove an image that has no name left (a build ``FROM x`` with no step *is* x, so an
+        image may carry stock and user names at once); one a container still uses stays."""
+        found = self.inspect(image_id)
+        if found is not None and not found.names:
+            self.run("rmi", "--ignore", found.id)
 
     def rootfs(self, image: Image) -> Path:
         """A mount of the image's root file system, for drivers that need a directory (bind
