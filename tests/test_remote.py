@@ -30,9 +30,21 @@ class CustomError(Exception):
     pass
 
 
+class CalibrationError(Exception):
+    """An ``__init__`` that takes other arguments than its message: plain unpickling fails."""
+
+    def __init__(self, sensor, drift):
+        super().__init__(f"sensor {sensor} drifted by {drift}")
+        self.sensor = sensor
+        self.drift = drift
+
+
 class Unrebuildable(Exception):
+    """Holds a lock: it cannot be pickled in the pod at all."""
+
     def __init__(self, a, b):
         super().__init__(f"{a}/{b}")
+        self.lock = threading.Lock()
 
 
 @podrun.remote(max_duration=1)
@@ -41,6 +53,12 @@ def fail(kind):
         raise CustomError("custom failure")
     if kind == "unrebuildable":
         raise Unrebuildable(1, 2)
+    if kind == "calibration":
+        raise CalibrationError("gyro-2", 0.25)
+    if kind == "sysexit":
+        raise SystemExit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt()
     if kind == "exit":
         os._exit(7)
     return kind
@@ -104,6 +122,27 @@ def test_exception_that_cannot_be_rebuilt_is_remote_error():
         fail.remote("unrebuildable").get(timeout=60)
     assert info.value.type_name.endswith("Unrebuildable") and "1/2" in info.value.message
     assert "raise Unrebuildable" in info.value.traceback_text
+
+
+def test_exception_with_its_own_init_arguments_keeps_its_class_and_attributes():
+    with pytest.raises(CalibrationError) as info:
+        fail.remote("calibration").get(timeout=60)
+    error = info.value
+    assert type(error) is CalibrationError  # the client's own class: `except CalibrationError` works
+    assert (error.sensor, error.drift) == ("gyro-2", 0.25)
+    assert str(error) == "sensor gyro-2 drifted by 0.25" and error.args == ("sensor gyro-2 drifted by 0.25",)
+    assert 'raise CalibrationError("gyro-2", 0.25)' in error.remote_traceback
+
+
+@pytest.mark.parametrize("kind, type_name", [("sysexit", "builtins.SystemExit"), ("interrupt", "builtins.KeyboardInterrupt")])
+def test_remote_exit_or_interrupt_never_stops_the_client(kind, type_name):
+    futures = fail.map([kind, "after"])
+    with pytest.raises(podrun.RemoteError) as info:  # a SystemExit here would end pytest itself
+        futures[0].get(timeout=60)
+    assert info.value.type_name == type_name and "not re-raised here" in info.value.message
+    assert f"raise {type_name.split('.')[1]}" in info.value.traceback_text
+    assert not isinstance(futures[0].exception(), (SystemExit, KeyboardInterrupt))
+    assert futures[1].get(timeout=60) == "after"  # the pod went on with the next call
 
 
 def test_pod_dying_without_results_is_pod_failed_not_a_hang():

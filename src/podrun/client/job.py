@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 import weakref
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +47,7 @@ from ..wire.layout import BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, blob_pa
 from ..wire.serialize import Pickled, loads
 from . import bootstrap, journal, preflight
 from .future import DeferredValue, ObjectFuture
+from .tracebacks import render_info
 from .warm import WarmPod, await_warm_job
 from .wheels import ShippedWheel
 
@@ -125,6 +127,7 @@ class Job:
         self.state: PodState | None = None
         self.embedded: list[str] = []
         self.runtime_from_volume: str | None = None  # the zipapp's hash when the pod runs it from the volume
+        self.shipped: frozenset[str] = frozenset()  # modules shipped by source: their traceback frames render from here
         self._command = ""
         self._cancel_lock = threading.Lock()
         self._cancel_wanted: set[int] = set()
@@ -198,6 +201,7 @@ class Job:
     def _submit(self, manifest: Manifest) -> None:
         packed = pack_job(self.job_id, self.groups, self.platform, self.key, manifest)
         self.embedded = packed.embedded
+        self.shipped = frozenset(str(row[0]) for row in packed.header.options.get("modules", []))
         bundle, boot = packed.bundle, packed.boot
         self.runtime_from_volume = boot.runtime_hash if boot.runtime_hash and not boot.frames else None
         if len(bundle) > self.platform.max_uplink_bytes:
@@ -339,7 +343,7 @@ class Job:
         if status == rec.OK:
             _settle(future, value=DeferredValue(lambda: self._load_value(record)))
         elif status == rec.RAISED:
-            _settle(future, exc=rebuild_exception(record["e"]))
+            _settle(future, exc=rebuild_exception(record["e"], self.shipped))
         elif status == rec.TIMEOUT:
             _settle(future, exc=CallTimeout(record["e"]["message"]))
         elif status == rec.CANCELLED:
@@ -418,20 +422,42 @@ def estimate_uplink(groups: list[PendingGroup], platform: MeteredPlatform, key: 
     return len(pack_job(new_job_id(), groups, platform, key, manifest, refresh=False).bundle)
 
 
-def rebuild_exception(info: dict[str, Any]) -> BaseException:
-    """The remote exception as its own type where it unpickles, else ``RemoteError``; the
-    remote traceback text is attached either way."""
-    text = info.get("traceback") or ""
-    if info.get("pickled"):
+def rebuild_exception(info: dict[str, Any], shipped: Collection[str] = ()) -> BaseException:
+    """The remote exception as its own type where it can be rebuilt here, else ``RemoteError``;
+    the remote traceback, rendered from this client's source, is attached either way.
+
+    A remote ``SystemExit``, ``KeyboardInterrupt`` or other BaseException that is not an
+    Exception is never re-raised as itself: it would exit or interrupt this process."""
+    text = render_info(info, shipped)
+    exc = _unpickle_exception(info)
+    if isinstance(exc, Exception):
+        exc.__cause__ = RemoteTraceback(text)
+        exc.remote_traceback = text  # type: ignore[attr-defined]
+        return exc
+    message = info.get("message") or ""
+    if isinstance(exc, BaseException):
+        message = f"{message} (a {type(exc).__name__} in the pod: not re-raised here, where it would stop this process)"
+    return RemoteError(info.get("type") or "Exception", message, text)
+
+
+def _unpickle_exception(info: dict[str, Any]) -> BaseException | None:
+    """The exception as pickled, or rebuilt from (class, args, __dict__) without calling
+    ``__init__`` where plain unpickling fails (an ``__init__`` taking other arguments)."""
+    for key in ("pickled", "parts"):
+        if not info.get(key):
+            continue
         try:
-            exc = cloudpickle.loads(info["pickled"])
-        except Exception:
-            exc = None
-        if isinstance(exc, BaseException):
-            exc.__cause__ = RemoteTraceback(text)
-            exc.remote_traceback = text  # type: ignore[attr-defined]
-            return exc
-    return RemoteError(info.get("type") or "Exception", info.get("message") or "", text)
+            loaded = cloudpickle.loads(info[key])
+            if key == "parts":
+                cls, args, state = loaded
+                loaded = cls.__new__(cls, *args)
+                loaded.args = tuple(args)
+                loaded.__dict__.update(state)
+        except Exception:  # noqa: BLE001 - any failure: try the next form, then RemoteError
+            continue
+        if isinstance(loaded, BaseException):
+            return loaded
+    return None
 
 
 def _settle(future: ObjectFuture, value: Any = None, exc: BaseException | None = None) -> None:

@@ -15,7 +15,6 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from ..wire.bundle import JobHeader, python_version, read_header
 from ..wire.compression import best_codec, compress, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
 from ..wire.serialize import dumps
-from . import environment, modules, wheels
+from . import environment, modules, tracebacks, wheels
 from .capture import capture_output
 from .session import CURRENT, Session
 
@@ -264,20 +263,39 @@ def _raise_timeout(_signum: int, _frame: Any) -> None:
 
 def _error_info(exc: BaseException | None, type_name: str | None = None, message: str | None = None,
                 skip_runtime_frame: bool = False) -> dict[str, Any]:
-    """Type name, message, traceback text and, where it pickles, the exception itself.
-    The runtime's own frame is left out of a user exception's traceback: it starts at the user's code."""
+    """Type name, message, the traceback as a structured record (the client renders it from its
+    own source: ``runtime/tracebacks.py``) and, where it pickles, the exception itself. The
+    runtime's own frame is left out of a user exception's traceback: it starts at the user's code."""
     if exc is None:
         return {"type": type_name, "message": message, "traceback": "", "pickled": None}
-    tb = exc.__traceback__
-    if skip_runtime_frame and tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    cls = type(exc)
+    return {"type": f"{cls.__module__}.{cls.__qualname__}", "message": _message(exc),
+            "tb": tracebacks.capture(exc, skip_frames=1 if skip_runtime_frame else 0), **_pickled(exc)}
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as error:  # noqa: BLE001 - a user's __str__ may raise; the type still reaches the client
+        return f"<str() of the exception failed: {type(error).__name__}>"
+
+
+def _pickled(exc: BaseException) -> dict[str, Any]:
+    """``pickled``: the exception as cloudpickle carries it. Where that would not unpickle (an
+    ``__init__`` that takes other arguments than ``args``: ``CalibrationError(sensor, drift)``),
+    ``parts`` too: (class, args, __dict__), which the client rebuilds without calling ``__init__``."""
     try:
         pickled = cloudpickle.dumps(exc)
-    except Exception:
-        pickled = None
-    cls = type(exc)
-    return {"type": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc), "traceback": text, "pickled": pickled}
+    except Exception:  # noqa: BLE001 - an unpicklable attribute: the client gets a RemoteError
+        return {"pickled": None}
+    try:
+        cloudpickle.loads(pickled)
+    except Exception:  # noqa: BLE001 - would fail the same way on the client
+        try:
+            return {"pickled": pickled, "parts": cloudpickle.dumps((type(exc), exc.args, dict(vars(exc))))}
+        except Exception:  # noqa: BLE001
+            pass
+    return {"pickled": pickled}
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,110 @@
+"""Render a pod's traceback record (``wire/tracebacks.py``) with the client's own source.
+
+Per frame, the first that applies:
+
+* code pickled by value: its ``code_id`` names the file and first line the client pickled it
+  from (``ORIGINS``, recorded while pickling); the line's text comes from that file here;
+* a module shipped by source (``modules=``, or found imported): the module's file here;
+* anything else (the image's packages, the standard library): the file as the pod saw it and
+  the line the pod read.
+
+Nothing the pod sends names a file the client then opens: only files the client itself
+recorded or shipped are read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import linecache
+import sys
+from collections.abc import Collection
+from typing import Any
+
+from ..errors import WireFormatError
+from ..wire.tracebacks import LINKS, ORIGINS, Frame, TraceRecord
+
+REPEAT_SHOWN = 3  # identical consecutive frames shown before "[Previous line repeated N more times]", as Python does
+
+
+def render_info(info: dict[str, Any], shipped: Collection[str] = ()) -> str:
+    """The traceback text of a call's error info: rendered from its record, or the text an
+    older runtime sent; ``shipped``: the names of the modules the job shipped by source."""
+    record = info.get("tb")
+    if record is not None:
+        try:
+            return render(TraceRecord.from_wire(record), shipped)
+        except WireFormatError as exc:
+            return f"(the pod's traceback record could not be read: {exc})\n"
+    text = info.get("traceback")
+    return text if isinstance(text, str) else ""
+
+
+def render(record: TraceRecord, shipped: Collection[str] = ()) -> str:
+    parts: list[str] = []
+    for entry in record.exceptions:
+        if entry.link is not None:
+            parts.append(f"\n{LINKS[entry.link]}\n\n")
+        if entry.frames:
+            parts.append("Traceback (most recent call last):\n")
+            parts.extend(_frames(entry.frames, shipped))
+        parts.append(entry.summary if entry.summary.endswith("\n") else entry.summary + "\n")
+    return "".join(parts)
+
+
+def _frames(frames: tuple[Frame, ...], shipped: Collection[str]) -> list[str]:
+    lines: list[str] = []
+    last: tuple[str, int, str] | None = None
+    repeats = 0
+    for frame in frames:
+        file, source = _locate(frame, shipped)
+        key = (file, frame.line, frame.name)
+        if key == last:
+            repeats += 1
+            if repeats >= REPEAT_SHOWN:
+                continue
+        else:
+            lines.extend(_repeated(repeats))
+            last, repeats = key, 0
+        text = f'  File "{file}", line {frame.line}, in {frame.name}\n'
+        if source:
+            text += f"    {source}\n"
+        lines.append(text)
+    lines.extend(_repeated(repeats))
+    return lines
+
+
+def _repeated(repeats: int) -> list[str]:
+    hidden = repeats - REPEAT_SHOWN + 1
+    if hidden <= 0:
+        return []
+    return [f"  [Previous line repeated {hidden} more time{'s' if hidden > 1 else ''}]\n"]
+
+
+def _locate(frame: Frame, shipped: Collection[str]) -> tuple[str, str | None]:
+    """(file to show, source line) for one frame, from the client's own files where it has them."""
+    origin = ORIGINS.get(frame.code_id)
+    if origin is not None:
+        return origin[0], _line(origin[0], frame.line) or frame.source
+    if frame.module is not None and frame.module in shipped:
+        path = _module_file(frame.module)
+        if path is not None:
+            return path, _line(path, frame.line) or frame.source
+    return frame.file, frame.source
+
+
+def _line(path: str, lineno: int) -> str | None:
+    return linecache.getline(path, lineno).strip() or None
+
+
+def _module_file(name: str) -> str | None:
+    """The client's file of a module it shipped (located when it was shipped, so this imports
+    nothing new)."""
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if isinstance(path, str):
+        return path
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.has_location else None
