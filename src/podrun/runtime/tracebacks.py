@@ -14,10 +14,8 @@ import traceback
 from types import TracebackType
 from typing import Any
 
-from ..wire.tracebacks import MAX_CHAIN, MAX_FRAMES, MAX_TEXT, ExceptionEntry, Frame, TraceRecord, code_id
+from ..wire.tracebacks import MAX_CHAIN, MAX_FRAMES, MAX_SUMMARY, MAX_TEXT, ExceptionEntry, Frame, TraceRecord, code_id
 from .modules import ShippedModules
-
-MAX_SUMMARY = 64 * 1024  # characters of one exception's "Type: message" text
 
 
 def capture(exc: BaseException, skip_frames: int = 0) -> dict[str, Any]:

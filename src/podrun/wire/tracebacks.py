@@ -25,7 +25,8 @@ from ..errors import WireFormatError
 FORMAT = 1
 MAX_FRAMES = 2000  # per exception: a RecursionError's traceback fits
 MAX_CHAIN = 64  # exceptions linked by __cause__ / __context__
-MAX_TEXT = 4096  # characters of one source line, name or summary kept
+MAX_TEXT = 4096  # characters of one source line or name kept
+MAX_SUMMARY = 64 * 1024  # characters of one exception's "Type: message" text kept
 LINKS = {
     "cause": "The above exception was the direct cause of the following exception:",
     "context": "During handling of the above exception, another exception occurred:",
@@ -86,7 +87,8 @@ class TraceRecord:
             link = entry.get("l")
             if link is not None and link not in LINKS:
                 raise WireFormatError(f"traceback record: unknown link {_short(link)}")
-            out.append(ExceptionEntry(_text(entry.get("t")), _text(entry.get("s")), tuple(_frame(f) for f in frames), link))
+            summary = _text(entry.get("s"), MAX_SUMMARY)
+            out.append(ExceptionEntry(_text(entry.get("t")), summary, tuple(_frame(f) for f in frames), link))
         return cls(tuple(out))
 
 
@@ -100,10 +102,10 @@ def _frame(row: Any) -> Frame:
                  _optional_text(code_id), _optional_text(module), _optional_text(source))
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, limit: int = MAX_TEXT) -> str:
     if not isinstance(value, str):
         raise WireFormatError(f"traceback record: expected text, got {_short(value)}")
-    return value[:MAX_TEXT]
+    return value[:limit]
 
 
 def _optional_text(value: Any) -> str | None:
