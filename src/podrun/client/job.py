@@ -176,8 +176,14 @@ class Job:
             self._journal_outcomes()
 
     def _fail_all(self, exc: Exception) -> None:
+        """Every call of the job ends with the platform's error itself (typed: podrun.errors),
+        or a PodFailed that names and chains an error of another kind."""
+        error = exc
+        if not isinstance(exc, PodrunError):
+            error = PodFailed(f"job {self.job_id} failed on the platform: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
         for future in self.futures:
-            _settle(future, exc=exc if isinstance(exc, PodrunError) else PodFailed(f"job {self.job_id} failed: {exc!r}"))
+            _settle(future, exc=error)
 
     def journal_entry(self) -> journal.JournalEntry:
         return journal.JournalEntry(
