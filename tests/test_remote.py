@@ -158,6 +158,7 @@ def test_unknown_image_fails_with_the_pod_state():
     with pytest.raises(podrun.PodFailed, match="ImagePullBackOff") as info:
         add.options(image="no-such-image").remote(1).get(timeout=60)
     assert info.value.state["waiting"]["reason"] == "ImagePullBackOff"
+    assert "'podrun images build'" in str(info.value)  # a fix that names a real command (tests/test_hints.py)
 
 
 def test_max_duration_kills_and_keeps_what_finished():

@@ -1,6 +1,6 @@
 """The podrun runtime image: build it on the ground, push it, or have CG2 build it onboard.
 
-Plain functions behind ``podrun image build|push`` (the CLI wires them):
+Plain functions behind ``podrun images build|push`` (the CLI wires them):
 
 * :func:`build` — ``docker buildx --platform linux/arm64`` or ``podman build --platform``, from
   ``runtime_image/Dockerfile`` with the runtime zipapp packed here, written as a tar.

@@ -40,7 +40,7 @@ from ..store.objects import ObjectStore, PlatformVolume
 from ..store.refs import DEFAULT_POD, ObjectKey, ObjectRef
 from ..wire import object_image
 from ..wire import records as rec
-from ..wire.bundle import CallGroup, JobHeader, encode_bundle
+from ..wire.bundle import CallGroup, JobHeader, encode_bundle, python_version
 from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
 from ..wire.layout import BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, blob_path, job_dir, job_file
@@ -53,6 +53,7 @@ from .wheels import ShippedWheel
 
 LIVE_JOBS: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()  # this process's jobs
 MAX_ATTEMPTS = 2  # a group whose blobs vanished from the volume is re-sent once, with them
+IMAGE_MISSING = ("ImagePullBackOff", "ErrImagePull")  # pod states of an image the platform does not have
 RESULTS_NAMESPACE = "results"  # fut.ref() objects live under <pod_name>/results
 
 
@@ -334,6 +335,9 @@ class Job:
         detail = f"pod state {state}" if state else "no pod state"
         if self.state and self.state.is_stuck:
             message = f"the pod could not start ({self.state.reason}): {self.state.message}"
+            if self.state.reason in IMAGE_MISSING:
+                message += (f"; fix: 'podrun images ls' lists your images; build one with 'podrun images build' "
+                            f"(then 'podrun images push'), or pick a stock image with image= (e.g. image='python:{python_version()}-slim')")
         elif status == rec.KILLED:
             message = f"the pod was stopped ({reason}) before this call finished; {detail}"
         else:

@@ -117,6 +117,7 @@ def check(platform: Platform, image: str, node: str, what: str, modules: Iterabl
     if missing:
         raise EnvironmentMismatch(
             f"{what} needs module(s) {', '.join(missing)}, which image {image!r} on node {node} does not have ({source}). "
-            "Fix: use an image that has them (e.g. one built with 'podrun image build', or "
-            "'dphi-embedded-ml-armv8-py311' for the common ML stack); for your own pure-Python code, ship it with "
+            "Fix: use an image that has them (e.g. one built with 'podrun images build', or "
+            "'dphi-embedded-ml-armv8-py311' for the common ML stack); ship an installed package as a wheel with "
+            "@podrun.remote(wheels=['NAME==VERSION']); for your own pure-Python code, ship it with "
             "@podrun.remote(modules=[...]).")
