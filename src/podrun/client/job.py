@@ -66,6 +66,7 @@ class JobKey:
     max_duration: float
     envs: tuple[tuple[str, str], ...] = ()
     keep_warm: float = 0.0  # seconds a warm pod waits for more jobs; 0: one pod per job
+    wheels: tuple[str, ...] = ()  # hashes of the shipped wheels: a pod imports one set of versions
 
 
 @dataclass

@@ -95,9 +95,11 @@ class JobRunner:
             return 3
         self.emit({"k": "env", **self._environment(header)})
         modules.install(self.blobs, header.options.get("modules"))
-        missing.update(wheels.install(self.blobs, data_dir(), header.options.get("wheels")))
+        folders, lost = wheels.install(self.blobs, data_dir(), header.options.get("wheels"))
+        missing.update(lost)
         try:
-            self._run_groups(header, missing)
+            with wheels.active(folders):  # the job's wheels win over the runtime's and the image's copies
+                self._run_groups(header, missing)
         except _Stopped:
             pass
         self._finish_remaining(header, rec.KILLED if self.stopping else rec.LOST, "the pod was stopped before this call finished")
