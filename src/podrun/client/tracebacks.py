@@ -5,11 +5,13 @@ Per frame, the first that applies:
 * code pickled by value: its ``code_id`` names the file and first line the client pickled it
   from (``ORIGINS``, recorded while pickling); the line's text comes from that file here;
 * a module shipped by source (``modules=``, or found imported): the module's file here;
+* code pickled by value in another process (a re-attached job): its module's file, where this
+  process has that module loaded and the function starts on the line the pod reports;
 * anything else (the image's packages, the standard library): the file as the pod saw it and
   the line the pod read.
 
 Nothing the pod sends names a file the client then opens: only files the client itself
-recorded or shipped are read.
+recorded, shipped or has loaded are read, and nothing is imported.
 """
 
 from __future__ import annotations
@@ -85,11 +87,28 @@ def _locate(frame: Frame, shipped: Collection[str]) -> tuple[str, str | None]:
     origin = ORIGINS.get(frame.code_id)
     if origin is not None:
         return origin[0], _line(origin[0], frame.line) or frame.source
-    if frame.module is not None and frame.module in shipped:
+    if frame.shipped and frame.module is not None and frame.module in shipped:
         path = _module_file(frame.module)
         if path is not None:
             return path, _line(path, frame.line) or frame.source
+    if frame.code_id is not None and frame.source is None:
+        # By-value code this process did not pickle (a job re-attached from another process):
+        # its module, where this process has it loaded and the function starts where the pod says.
+        path = _loaded_file(frame.module)
+        if path is not None and _defines(path, frame):
+            return path, _line(path, frame.line)
     return frame.file, frame.source
+
+
+def _loaded_file(name: str | None) -> str | None:
+    path = getattr(sys.modules.get(name), "__file__", None) if name else None
+    return path if isinstance(path, str) else None
+
+
+def _defines(path: str, frame: Frame) -> bool:
+    """Whether ``path`` has ``frame``'s function starting on its first line (a def, or a lambda there)."""
+    text = linecache.getline(path, frame.first_line)
+    return f"def {frame.name}" in text or (frame.name == "<lambda>" and "lambda" in text)
 
 
 def _line(path: str, lineno: int) -> str | None:
@@ -99,9 +118,8 @@ def _line(path: str, lineno: int) -> str | None:
 def _module_file(name: str) -> str | None:
     """The client's file of a module it shipped (located when it was shipped, so this imports
     nothing new)."""
-    module = sys.modules.get(name)
-    path = getattr(module, "__file__", None)
-    if isinstance(path, str):
+    path = _loaded_file(name)
+    if path is not None:
         return path
     try:
         spec = importlib.util.find_spec(name)

@@ -72,13 +72,14 @@ def _frame(tb: TracebackType, ids: dict[int, str]) -> Frame:
     ident = None
     if source is None or code.co_filename == "<dynamic-code>":
         ident = ids.get(id(code)) or ids.setdefault(id(code), code_id(code))
+    name = frame.f_globals.get("__name__")
+    module = name[:MAX_TEXT] if isinstance(name, str) else None
     return Frame(code.co_filename, lineno, code.co_name, getattr(code, "co_qualname", code.co_name), code.co_firstlineno,
-                 ident, _shipped_module(frame.f_globals, code.co_filename), source[:MAX_TEXT] if source else None)
+                 ident, module, source[:MAX_TEXT] if source else None, _shipped(module, code.co_filename))
 
 
-def _shipped_module(globals_: dict[str, Any], filename: str) -> str | None:
-    """The module's name when this frame runs a module shipped by source from the client."""
-    name = globals_.get("__name__")
-    module = sys.modules.get(name) if isinstance(name, str) else None
+def _shipped(name: str | None, filename: str) -> bool:
+    """Whether this frame runs a module shipped by source from the client."""
+    module = sys.modules.get(name) if name is not None else None
     shipped = module is not None and isinstance(getattr(module, "__loader__", None), ShippedModules)
-    return name if shipped and getattr(module, "__file__", None) == filename else None
+    return shipped and getattr(module, "__file__", None) == filename

@@ -43,8 +43,9 @@ class Frame:
     qualname: str  # co_qualname (co_name before Python 3.11)
     first_line: int  # co_firstlineno
     code_id: str | None = None  # code_id(code) where the pod could not read the source
-    module: str | None = None  # set when the frame's module was shipped by source (client/modules.py)
+    module: str | None = None  # the frame's module name (its globals' __name__)
     source: str | None = None  # the line's text, where the pod could read it
+    shipped: bool = False  # the module was shipped by source (client/modules.py)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ class TraceRecord:
     def to_wire(self) -> dict[str, Any]:
         return {"v": FORMAT, "x": [
             {"t": e.type_name, "s": e.summary, "l": e.link,
-             "f": [[f.file, f.line, f.name, f.qualname, f.first_line, f.code_id, f.module, f.source] for f in e.frames]}
+             "f": [[f.file, f.line, f.name, f.qualname, f.first_line, f.code_id, f.module, f.source, f.shipped]
+                   for f in e.frames]}
             for e in self.exceptions]}
 
     @classmethod
@@ -93,13 +95,15 @@ class TraceRecord:
 
 
 def _frame(row: Any) -> Frame:
-    if not isinstance(row, list) or len(row) != 8:
-        raise WireFormatError(f"traceback record: a frame is not an 8-field row: {_short(row)}")
-    file, line, name, qualname, first_line, code_id, module, source = row
+    if not isinstance(row, list) or len(row) != 9:
+        raise WireFormatError(f"traceback record: a frame is not a 9-field row: {_short(row)}")
+    file, line, name, qualname, first_line, code_id, module, source, shipped = row
     if not (isinstance(line, int) and isinstance(first_line, int)) or isinstance(line, bool) or isinstance(first_line, bool):
         raise WireFormatError(f"traceback record: a frame's line numbers are not integers: {_short(row)}")
+    if not isinstance(shipped, bool):
+        raise WireFormatError(f"traceback record: a frame's shipped flag is not a boolean: {_short(row)}")
     return Frame(_text(file), line, _text(name), _text(qualname), first_line,
-                 _optional_text(code_id), _optional_text(module), _optional_text(source))
+                 _optional_text(code_id), _optional_text(module), _optional_text(source), shipped)
 
 
 def _text(value: Any, limit: int = MAX_TEXT) -> str:
