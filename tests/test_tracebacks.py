@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cloudpickle
@@ -127,7 +128,7 @@ def test_image_frames_show_the_line_the_pod_read(driver_platform: LocalPlatform)
 
 texts = st.text(max_size=40)
 frames = st.builds(Frame, texts, st.integers(0, 10**6), texts, texts, st.integers(0, 10**6),
-                   st.none() | texts, st.none() | texts, st.none() | texts, st.booleans())
+                   st.none() | texts, st.none() | texts, st.none() | texts, st.booleans(), st.integers(1, 10**6))
 links = st.sampled_from([None, "cause", "context"])
 entries = st.builds(ExceptionEntry, texts, texts, st.lists(frames, max_size=5).map(tuple), links)
 records = st.builds(TraceRecord, st.lists(entries, min_size=1, max_size=4).map(tuple))
@@ -176,13 +177,15 @@ def test_code_id_survives_cloudpickle_and_another_hash_seed(tmp_path: Path) -> N
 
 
 def test_repeated_frames_collapse_as_python_prints_them() -> None:
-    frame = Frame("/pod/lib/deep.py", 3, "deep", "deep", 1, None, None, "return deep(n - 1)")
-    record = TraceRecord((ExceptionEntry("builtins.RecursionError", "RecursionError: too deep\n", (frame,) * 10),))
     from podrun.client.tracebacks import render
 
-    text = render(record)
-    assert text.count('File "/pod/lib/deep.py", line 3, in deep') == 3
-    assert "[Previous line repeated 7 more times]" in text and text.endswith("RecursionError: too deep\n")
+    frame = Frame("/pod/lib/deep.py", 3, "deep", "deep", 1, None, None, "return deep(n - 1)")
+    for frames in [(frame,) * 10, (replace(frame, repeat=4), replace(frame, repeat=6)), (replace(frame, repeat=10),)]:
+        text = render(TraceRecord((ExceptionEntry("builtins.RecursionError", "RecursionError: too deep\n", frames),)))
+        assert text.count('File "/pod/lib/deep.py", line 3, in deep') == 3
+        assert "[Previous line repeated 7 more times]" in text and text.endswith("RecursionError: too deep\n")
+    text = render(TraceRecord((ExceptionEntry("builtins.RecursionError", "x\n", (replace(frame, repeat=4),)),)))
+    assert text.count("line 3, in deep") == 3 and "[Previous line repeated 1 more time]" in text
 
 
 def test_by_value_code_another_process_pickled_renders_from_its_loaded_module() -> None:
@@ -198,3 +201,21 @@ def test_by_value_code_another_process_pickled_renders_from_its_loaded_module() 
     text = render(TraceRecord((entry,)))
     assert f'File "{HERE}", line {line}, in calibrate\n    raise CalibrationError("gyro-2", readings[0]) from exc\n' in text
     assert f'File "<dynamic-code>", line {line}, in calibrate\n' in text  # not that function there: not attributed
+
+
+def recurse(n: int) -> int:
+    return recurse(n + 1)
+
+
+def test_a_recursion_error_travels_small_and_renders_as_python_prints_it(podrun_home: Path) -> None:
+    podrun.configure(LocalPlatform(podrun_home / "local", driver="process"))
+    future = _run(recurse, 0)
+    with pytest.raises(RecursionError) as info:
+        future.get(timeout=180)
+    text = info.value.remote_traceback  # type: ignore[attr-defined]
+    line = _line_of(HERE, "return recurse(n + 1)")
+    assert text.count(f'File "{HERE}", line {line}, in recurse\n    return recurse(n + 1)\n') == 3
+    assert "[Previous line repeated" in text
+    import msgpack
+
+    assert len(msgpack.packb(future._record["e"]["tb"])) < 2000  # ~1000 frames, sent as one with a count

@@ -56,27 +56,24 @@ def render(record: TraceRecord, shipped: Collection[str] = ()) -> str:
 def _frames(frames: tuple[Frame, ...], shipped: Collection[str]) -> list[str]:
     lines: list[str] = []
     last: tuple[str, int, str] | None = None
-    repeats = 0
+    count = 0  # how many times in a row the last frame's line has come
     for frame in frames:
         file, source = _locate(frame, shipped)
         key = (file, frame.line, frame.name)
-        if key == last:
-            repeats += 1
-            if repeats >= REPEAT_SHOWN:
-                continue
-        else:
-            lines.extend(_repeated(repeats))
-            last, repeats = key, 0
+        if key != last:
+            lines.extend(_repeated(count))
+            last, count = key, 0
         text = f'  File "{file}", line {frame.line}, in {frame.name}\n'
         if source:
             text += f"    {source}\n"
-        lines.append(text)
-    lines.extend(_repeated(repeats))
+        lines.extend([text] * max(0, min(frame.repeat, REPEAT_SHOWN - count)))
+        count += frame.repeat
+    lines.extend(_repeated(count))
     return lines
 
 
-def _repeated(repeats: int) -> list[str]:
-    hidden = repeats - REPEAT_SHOWN + 1
+def _repeated(count: int) -> list[str]:
+    hidden = count - REPEAT_SHOWN
     if hidden <= 0:
         return []
     return [f"  [Previous line repeated {hidden} more time{'s' if hidden > 1 else ''}]\n"]

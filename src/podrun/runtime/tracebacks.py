@@ -11,10 +11,11 @@ from __future__ import annotations
 import linecache
 import sys
 import traceback
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from ..wire.tracebacks import MAX_CHAIN, MAX_FRAMES, MAX_SUMMARY, MAX_TEXT, ExceptionEntry, Frame, TraceRecord, code_id
+from ..wire.tracebacks import MAX_CHAIN, MAX_FRAMES, MAX_REPEAT, MAX_SUMMARY, MAX_TEXT, ExceptionEntry, Frame, TraceRecord, code_id
 from .modules import ShippedModules
 
 
@@ -59,8 +60,14 @@ def _summary(error: BaseException) -> str:
 def _frames(tb: TracebackType | None) -> tuple[Frame, ...]:
     frames: list[Frame] = []
     ids: dict[int, str] = {}  # one hash per code object (a RecursionError repeats one code)
+    last: tuple[int, int] | None = None
     while tb is not None:
-        frames.append(_frame(tb, ids))
+        here = (id(tb.tb_frame.f_code), tb.tb_lineno)
+        if here == last:  # the same code on the same line again (recursion): counted, not re-sent
+            frames[-1] = replace(frames[-1], repeat=min(frames[-1].repeat + 1, MAX_REPEAT))
+        else:
+            frames.append(_frame(tb, ids))
+            last = here
         tb = tb.tb_next
     return tuple(frames[-MAX_FRAMES:])
 

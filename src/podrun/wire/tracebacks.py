@@ -23,7 +23,8 @@ from typing import Any
 from ..errors import WireFormatError
 
 FORMAT = 1
-MAX_FRAMES = 2000  # per exception: a RecursionError's traceback fits
+MAX_FRAMES = 2000  # distinct frames per exception (repeats of one frame count once)
+MAX_REPEAT = 10**7
 MAX_CHAIN = 64  # exceptions linked by __cause__ / __context__
 MAX_TEXT = 4096  # characters of one source line or name kept
 MAX_SUMMARY = 64 * 1024  # characters of one exception's "Type: message" text kept
@@ -46,6 +47,7 @@ class Frame:
     module: str | None = None  # the frame's module name (its globals' __name__)
     source: str | None = None  # the line's text, where the pod could read it
     shipped: bool = False  # the module was shipped by source (client/modules.py)
+    repeat: int = 1  # consecutive identical frames (same code, same line) sent once: a RecursionError stays small
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class TraceRecord:
     def to_wire(self) -> dict[str, Any]:
         return {"v": FORMAT, "x": [
             {"t": e.type_name, "s": e.summary, "l": e.link,
-             "f": [[f.file, f.line, f.name, f.qualname, f.first_line, f.code_id, f.module, f.source, f.shipped]
+             "f": [[f.file, f.line, f.name, f.qualname, f.first_line, f.code_id, f.module, f.source, f.shipped, f.repeat]
                    for f in e.frames]}
             for e in self.exceptions]}
 
@@ -95,15 +97,17 @@ class TraceRecord:
 
 
 def _frame(row: Any) -> Frame:
-    if not isinstance(row, list) or len(row) != 9:
-        raise WireFormatError(f"traceback record: a frame is not a 9-field row: {_short(row)}")
-    file, line, name, qualname, first_line, code_id, module, source, shipped = row
+    if not isinstance(row, list) or len(row) != 10:
+        raise WireFormatError(f"traceback record: a frame is not a 10-field row: {_short(row)}")
+    file, line, name, qualname, first_line, code_id, module, source, shipped, repeat = row
     if not (isinstance(line, int) and isinstance(first_line, int)) or isinstance(line, bool) or isinstance(first_line, bool):
         raise WireFormatError(f"traceback record: a frame's line numbers are not integers: {_short(row)}")
     if not isinstance(shipped, bool):
         raise WireFormatError(f"traceback record: a frame's shipped flag is not a boolean: {_short(row)}")
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or not 1 <= repeat <= MAX_REPEAT:
+        raise WireFormatError(f"traceback record: a frame's repeat count is not 1..{MAX_REPEAT}: {_short(row)}")
     return Frame(_text(file), line, _text(name), _text(qualname), first_line,
-                 _optional_text(code_id), _optional_text(module), _optional_text(source), shipped)
+                 _optional_text(code_id), _optional_text(module), _optional_text(source), shipped, repeat)
 
 
 def _text(value: Any, limit: int = MAX_TEXT) -> str:
@@ -128,7 +132,7 @@ def code_id(code: CodeType) -> str:
     for the client's original and the pod's rebuilt copy, on any PYTHONHASHSEED."""
     digest = hashlib.sha256()
     _feed(digest, code)
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()[:16]  # 64 bits: tells apart the by-value code of one client
 
 
 def _feed(digest: Any, code: CodeType) -> None:
