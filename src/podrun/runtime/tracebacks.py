@@ -15,7 +15,17 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from ..wire.tracebacks import MAX_CHAIN, MAX_FRAMES, MAX_REPEAT, MAX_SUMMARY, MAX_TEXT, ExceptionEntry, Frame, TraceRecord, code_id
+from ..wire.tracebacks import (
+    MAX_CHAIN,
+    MAX_FRAMES,
+    MAX_REPEAT,
+    MAX_SUMMARY,
+    MAX_TEXT,
+    ExceptionEntry,
+    Frame,
+    TraceRecord,
+    code_id,
+)
 from .modules import ShippedModules
 
 
