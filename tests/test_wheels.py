@@ -21,6 +21,7 @@ import podrun
 from podrun.client import wheels
 from podrun.client.remote import RemoteOptions
 from podrun.platform.local import LocalPlatform
+from podrun.platform.local import container as _container
 from podrun.runtime import wheels as runtime_wheels
 from podrun.store.volume_blobs import VolumeBlobs
 from podrun.wire.hashing import content_hash
@@ -212,24 +213,29 @@ def versions() -> dict[str, object]:
     return {"msgpack": (msgpack.version, msgpack.__file__), "zstandard": zstd, "cloudpickle": cloudpickle.__version__}
 
 
-@pytest.mark.parametrize("pod_python", ["host", "bare"])
-def test_shipped_msgpack_wins_over_the_runtimes_and_the_images(pod_python: str, podrun_home: Path, bare_python: str) -> None:
+@pytest.mark.parametrize("pod", ["host", "bare", "container"])
+def test_shipped_msgpack_wins_over_the_runtimes_and_the_images(pod: str, podrun_home: Path, bare_python: str) -> None:
     # "host": the pod's interpreter has msgpack of its own (the image's copy) and the runtime has
-    # imported it; "bare": only the zipapp's pure-Python msgpack, which the runtime imported.
-    platform = LocalPlatform(podrun_home / "local", python=bare_python if pod_python == "bare" else None)
+    # imported it; "bare" and "container" (the real python:3.X-slim image): only the zipapp's
+    # pure-Python msgpack, which the runtime imported.
+    if pod == "container" and _container.reason_unavailable():
+        pytest.skip(f"container driver unavailable: {_container.reason_unavailable()}")
+    platform = LocalPlatform(podrun_home / "local", python=bare_python if pod == "bare" else None,
+                             driver="container" if pod == "container" else None)
     podrun.configure(platform)
-    seen = podrun.remote(versions, wheels=["msgpack==1.0.8"]).remote().get(timeout=180)
+    image = f"python:{sys.version_info[0]}.{sys.version_info[1]}-slim"
+    seen = podrun.remote(versions, image=image, wheels=["msgpack==1.0.8"]).remote().get(timeout=180)
     version, where = seen["msgpack"]
     assert tuple(version) == (1, 0, 8) and "/.podrun/site/" in where
     # The next job without the wheel gets the runtime's msgpack again: nothing leaks between jobs.
-    plain = podrun.remote(versions).remote().get(timeout=180)
+    plain = podrun.remote(versions, image=image).remote().get(timeout=180)
     assert tuple(plain["msgpack"][0]) != (1, 0, 8) and "/.podrun/site/" not in plain["msgpack"][1]
 
 
 def test_shipped_zstandard_wins_over_the_one_the_runtime_compresses_with(podrun_home: Path) -> None:
     import zstandard
 
-    assert zstandard.__version__ != "0.23.0", "the pod's own zstandard (this interpreter's) must differ for the test to mean anything"
+    assert zstandard.__version__ != "0.23.0", "the pod's own zstandard (this interpreter's) must differ for this test"
     podrun.configure(LocalPlatform(podrun_home / "local"))
     seen = podrun.remote(versions, wheels=["zstandard==0.23.0"]).remote().get(timeout=180)
     assert seen["zstandard"][0] == "0.23.0" and "/.podrun/site/" in seen["zstandard"][1]
