@@ -28,6 +28,7 @@ def test_get_timeout_says_how_long_it_waited_and_that_the_call_keeps_running() -
     with pytest.raises(WaitTimeout) as info:
         future.get(timeout=0.25)
     error = info.value
+    assert podrun.WaitTimeout is WaitTimeout
     assert isinstance(error, TimeoutError) and isinstance(error, cf.TimeoutError)
     assert error.waited == 0.25 and "waited 0.25 s" in str(error) and "keeps running" in str(error)
     if error.job_id is not None:  # sent by then (the usual case): it says how to re-attach

@@ -36,7 +36,8 @@ def make_wheel(directory: Path, name: str = "tinywheel", version: str = "1.0", v
         archive.writestr(f"{root}{name}/__init__.py", f"VALUE = {value}\nfrom .helper import double\n")
         archive.writestr(f"{root}{name}/helper.py", "def double(x):\n    return 2 * x\n")
         archive.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        archive.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: podrun-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{dist}/WHEEL",
+                         "Wheel-Version: 1.0\nGenerator: podrun-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         archive.writestr(f"{dist}/RECORD", "")
     return path
 

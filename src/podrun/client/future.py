@@ -135,8 +135,12 @@ class ObjectFuture(cf.Future):
         loop = asyncio.get_running_loop()
         woken = loop.create_future()
 
+        def settle() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
         def wake(_: cf.Future) -> None:
-            loop.call_soon_threadsafe(lambda: woken.done() or woken.set_result(None))
+            loop.call_soon_threadsafe(settle)
 
         self.add_done_callback(wake)
         await woken
@@ -157,7 +161,8 @@ def get(futures: ObjectFuture | Iterable[ObjectFuture], timeout: float | None = 
     return [future.result(timeout) for future in futures]
 
 
-def wait(futures: Iterable[ObjectFuture], timeout: float | None = None, return_when: str = cf.ALL_COMPLETED) -> tuple[set[ObjectFuture], set[ObjectFuture]]:
+def wait(futures: Iterable[ObjectFuture], timeout: float | None = None,
+         return_when: str = cf.ALL_COMPLETED) -> tuple[set[ObjectFuture], set[ObjectFuture]]:
     """``concurrent.futures.wait`` for ObjectFutures: ``(done, not_done)``."""
     return cf.wait(list(futures), timeout, return_when)  # type: ignore[return-value]
 

@@ -7,6 +7,7 @@ backoff, one downlink of the results file (plus, on ``get()``, one per large res
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
@@ -201,10 +202,8 @@ class Job:
             status = future.status or ("CANCELLED" if future.cancelled() else "LOST")
             entry.outcomes[status] = entry.outcomes.get(status, 0) + 1
         entry.status = "done"
-        try:
+        with contextlib.suppress(OSError):  # the journal is a convenience: never fail a finished job over it
             journal.write(self.home, entry)
-        except OSError:
-            pass  # the journal is a convenience: never fail a finished job over it
 
     def _submit(self, manifest: Manifest) -> None:
         packed = pack_job(self.job_id, self.groups, self.platform, self.key, manifest)
@@ -302,11 +301,12 @@ class Job:
         missing = set(end.get("missing", [])) if end else set()
         if missing:
             manifest.discard(missing)
-        runtime_lost = not records and self.runtime_from_volume is not None and bool(self.state and self.state.is_terminal)
-        if runtime_lost:
+        lost_runtime = self.runtime_from_volume
+        runtime_lost = not records and lost_runtime is not None and bool(self.state and self.state.is_terminal)
+        if runtime_lost and lost_runtime is not None:
             # The runtime never started: the zipapp the manifest believed in is gone from the
             # volume (deleted, or the volume recreated). Forget it; the retry carries it again.
-            manifest.discard([self.runtime_from_volume])
+            manifest.discard([lost_runtime])
         retry: list[PendingGroup] = []
         index = 0
         for group in self.groups:
@@ -319,7 +319,7 @@ class Job:
                 group.attempts += 1
                 retry.append(group)
                 continue
-            for i, future in zip(span, group.futures):
+            for i, future in zip(span, group.futures, strict=True):
                 record = calls.get(i)
                 if record is None:
                     error = self._unfinished_error()
@@ -337,8 +337,9 @@ class Job:
         if self.state and self.state.is_stuck:
             message = f"the pod could not start ({self.state.reason}): {self.state.message}"
             if self.state.reason in IMAGE_MISSING:
-                message += (f"; fix: 'podrun images ls' lists your images; build one with 'podrun images build' "
-                            f"(then 'podrun images push'), or pick a stock image with image= (e.g. image='python:{python_version()}-slim')")
+                message += ("; fix: 'podrun images ls' lists your images; build one with 'podrun images build' "
+                            "(then 'podrun images push'), or pick a stock image with image= "
+                            f"(e.g. image='python:{python_version()}-slim')")
         elif status == rec.KILLED:
             message = f"the pod was stopped ({reason}) before this call finished; {detail}"
         else:
@@ -360,7 +361,8 @@ class Job:
         elif status == rec.CANCELLED:
             _settle(future, exc=Cancelled(f"call {future.index} of job {self.job_id} was cancelled before it ran"))
         else:
-            _settle(future, exc=PodFailed(f"job {self.job_id}: {record['e']['message']}", state=self.state.to_dict() if self.state else {}, status=status))
+            state = self.state.to_dict() if self.state else {}
+            _settle(future, exc=PodFailed(f"job {self.job_id}: {record['e']['message']}", state=state, status=status))
 
     def _load_value(self, record: dict[str, Any]) -> Any:
         payload = self.fetch_blob(record["vb"]) if "vb" in record else decompress(record["v"])
@@ -368,7 +370,8 @@ class Job:
         try:
             return loads(payload, buffers)
         except Exception as exc:
-            raise SerializationError(f"cannot unpickle the result of call {record['i']} of job {self.job_id} here: {type(exc).__name__}: {exc}") from exc
+            raise SerializationError(f"cannot unpickle the result of call {record['i']} of job {self.job_id} here: "
+                                     f"{type(exc).__name__}: {exc}") from exc
 
     def make_ref(self, record: dict[str, Any]) -> ObjectRef:
         """An ObjectRef to a call's result in its pod_name's volume: a large result already
@@ -391,7 +394,8 @@ class Job:
                     continue
                 if content_hash(raw) == blob_hash:
                     return raw
-        raise IntegrityError(f"blob {blob_hash} in volume {self.pod_name or 'default'} does not match its hash; it is corrupt there", blob=blob_hash)
+        volume = self.pod_name or "default"
+        raise IntegrityError(f"blob {blob_hash} in volume {volume} does not match its hash; it is corrupt there", blob=blob_hash)
 
 
 def send_cancel(platform: MeteredPlatform, job_id: str, pod_name: str | None, indexes: set[int]) -> None:
@@ -420,7 +424,8 @@ def pack_job(job_id: str, groups: list[PendingGroup], platform: MeteredPlatform,
     for group in groups:
         raw[group.function.hash] = group.function.payload
         raw.update(group.args.blobs)
-        table.append(CallGroup(group.function.hash, compress(group.args.payload, codec), group.args.buffers, len(group.futures), group.timeout))
+        args = compress(group.args.payload, codec)
+        table.append(CallGroup(group.function.hash, args, group.args.buffers, len(group.futures), group.timeout))
     header = JobHeader(job_id, table)
     boot = bootstrap.prepare(platform, key, groups, header, raw, manifest, refresh)  # runtime, modules
     embedded = manifest.missing(header.required_blobs(), refresh=refresh)

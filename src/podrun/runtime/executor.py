@@ -160,7 +160,8 @@ class JobRunner:
             first, index = index, index + group.count
             needed = {group.function, *group.buffers, *wheels.hashes(header.options.get("wheels"))} & missing
             if needed:
-                self._finish_range(first, index, rec.LOST, f"blobs missing from the volume: {', '.join(sorted(needed))}", missing=sorted(needed))
+                self._finish_range(first, index, rec.LOST, f"blobs missing from the volume: {', '.join(sorted(needed))}",
+                                   missing=sorted(needed))
                 continue
             try:
                 if group.function not in functions:
@@ -188,7 +189,8 @@ class JobRunner:
                     continue
                 self._run_call(first + offset, function, args, kwargs, group.timeout)
 
-    def _run_call(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None) -> None:
+    def _run_call(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                  timeout: float | None) -> None:
         record: dict[str, Any] = {"k": "call", "i": i}
         started = time.time()
         with capture_output() as captured:
@@ -208,7 +210,8 @@ class JobRunner:
                 self._close_call(record, started, captured)
                 raise
             except _TimedOut:
-                record.update({"s": rec.TIMEOUT, "e": _error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")})
+                error = _error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")
+                record.update({"s": rec.TIMEOUT, "e": error})
             except BaseException as exc:  # noqa: BLE001 - the user's exception is the call's outcome
                 record.update({"s": rec.RAISED, "e": _error_info(exc, skip_runtime_frame=True)})
         self._close_call(record, started, captured)
