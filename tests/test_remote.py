@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import podrun
 from podrun.client import config
@@ -262,3 +264,31 @@ def test_numpy_round_trip_through_a_pod():
 
     array = np.arange(100_000, dtype=np.float32)
     np.testing.assert_array_equal(scale.remote(array, 2).get(timeout=60), array * 2)
+
+
+attributes = st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True),
+                             st.none() | st.integers() | st.text(max_size=10) | st.lists(st.floats(allow_nan=False), max_size=3),
+                             max_size=4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(attributes, st.lists(st.integers() | st.text(max_size=8), max_size=3))
+def test_any_exception_state_comes_back_as_its_class(attrs, extra_args):
+    """The pod's side (executor._error_info) and the client's (rebuild_exception) in one process:
+    whatever ``__init__`` takes, the client gets the class, its ``args`` and its attributes."""
+    from podrun.client.job import rebuild_exception
+    from podrun.runtime.executor import _error_info
+
+    error = CalibrationError("s", 1.5)
+    error.args = (*error.args, *extra_args)
+    for name, value in attrs.items():
+        setattr(error, name, value)
+    try:
+        raise error
+    except CalibrationError as raised:
+        info = _error_info(raised)
+    rebuilt = rebuild_exception(info)
+    assert type(rebuilt) is CalibrationError and rebuilt.args == error.args
+    assert "raise error" in rebuilt.remote_traceback
+    del rebuilt.remote_traceback
+    assert vars(rebuilt) == vars(error) and "parts" in info

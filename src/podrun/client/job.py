@@ -457,9 +457,10 @@ def rebuild_exception(info: dict[str, Any], shipped: Collection[str] = ()) -> Ba
 
 
 def _unpickle_exception(info: dict[str, Any]) -> BaseException | None:
-    """The exception as pickled, or rebuilt from (class, args, __dict__) without calling
-    ``__init__`` where plain unpickling fails (an ``__init__`` taking other arguments)."""
-    for key in ("pickled", "parts"):
+    """The exception rebuilt from (class, args, __dict__) without calling ``__init__`` where the
+    pod found that plain unpickling would not give it back (an ``__init__`` taking other
+    arguments), else as pickled."""
+    for key in ("parts", "pickled"):
         if not info.get(key):
             continue
         try:

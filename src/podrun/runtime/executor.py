@@ -286,21 +286,31 @@ def _message(exc: BaseException) -> str:
 
 
 def _pickled(exc: BaseException) -> dict[str, Any]:
-    """``pickled``: the exception as cloudpickle carries it. Where that would not unpickle (an
-    ``__init__`` that takes other arguments than ``args``: ``CalibrationError(sensor, drift)``),
-    ``parts`` too: (class, args, __dict__), which the client rebuilds without calling ``__init__``."""
+    """``pickled``: the exception as cloudpickle carries it. Where unpickling would not give it
+    back as it is (it fails, or calls an ``__init__`` that takes other arguments than ``args``
+    with them: ``CalibrationError(sensor, drift)``), ``parts`` too: (class, args, __dict__),
+    which the client rebuilds without calling ``__init__``, and prefers."""
     try:
         pickled = cloudpickle.dumps(exc)
     except Exception:  # noqa: BLE001 - an unpicklable attribute: the client gets a RemoteError
         return {"pickled": None}
+    if _round_trips(exc, pickled):
+        return {"pickled": pickled}
     try:
-        cloudpickle.loads(pickled)
-    except Exception:  # noqa: BLE001 - would fail the same way on the client
-        try:
-            return {"pickled": pickled, "parts": cloudpickle.dumps((type(exc), exc.args, dict(vars(exc))))}
-        except Exception:  # noqa: BLE001
-            pass
-    return {"pickled": pickled}
+        return {"pickled": pickled, "parts": cloudpickle.dumps((type(exc), exc.args, dict(vars(exc))))}
+    except Exception:  # noqa: BLE001 - no better form: the plain pickle is what there is
+        return {"pickled": pickled}
+
+
+def _round_trips(exc: BaseException, pickled: bytes) -> bool:
+    """Whether unpickling gives the same class, args and attribute names back (an ``__init__``
+    re-run with the wrong arguments changes ``args``; BaseException's pickle then restores the
+    attributes' values from its own state, whatever ``__init__`` set)."""
+    try:
+        back = cloudpickle.loads(pickled)
+        return type(back) is type(exc) and bool(back.args == exc.args) and vars(back).keys() == vars(exc).keys()
+    except Exception:  # noqa: BLE001 - a failing __init__ or comparison: not faithful
+        return False
 
 
 def main(argv: list[str]) -> int:
