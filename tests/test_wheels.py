@@ -270,3 +270,18 @@ def test_two_wheels_of_one_module_are_refused(tmp_path: Path) -> None:
     first, second = make_wheel(tmp_path / "a", version="1.0"), make_wheel(tmp_path / "b", version="2.0")
     with pytest.raises(wheels.WheelError, match="both provide module 'tinywheel'"):
         wheels.resolve([str(first), str(second)], "local")
+
+
+def test_a_pod_whose_own_cloudpickle_differs_from_a_shipped_one_refuses_the_job(tmp_path: Path) -> None:
+    # The client admits only its own cloudpickle version; an image with podrun installed may run
+    # another, and then the pod says so instead of handing the function the wrong version.
+    import cloudpickle
+
+    blobs = VolumeBlobs(tmp_path / "vol")
+    same = make_wheel(tmp_path, name="cloudpickle", version=cloudpickle.__version__)
+    folders, _ = runtime_wheels.install(blobs, tmp_path / "vol", [[same.name, blobs.write_raw(same.read_bytes())]])
+    assert runtime_wheels.kept_conflict(folders) is None
+    (tmp_path / "other").mkdir()
+    other = make_wheel(tmp_path / "other", name="cloudpickle", version="2.2.1")
+    folders, _ = runtime_wheels.install(blobs, tmp_path / "vol", [[other.name, blobs.write_raw(other.read_bytes())]])
+    assert "EnvironmentMismatch: wheels= ships cloudpickle 2.2.1" in (runtime_wheels.kept_conflict(folders) or "")

@@ -97,6 +97,10 @@ class JobRunner:
         modules.install(self.blobs, header.options.get("modules"))
         folders, lost = wheels.install(self.blobs, data_dir(), header.options.get("wheels"))
         missing.update(lost)
+        conflict = wheels.kept_conflict(folders)
+        if conflict:
+            self.emit({"k": "end", "t": time.time(), "fatal": conflict})
+            return 3
         try:
             with wheels.active(folders):  # the job's wheels win over the runtime's and the image's copies
                 self._run_groups(header, missing)

@@ -104,6 +104,22 @@ def top_level_names(folder: Path) -> set[str]:
     return names
 
 
+def kept_conflict(folders: Sequence[Path]) -> str | None:
+    """Why the job cannot run, when a wheel carries another version of a module the runtime
+    keeps (cloudpickle: the client admits only its own, but an image with podrun installed
+    runs its own copy)."""
+    import cloudpickle
+
+    for folder in folders:
+        for info in folder.glob("*.dist-info"):
+            name, _, version = info.name[: -len(".dist-info")].partition("-")
+            if name.lower() == "cloudpickle" and version != cloudpickle.__version__:
+                return (f"EnvironmentMismatch: wheels= ships cloudpickle {version}, but this pod's runtime loads the job "
+                        f"with its own cloudpickle {cloudpickle.__version__} in the same process; use the zipapp runtime "
+                        "(PODRUN_RUNTIME=zipapp, the default) or an image whose cloudpickle is that version")
+    return None
+
+
 def _owned(names: set[str]) -> list[str]:
     return [key for key in sys.modules if key.partition(".")[0] in names]
 
