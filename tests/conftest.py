@@ -56,14 +56,6 @@ def podrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 ARM64_SUITES = frozenset({"test_platform_contract", "test_remote", "test_modules", "test_wheels", "test_objects"})
 
 
-# Found by running on a real image, open (strict: fixing one makes its test fail until removed here).
-ARM64_KNOWN_FAILURES = {
-    name: "the remote traceback is not rendered from the client's source: cloudpickle names by-value code "
-          "'<dynamic-code>', and a real image has no copy of the file, so the line of the raise is missing"
-    for name in ("test_remote_exception_keeps_its_type_and_traceback", "test_exception_that_cannot_be_rebuilt_is_remote_error")
-}
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "pod_architecture" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in ARM64_SUITES:
         metafunc.parametrize("pod_architecture", ["host", pytest.param("arm64", marks=pytest.mark.slow)], indirect=True)
@@ -85,9 +77,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         arm64 = pair.get("pod_architecture") == "arm64"
         host_only = pair.get("platform") == "em" or getattr(item, "originalname", "") in ARM64_HOST_ONLY
         (dropped if arm64 and host_only else keep).append(item)
-        known = ARM64_KNOWN_FAILURES.get(getattr(item, "originalname", ""))
-        if known and pair.get("pod_architecture") == "arm64":
-            item.add_marker(pytest.mark.xfail(strict=True, reason=known))
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
