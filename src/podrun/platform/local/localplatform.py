@@ -320,7 +320,8 @@ class LocalPlatform(Platform):
                 f"sh: line 1: {shown}: No such file or directory\n"])
         self._mark_images()
         try:
-            _builds.load(self.images, scope=self.image_scope, owner=self.user, tar=path, image=normalize_image(image), shown=shown)
+            _builds.load(self.images, scope=self.image_scope, owner=self.user, tar=path, image=normalize_image(image),
+                         shown=shown)
         except _builds.BuildFailed as failed:
             raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400,
                                  log_tail=failed.lines) from None
