@@ -27,6 +27,7 @@ from podrun.platform.types import PodSpec
 from .conftest import TEST_IMAGE_STORE, require_image
 
 REGISTRY = "fpga.dphi.space:5000/"
+_MACHINE = {"arm64": "aarch64", "amd64": "x86_64"}
 names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}(/[a-z0-9][a-z0-9._-]{0,10})?(:[a-z0-9][a-z0-9.-]{0,10})?", fullmatch=True)
 
 
@@ -317,21 +318,25 @@ def test_a_tar_naming_a_store_name_or_garbage_is_refused(container: LocalPlatfor
     assert (before.id if before else None) == (after.id if after else None)
 
 
-def test_a_ground_build_loads_back_and_runs(container: LocalPlatform, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["host", pytest.param("arm64", marks=pytest.mark.slow)])
+def test_a_ground_build_loads_back_and_runs(arch: str, podrun_home: Path, tmp_path: Path) -> None:
     """``podrun images build`` with podman: offline, from the prepared base; the tar it writes
-    is a real ``docker save`` that ``images push`` loads and a pod runs."""
+    is a real ``docker save`` that ``images push`` loads and a pod runs (arm64: CG2's target)."""
     from podrun.client import images
 
-    require_image("python:3.11-slim")
-    tar = images.build("podrun-rt", tmp_path / "rt.tar", engine="podman", arch="host")
+    require_image("busybox")
+    require_image("python:3.11-slim", arch)
+    container = LocalPlatform(podrun_home / "local", driver="container", arch=arch)
+    tar = images.build("podrun-rt", tmp_path / "rt.tar", engine="podman", arch=arch)
     ImageStore(TEST_IMAGE_STORE).remove_all(user_ref("ground", "podrun-rt"))  # the tar holds it now
     assert tar_identity(tar)[1] == ["localhost/podrun-rt:latest"]
     images.push(tar, "podrun-rt", platform=container, pod_name="rt")
     loaded = container.resolve_image("podrun-rt")
     assert loaded is not None and loaded.cmd == ["python", "-m", "podrun.runtime"] and loaded.workdir == "/data"
-    out = _run(container, "podrun-rt", "python -c 'import podrun.runtime, cloudpickle; print(podrun.runtime.__file__)'",
-               pod_name="rt")
-    assert out.startswith("/opt/podrun/podrun-runtime.pyz/")
+    assert loaded.arch == pod_arch(arch)
+    out = _run(container, "podrun-rt", "python -c 'import podrun.runtime, cloudpickle, platform; "
+               "print(podrun.runtime.__file__, platform.machine())'", pod_name="rt")
+    assert out.startswith("/opt/podrun/podrun-runtime.pyz/") and out.split()[-1] == _MACHINE[pod_arch(arch)]
 
 
 def _plus_one(x: int) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .images import Image, ImageStore, normalize, user_ref, valid_name
+from .images import STOCK_PREFIX, USER_PREFIX, Image, ImageStore, normalize, user_ref, valid_name
 
 BUILD_TIMEOUT = float(os.environ.get("PODRUN_BUILD_TIMEOUT", "1800"))
 LOG_LINES = 100  # CG2 returns "the last 100 lines of the Docker Build logs"
@@ -114,7 +114,8 @@ def build(store: ImageStore, *, scope: str, resolve: Callable[[str], Image | Non
         (work / "Dockerfile").write_text(rewritten)
         ref = user_ref(scope, image)
         old = store.inspect(ref)
-        done = store.run("build", "--pull=never", "--network=none", "--format", "docker", "--layers",
+        # No layer cache: intermediate images would pile up nameless in a store every user shares.
+        done = store.run("build", "--pull=never", "--network=none", "--format", "docker", "--layers=false",
                          "--iidfile", str(work / "iid"), "-f", str(work / "Dockerfile"), "-t", ref, str(context),
                          timeout=BUILD_TIMEOUT)
         if done.returncode != 0:
@@ -195,7 +196,7 @@ def load(store: ImageStore, *, scope: str, owner: str, tar: Path, image: str, sh
     old = store.inspect(ref)
     store.tag(loaded, ref)
     for tag in loaded.names:  # the tar's own names: only podrun's names are looked up
-        if not tag.startswith("localhost/podrun-"):
+        if not tag.startswith((f"{STOCK_PREFIX}/", f"{USER_PREFIX}/")):
             store.untag(loaded, tag)
     if old is not None and old.id != loaded.id:
         store.remove(old.id)
