@@ -362,3 +362,13 @@ def test_a_313_pods_own_report_refuses_a_311_client_before_any_byte(container: L
     with pytest.raises(EnvironmentMismatch, match=r"Python 3\.1[01].*runs Python 3\.13 \(as its pod reported"):
         fn.remote(2)
     assert podrun.stats()["bytes_up"] == before
+
+
+def test_rootfs_is_the_images_own_tree(store: ImageStore) -> None:
+    busybox = require_image("busybox")
+    root = store.rootfs(busybox)
+    try:
+        assert (root / "bin" / "busybox").is_file() and (root / "usr" / "bin" / "wget").is_symlink()
+        assert not (root / "usr" / "bin" / "python3").exists()
+    finally:
+        store.release(busybox)
