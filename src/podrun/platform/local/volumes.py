@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ...errors import IllegalPath, NotFound
+from ...errors import IllegalPath, InvalidRequest, NotFound
 from ..files import write_at
 from ..paths import clean_relative
 
@@ -84,15 +84,30 @@ def _refused(path: str, exc: OSError, missing: Exception) -> Exception:
     return exc
 
 
+def _open_at(dir_fd: int, name: str, flags: int, mode: int = 0) -> int:
+    """``openat`` of one component, refusing a symlink with ELOOP (``O_NOFOLLOW`` with
+    ``O_DIRECTORY`` says ENOTDIR for a link: told apart here, so a link is never "missing")."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    except NotADirectoryError:
+        try:
+            link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            link = False
+        if link:
+            raise OSError(errno.ELOOP, "a symlink", name) from None
+        raise
+
+
 def _open_walk(dir_fd: int, parts: list[str], flags: int, mode: int) -> int:
     """The fallback: one ``openat`` per component, each refusing symlinks."""
     current = os.dup(dir_fd)
     try:
         for part in parts[:-1]:
-            following = os.open(part, _DIR_FLAGS, dir_fd=current)
+            following = _open_at(current, part, _DIR_FLAGS)
             os.close(current)
             current = following
-        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=current)
+        return _open_at(current, parts[-1], flags, mode)
     finally:
         os.close(current)
 
@@ -100,8 +115,8 @@ def _open_walk(dir_fd: int, parts: list[str], flags: int, mode: int) -> int:
 def open_beneath(dir_fd: int, relative: str, flags: int, mode: int = 0) -> int:
     """Open ``relative`` (already clean: no ``..``, not empty) beneath ``dir_fd``, following
     no symlink on the way or at the end. Raises OSError as ``open`` would (ELOOP for a link)."""
-    if has_openat2():
-        return _openat2(dir_fd, relative, flags | os.O_CLOEXEC, mode)
+    if has_openat2():  # RESOLVE_NO_SYMLINKS refuses every link with ELOOP, the last one included
+        return _openat2(dir_fd, relative, (flags & ~os.O_NOFOLLOW) | os.O_CLOEXEC, mode)
     return _open_walk(dir_fd, relative.split("/"), flags, mode)
 
 
@@ -160,7 +175,14 @@ class VolumeDir:
         if isinstance(content, str):
             content = Path(content)
         with self.folder(dest, create=True) as folder:
-            return write_at(folder, name, content, progress, FILE_MODE)
+            try:
+                return write_at(folder, name, content, progress, FILE_MODE)
+            except FileNotFoundError:  # the folder was deleted while the file was written
+                raise NotFound(f"folder {dest!r} was deleted while {name!r} was written into it; uplink again",
+                               code="FILE_MISSING", status=404) from None
+            except IsADirectoryError:
+                raise InvalidRequest(f"cannot write {name!r} into {dest or '/'!r}: a folder of that name is in the way; "
+                                     "delete it first or choose another name", status=400) from None
 
     def open_read(self, path: str) -> BinaryIO:
         """A regular file of the volume, opened for reading; NotFound when it is not one."""
@@ -212,11 +234,11 @@ def _make_dirs(root: int, relative: str) -> int:
     try:
         for part in [p for p in relative.split("/") if p]:
             try:
-                following = os.open(part, _DIR_FLAGS, dir_fd=current)
+                following = _open_at(current, part, _DIR_FLAGS)
             except FileNotFoundError:
                 with suppress(FileExistsError):
                     os.mkdir(part, 0o755, dir_fd=current)
-                following = os.open(part, _DIR_FLAGS, dir_fd=current)
+                following = _open_at(current, part, _DIR_FLAGS)
             os.close(current)
             current = following
     except BaseException:
