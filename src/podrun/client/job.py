@@ -218,18 +218,39 @@ class Job:
         self._start_pod()
 
     def _start_pod(self) -> None:
-        """run_pod replaces whatever pod this pod_name had, a warm one included."""
-        self.warm.key = None
-        self.platform.run_pod(PodSpec(
+        """run_pod replaces whatever pod this pod_name had, a warm one included. Sent at most
+        once: a run whose answer was lost is checked against the job's run marker first."""
+        was_warm, self.warm.key = self.warm.key is not None, None
+        spec = PodSpec(
             image=self.key.image,
             node=self.key.node,
             max_duration=self.key.max_duration,
             command=self._command,
             envs=dict(self.key.envs),
             pod_name=self.pod_name,
-        ))
+        )
+        self.platform.run_pod_at_most_once(spec, started=lambda: self._pod_started(trust_status=not was_warm))
         if self.key.keep_warm:
             self.warm.key = self.key
+
+    def _pod_started(self, trust_status: bool) -> bool:
+        """Whether a ``run_pod`` whose answer was lost reached the platform. The run marker is
+        the job's results file, which the runtime creates before any call runs; before it
+        appears, a pod_name whose pod is starting or running has ours (this lane's previous pod
+        had ended), unless a warm pod of another kind served it (``trust_status`` False).
+        Re-sending a run that did start would stop its pod mid-call: KILLED, never run twice."""
+        try:
+            self.platform.downlink(job_file(self.job_id, RESULTS_NAME), self.pod_name)
+            return True
+        except NotFound:
+            pass
+        if not trust_status:
+            return False
+        try:
+            state = self.platform.pod_status(self.pod_name)
+        except NotFound:
+            return False
+        return state.phase == "running" or (state.phase == "waiting" and not state.is_stuck)
 
     def _await_warm(self) -> PodState | None:
         state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._start_pod, on_tick=self._send_cancels)
@@ -277,7 +298,7 @@ class Job:
 
     # results -------------------------------------------------------------------------------
     def _resolve(self, records: list[dict[str, Any]], manifest: Manifest) -> list[PendingGroup]:
-        end = next((r for r in records if r.get("k") == "end"), None)
+        end = next((r for r in reversed(records) if r.get("k") == "end"), None)  # a re-run pod's is last
         if end and end.get("fatal"):
             fatal = end["fatal"]
             error: PodrunError = EnvironmentMismatch(fatal) if fatal.startswith("EnvironmentMismatch") else WireFormatError(fatal)
