@@ -159,7 +159,9 @@ def test_calls_run_at_most_once_and_none_is_lost_under_chaos(tmp_path: Path, fau
     caplog.set_level(logging.INFO, logger="podrun.platform.em")
     with EmulatorProcess(tmp_path / "em", *_chaos_rates(faults)) as em:
         user, password = em.add_user("once")
-        podrun.configure(platform="em", url=em.url, username=user, password=password, backoff=(0.01, 0.2),
+        # A backoff long enough for a pod to start: a re-sent run then lands after the first
+        # pod ran calls, the case that used to run them twice.
+        podrun.configure(platform="em", url=em.url, username=user, password=password, backoff=(0.3, 1.0),
                          poll_interval=(0.05, 0.3))
         results: dict[str, object] = {}
 
