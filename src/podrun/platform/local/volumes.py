@@ -159,8 +159,9 @@ class VolumeDir:
                 else:
                     fd = open_beneath(root, relative, _DIR_FLAGS) if relative else os.dup(root)
             except OSError as exc:
-                missing = (IllegalPath(f"illegal path {path!r}: a file stands where a folder is needed") if create
-                           else NotFound(f"no folder {path!r} in the volume", code="FILE_MISSING", status=404))
+                missing: Exception = NotFound(f"no folder {path!r} in the volume", code="FILE_MISSING", status=404)
+                if create and exc.errno != errno.ENOENT:  # ENOENT while creating: deleted meanwhile
+                    missing = IllegalPath(f"illegal path {path!r}: a file stands where a folder is needed")
                 raise _refused(path, exc, missing) from None
         try:
             yield fd
