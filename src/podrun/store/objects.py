@@ -45,8 +45,8 @@ import secrets
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from contextlib import suppress
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,7 +316,8 @@ class ObjectStore:
         try:
             self.volume.write(folder, name, body)
         except NotFound:  # a newer base retired this generation while we wrote into it
-            raise Conflict(f"object {key}: a newer version was written while version {version} was; read it again and retry") from None
+            raise Conflict(f"object {key}: a newer version was written while version {version} was; "
+                           "read it again and retry") from None
         after = self.state(key)
         mine = any(f.token == token for f in after.files)
         rival = any(f.version == version and f.token != token for f in after.files)
@@ -332,10 +333,8 @@ class ObjectStore:
     def _drop_generations(self, key: ObjectKey, state: ObjectState, keep: int) -> None:
         """Delete generations older than ``keep`` (best effort: a reader retries if it races)."""
         for gen in sorted({f.gen for f in state.files if f.gen < keep}):
-            try:
+            with suppress(NotFound):
                 self.volume.delete(f"{self.folder(key)}/{gen:012d}")
-            except NotFound:
-                pass
 
     def update(self, key: ObjectKey, image: bytes | bytearray | memoryview, *, state: ObjectState,
                prev: Snapshot | None = None, if_version: int | None = None) -> int:
