@@ -31,6 +31,7 @@ from ..errors import (
     SerializationError,
     WireFormatError,
 )
+from ..platform.files import best_effort
 from ..platform.metered import LinkStats, MeteredPlatform, charge_to
 from ..platform.types import PodSpec, PodState
 from ..store.blob_uplink import uplink_frames
@@ -146,7 +147,8 @@ class Job:
                 journal.write(self.home, self.journal_entry())
                 self.state = self._await_warm() if self.key.keep_warm else self._await_pod()
                 records = self._fetch_records()
-                preflight.learn(self.platform, self.key.image, self.key.node, records)
+                with best_effort("the environment manifest cache"):
+                    preflight.learn(self.platform, self.key.image, self.key.node, records)
                 retry = self._resolve(records, manifest)
             except Exception as exc:  # a platform failure fails the job's calls, never hangs them
                 self._fail_all(exc)
@@ -190,10 +192,7 @@ class Job:
             status = future.status or ("CANCELLED" if future.cancelled() else "LOST")
             entry.outcomes[status] = entry.outcomes.get(status, 0) + 1
         entry.status = "done"
-        try:
-            journal.write(self.home, entry)
-        except OSError:
-            pass  # the journal is a convenience: never fail a finished job over it
+        journal.write(self.home, entry)  # best effort: never fails a finished job
 
     def _submit(self, manifest: Manifest) -> None:
         packed = pack_job(self.job_id, self.groups, self.platform, self.key, manifest)
@@ -315,7 +314,7 @@ class Job:
         if runtime_lost:
             # The runtime never started: the zipapp the manifest believed in is gone from the
             # volume (deleted, or the volume recreated). Forget it; the retry carries it again.
-            manifest.discard([self.runtime_from_volume])
+            manifest.discard([self.runtime_from_volume or ""])
         retry: list[PendingGroup] = []
         index = 0
         for group in self.groups:

@@ -1,12 +1,14 @@
-"""Writing a file so that readers see the old version or the new one, never half of either,
-and private state: what podrun keeps under ``$PODRUN_HOME`` is its user's alone."""
+"""Writing a file so that readers see the old version or the new one, never half of either;
+private state (what podrun keeps under ``$PODRUN_HOME`` is its user's alone); and state
+writes that never fail the work they record (a full or read-only home is a warning)."""
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
-from contextlib import suppress
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +71,39 @@ def write_at(folder: int, name: str, content: Any, progress: Callable[[int], Non
     return written
 
 
-def atomic_write(path: Path, data: bytes | bytearray | memoryview | str) -> None:
+def atomic_write(path: Path, data: bytes | bytearray | memoryview | str, private: bool = True) -> None:
     """Write ``data`` to ``path`` atomically as a private file (0600), making missing parent
-    folders private (0700). Listings skip the ``.part`` file in flight."""
-    folder = os.open(private_dirs(Path(path).parent), _DIR_FLAGS)
+    folders private (0700); ``private=False`` for a file the user asked for (umask decides).
+    Listings skip the ``.part`` file in flight."""
+    parent = Path(path).parent
+    if private:
+        private_dirs(parent)
+    else:
+        parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(parent, _DIR_FLAGS)
     try:
-        write_at(folder, Path(path).name, data)
+        write_at(folder, Path(path).name, data, mode=PRIVATE_FILE if private else 0o666)
     finally:
         os.close(folder)
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT) -> int:
+    """A descriptor of a private state file (a lock file, say), made 0600 in private folders."""
+    private_dirs(Path(path).parent)
+    return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, PRIVATE_FILE)
+
+
+class StateNotSaved(UserWarning):
+    """podrun could not write a state file (journal, cache, manifest): the work went on."""
+
+
+@contextmanager
+def best_effort(what: str) -> Iterator[None]:
+    """Run a write of client state that must never fail the work it records (a call that ran,
+    an object that was stored): an OSError (a full disk, a read-only ``$PODRUN_HOME``) becomes
+    a :class:`StateNotSaved` warning naming what was not saved and how to fix it."""
+    try:
+        yield
+    except OSError as exc:
+        warnings.warn(f"podrun could not save {what} ({exc.strerror or exc}); the work itself is not affected. "
+                      "Free space in $PODRUN_HOME (or point PODRUN_HOME at a writable folder).", StateNotSaved, stacklevel=3)

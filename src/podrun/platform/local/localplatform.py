@@ -309,8 +309,7 @@ class LocalPlatform(Platform):
     def run_pod(self, spec: PodSpec) -> None:
         """Stop the pod_name's pod, then start the new one, as one step: a file lock makes two
         concurrent runs (two processes, two emulator requests) replace each other in turn."""
-        pod_dir = self._pod_dir(spec.pod_name)
-        pod_dir.mkdir(parents=True, exist_ok=True)
+        pod_dir = private_dirs(self._pod_dir(spec.pod_name))
         with open(pod_dir / "run.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self._replace_pod(spec, pod_dir)
