@@ -23,7 +23,6 @@ from ..errors import (
     CallTimeout,
     Cancelled,
     EnvironmentMismatch,
-    IntegrityError,
     NotFound,
     PodFailed,
     PodrunError,
@@ -34,6 +33,7 @@ from ..errors import (
 from ..platform.files import best_effort
 from ..platform.metered import LinkStats, MeteredPlatform, charge_to
 from ..platform.types import PodSpec, PodState
+from ..store.blob_downlink import downlink_blob
 from ..store.blob_uplink import uplink_frames
 from ..store.manifest import Manifest
 from ..store.objects import ObjectStore, PlatformVolume
@@ -43,7 +43,7 @@ from ..wire import records as rec
 from ..wire.bundle import CallGroup, JobHeader, encode_bundle
 from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
-from ..wire.layout import BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, blob_path, job_dir, job_file
+from ..wire.layout import BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, job_dir, job_file
 from ..wire.serialize import Pickled, loads
 from . import bootstrap, journal, preflight
 from .future import DeferredValue, ObjectFuture
@@ -386,17 +386,10 @@ class Job:
                 return store.register_blobs(prefix, record["vb"], record.get("b", []))
             return store.create(prefix, object_image.pack_parts(decompress(record["v"]), []))
 
-    def fetch_blob(self, blob_hash: str) -> bytes:
-        """Downlink a blob and verify it; one re-fetch on a mismatch (a torn transfer)."""
+    def fetch_blob(self, blob_hash: str) -> bytearray:
+        """Downlink a blob, decoding it as it arrives, and verify it (``store.blob_downlink``)."""
         with charge_to(self.stats):
-            for _attempt in range(2):
-                try:
-                    raw = decompress(self.platform.downlink(blob_path(blob_hash), self.pod_name))
-                except IntegrityError:
-                    continue
-                if content_hash(raw) == blob_hash:
-                    return raw
-        raise IntegrityError(f"blob {blob_hash} in volume {self.pod_name or 'default'} does not match its hash; it is corrupt there", blob=blob_hash)
+            return downlink_blob(self.platform, self.pod_name, blob_hash)
 
 
 def send_cancel(platform: MeteredPlatform, job_id: str, pod_name: str | None, indexes: set[int]) -> None:

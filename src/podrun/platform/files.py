@@ -71,10 +71,10 @@ def write_at(folder: int, name: str, content: Any, progress: Callable[[int], Non
     return written
 
 
-def atomic_write(path: Path, data: bytes | bytearray | memoryview | str, private: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically as a private file (0600), making missing parent
-    folders private (0700); ``private=False`` for a file the user asked for (umask decides).
-    Listings skip the ``.part`` file in flight."""
+def atomic_write(path: Path, data: Any, private: bool = True) -> None:
+    """Write ``data`` (bytes, str, or a stream to read to its end) to ``path`` atomically as a
+    private file (0600), making missing parent folders private (0700); ``private=False`` for a
+    file the user asked for (umask decides). Listings skip the ``.part`` file in flight."""
     parent = Path(path).parent
     if private:
         private_dirs(parent)
