@@ -39,4 +39,5 @@ def downlink_blob(platform: Platform, pod_name: str | None, blob_hash: str, atte
             continue
         if hashlib.sha256(raw).hexdigest() == blob_hash:
             return raw
-    raise IntegrityError(f"blob {blob_hash} in volume {pod_name or 'default'} does not match its hash; it is corrupt there", blob=blob_hash)
+    raise IntegrityError(f"blob {blob_hash} in volume {pod_name or 'default'} does not match its hash; it is corrupt there",
+                         blob=blob_hash)
