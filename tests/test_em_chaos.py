@@ -195,3 +195,17 @@ def test_calls_run_at_most_once_and_none_is_lost_under_chaos(tmp_path: Path, fau
     assert duplicated == []
     assert set(counts) <= expected
     assert lost == [], [repr(results.get(call_id)) for call_id in lost[:5]]
+
+
+def test_a_run_sent_again_never_runs_a_finished_call_again(tmp_path: Path):
+    """The runtime's half of the guarantee, with no chaos: the same job's pod run a second time
+    (what a blind retry of a lost run_pod answer did) finds every call recorded and runs none."""
+    podrun.configure("local", root=str(tmp_path / "platform"), driver="process")
+    futures = ledgered.options(pod_name="rerun").map(["a", "b", "c"])
+    assert [f.get(timeout=120) for f in futures] == ["a", "b", "c"]
+    job = futures[0].job
+    job._start_pod()  # the very run, sent again
+    assert job._await_pod().exit_code == 0
+    volume = podrun.client.config.current_platform().inner.volume_path("rerun")
+    assert sorted((volume / "ledger").read_text().split()) == ["a", "b", "c"]
+    assert [r for r in job._fetch_records() if r.get("k") == "call"][3:] == []  # the second pod wrote no outcome
