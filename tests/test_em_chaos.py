@@ -93,7 +93,8 @@ def test_pods_run_through_chaos(chaotic):
 
     user, password = chaotic.add_user("p")
     with EMPlatform(chaotic.url, user, password, timeout=TIMEOUT, retry_deadline=20, backoff=(0.01, 0.2)) as em:
-        em.run_pod(PodSpec(image="alpine", node="MPU", max_duration=1, command="/bin/sh", args=["-c", "echo ok > /data/r.txt"], pod_name="cp"))
+        em.run_pod(PodSpec(image="alpine", node="MPU", max_duration=1, command="/bin/sh", args=["-c", "echo ok > /data/r.txt"],
+                           pod_name="cp"))
         deadline = time.monotonic() + 30
         while not em.pod_status("cp").is_terminal:
             assert time.monotonic() < deadline
@@ -118,12 +119,12 @@ def test_a_server_that_stays_locked_gives_locked_after_the_deadline(tmp_path: Pa
 
 
 def test_bandwidth_cap_slows_transfers(tmp_path: Path):
-    with EmulatorProcess(tmp_path / "slow", "--chaos-bandwidth", "200000", users=("s:pw",)) as em:
-        with EMPlatform(em.url, "s", "pw", timeout=TIMEOUT, retry_deadline=DEADLINE) as platform:
-            platform.uplink([("x", b"z" * 100_000)])
-            started = time.monotonic()
-            assert platform.downlink("x") == b"z" * 100_000
-            assert time.monotonic() - started >= 0.4  # 100 kB at 200 kB/s
+    with (EmulatorProcess(tmp_path / "slow", "--chaos-bandwidth", "200000", users=("s:pw",)) as em,
+          EMPlatform(em.url, "s", "pw", timeout=TIMEOUT, retry_deadline=DEADLINE) as platform):
+        platform.uplink([("x", b"z" * 100_000)])
+        started = time.monotonic()
+        assert platform.downlink("x") == b"z" * 100_000
+        assert time.monotonic() - started >= 0.4  # 100 kB at 200 kB/s
 
 
 # at most once ------------------------------------------------------------------------------

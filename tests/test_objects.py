@@ -399,7 +399,8 @@ def test_registered_blobs_become_version_one_without_moving_bytes(shared: Path) 
 
 # --- random histories across two clients ------------------------------------------------------
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.integers(0, 1), st.sampled_from(["patch", "update", "get", "get0"]), st.integers(0, 99)), max_size=12))
+@given(st.lists(st.tuples(st.integers(0, 1), st.sampled_from(["patch", "update", "get", "get0"]), st.integers(0, 99)),
+                max_size=12))
 def test_random_histories_across_two_clients_agree_with_a_model(shared: Path, tmp_path: Path, ops: list) -> None:
     ref = podrun.put_object("_default/h", [0])
     model = [0]

@@ -88,7 +88,8 @@ class ObjectCache:
                                                   "patches": [v for v, _ in snapshot.patches]}))
             for path in entry.iterdir():
                 stale_state = path.name.startswith("state.") and path.name.split(".")[2] != str(snapshot.base_version)
-                if path.name not in keep and not path.name.startswith(".") and (not path.name.startswith("state.") or stale_state):
+                dropped = not path.name.startswith("state.") or stale_state
+                if path.name not in keep and not path.name.startswith(".") and dropped:
                     path.unlink(missing_ok=True)
             self.evict(protect=entry)
 
@@ -112,7 +113,8 @@ class ObjectCache:
                 continue
         return None
 
-    def store_state(self, scope: str, key: str, reducer_id: str, base_version: int, version: int, image: bytes | bytearray | memoryview) -> None:
+    def store_state(self, scope: str, key: str, reducer_id: str, base_version: int, version: int,
+                    image: bytes | bytearray | memoryview) -> None:
         with best_effort("a reducer state in the object cache"):  # a cache: a full home must not fail the get or write it serves
             entry = self._entry(scope, key)
             if not (entry / "meta").exists() or memoryview(image).nbytes > self.max_bytes:
@@ -139,7 +141,8 @@ class ObjectCache:
             if meta is None:
                 continue
             parsed = ObjectKey.parse(meta["key"])
-            if (parsed.pod_name, parsed.namespace) == (key_or_prefix.pod_name, key_or_prefix.namespace) and entry == self._entry(scope, meta["key"]):
+            same_prefix = (parsed.pod_name, parsed.namespace) == (key_or_prefix.pod_name, key_or_prefix.namespace)
+            if same_prefix and entry == self._entry(scope, meta["key"]):
                 shutil.rmtree(entry, ignore_errors=True)
                 dropped += 1
         return dropped

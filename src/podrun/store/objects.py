@@ -388,7 +388,8 @@ class ObjectStore:
             patches.append((f.version, image))
         return Snapshot(state.version, base.version, base_image, patches)
 
-    def _base_image(self, key: ObjectKey, state: ObjectState, base: VersionFile, known: Snapshot | None) -> bytearray | memoryview:
+    def _base_image(self, key: ObjectKey, state: ObjectState, base: VersionFile,
+                    known: Snapshot | None) -> bytearray | memoryview:
         chain = state.chain(base)
         start, image = 0, None
         if known is not None:
@@ -442,7 +443,8 @@ def materialize(snapshot: Snapshot, key: str, deserializer: Any = None) -> Any:
     return base
 
 
-def resolve_object_refs(args: tuple[Any, ...], kwargs: dict[str, Any], data_dir: str | os.PathLike[str]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def resolve_object_refs(args: tuple[Any, ...], kwargs: dict[str, Any],
+                        data_dir: str | os.PathLike[str]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Replace top-level ObjectRef arguments by their values, read from this volume."""
     if not any(isinstance(v, ObjectRef) for v in (*args, *kwargs.values())):
         return args, kwargs

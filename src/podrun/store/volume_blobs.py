@@ -52,7 +52,8 @@ class VolumeBlobs:
         except IntegrityError as exc:
             raise IntegrityError(f"blob {blob_hash} is corrupt in the volume: {exc}", blob=blob_hash) from None
         if content_hash(raw) != blob_hash:
-            raise IntegrityError(f"blob {blob_hash} is corrupt in the volume: its bytes hash to {content_hash(raw)}", blob=blob_hash)
+            raise IntegrityError(f"blob {blob_hash} is corrupt in the volume: its bytes hash to {content_hash(raw)}",
+                                 blob=blob_hash)
         return raw
 
     def write_frame(self, blob_hash: str, frame: bytes | memoryview) -> None:
