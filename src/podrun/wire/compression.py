@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 from ..errors import IntegrityError, WireFormatError
 
+_zstd: ModuleType | None
 try:  # zstandard is a core dependency on the client but may be missing in a bare pod image.
     import zstandard as _zstd
 except ImportError:  # pragma: no cover - exercised by the bare-image bootstrap tests
@@ -51,6 +53,7 @@ def best_codec(peer_codecs: list[str] | None = None) -> int:
 
 def _compress_with(codec: int, data: bytes | memoryview) -> bytes:
     if codec == ZSTD:
+        assert _zstd is not None  # ZSTD is only chosen where zstandard imports
         return _zstd.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
     if codec == ZLIB:
         return zlib.compress(data, ZLIB_LEVEL)
@@ -78,7 +81,7 @@ def compress(data: bytes | bytearray | memoryview, codec: int | None = None) -> 
     return bytes([codec]) + packed
 
 
-def decompress(frame: bytes | memoryview) -> bytes:
+def decompress(frame: bytes | bytearray | memoryview) -> bytes:
     """Inverse of :func:`compress`. A codec this side cannot decode raises WireFormatError;
     bytes that do not decode (corruption, truncation) raise IntegrityError."""
     if len(frame) == 0:
@@ -108,6 +111,7 @@ def _decode(codec: int, body: memoryview) -> bytes:
 
 def _zstd_decompress(body: memoryview) -> bytes:
     # Frames written by ZstdCompressor.compress carry their content size; stream otherwise.
+    assert _zstd is not None  # the caller checked that this side has zstandard
     dctx = _zstd.ZstdDecompressor()
     try:
         return dctx.decompress(body)
@@ -132,7 +136,11 @@ def frame_chunks(data: bytes | bytearray | memoryview, codec: int | None = None)
     if codec == RAW:
         yield from pieces
         return
-    packer = _zstd.ZstdCompressor(level=ZSTD_LEVEL).compressobj(size=len(view)) if codec == ZSTD else zlib.compressobj(ZLIB_LEVEL)
+    if codec == ZSTD:
+        assert _zstd is not None  # ZSTD is only chosen where zstandard imports
+        packer: Any = _zstd.ZstdCompressor(level=ZSTD_LEVEL).compressobj(size=len(view))
+    else:
+        packer = zlib.compressobj(ZLIB_LEVEL)
     for piece in pieces:
         out = packer.compress(piece)
         if out:
@@ -159,10 +167,13 @@ class FrameDecoder:
         self.received += len(view)
         if self._codec is None and len(view):
             self._codec, view = view[0], view[1:]
-            if self._codec == ZSTD and _zstd is None:
-                _decode(ZSTD, view)  # raises the WireFormatError that names the fix
-            self._unpack = (_zstd.ZstdDecompressor().decompressobj() if self._codec == ZSTD
-                            else zlib.decompressobj() if self._codec == ZLIB else None)
+            if self._codec == ZSTD:
+                if _zstd is None:
+                    _decode(ZSTD, view)  # raises the WireFormatError that names the fix
+                    raise AssertionError("unreachable")
+                self._unpack = _zstd.ZstdDecompressor().decompressobj()
+            else:
+                self._unpack = zlib.decompressobj() if self._codec == ZLIB else None
             if self._codec not in CODEC_NAMES:
                 raise WireFormatError(f"unknown compression codec byte {self._codec}: written by a newer podrun?")
         try:
