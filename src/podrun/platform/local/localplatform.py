@@ -188,7 +188,8 @@ class LocalPlatform(Platform):
             return self._volume(pod_name).open_read(path)
         except NotFound:
             volume = self.volume_name(pod_name)
-            raise NotFound(f"File missing: {path!r} is not a file in volume {volume!r}", code="FILE_MISSING", status=404) from None
+            raise NotFound(f"File missing: {path!r} is not a file in volume {volume!r}", code="FILE_MISSING",
+                           status=404) from None
 
     def downlink_into(self, path: str, sink: BinaryIO, pod_name: str | None = None, progress: Progress | None = None) -> int:
         moved = 0
@@ -217,10 +218,12 @@ class LocalPlatform(Platform):
 
     def delete(self, path: str, pod_name: str | None = None) -> None:
         if not clean_relative(path):
-            raise InvalidRequest("File delete failed: give a file or folder inside the volume, not its root", code="FILE_DELETE_FAILED", status=400)
+            raise InvalidRequest("File delete failed: give a file or folder inside the volume, not its root",
+                                 code="FILE_DELETE_FAILED", status=400)
         if not self._volume(pod_name).delete(path):
             volume = self.volume_name(pod_name)
-            raise NotFound(f"File delete failed: {path!r} does not exist in volume {volume!r}", code="FILE_DELETE_FAILED", status=400)
+            raise NotFound(f"File delete failed: {path!r} does not exist in volume {volume!r}",
+                           code="FILE_DELETE_FAILED", status=400)
 
     # images --------------------------------------------------------------------------------
     def _images_file(self) -> Path:
