@@ -30,7 +30,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ...errors import PlatformError
 
@@ -190,13 +190,14 @@ class ImageStore:
                 "LANG": "C.UTF-8", "TMPDIR": str(self.root / "tmp")}
 
     def run(self, *args: str, timeout: float = ENGINE_TIMEOUT, check: bool = False,
-            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        """``podman <store flags> ARGS``; ``check`` raises :class:`ImageStoreError` on failure."""
+            stdin: BinaryIO | None = None) -> subprocess.CompletedProcess[str]:
+        """``podman <store flags> ARGS`` (``stdin``: a file it reads, e.g. an image tar);
+        ``check`` raises :class:`ImageStoreError` on failure."""
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         argv = [*self.engine_argv(), *args]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.engine_env(),
-                                  stdin=subprocess.DEVNULL if input is None else None)
+                                  stdin=subprocess.DEVNULL if stdin is None else stdin)
         except subprocess.TimeoutExpired:
             raise ImageStoreError(f"podman {' '.join(args[:2])} did not finish within {timeout:.0f} s") from None
         if check and done.returncode != 0:
