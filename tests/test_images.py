@@ -372,3 +372,12 @@ def test_rootfs_is_the_images_own_tree(store: ImageStore) -> None:
         assert not (root / "usr" / "bin" / "python3").exists()
     finally:
         store.release(busybox)
+
+
+def test_a_context_that_is_a_symlink_out_of_the_volume_is_refused(container: LocalPlatform) -> None:
+    require_image("busybox")
+    container.uplink([("Dockerfile", b"FROM busybox\nCOPY hostname /stolen\n")], dest_path="df", pod_name="b")
+    (container.volume_path("b") / "etc-link").symlink_to("/etc")
+    with pytest.raises(InvalidRequest):
+        container.image_build("df/Dockerfile", "stolen", "etc-link/", pod_name="b")
+    assert container.resolve_image("stolen") is None
