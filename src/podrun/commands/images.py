@@ -26,7 +26,9 @@ def build(
     tag: str = typer.Argument(..., help="the image's name, e.g. podrun-runtime"),
     onboard: bool = typer.Option(False, "--onboard", help="build on the platform from an onboard base (uplinks tens of KB)"),
     tar: Path | None = typer.Option(None, "--tar", help="ground build: the tar to write (default: <tag>.tar)"),
-    base: str | None = typer.Option(None, "--base", help=f"base image (default: {images.DEFAULT_BASE}; onboard: {images.ONBOARD_BASE})"),
+    base: str | None = typer.Option(
+        None, "--base", help=f"base image (default: {images.DEFAULT_BASE}; onboard: {images.ONBOARD_BASE})"
+    ),
     wheel: list[Path] = typer.Option([], "--wheel", help="a linux/arm64 wheel to install in the image; repeatable"),
     engine: str | None = typer.Option(None, "--engine", help="docker or podman (default: the one that works)"),
     pod_name: str | None = pod_name_option(),
