@@ -22,15 +22,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def small_disk(root: Path, size: int) -> list[str]:
+    """An argv prefix that runs a command with ``root`` on a tmpfs of ``size`` bytes, in a mount
+    namespace of its own: a real full disk, gone with the process (user namespace when not root)."""
+    root.mkdir(parents=True, exist_ok=True)
+    namespaces = ["--mount", "--propagation", "private"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--mount"]
+    return ["unshare", *namespaces, "sh", "-c", f'mount -t tmpfs -o size={size} tmpfs "$0" && exec "$@"', str(root)]
+
+
 class EmulatorProcess:
     """``python -m podrun.emulator`` with a users file; ``add_user()`` makes a fresh account."""
 
-    def __init__(self, workdir: Path, *extra: str, token_lifetime: float = 300.0, users: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, *extra: str, token_lifetime: float = 300.0, users: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None, disk_bytes: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.root = self.workdir / "root"
         self.users_file = self.workdir / "users.txt"
         self.users_file.write_text("".join(f"{u}\n" for u in users))
+        self.users_file.chmod(0o600)
+        self.env = dict(env or {})
+        self.disk_bytes = disk_bytes
         self.extra = list(extra)
         self.token_lifetime = token_lifetime
         self.proc: subprocess.Popen[bytes] | None = None
@@ -44,8 +56,10 @@ class EmulatorProcess:
             argv = [sys.executable, "-m", "podrun.emulator", "--host", "127.0.0.1", "--port", str(port),
                     "--root", str(self.root), "--users-file", str(self.users_file),
                     "--token-lifetime", str(self.token_lifetime), "--driver", "process", *self.extra]
+            if self.disk_bytes is not None:
+                argv = small_disk(self.root, self.disk_bytes) + argv
             with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ})
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **self.env})
             if self._wait_ready(timeout):
                 return self
             self.stop()

@@ -316,7 +316,8 @@ def auth_routes(em: Emulator) -> list[StarletteRoute]:
 
 class Surface:
     """The outer layer: ``//em//files/list/`` → ``/em/files/list`` (the official client
-    concatenated URLs, §1), and the emulator's extensions advertised on every answer."""
+    concatenated URLs, §1), headers over their limit refused, and the emulator's extensions
+    advertised on every answer."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -324,6 +325,9 @@ class Surface:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if sum(len(k) + len(v) for k, v in scope.get("headers", ())) > P.MAX_HEADER_BYTES:
+            await fail_code("HEADERS_TOO_LARGE", f"the request's headers are over {P.MAX_HEADER_BYTES} bytes")(scope, receive, send)
             return
         path = re.sub(r"/{2,}", "/", scope["path"])
         if len(path) > 1 and path.endswith("/"):

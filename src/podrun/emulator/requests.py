@@ -18,6 +18,7 @@ from ..errors import InvalidRequest
 from ..platform.em_protocol import MAX_BODY_BYTES, loads
 
 MAX_FIELDS = 1000
+MAX_PART_HEADER = 8 * 1024  # one header line of a multipart part
 
 
 class TooLarge(InvalidRequest):
@@ -114,6 +115,18 @@ class _BoundedParser(MultiPartParser):
             if self.file_bytes > self.limit:
                 raise UplinkTooLarge("over the uplink limit")
         super().on_part_data(data, start, end)
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        super().on_header_field(data, start, end)
+        self._check_header()
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        super().on_header_value(data, start, end)
+        self._check_header()
+
+    def _check_header(self) -> None:
+        if len(self._current_partial_header_name) + len(self._current_partial_header_value) > MAX_PART_HEADER:
+            raise MultiPartException(f"a part's header is over {MAX_PART_HEADER} bytes")
 
     def on_end(self) -> None:
         self.ended = True

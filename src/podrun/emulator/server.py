@@ -5,6 +5,7 @@ an explicit choice to bind anything but loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -132,12 +133,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         self._disarm()
-        try:
+        with contextlib.suppress(h11.LocalProtocolError):
             self.transport.write(b"".join(self.conn.send(e) or b"" for e in _answer(
                 400, b"Bad Request", "BAD_REQUEST", "Invalid HTTP request received (request line or headers malformed, "
                 "or the headers are over 16 KiB)")))
-        except h11.LocalProtocolError:
-            pass
         self.transport.close()
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ..errors import IllegalPath, InvalidRequest
@@ -25,6 +26,7 @@ MAX_PATH_CHARS = 1024  # a volume path in a request
 MAX_NAME_BYTES = 255  # one path component (the kernel's NAME_MAX)
 MAX_FIELD_CHARS = 8192  # any other string field
 MAX_BODY_BYTES = 1024 * 1024  # a JSON or form body (uplinks are multipart and have their own limit)
+MAX_HEADER_BYTES = 16 * 1024  # a request's headers together
 MAX_LIST_ITEMS = 1000  # ports, args, envs
 
 # The emulator's extensions, advertised in this response header (comma-separated tokens). A
@@ -52,6 +54,7 @@ ERROR_STATUS: dict[str, int] = {
     "METHOD_NOT_ALLOWED": 405,
     "REQUEST_TIMEOUT": 408,
     "REQUEST_TOO_LARGE": 413,
+    "HEADERS_TOO_LARGE": 431,
     "LOCKED": 423,
     "INTERNAL_ERROR": 500,
     "INSUFFICIENT_STORAGE": 507,
@@ -231,6 +234,19 @@ def _minutes(name: str, value: Any, fractional: bool) -> float | int:
     return minutes
 
 
+def _moment(name: str, text: str) -> str | None:
+    """An ISO-8601 timestamp with its timezone, as sent (the platform schedules it)."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise _invalid(f"{name} {text!r} is not an ISO-8601 timestamp (e.g. 2025-05-22T12:10:00+02:00)") from None
+    if moment.tzinfo is None:
+        raise _invalid(f"{name} {text!r} needs a timezone, e.g. +00:00")
+    return text
+
+
 def _scalar(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -270,7 +286,7 @@ def read_field(spec: Field, value: Any, *, extensions: frozenset[str] = frozense
     if kind == "minutes":
         return _minutes(name, value, FRACTIONAL_MINUTES in extensions)
     if kind == "time":
-        return _text(name, value, 64) or None
+        return _moment(name, _text(name, value, 64))
     if kind == "command":
         if isinstance(value, list):
             if len(value) > MAX_LIST_ITEMS:
