@@ -31,10 +31,12 @@ def small_disk(root: Path, size: int) -> list[str]:
 
 
 class EmulatorProcess:
-    """``python -m podrun.emulator`` with a users file; ``add_user()`` makes a fresh account."""
+    """``python -m podrun.emulator`` with a users file (mode 0600; accounts never on its command
+    line); ``add_user()`` makes a fresh account. ``disk_bytes`` puts its root on a tmpfs that
+    small (a real full disk); ``driver`` picks the pod driver (None: the emulator's default)."""
 
     def __init__(self, workdir: Path, *extra: str, token_lifetime: float = 300.0, users: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, disk_bytes: int | None = None) -> None:
+                 env: dict[str, str] | None = None, disk_bytes: int | None = None, driver: str | None = "process") -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.root = self.workdir / "root"
@@ -43,6 +45,7 @@ class EmulatorProcess:
         self.users_file.chmod(0o600)
         self.env = dict(env or {})
         self.disk_bytes = disk_bytes
+        self.driver = driver  # None: the emulator's own default (its isolating driver)
         self.extra = list(extra)
         self.token_lifetime = token_lifetime
         self.proc: subprocess.Popen[bytes] | None = None
@@ -55,7 +58,7 @@ class EmulatorProcess:
             self.url = f"http://127.0.0.1:{port}"
             argv = [sys.executable, "-m", "podrun.emulator", "--host", "127.0.0.1", "--port", str(port),
                     "--root", str(self.root), "--users-file", str(self.users_file),
-                    "--token-lifetime", str(self.token_lifetime), "--driver", "process", *self.extra]
+                    "--token-lifetime", str(self.token_lifetime), *(["--driver", self.driver] if self.driver else []), *self.extra]
             if self.disk_bytes is not None:
                 argv = small_disk(self.root, self.disk_bytes) + argv
             with open(self.log_path, "ab") as log:

@@ -4,9 +4,11 @@ encodings, GET/POST variants and the pvc_name alias."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -300,3 +302,73 @@ def test_flight_model_uplink_limit(tmp_path: Path):
         assert too_big.json() == {"error": "MAX_UPLINK_SIZE_EXCEEDED", "message": "Total upload size exceeds 5 MB"}
         assert up(client, {"a": b"x" * 3_000_000}).status_code == 200
         assert client.get("/em/files/list").status_code == 200
+
+
+# operation -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("level", ["critical", "error", "warning", "info", "debug", "trace"])
+def test_every_log_level_starts_and_serves(tmp_path, level):
+    with EmulatorProcess(tmp_path / "em", "--log-level", level, users=("lv:pw",)) as em:
+        assert login(em.url, "lv", "pw").get("/em/nodes/status").status_code == 200
+
+
+def test_binding_beyond_loopback_needs_an_explicit_flag_and_warns():
+    from podrun.emulator.server import bind_warning
+
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert bind_warning(host, allow_remote=False) is None
+    for host in ("0.0.0.0", "::", "192.0.2.1"):
+        with pytest.raises(ValueError, match="--allow-remote"):
+            bind_warning(host, allow_remote=False)
+        warning = bind_warning(host, allow_remote=True)
+        assert warning and warning.startswith("WARNING") and host in warning and "clear text" in warning
+
+
+def test_state_under_the_root_is_private(fresh, server):
+    up(fresh, {"a.txt": b"1"}, dest_path="deep/er", pod_name="priv")
+    up(fresh, {"Dockerfile": b"FROM alpine\n"}, pod_name="priv")
+    assert fresh.post("/em/pod/image/build", json={"dockerfile": "Dockerfile", "image": "priv-img", "pod_name": "priv"}).status_code == 200
+    fresh.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "priv",
+                                    "command": "/bin/sh", "args": ["-c", "mkdir -p /data/made && echo x > /data/made/by-pod"]})
+    wait_done(fresh, "priv")
+    assert (server.root.stat().st_mode & 0o777) == 0o700
+    loose = []
+    for folder, dirs, files in os.walk(server.root):
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            if not path.is_symlink() and path.lstat().st_mode & 0o077:
+                loose.append(f"{oct(path.lstat().st_mode)} {path.relative_to(server.root)}")
+    assert not loose, loose
+
+
+def test_passwords_stay_off_the_command_line_and_out_of_the_pods(tmp_path):
+    password = "pw-" + "q" * 20
+    with EmulatorProcess(tmp_path / "em", env={"PODRUN_EMULATOR_USERS": f"envuser:{password}"}) as em:
+        assert em.proc is not None
+        assert password.encode() not in Path(f"/proc/{em.proc.pid}/cmdline").read_bytes()
+        client = login(em.url, "envuser", password)
+        client.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "env", "command": "/bin/sh",
+                                         "args": ["-c", "cat /proc/$PPID/environ /proc/$PPID/cmdline > /data/parent.txt; env >> /data/parent.txt"]})
+        wait_done(client, "env")
+        seen = client.get("/em/files/downlink", params={"filepath": "parent.txt", "pod_name": "env"})
+        assert seen.status_code == 200 and len(seen.content) > 20
+        assert password.encode() not in seen.content and b"PODRUN_EMULATOR_USERS" not in seen.content
+
+
+def test_file_names_beyond_latin_1_downlink_with_rfc_6266(fresh):
+    name = "naïve-東京-résumé.txt"
+    assert up(fresh, {name: b"unicode"}, pod_name="names").status_code == 200
+    down = fresh.get("/em/files/downlink", params={"filepath": name, "pod_name": "names"})
+    assert down.status_code == 200 and down.content == b"unicode"
+    disposition = down.headers["content-disposition"]
+    assert "filename*=UTF-8''" in disposition and disposition.isascii()
+    encoded = disposition.split("filename*=UTF-8''", 1)[1].split(";", 1)[0]
+    assert unquote(encoded) == name
+    naive = disposition.split("filename=")[1].strip('"')  # how DPhi's client reads it: a usable ASCII name
+    assert naive.isascii() and naive.endswith(".txt")
+    fresh.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "names", "command": "/bin/sh",
+                                    "args": ["-c", "printf x > \"/data/$(printf 'a\\r\\nX-Injected: 1')\""]})
+    wait_done(fresh, "names")
+    injected = fresh.get("/em/files/downlink", params={"filepath": "a\r\nX-Injected: 1", "pod_name": "names"})
+    assert injected.status_code == 200 and "x-injected" not in injected.headers and injected.content == b"x"
+    assert fresh.get("/em/files/list", params={"pod_name": "names"}).status_code == 200
