@@ -35,8 +35,16 @@ class EmulatorProcess:
     line); ``add_user()`` makes a fresh account. ``disk_bytes`` puts its root on a tmpfs that
     small (a real full disk); ``driver`` picks the pod driver (None: the emulator's default)."""
 
-    def __init__(self, workdir: Path, *extra: str, token_lifetime: float = 300.0, users: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, disk_bytes: int | None = None, driver: str | None = "process") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *extra: str,
+        token_lifetime: float = 300.0,
+        users: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        disk_bytes: int | None = None,
+        driver: str | None = "process",
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.root = self.workdir / "root"
@@ -56,13 +64,29 @@ class EmulatorProcess:
         for _attempt in range(3):  # a free port can be taken between probe and bind: try another
             port = free_port()
             self.url = f"http://127.0.0.1:{port}"
-            argv = [sys.executable, "-m", "podrun.emulator", "--host", "127.0.0.1", "--port", str(port),
-                    "--root", str(self.root), "--users-file", str(self.users_file),
-                    "--token-lifetime", str(self.token_lifetime), *(["--driver", self.driver] if self.driver else []), *self.extra]
+            argv = [
+                sys.executable,
+                "-m",
+                "podrun.emulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--root",
+                str(self.root),
+                "--users-file",
+                str(self.users_file),
+                "--token-lifetime",
+                str(self.token_lifetime),
+                *(["--driver", self.driver] if self.driver else []),
+                *self.extra,
+            ]
             if self.disk_bytes is not None:
                 argv = small_disk(self.root, self.disk_bytes) + argv
             with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **self.env})
+                self.proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **self.env}
+                )
             if self._wait_ready(timeout):
                 return self
             self.stop()

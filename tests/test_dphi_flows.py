@@ -68,8 +68,12 @@ class DphiStyleClient:
         return self._send("POST", route, json={k: v for k, v in body.items() if v is not None})
 
     def uplink(self, files: dict[str, bytes], dest_path: str = "", pod_name: str = "") -> httpx.Response:
-        return self._send("POST", "/em/files/uplink", files=[("files", (name, data)) for name, data in files.items()],
-                          data={"dest_path": dest_path, "pod_name": pod_name})
+        return self._send(
+            "POST",
+            "/em/files/uplink",
+            files=[("files", (name, data)) for name, data in files.items()],
+            data={"dest_path": dest_path, "pod_name": pod_name},
+        )
 
     def run(self, image: str, node: str = "FPGA", max_duration: int = 1, **fields: Any) -> httpx.Response:
         return self.post("em/pod/run", {"image": image, "node": node, "max_duration": max_duration, **fields})
@@ -132,7 +136,9 @@ def test_simple_operations(client):
     assert client.get("/em/files/list").json()["message"] == "Successfully listed files"
     up = client.uplink({"Dockerfile": DOCKERFILE, "echo-test.sh": ECHO_SCRIPT}, dest_path="echo-test")
     assert up.status_code == 200 and up.json()["data"]["file_count"] == 2
-    build = client.post("em/pod/image/build", {"dockerfile": "./echo-test/Dockerfile", "image": "echo-test", "context": "./echo-test"})
+    build = client.post(
+        "em/pod/image/build", {"dockerfile": "./echo-test/Dockerfile", "image": "echo-test", "context": "./echo-test"}
+    )
     assert build.status_code == 200, build.text
     assert any("echo-test" in str(image) for image in client.get("em/pod/image/list").json()["data"])
 
@@ -141,13 +147,19 @@ def test_simple_operations(client):
     name, content = client.downlink("downlink.txt")
     assert name == "downlink.txt" and content.startswith(b"is it this simple to run in space? 20")
 
-    gpu = client.run("echo-test", node="GPU", command="/bin/sh",
-                     args=["-c", "echo 'if knowledge can create problems' > /data/gpu-downlink.txt"])
+    gpu = client.run(
+        "echo-test",
+        node="GPU",
+        command="/bin/sh",
+        args=["-c", "echo 'if knowledge can create problems' > /data/gpu-downlink.txt"],
+    )
     assert gpu.status_code == 200
     completed(client.wait())
     assert client.downlink("gpu-downlink.txt")[1] == b"if knowledge can create problems\n"
 
-    when = (datetime.now(timezone(timedelta(hours=2))) + timedelta(seconds=3)).isoformat()  # the script's +02:00, with microseconds
+    when = (
+        datetime.now(timezone(timedelta(hours=2))) + timedelta(seconds=3)
+    ).isoformat()  # the script's +02:00, with microseconds
     scheduled = client.run("echo-test", scheduled_time=when, command="/bin/sh", args=["-c", "date +%s > /data/time.txt"])
     assert scheduled.status_code == 200
     completed(client.wait())
@@ -160,7 +172,12 @@ def test_simple_operations(client):
 
 
 def test_pod_volumes(client):
-    run = client.run(PYTHON_IMAGE, pod_name="pod-a", command="/bin/sh", args=["-c", "echo 'Is this the final frontier?' > /data/hello-space.txt"])
+    run = client.run(
+        PYTHON_IMAGE,
+        pod_name="pod-a",
+        command="/bin/sh",
+        args=["-c", "echo 'Is this the final frontier?' > /data/hello-space.txt"],
+    )
     assert run.status_code == 200
     completed(client.wait("pod-a"))
     assert client.uplink({"hello-world.txt": b"hello world\n"}, pod_name="pod-a").status_code == 200
@@ -179,7 +196,7 @@ def test_pod_intercommunication(client):
     while "running" not in client.get("em/pod/status", pod_name="server").json()["data"]["state"]:
         assert time.monotonic() < deadline, "the server pod never ran"
         time.sleep(0.2)
-    for attempt in range(30):  # the server needs a moment to listen once its pod runs
+    for _attempt in range(30):  # the server needs a moment to listen once its pod runs
         client.run(PYTHON_IMAGE, pod_name="client", command="/usr/bin/wget", args=["server:80/", "-O", "/data/server-data.txt"])
         state = client.wait("client")
         if state["terminated"]["exitCode"] == 0:
@@ -193,8 +210,13 @@ def test_pod_intercommunication(client):
 
 
 def test_env_and_args(client):
-    run = client.run(PYTHON_IMAGE, pod_name="args", command="/bin/sh -c",
-                     args=["echo testing args $DURATION $SIZE > /data/argument-test.txt"], envs={"DURATION": 60, "SIZE": 1024})
+    run = client.run(
+        PYTHON_IMAGE,
+        pod_name="args",
+        command="/bin/sh -c",
+        args=["echo testing args $DURATION $SIZE > /data/argument-test.txt"],
+        envs={"DURATION": 60, "SIZE": 1024},
+    )
     assert run.status_code == 200
     completed(client.wait("args"))
     assert client.downlink("argument-test.txt", pod_name="args")[1] == b"testing args 60 1024\n"
@@ -203,7 +225,9 @@ def test_env_and_args(client):
 def test_error_examples(client):
     missing = client.get("/em/files/downlink", filepath="not-a-real-file.txt")
     assert missing.status_code == 404 and missing.json()["error"] == "FILE_MISSING"
-    bad_context = client.post("em/pod/image/build", {"dockerfile": "./echo-test/Dockerfile", "image": "echo-test", "context": "./nowhere"})
+    bad_context = client.post(
+        "em/pod/image/build", {"dockerfile": "./echo-test/Dockerfile", "image": "echo-test", "context": "./nowhere"}
+    )
     assert bad_context.status_code == 400 and bad_context.json()["error"] == "BUILD_FAILED" and bad_context.json()["log_tail"]
     assert "/clients/" in "".join(bad_context.json()["log_tail"]) or bad_context.json()["log_tail"]
     ghost = client.run("client1-echo-test12", node="GPU", pod_name="ghost")

@@ -159,16 +159,43 @@ def test_typed_errors_from_the_emulator(em):
         em.list_files("Not A Name")
 
 
-@pytest.mark.parametrize("status, body, route, kind, code", [
-    (400, b'{"error": "NO_FILES", "message": "No files were provided for uplink!"}', "/em/files/uplink", InvalidRequest, "NO_FILES"),
-    (400, b'{"error": "FILE_DELETE_FAILED", "message": "File delete failed"}', "/em/files/delete", NotFound, "FILE_DELETE_FAILED"),
-    (400, b'{"error": "IMAGE_LOAD_FAILED", "message": "x", "log_tail": ["sh: 1\\n"]}', "/em/pod/image/load", InvalidRequest, "IMAGE_LOAD_FAILED"),
-    (401, b'{"detail": "Given token not valid for any token type"}', "/em/files/list", AuthError, "AUTH_FAILED"),
-    (403, b'{"error": "ILLEGAL_PATH", "message": "Illegal path provided"}', "/em/files/downlink", IllegalPath, "ILLEGAL_PATH"),
-    (404, b"", "/em/files/downlink", NotFound, "NOT_FOUND"),
-    (423, b"<html>busy</html>", "/em/pod/run", Locked, "LOCKED"),
-    (500, b'{"error": "INTERNAL_ERROR", "message": "SCP failed"}', "/em/pod/run", PlatformError, "INTERNAL_ERROR"),
-])
+@pytest.mark.parametrize(
+    "status, body, route, kind, code",
+    [
+        (
+            400,
+            b'{"error": "NO_FILES", "message": "No files were provided for uplink!"}',
+            "/em/files/uplink",
+            InvalidRequest,
+            "NO_FILES",
+        ),
+        (
+            400,
+            b'{"error": "FILE_DELETE_FAILED", "message": "File delete failed"}',
+            "/em/files/delete",
+            NotFound,
+            "FILE_DELETE_FAILED",
+        ),
+        (
+            400,
+            b'{"error": "IMAGE_LOAD_FAILED", "message": "x", "log_tail": ["sh: 1\\n"]}',
+            "/em/pod/image/load",
+            InvalidRequest,
+            "IMAGE_LOAD_FAILED",
+        ),
+        (401, b'{"detail": "Given token not valid for any token type"}', "/em/files/list", AuthError, "AUTH_FAILED"),
+        (
+            403,
+            b'{"error": "ILLEGAL_PATH", "message": "Illegal path provided"}',
+            "/em/files/downlink",
+            IllegalPath,
+            "ILLEGAL_PATH",
+        ),
+        (404, b"", "/em/files/downlink", NotFound, "NOT_FOUND"),
+        (423, b"<html>busy</html>", "/em/pod/run", Locked, "LOCKED"),
+        (500, b'{"error": "INTERNAL_ERROR", "message": "SCP failed"}', "/em/pod/run", PlatformError, "INTERNAL_ERROR"),
+    ],
+)
 def test_error_bodies_map_to_typed_errors(status, body, route, kind, code):
     error = error_from_response(status, body, route)
     assert type(error) is kind and error.code == code and error.status == status
@@ -187,8 +214,9 @@ def test_run_body_sends_whole_minutes_as_int():
     assert body["node"] == "MPU" and body["envs"] == {"N": 3} and body["args"] == ["-c", "1"] and body["ports"] == [80]
 
 
-@pytest.mark.parametrize("url", [f"http://127.0.0.1:{free_port()}", "http://podrun-no-such-host.invalid:8000"],
-                         ids=["refused", "unresolvable"])
+@pytest.mark.parametrize(
+    "url", [f"http://127.0.0.1:{free_port()}", "http://podrun-no-such-host.invalid:8000"], ids=["refused", "unresolvable"]
+)
 def test_a_server_that_never_answered_fails_the_first_call_at_once(url):
     """No retries for a wrong URL: the first call fails naming the URL and the cause, long
     before the retry deadline (120 s here)."""
@@ -251,7 +279,9 @@ def _counting(retrying, attempts):
         def counted():
             attempts.append("x")
             return attempt()
+
         return retrying(counted)
+
     return wrapped
 
 
@@ -329,9 +359,13 @@ def _slow_uplink(url: str, token: str) -> socket.socket:
     """A raw connection that starts an uplink and keeps its body open: the user is busy."""
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
-    sock.sendall((f"POST /em/files/uplink HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-                  "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
-                  '--b\r\nContent-Disposition: form-data; name="files"; filename="slow"\r\n\r\n').encode())
+    sock.sendall(
+        (
+            f"POST /em/files/uplink HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+            '--b\r\nContent-Disposition: form-data; name="files"; filename="slow"\r\n\r\n'
+        ).encode()
+    )
     return sock
 
 
@@ -342,7 +376,9 @@ def test_concurrent_calls_of_one_user_get_423_and_the_client_rides_through(serve
     busy = _slow_uplink(server.url, token)
     try:
         deadline = time.monotonic() + 10
-        while (locked := httpx.get(f"{server.url}/em/files/list", headers={"Authorization": f"Bearer {token}"})).status_code != 423:
+        while (
+            locked := httpx.get(f"{server.url}/em/files/list", headers={"Authorization": f"Bearer {token}"})
+        ).status_code != 423:
             assert time.monotonic() < deadline, locked.text  # the slow uplink has reached its handler
             time.sleep(0.05)
         assert locked.json() == {"error": "LOCKED", "message": "CG2 is busy with another request of this user; try again"}

@@ -65,9 +65,12 @@ def wait_done(client: httpx.Client, pod_name: str, timeout: float = 20) -> dict:
 
 # auth ------------------------------------------------------------------------------------------
 
+
 def test_login_form_and_json_bodies_and_paths(server):
-    for post in (lambda p: httpx.post(server.url + p, data={"username": "alice", "password": "alice-pw"}),
-                 lambda p: httpx.post(server.url + p, json={"username": "alice", "password": "alice-pw"})):
+    for post in (
+        lambda p: httpx.post(server.url + p, data={"username": "alice", "password": "alice-pw"}),
+        lambda p: httpx.post(server.url + p, json={"username": "alice", "password": "alice-pw"}),
+    ):
         for path in ("/auth/", "/auth", "//auth/"):
             response = post(path)
             assert response.status_code == 200, response.text
@@ -79,7 +82,9 @@ def test_login_failures(server):
     assert wrong.status_code == 401 and wrong.json() == {"detail": "No active account found with the given credentials"}
     missing = httpx.post(f"{server.url}/auth/", data={"username": "alice"})
     assert missing.status_code == 400 and missing.json() == {"password": ["This field is required."]}
-    assert httpx.post(f"{server.url}/auth/", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        httpx.post(f"{server.url}/auth/", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    )
 
 
 def test_em_routes_need_a_valid_bearer_token(server):
@@ -112,6 +117,7 @@ def test_tokens_expire(tmp_path):
 
 # files -----------------------------------------------------------------------------------------
 
+
 def test_uplink_list_downlink_delete_shapes(fresh):
     response = up(fresh, {"a.txt": b"hello", "b.bin": b"x" * 2048}, dest_path="exp-1", pod_name="pod-a")
     assert response.status_code == 200
@@ -138,9 +144,11 @@ def test_uplink_list_downlink_delete_shapes(fresh):
 
 
 def test_uplink_without_files(fresh):
-    for response in (fresh.post("/em/files/uplink", data={"pod_name": "pod-a"}),
-                     fresh.post("/em/files/uplink", files=[("other", ("x", b"1"))]),
-                     fresh.post("/em/files/uplink", json={"files": []})):
+    for response in (
+        fresh.post("/em/files/uplink", data={"pod_name": "pod-a"}),
+        fresh.post("/em/files/uplink", files=[("other", ("x", b"1"))]),
+        fresh.post("/em/files/uplink", json={"files": []}),
+    ):
         assert response.status_code == 400
         assert response.json() == {"error": "NO_FILES", "message": "No files were provided for uplink!"}
 
@@ -170,15 +178,37 @@ def test_double_slashes_and_trailing_slashes(fresh):
 
 # pods ------------------------------------------------------------------------------------------
 
+
 def test_run_with_json_and_with_form_bodies(fresh):
-    run = fresh.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "pod-j",
-                                          "command": "/bin/sh", "args": ["-c", "echo $SIZE > /data/j.txt"], "envs": {"SIZE": 1024}})
+    run = fresh.post(
+        "/em/pod/run",
+        json={
+            "image": "alpine",
+            "node": "MPU",
+            "max_duration": 1,
+            "pod_name": "pod-j",
+            "command": "/bin/sh",
+            "args": ["-c", "echo $SIZE > /data/j.txt"],
+            "envs": {"SIZE": 1024},
+        },
+    )
     assert run.status_code == 200 and run.json() == {"message": "Docker run scheduled successfully"}
     state = wait_done(fresh, "pod-j")
     assert state["terminated"]["exitCode"] == 0
     assert fresh.get("/em/files/downlink", params={"filepath": "j.txt", "pod_name": "pod-j"}).content == b"1024\n"
-    form = fresh.post("/em/pod/run", headers={"X-Podrun-Extensions": "fractional-minutes"}, data={"image": "alpine", "node": "fpga", "max_duration": "0.5", "pvc_name": "pod-k",
-                                           "command": "/bin/sh", "args": '["-c", "echo form > /data/k.txt"]', "envs": '{"A": "1"}'})
+    form = fresh.post(
+        "/em/pod/run",
+        headers={"X-Podrun-Extensions": "fractional-minutes"},
+        data={
+            "image": "alpine",
+            "node": "fpga",
+            "max_duration": "0.5",
+            "pvc_name": "pod-k",
+            "command": "/bin/sh",
+            "args": '["-c", "echo form > /data/k.txt"]',
+            "envs": '{"A": "1"}',
+        },
+    )
     assert form.status_code == 200, form.text
     wait_done(fresh, "pod-k")
     status = fresh.post("/em/pod/status?pod_name=pod-k")  # final CLI: POST with a query parameter
@@ -187,16 +217,19 @@ def test_run_with_json_and_with_form_bodies(fresh):
     assert fresh.get("/em/files/downlink", params={"filepath": "k.txt", "pod_name": "pod-k"}).content == b"form\n"
 
 
-@pytest.mark.parametrize("body", [
-    {"image": "alpine", "node": "TPU", "max_duration": 1},
-    {"image": "alpine", "node": "MPU", "max_duration": "soon"},
-    {"image": "alpine", "node": "MPU", "max_duration": -1},
-    {"node": "MPU", "max_duration": 1},
-    {"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "Hey no whitespaces"},
-    {"image": "alpine", "node": "MPU", "max_duration": 1, "ports": ["x"]},
-    {"image": "alpine", "node": "MPU", "max_duration": 1, "envs": [1, 2]},
-    {"image": "alpine", "node": "MPU", "max_duration": 1, "scheduled_time": "tomorrow"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"image": "alpine", "node": "TPU", "max_duration": 1},
+        {"image": "alpine", "node": "MPU", "max_duration": "soon"},
+        {"image": "alpine", "node": "MPU", "max_duration": -1},
+        {"node": "MPU", "max_duration": 1},
+        {"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "Hey no whitespaces"},
+        {"image": "alpine", "node": "MPU", "max_duration": 1, "ports": ["x"]},
+        {"image": "alpine", "node": "MPU", "max_duration": 1, "envs": [1, 2]},
+        {"image": "alpine", "node": "MPU", "max_duration": 1, "scheduled_time": "tomorrow"},
+    ],
+)
 def test_bad_run_parameters_are_400_and_the_server_stays_up(fresh, body):
     response = fresh.post("/em/pod/run", json=body)
     assert response.status_code == 400, response.text
@@ -236,6 +269,7 @@ def test_pvc_list_and_delete(fresh):
 
 # isolation -------------------------------------------------------------------------------------
 
+
 def test_users_are_isolated(alice, bob):
     up(alice, {"secret.txt": b"alice only"})
     up(alice, {"secret.txt": b"alice pod"}, pod_name="shared-name")
@@ -245,8 +279,17 @@ def test_users_are_isolated(alice, bob):
     assert bob.get("/em/files/downlink", params={"filepath": "../alice/alice-pvc/secret.txt"}).status_code == 403
     assert bob.post("/em/files/delete", json={"filepath": "secret.txt", "pod_name": "shared-name"}).status_code == 400
     assert bob.post("/em/pvc/delete", json={"pvc_name": "alice-pvc"}).status_code in (400, 404)
-    bob.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "shared-name",
-                                  "command": "/bin/sh", "args": ["-c", "ls /data > /data/seen.txt; rm -f /data/secret.txt"]})
+    bob.post(
+        "/em/pod/run",
+        json={
+            "image": "alpine",
+            "node": "MPU",
+            "max_duration": 1,
+            "pod_name": "shared-name",
+            "command": "/bin/sh",
+            "args": ["-c", "ls /data > /data/seen.txt; rm -f /data/secret.txt"],
+        },
+    )
     wait_done(bob, "shared-name")
     assert b"secret" not in bob.get("/em/files/downlink", params={"filepath": "seen.txt", "pod_name": "shared-name"}).content
     assert alice.get("/em/files/downlink", params={"filepath": "secret.txt", "pod_name": "shared-name"}).content == b"alice pod"
@@ -282,12 +325,25 @@ def test_bad_uplink_file_names_are_403(fresh):
 
 # docs ------------------------------------------------------------------------------------------
 
+
 def test_openapi_and_docs_list_every_route(server):
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert spec["openapi"].startswith("3.")
-    for path in ("/auth/", "/em/files/uplink", "/em/files/list", "/em/files/downlink", "/em/files/delete",
-                 "/em/pod/image/build", "/em/pod/image/load", "/em/pod/image/list", "/em/pod/run",
-                 "/em/pod/status", "/em/nodes/status", "/em/pvc/list", "/em/pvc/delete"):
+    for path in (
+        "/auth/",
+        "/em/files/uplink",
+        "/em/files/list",
+        "/em/files/downlink",
+        "/em/files/delete",
+        "/em/pod/image/build",
+        "/em/pod/image/load",
+        "/em/pod/image/list",
+        "/em/pod/run",
+        "/em/pod/status",
+        "/em/nodes/status",
+        "/em/pvc/list",
+        "/em/pvc/delete",
+    ):
         assert path in spec["paths"]
     assert set(spec["paths"]["/em/files/list"]) == {"get", "post"}
     page = httpx.get(f"{server.url}/docs")
@@ -305,6 +361,7 @@ def test_flight_model_uplink_limit(tmp_path: Path):
 
 
 # operation -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("level", ["critical", "error", "warning", "info", "debug", "trace"])
 def test_every_log_level_starts_and_serves(tmp_path, level):
@@ -327,9 +384,21 @@ def test_binding_beyond_loopback_needs_an_explicit_flag_and_warns():
 def test_state_under_the_root_is_private(fresh, server):
     up(fresh, {"a.txt": b"1"}, dest_path="deep/er", pod_name="priv")
     up(fresh, {"Dockerfile": b"FROM alpine\n"}, pod_name="priv")
-    assert fresh.post("/em/pod/image/build", json={"dockerfile": "Dockerfile", "image": "priv-img", "pod_name": "priv"}).status_code == 200
-    fresh.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "priv",
-                                    "command": "/bin/sh", "args": ["-c", "mkdir -p /data/made && echo x > /data/made/by-pod"]})
+    assert (
+        fresh.post("/em/pod/image/build", json={"dockerfile": "Dockerfile", "image": "priv-img", "pod_name": "priv"}).status_code
+        == 200
+    )
+    fresh.post(
+        "/em/pod/run",
+        json={
+            "image": "alpine",
+            "node": "MPU",
+            "max_duration": 1,
+            "pod_name": "priv",
+            "command": "/bin/sh",
+            "args": ["-c", "mkdir -p /data/made && echo x > /data/made/by-pod"],
+        },
+    )
     wait_done(fresh, "priv")
     assert (server.root.stat().st_mode & 0o777) == 0o700
     loose = []
@@ -347,8 +416,17 @@ def test_passwords_stay_off_the_command_line_and_out_of_the_pods(tmp_path):
         assert em.proc is not None
         assert password.encode() not in Path(f"/proc/{em.proc.pid}/cmdline").read_bytes()
         client = login(em.url, "envuser", password)
-        client.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "env", "command": "/bin/sh",
-                                         "args": ["-c", "cat /proc/$PPID/environ /proc/$PPID/cmdline > /data/parent.txt; env >> /data/parent.txt"]})
+        client.post(
+            "/em/pod/run",
+            json={
+                "image": "alpine",
+                "node": "MPU",
+                "max_duration": 1,
+                "pod_name": "env",
+                "command": "/bin/sh",
+                "args": ["-c", "cat /proc/$PPID/environ /proc/$PPID/cmdline > /data/parent.txt; env >> /data/parent.txt"],
+            },
+        )
         wait_done(client, "env")
         seen = client.get("/em/files/downlink", params={"filepath": "parent.txt", "pod_name": "env"})
         assert seen.status_code == 200 and len(seen.content) > 20
@@ -366,8 +444,17 @@ def test_file_names_beyond_latin_1_downlink_with_rfc_6266(fresh):
     assert unquote(encoded) == name
     naive = disposition.split("filename=")[1].strip('"')  # how DPhi's client reads it: a usable ASCII name
     assert naive.isascii() and naive.endswith(".txt")
-    fresh.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "names", "command": "/bin/sh",
-                                    "args": ["-c", "printf x > \"/data/$(printf 'a\\r\\nX-Injected: 1')\""]})
+    fresh.post(
+        "/em/pod/run",
+        json={
+            "image": "alpine",
+            "node": "MPU",
+            "max_duration": 1,
+            "pod_name": "names",
+            "command": "/bin/sh",
+            "args": ["-c", "printf x > \"/data/$(printf 'a\\r\\nX-Injected: 1')\""],
+        },
+    )
     wait_done(fresh, "names")
     injected = fresh.get("/em/files/downlink", params={"filepath": "a\r\nX-Injected: 1", "pod_name": "names"})
     assert injected.status_code == 200 and "x-injected" not in injected.headers and injected.content == b"x"

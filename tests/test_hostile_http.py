@@ -36,8 +36,17 @@ def em(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     canary = workdir / "canary"
     canary.mkdir()
     (canary / "secret.txt").write_text("outside every volume")
-    with EmulatorProcess(workdir, "--max-uplink-bytes", str(LIMIT), "--header-timeout", "2", "--body-timeout", "2",
-                         users=("alice:alice-pw", "bob:bob-pw"), env={"PODRUN_EMULATOR_SECRET": SECRET}) as server:
+    with EmulatorProcess(
+        workdir,
+        "--max-uplink-bytes",
+        str(LIMIT),
+        "--header-timeout",
+        "2",
+        "--body-timeout",
+        "2",
+        users=("alice:alice-pw", "bob:bob-pw"),
+        env={"PODRUN_EMULATOR_SECRET": SECRET},
+    ) as server:
         alice = login(server.url, "alice", "alice-pw")
         up = alice.post("/em/files/uplink", files=[("files", ("mine.txt", b"alice's"))], data={"pod_name": "victim"})
         assert up.status_code == 200, up.text
@@ -61,7 +70,7 @@ def snapshot(*roots: Path) -> dict[str, tuple[Any, ...]]:
     except the upload spool's, whose temporary files come and go)."""
     seen: dict[str, tuple[Any, ...]] = {}
     for root in roots:
-        for folder, dirs, files in os.walk(root):
+        for folder, _dirs, files in os.walk(root):
             here = Path(folder)
             stat = here.lstat()
             seen[str(here)] = ("dir", stat.st_mode, None if here.name == ".spool" else stat.st_mtime_ns)
@@ -97,6 +106,7 @@ def assert_alive(em: EmulatorProcess) -> None:
 
 # the cases ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -109,8 +119,9 @@ def _get(path: str, **params: Any) -> Callable[[EmulatorProcess, dict[str, str]]
     return lambda em, auth: httpx.get(em.url + path, params=params, headers=auth, timeout=15)
 
 
-def _post(path: str, *, headers: dict[str, str] | None = None, auth: bool = True, **kwargs: Any
-          ) -> Callable[[EmulatorProcess, dict[str, str]], httpx.Response]:
+def _post(
+    path: str, *, headers: dict[str, str] | None = None, auth: bool = True, **kwargs: Any
+) -> Callable[[EmulatorProcess, dict[str, str]], httpx.Response]:
     return lambda em, a: httpx.post(em.url + path, headers={**(a if auth else {}), **(headers or {})}, timeout=15, **kwargs)
 
 
@@ -126,8 +137,9 @@ def _run(**fields: Any) -> Callable[[EmulatorProcess, dict[str, str]], httpx.Res
     return _post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "victim", **fields})
 
 
-def _multipart(body: bytes, content_type: str = "multipart/form-data; boundary=zz"
-               ) -> Callable[[EmulatorProcess, dict[str, str]], httpx.Response]:
+def _multipart(
+    body: bytes, content_type: str = "multipart/form-data; boundary=zz"
+) -> Callable[[EmulatorProcess, dict[str, str]], httpx.Response]:
     return _post("/em/files/uplink", content=body, headers={"Content-Type": content_type})
 
 
@@ -148,8 +160,14 @@ CASES = [
     Case("no-token", 401, None, _token("")),
     Case("basic-scheme", 401, None, _token("Basic YWxpY2U6YWxpY2UtcHc=")),
     Case("garbage-token", 401, None, _token("Bearer not.a.jwt")),
-    Case("forged-other-key", 401, None, _token("Bearer " + jwt.encode({"sub": "alice", "token_type": "access",
-                                                                         "exp": time.time() + 300}, "guessed-key", "HS256"))),
+    Case(
+        "forged-other-key",
+        401,
+        None,
+        _token(
+            "Bearer " + jwt.encode({"sub": "alice", "token_type": "access", "exp": time.time() + 300}, "guessed-key", "HS256")
+        ),
+    ),
     Case("alg-none", 401, None, _token("Bearer " + jwt.encode({"sub": "alice", "token_type": "access"}, None, "none"))),
     Case("expired", 401, None, _token("Bearer " + forge(exp=time.time() - 10))),
     Case("no-expiry", 401, None, _token("Bearer " + forge(exp=None))),
@@ -157,30 +175,61 @@ CASES = [
     Case("user-traversal", 401, None, _token("Bearer " + forge(sub="../bob"))),
     Case("refresh-as-access", 401, None, _token("Bearer " + forge(token_type="refresh"))),
     # login
-    Case("login-not-utf8", 400, None, _post("/auth/", auth=False, content=b"username=\xff&password=\xfe",
-                                              headers={"Content-Type": "application/x-www-form-urlencoded"})),
+    Case(
+        "login-not-utf8",
+        400,
+        None,
+        _post(
+            "/auth/",
+            auth=False,
+            content=b"username=\xff&password=\xfe",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+    ),
     Case("login-json-array", 400, None, _post("/auth/", auth=False, json=["alice", "alice-pw"])),
     Case("login-huge-body", 400, None, _post("/auth/", auth=False, json={"username": "a" * 2_000_000, "password": "x"})),
     # paths
-    Case("downlink-dotdot", 403, "ILLEGAL_PATH", _get("/em/files/downlink", filepath="../../canary/secret.txt", pod_name="victim")),
+    Case(
+        "downlink-dotdot", 403, "ILLEGAL_PATH", _get("/em/files/downlink", filepath="../../canary/secret.txt", pod_name="victim")
+    ),
     Case("downlink-other-user", 403, "ILLEGAL_PATH", _get("/em/files/downlink", filepath="../../bob/bob-pvc/x")),
     Case("downlink-absolute", 404, "FILE_MISSING", _get("/em/files/downlink", filepath="/etc/passwd", pod_name="victim")),
     Case("downlink-nul", 403, "ILLEGAL_PATH", _get("/em/files/downlink", filepath="mine.txt\x00.png", pod_name="victim")),
     Case("downlink-backslash", 403, "ILLEGAL_PATH", _get("/em/files/downlink", filepath="..\\..\\canary", pod_name="victim")),
     Case("downlink-overlong", 400, "INVALID_PATH", _get("/em/files/downlink", filepath="a/" * 2500, pod_name="victim")),
     Case("downlink-long-name", 400, "INVALID_PATH", _get("/em/files/downlink", filepath="n" * 300, pod_name="victim")),
-    Case("downlink-path-list", 400, "INVALID_PATH", _post("/em/files/downlink", json={"filepath": ["mine.txt"], "pod_name": "victim"})),
+    Case(
+        "downlink-path-list",
+        400,
+        "INVALID_PATH",
+        _post("/em/files/downlink", json={"filepath": ["mine.txt"], "pod_name": "victim"}),
+    ),
     Case("delete-root", 400, "FILE_DELETE_FAILED", _post("/em/files/delete", json={"filepath": "/", "pod_name": "victim"})),
     Case("delete-dotdot", 403, "ILLEGAL_PATH", _post("/em/files/delete", json={"filepath": "x/../../..", "pod_name": "victim"})),
     Case("delete-missing", 400, "FILE_DELETE_FAILED", _post("/em/files/delete", json={"filepath": "nope", "pod_name": "victim"})),
-    Case("uplink-dest-dotdot", 403, "ILLEGAL_PATH", _post("/em/files/uplink", files=[("files", ("x", b"x"))],
-                                                           data={"dest_path": "../../../canary", "pod_name": "victim"})),
+    Case(
+        "uplink-dest-dotdot",
+        403,
+        "ILLEGAL_PATH",
+        _post("/em/files/uplink", files=[("files", ("x", b"x"))], data={"dest_path": "../../../canary", "pod_name": "victim"}),
+    ),
     Case("uplink-name-dotdot", 403, "ILLEGAL_PATH", _multipart(_part(filename="../evil") + b"--zz--\r\n")),
     Case("uplink-name-long", 403, "ILLEGAL_PATH", _multipart(_part(filename="n" * 300) + b"--zz--\r\n")),
-    Case("build-dockerfile-dotdot", 403, "ILLEGAL_PATH", _post("/em/pod/image/build", json={
-        "dockerfile": "../../canary/secret.txt", "image": "img", "context": ".", "pod_name": "victim"})),
-    Case("load-tar-dotdot", 403, "ILLEGAL_PATH", _post("/em/pod/image/load", json={
-        "tarfile": "/../../etc/shadow", "image": "img", "pod_name": "victim"})),
+    Case(
+        "build-dockerfile-dotdot",
+        403,
+        "ILLEGAL_PATH",
+        _post(
+            "/em/pod/image/build",
+            json={"dockerfile": "../../canary/secret.txt", "image": "img", "context": ".", "pod_name": "victim"},
+        ),
+    ),
+    Case(
+        "load-tar-dotdot",
+        403,
+        "ILLEGAL_PATH",
+        _post("/em/pod/image/load", json={"tarfile": "/../../etc/shadow", "image": "img", "pod_name": "victim"}),
+    ),
     # pod names
     Case("pod-name-upper", 400, "INVALID_PARAMETERS", _get("/em/files/list", pod_name="Victim")),
     Case("pod-name-traversal", 400, "INVALID_PARAMETERS", _get("/em/files/list", pod_name="../bob")),
@@ -195,8 +244,15 @@ CASES = [
     Case("json-not-utf8", 400, "INVALID_PARAMETERS", _raw_json("/em/pod/run", NOT_UTF8)),
     Case("json-too-large", 413, "REQUEST_TOO_LARGE", _raw_json("/em/pod/run", b'{"image": "' + b"a" * 2_000_000 + b'"}')),
     Case("unknown-field", 400, "INVALID_PARAMETERS", _run(namespace=True)),
-    Case("duration-nan", 400, "INVALID_PARAMETERS", _raw_json("/em/pod/run", b'{"image":"alpine","node":"MPU","max_duration":NaN}')),
-    Case("duration-infinite", 400, "INVALID_PARAMETERS", _raw_json("/em/pod/run", b'{"image":"alpine","node":"MPU","max_duration":1e400}')),
+    Case(
+        "duration-nan", 400, "INVALID_PARAMETERS", _raw_json("/em/pod/run", b'{"image":"alpine","node":"MPU","max_duration":NaN}')
+    ),
+    Case(
+        "duration-infinite",
+        400,
+        "INVALID_PARAMETERS",
+        _raw_json("/em/pod/run", b'{"image":"alpine","node":"MPU","max_duration":1e400}'),
+    ),
     Case("duration-inf-text", 400, "INVALID_PARAMETERS", _run(max_duration="inf")),
     Case("duration-over-max", 400, "INVALID_PARAMETERS", _run(max_duration=10**9)),
     Case("duration-zero", 400, "INVALID_PARAMETERS", _run(max_duration=0)),
@@ -214,28 +270,63 @@ CASES = [
     Case("command-number", 400, "INVALID_PARAMETERS", _run(command=42)),
     Case("schedule-garbage", 400, "INVALID_PARAMETERS", _run(scheduled_time="tomorrow at noon")),
     Case("schedule-no-timezone", 400, "INVALID_PARAMETERS", _run(scheduled_time="2030-01-01T00:00:00")),
-    Case("build-bad-image-name", 400, "INVALID_PARAMETERS", _post("/em/pod/image/build", json={
-        "dockerfile": "Dockerfile", "image": "Not An Image", "pod_name": "victim"})),
+    Case(
+        "build-bad-image-name",
+        400,
+        "INVALID_PARAMETERS",
+        _post("/em/pod/image/build", json={"dockerfile": "Dockerfile", "image": "Not An Image", "pod_name": "victim"}),
+    ),
     # forms and multipart
-    Case("form-not-utf8", 400, "INVALID_PARAMETERS", _post("/em/files/list", content=b"pod_name=\xff",
-                                                             headers={"Content-Type": "application/x-www-form-urlencoded"})),
-    Case("body-unknown-type", 400, "INVALID_PARAMETERS", _post("/em/files/list", content=b"pod_name victim",
-                                                                 headers={"Content-Type": "text/plain"})),
+    Case(
+        "form-not-utf8",
+        400,
+        "INVALID_PARAMETERS",
+        _post("/em/files/list", content=b"pod_name=\xff", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+    ),
+    Case(
+        "body-unknown-type",
+        400,
+        "INVALID_PARAMETERS",
+        _post("/em/files/list", content=b"pod_name victim", headers={"Content-Type": "text/plain"}),
+    ),
     Case("multipart-no-boundary", 400, "BAD_REQUEST", _multipart(_part() + b"--zz--\r\n", "multipart/form-data")),
     Case("multipart-truncated", 400, "BAD_REQUEST", _multipart(_part()[:-10])),
     Case("multipart-garbage", 400, "BAD_REQUEST", _multipart(b"\x00\xff" * 500)),
-    Case("multipart-no-name", 400, "BAD_REQUEST", _multipart(b'--zz\r\nContent-Disposition: form-data; filename="a"\r\n\r\nx\r\n--zz--\r\n')),
+    Case(
+        "multipart-no-name",
+        400,
+        "BAD_REQUEST",
+        _multipart(b'--zz\r\nContent-Disposition: form-data; filename="a"\r\n\r\nx\r\n--zz--\r\n'),
+    ),
     Case("multipart-stray-file", 400, "INVALID_PARAMETERS", _multipart(_part() + _part(name="other") + b"--zz--\r\n")),
-    Case("multipart-huge-part-header", 400, "BAD_REQUEST", _multipart(_part(extra="X-Pad: " + "p" * 20_000 + "\r\n") + b"--zz--\r\n")),
+    Case(
+        "multipart-huge-part-header",
+        400,
+        "BAD_REQUEST",
+        _multipart(_part(extra="X-Pad: " + "p" * 20_000 + "\r\n") + b"--zz--\r\n"),
+    ),
     Case("uplink-no-files", 400, "NO_FILES", _post("/em/files/uplink", data={"pod_name": "victim"})),
-    Case("uplink-declared-too-large", 400, "MAX_UPLINK_SIZE_EXCEEDED", _multipart(
-        _part(data=b"x" * (LIMIT + 2_000_000)) + b"--zz--\r\n")),
-    Case("uplink-files-over-limit", 400, "MAX_UPLINK_SIZE_EXCEEDED", _multipart(
-        _part(filename="a", data=b"x" * 600_000) + _part(filename="b", data=b"y" * 600_000) + b"--zz--\r\n")),
+    Case(
+        "uplink-declared-too-large",
+        400,
+        "MAX_UPLINK_SIZE_EXCEEDED",
+        _multipart(_part(data=b"x" * (LIMIT + 2_000_000)) + b"--zz--\r\n"),
+    ),
+    Case(
+        "uplink-files-over-limit",
+        400,
+        "MAX_UPLINK_SIZE_EXCEEDED",
+        _multipart(_part(filename="a", data=b"x" * 600_000) + _part(filename="b", data=b"y" * 600_000) + b"--zz--\r\n"),
+    ),
     # HTTP itself
     Case("unknown-route", 404, "NOT_FOUND", _get("/em/files/../../etc/passwd")),
     Case("wrong-method", 405, "METHOD_NOT_ALLOWED", lambda em, auth: httpx.delete(em.url + "/em/files/list", headers=auth)),
-    Case("query-not-utf8", 400, "INVALID_PARAMETERS", lambda em, auth: httpx.get(em.url + "/em/files/list?pod_name=%ff%fe", headers=auth)),
+    Case(
+        "query-not-utf8",
+        400,
+        "INVALID_PARAMETERS",
+        lambda em, auth: httpx.get(em.url + "/em/files/list?pod_name=%ff%fe", headers=auth),
+    ),
     Case("huge-headers", 431, "HEADERS_TOO_LARGE", _huge_headers),
 ]
 
@@ -259,10 +350,13 @@ def test_bad_request_is_refused_and_changes_nothing(em, case):
 def test_a_wrong_users_token_sees_only_its_own_volumes(em):
     with login(em.url, "bob", "bob-pw") as bob:
         assert bob.get("/em/files/list", params={"pod_name": "victim"}).json()["data"] == []
-        assert_error(em, bob.get("/em/files/downlink", params={"filepath": "mine.txt", "pod_name": "victim"}), 404, "FILE_MISSING")
+        assert_error(
+            em, bob.get("/em/files/downlink", params={"filepath": "mine.txt", "pod_name": "victim"}), 404, "FILE_MISSING"
+        )
 
 
 # raw sockets -------------------------------------------------------------------------------------
+
 
 def _connect(em: EmulatorProcess) -> socket.socket:
     host, port = em.url.removeprefix("http://").split(":")
@@ -344,8 +438,10 @@ def test_a_stalled_body_is_answered_408(em):
     with login(em.url, "alice", "alice-pw") as alice:
         token = alice.headers["Authorization"]
     with _connect(em) as sock:
-        sock.sendall(f"POST /em/files/list HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
-                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+        sock.sendall(
+            f"POST /em/files/list HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+        )
         raw = _read_all(sock, 10)
     status, body = _answer_of(raw)
     assert status == 408 and body["error"] == "REQUEST_TIMEOUT"
@@ -360,8 +456,10 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams(em):
     before = snapshot(em.root, em.workdir / "canary")
     sent, chunk = 0, b"z" * 65536
     with _connect(em) as sock:
-        sock.sendall(f"POST /em/files/uplink HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
-                     "Content-Type: multipart/form-data; boundary=zz\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /em/files/uplink HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+            "Content-Type: multipart/form-data; boundary=zz\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
         head = _part(data=b"")[:-2]
 
         def send_chunk(data: bytes) -> None:
@@ -389,14 +487,20 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams(em):
 
 # generated inputs ------------------------------------------------------------------------------
 
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(max_size=80))
 def test_generated_pod_names_are_accepted_only_as_dns_labels_and_create_nothing(em, name):
     before = snapshot(em.root)
     with login(em.url, "bob", "bob-pw") as bob:
         response = bob.post("/em/files/list", json={"pod_name": name})
-        valid = bool(name) and len(name) <= 63 and all(c in "abcdefghijklmnopqrstuvwxyz0123456789-" for c in name) \
-            and name[0] != "-" and name[-1] != "-"
+        valid = (
+            bool(name)
+            and len(name) <= 63
+            and all(c in "abcdefghijklmnopqrstuvwxyz0123456789-" for c in name)
+            and name[0] != "-"
+            and name[-1] != "-"
+        )
     if valid or name in ("", "bob-pvc"):
         assert response.status_code == 200 and response.json()["data"] in ([], response.json()["data"])
     else:
@@ -404,25 +508,38 @@ def test_generated_pod_names_are_accepted_only_as_dns_labels_and_create_nothing(
     assert snapshot(em.root) == before  # listing a never-used pod_name creates nothing
 
 
-_json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                            max_leaves=12)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fields=st.dictionaries(st.sampled_from(["image", "node", "max_duration", "envs", "ports", "args", "command",
-                                               "scheduled_time", "pod_name", "junk"]), _json_values, max_size=6))
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(
+            ["image", "node", "max_duration", "envs", "ports", "args", "command", "scheduled_time", "pod_name", "junk"]
+        ),
+        _json_values,
+        max_size=6,
+    )
+)
 def test_generated_run_bodies_never_fault_the_server(em, fields):
     """Any JSON object for /em/pod/run with an unknown node: a 4xx naming a field, never a 5xx."""
     fields = {**fields, "node": "nowhere"}
     with login(em.url, "bob", "bob-pw") as bob:
-        response = bob.post("/em/pod/run", content=json.dumps(fields, allow_nan=True), headers={"Content-Type": "application/json"})
+        response = bob.post(
+            "/em/pod/run", content=json.dumps(fields, allow_nan=True), headers={"Content-Type": "application/json"}
+        )
     assert_error(em, response, 400, "INVALID_PARAMETERS")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(raw=st.binary(max_size=300), kind=st.sampled_from(["application/json", "application/x-www-form-urlencoded",
-                                                           "multipart/form-data; boundary=zz"]))
+@given(
+    raw=st.binary(max_size=300),
+    kind=st.sampled_from(["application/json", "application/x-www-form-urlencoded", "multipart/form-data; boundary=zz"]),
+)
 def test_generated_bodies_are_4xx_and_change_nothing(em, raw, kind):
     before = snapshot(em.root, em.workdir / "canary")
     with login(em.url, "bob", "bob-pw") as bob:

@@ -21,7 +21,13 @@ from ..platform.em_protocol import error_body, status_of
 log = logging.getLogger("podrun.emulator")
 
 _CLASS_STATUS: tuple[tuple[type[PlatformError], int], ...] = (
-    (IllegalPath, 403), (NotFound, 404), (InvalidRequest, 400), (Locked, 423), (AuthError, 401), (Conflict, 409))
+    (IllegalPath, 403),
+    (NotFound, 404),
+    (InvalidRequest, 400),
+    (Locked, 423),
+    (AuthError, 401),
+    (Conflict, 409),
+)
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _BAD_PATH = (errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY, errno.EINVAL)
 
@@ -57,8 +63,11 @@ def fail_code(code: str, message: str) -> JSONResponse:
 
 
 def _platform_answer(exc: PlatformError) -> tuple[int, str, str]:
-    code = "INVALID_PARAMETERS" if exc.code in (InvalidRequest.default_code, PlatformError.default_code) and isinstance(
-        exc, InvalidRequest) else exc.code
+    code = (
+        "INVALID_PARAMETERS"
+        if exc.code in (InvalidRequest.default_code, PlatformError.default_code) and isinstance(exc, InvalidRequest)
+        else exc.code
+    )
     status = exc.status if exc.status and 400 <= exc.status < 600 else None
     if status is None:
         status = next((s for kind, s in _CLASS_STATUS if isinstance(exc, kind)), None) or status_of(code)
@@ -85,7 +94,11 @@ def error_response(exc: BaseException, scrub: Scrubber) -> JSONResponse:
         status, code, message = 400, "INVALID_PARAMETERS", f"Invalid parameters: {exc}"
     else:
         log.error("internal error", exc_info=exc)
-        status, code, message = 500, "INTERNAL_ERROR", f"internal error ({type(exc).__name__}); the emulator's log has the details"
+        status, code, message = (
+            500,
+            "INTERNAL_ERROR",
+            f"internal error ({type(exc).__name__}); the emulator's log has the details",
+        )
     return fail(status, code, scrub(message), log_tail)
 
 

@@ -74,8 +74,9 @@ class Emulator:
     def platform(self, user: str) -> LocalPlatform:
         with self._lock:
             if user not in self._platforms:
-                self._platforms[user] = LocalPlatform(self.config.root, user=user, driver=self.config.driver,
-                                                      max_uplink_bytes=self.config.max_uplink_bytes)
+                self._platforms[user] = LocalPlatform(
+                    self.config.root, user=user, driver=self.config.driver, max_uplink_bytes=self.config.max_uplink_bytes
+                )
             return self._platforms[user]
 
     def volume_exists(self, user: str, pod_name: str | None) -> bool:
@@ -94,6 +95,7 @@ class Emulator:
 
 
 # request fields --------------------------------------------------------------------------------
+
 
 def _extensions(request: Request) -> frozenset[str]:
     return P.parse_extensions(request.headers.get(P.EXTENSIONS_HEADER)) & {ADVERTISED}
@@ -144,8 +146,11 @@ async def files_uplink(em: Emulator, request: Request, user: str) -> Response:
         if not uploads:
             return fail_code("NO_FILES", "No files were provided for uplink!")
         if strays:
-            raise InvalidRequest(f"Invalid parameters: file parts must be named 'files', not {strays[0][:80]!r}",
-                                 code="INVALID_PARAMETERS", status=400)
+            raise InvalidRequest(
+                f"Invalid parameters: file parts must be named 'files', not {strays[0][:80]!r}",
+                code="INVALID_PARAMETERS",
+                status=400,
+            )
         fields = P.read_fields(route, _own_default(raw, user), skip=("files",))
         files = []
         for upload in uploads:
@@ -180,8 +185,11 @@ async def files_downlink(em: Emulator, request: Request, user: str) -> Response:
                 yield chunk
 
     name = clean_relative(path).rsplit("/", 1)[-1]
-    return StreamingResponse(chunks(), media_type="application/octet-stream", headers={
-        "Content-Disposition": content_disposition(name), "Content-Length": str(size)})
+    return StreamingResponse(
+        chunks(),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": content_disposition(name), "Content-Length": str(size)},
+    )
 
 
 async def files_delete(em: Emulator, request: Request, user: str) -> Response:
@@ -195,8 +203,9 @@ async def files_delete(em: Emulator, request: Request, user: str) -> Response:
 
 async def image_build(em: Emulator, request: Request, user: str) -> Response:
     fields = await fields_of(request, P.IMAGE_BUILD, user)
-    await run_in_threadpool(em.platform(user).image_build, fields["dockerfile"], fields["image"],
-                            fields.get("context") or ".", fields.get("pod_name"))
+    await run_in_threadpool(
+        em.platform(user).image_build, fields["dockerfile"], fields["image"], fields.get("context") or ".", fields.get("pod_name")
+    )
     return ok(P.IMAGE_BUILD)
 
 
@@ -213,9 +222,17 @@ async def image_list(em: Emulator, request: Request, user: str) -> Response:
 
 async def pod_run(em: Emulator, request: Request, user: str) -> Response:
     f = await fields_of(request, P.POD_RUN, user)
-    spec = PodSpec(image=f["image"], node=f["node"], max_duration=f["max_duration"], command=f.get("command"),
-                   args=f.get("args", []), envs=f.get("envs", {}), ports=f.get("ports", []),
-                   scheduled_time=f.get("scheduled_time"), pod_name=f.get("pod_name"))
+    spec = PodSpec(
+        image=f["image"],
+        node=f["node"],
+        max_duration=f["max_duration"],
+        command=f.get("command"),
+        args=f.get("args", []),
+        envs=f.get("envs", {}),
+        ports=f.get("ports", []),
+        scheduled_time=f.get("scheduled_time"),
+        pod_name=f.get("pod_name"),
+    )
     await run_in_threadpool(em.platform(user).run_pod, spec)
     return ok(P.POD_RUN)
 
@@ -243,14 +260,25 @@ async def pvc_delete(em: Emulator, request: Request, user: str) -> Response:
 
 
 HANDLERS: dict[P.Route, Handler] = {
-    P.FILES_UPLINK: files_uplink, P.FILES_LIST: files_list, P.FILES_DOWNLINK: files_downlink, P.FILES_DELETE: files_delete,
-    P.IMAGE_BUILD: image_build, P.IMAGE_LOAD: image_load, P.IMAGE_LIST: image_list, P.POD_RUN: pod_run,
-    P.POD_STATUS: pod_status, P.NODES_STATUS: nodes_status, P.PVC_LIST: pvc_list, P.PVC_DELETE: pvc_delete,
+    P.FILES_UPLINK: files_uplink,
+    P.FILES_LIST: files_list,
+    P.FILES_DOWNLINK: files_downlink,
+    P.FILES_DELETE: files_delete,
+    P.IMAGE_BUILD: image_build,
+    P.IMAGE_LOAD: image_load,
+    P.IMAGE_LIST: image_list,
+    P.POD_RUN: pod_run,
+    P.POD_STATUS: pod_status,
+    P.NODES_STATUS: nodes_status,
+    P.PVC_LIST: pvc_list,
+    P.PVC_DELETE: pvc_delete,
 }
 
 
 def _unauthorized(detail: str, code: str | None = None) -> JSONResponse:
-    return JSONResponse(P.auth_error_body(detail, code), status_code=P.AUTH_STATUS, headers={"WWW-Authenticate": 'Bearer realm="api"'})
+    return JSONResponse(
+        P.auth_error_body(detail, code), status_code=P.AUTH_STATUS, headers={"WWW-Authenticate": 'Bearer realm="api"'}
+    )
 
 
 def authenticated(em: Emulator, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -290,8 +318,11 @@ async def _credentials(request: Request) -> dict[str, Any]:
 def auth_routes(em: Emulator) -> list[StarletteRoute]:
     async def obtain(request: Request) -> Response:
         params = await _credentials(request)
-        missing = {name: ["This field is required."] for name in ("username", "password")
-                   if not isinstance(params.get(name), str) or not params.get(name)}
+        missing = {
+            name: ["This field is required."]
+            for name in ("username", "password")
+            if not isinstance(params.get(name), str) or not params.get(name)
+        }
         if missing:
             return JSONResponse(missing, status_code=400)
         if not em.config.users.check(params["username"], params["password"]):
@@ -327,7 +358,9 @@ class Surface:
             await self.app(scope, receive, send)
             return
         if sum(len(k) + len(v) for k, v in scope.get("headers", ())) > P.MAX_HEADER_BYTES:
-            await fail_code("HEADERS_TOO_LARGE", f"the request's headers are over {P.MAX_HEADER_BYTES} bytes")(scope, receive, send)
+            await fail_code("HEADERS_TOO_LARGE", f"the request's headers are over {P.MAX_HEADER_BYTES} bytes")(
+                scope, receive, send
+            )
             return
         path = re.sub(r"/{2,}", "/", scope["path"])
         if len(path) > 1 and path.endswith("/"):
@@ -336,7 +369,10 @@ class Surface:
 
         async def advertising_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (P.EXTENSIONS_HEADER.lower().encode(), ADVERTISED.encode())]}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (P.EXTENSIONS_HEADER.lower().encode(), ADVERTISED.encode())],
+                }
             await send(message)
 
         await self.app(scope, receive, advertising_send)

@@ -100,7 +100,8 @@ class Tokens:
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     def pair(self, user: str) -> dict[str, str]:
-        return {"refresh": self._issue(user, "refresh", self.refresh_lifetime), "access": self._issue(user, "access", self.access_lifetime)}
+        return {"refresh": self._issue(user, "refresh", self.refresh_lifetime),
+                "access": self._issue(user, "access", self.access_lifetime)}
 
     def access(self, user: str) -> str:
         return self._issue(user, "access", self.access_lifetime)

@@ -22,14 +22,19 @@ def emulator(
     port: int = typer.Option(8000, help="TCP port"),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="allow a --host that is not loopback (plain HTTP: warns)"),
     user: list[str] | None = typer.Option(None, "--user", hidden=True),
-    users_file: Path | None = typer.Option(None, help=f"file of NAME:PASSWORD lines (mode 0600), re-read when it changes; "
-                                                      f"or set ${ENV_USERS} to such lines"),
+    users_file: Path | None = typer.Option(
+        None, help=f"file of NAME:PASSWORD lines (mode 0600), re-read when it changes; or set ${ENV_USERS} to such lines"
+    ),
     root: Path | None = typer.Option(None, help="where volumes, pods and images live (default: $PODRUN_HOME/emulator)"),
     token_lifetime: float = typer.Option(300.0, help="seconds an access token stays valid"),
     refresh_lifetime: float = typer.Option(86400.0, help="seconds a refresh token stays valid"),
     driver: str = typer.Option("auto", help="LocalPlatform pod driver: auto, bwrap, container or process"),
-    max_uplink_bytes: int = typer.Option(2 * 1000**3, help="largest total size of one uplink call (CG2 EM: 2 GB; flight model: 5 MB)"),
-    busy_lock: bool = typer.Option(True, "--busy-lock/--no-busy-lock", help="answer a user's concurrent calls 423 LOCKED, as the EM does"),
+    max_uplink_bytes: int = typer.Option(
+        2 * 1000**3, help="largest total size of one uplink call (CG2 EM: 2 GB; flight model: 5 MB)"
+    ),
+    busy_lock: bool = typer.Option(
+        True, "--busy-lock/--no-busy-lock", help="answer a user's concurrent calls 423 LOCKED, as the EM does"
+    ),
     header_timeout: float = typer.Option(10.0, help="seconds a client has to send a request's head"),
     body_timeout: float = typer.Option(30.0, help="longest pause, in seconds, while a request body arrives"),
     keep_alive_timeout: float = typer.Option(5.0, help="seconds an idle connection is kept open"),
@@ -44,8 +49,11 @@ def emulator(
 ) -> None:
     """Serve the EM API on top of the local platform (one isolated user space per account)."""
     if user:
-        raise typer.BadParameter("passwords on the command line are visible to every local user (ps, /proc): put "
-                                 f"NAME:PASSWORD lines in a --users-file (mode 0600) or in ${ENV_USERS}", param_hint="--user")
+        raise typer.BadParameter(
+            "passwords on the command line are visible to every local user (ps, /proc): put "
+            f"NAME:PASSWORD lines in a --users-file (mode 0600) or in ${ENV_USERS}",
+            param_hint="--user",
+        )
     try:
         from .app import EmulatorConfig
         from .auth import UserStore, parse_users

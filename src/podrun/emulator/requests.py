@@ -33,11 +33,13 @@ def query_params(request: Request) -> dict[str, Any]:
     """The query string, decoded strictly (a byte that is not UTF-8 is a 400, not U+FFFD)."""
     raw = request.scope.get("query_string", b"")
     try:
-        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict",
-                          max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(
+            raw.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS
+        )
     except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("Invalid parameters: the query string is not UTF-8 text or has too many fields",
-                             code="INVALID_PARAMETERS", status=400) from None
+        raise InvalidRequest(
+            "Invalid parameters: the query string is not UTF-8 text or has too many fields", code="INVALID_PARAMETERS", status=400
+        ) from None
     return _merge(pairs)
 
 
@@ -88,15 +90,19 @@ async def read_params(request: Request) -> dict[str, Any]:
         try:
             pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS)
         except (UnicodeDecodeError, ValueError):
-            raise InvalidRequest("Invalid parameters: the form body is not UTF-8 or has too many fields",
-                                 code="INVALID_PARAMETERS", status=400) from None
+            raise InvalidRequest(
+                "Invalid parameters: the form body is not UTF-8 or has too many fields", code="INVALID_PARAMETERS", status=400
+            ) from None
         params.update(_merge(pairs))
     elif content_type == "multipart/form-data":
         form = await parse_multipart(request, _once(raw), max_files=0)
         params.update(_merge([(k, v) for k, v in form.multi_items() if isinstance(v, str)]))
     else:
-        raise InvalidRequest(f"Invalid parameters: a body of type {content_type[:60]!r} is not JSON, form or multipart",
-                             code="INVALID_PARAMETERS", status=400)
+        raise InvalidRequest(
+            f"Invalid parameters: a body of type {content_type[:60]!r} is not JSON, form or multipart",
+            code="INVALID_PARAMETERS",
+            status=400,
+        )
     return params
 
 
@@ -132,8 +138,9 @@ class _BoundedParser(MultiPartParser):
         self.ended = True
 
 
-async def parse_multipart(request: Request, stream: AsyncIterator[bytes], *, max_files: int,
-                          limit: int | None = None) -> FormData:
+async def parse_multipart(
+    request: Request, stream: AsyncIterator[bytes], *, max_files: int, limit: int | None = None
+) -> FormData:
     """A multipart body whose file parts hold at most ``limit`` bytes in all; a malformed or
     truncated body is a MultiPartException (400)."""
     parser = _BoundedParser(request, stream, limit, max_files)

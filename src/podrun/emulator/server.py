@@ -52,10 +52,14 @@ def bind_warning(host: str, allow_remote: bool) -> str | None:
     if is_loopback(host):
         return None
     if not allow_remote:
-        raise ValueError(f"--host {host} is not a loopback address: the emulator has no TLS and its tenants are untrusted; "
-                         "add --allow-remote to bind it anyway")
-    return (f"WARNING: the emulator listens on {host}, reachable from other machines, over plain HTTP: passwords and "
-            "tokens travel in clear text")
+        raise ValueError(
+            f"--host {host} is not a loopback address: the emulator has no TLS and its tenants are untrusted; "
+            "add --allow-remote to bind it anyway"
+        )
+    return (
+        f"WARNING: the emulator listens on {host}, reachable from other machines, over plain HTTP: passwords and "
+        "tokens travel in clear text"
+    )
 
 
 def _answer(status: int, reason: bytes, code: str, message: str) -> list[h11.Event]:
@@ -134,9 +138,17 @@ class GuardedH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         self._disarm()
         with contextlib.suppress(h11.LocalProtocolError):
-            self.transport.write(b"".join(self.conn.send(e) or b"" for e in _answer(
-                400, b"Bad Request", "BAD_REQUEST", "Invalid HTTP request received (request line or headers malformed, "
-                "or the headers are over 16 KiB)")))
+            self.transport.write(
+                b"".join(
+                    self.conn.send(e) or b""
+                    for e in _answer(
+                        400,
+                        b"Bad Request",
+                        "BAD_REQUEST",
+                        "Invalid HTTP request received (request line or headers malformed, or the headers are over 16 KiB)",
+                    )
+                )
+            )
         self.transport.close()
 
 
@@ -159,7 +171,15 @@ def serve(config: EmulatorConfig, host: str, port: int, log_level: str, timeouts
     logging.basicConfig(level=LOG_LEVELS[log_level])
     GuardedH11Protocol.timeouts = timeouts
     uvicorn_config: Any = uvicorn.Config(
-        create_app(config), host=host, port=port, log_level=log_level, lifespan="on", http=GuardedH11Protocol,
-        timeout_keep_alive=int(max(1, timeouts.keep_alive)), h11_max_incomplete_event_size=16 * 1024, ws="none",
-        server_header=False)
+        create_app(config),
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        http=GuardedH11Protocol,
+        timeout_keep_alive=int(max(1, timeouts.keep_alive)),
+        h11_max_incomplete_event_size=16 * 1024,
+        ws="none",
+        server_header=False,
+    )
     uvicorn.Server(uvicorn_config).run()

@@ -290,7 +290,8 @@ class EMPlatform(Platform):
         url = url or os.environ.get(ENV_URL)
         username = username or os.environ.get(ENV_USERNAME)
         password = password if password is not None else os.environ.get(ENV_PASSWORD)
-        for value, variable, option in ((url, ENV_URL, "url"), (username, ENV_USERNAME, "username"), (password, ENV_PASSWORD, "password")):
+        settings = ((url, ENV_URL, "url"), (username, ENV_USERNAME, "username"), (password, ENV_PASSWORD, "password"))
+        for value, variable, option in settings:
             if not value:
                 raise InvalidRequest(
                     f"the EM platform needs its {option}: pass podrun.configure(platform='em', {option}=...) or set {variable}",
@@ -342,7 +343,8 @@ class EMPlatform(Platform):
             try:
                 token = response.json()["access"]
             except (ValueError, KeyError, TypeError):
-                raise PlatformError(f"{self.url}{P.AUTH.path} answered 200 without an access token", code="BAD_RESPONSE", status=200) from None
+                raise PlatformError(f"{self.url}{P.AUTH.path} answered 200 without an access token", code="BAD_RESPONSE",
+                                    status=200) from None
             return str(token)
         if response.status_code in (400, 401, 403):
             raise AuthError(f"login as {self.username!r} at {self.url} was refused (HTTP {response.status_code})",
@@ -380,7 +382,8 @@ class EMPlatform(Platform):
             wait=wait_random_exponential(multiplier=self.backoff[0], max=self.backoff[1]),  # full jitter
             retry=retry_if_exception(_is_transient),
             reraise=True,
-            before_sleep=lambda state: log.info("EM call failed (%s), retry %d", state.outcome and state.outcome.exception(), state.attempt_number),
+            before_sleep=lambda state: log.info("EM call failed (%s), retry %d", state.outcome and state.outcome.exception(),
+                                                state.attempt_number),
         )
         return retrying(attempt)
 
@@ -425,7 +428,8 @@ class EMPlatform(Platform):
         total["total_size_kb"] = round(total["total_size_kb"], 2)
         return total
 
-    def _uplink_call(self, group: list[_Source], dest_path: str, pod_name: str | None, progress: Progress | None) -> dict[str, Any]:
+    def _uplink_call(self, group: list[_Source], dest_path: str, pod_name: str | None,
+                     progress: Progress | None) -> dict[str, Any]:
         fields = {"dest_path": dest_path or ""}
         if pod_name is not None:
             fields["pod_name"] = pod_name
@@ -434,10 +438,12 @@ class EMPlatform(Platform):
         length = body.length()
         if length is not None:
             headers_extra["Content-Length"] = str(length)
-        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 15.0), read=max(self.timeout, 7200.0) if length and length > 100 * CHUNK else self.timeout)
+        read = max(self.timeout, 7200.0) if length and length > 100 * CHUNK else self.timeout
+        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 15.0), read=read)
 
         def send(headers: dict[str, str]) -> httpx.Response:
-            return self._http.post(f"{self.url}{P.FILES_UPLINK.path}", content=iter(body), headers={**headers, **headers_extra}, timeout=timeout)
+            return self._http.post(f"{self.url}{P.FILES_UPLINK.path}", content=iter(body), headers={**headers, **headers_extra},
+                                   timeout=timeout)
 
         def attempt() -> dict[str, Any]:
             return self._call(send, P.FILES_UPLINK.path).json()
@@ -461,7 +467,8 @@ class EMPlatform(Platform):
         def attempt() -> int:
             if written[0]:
                 if start is None:
-                    raise _Unreplayable("the downlink broke midway and its sink cannot be rewound", code="DOWNLINK_NOT_REPLAYABLE")
+                    raise _Unreplayable("the downlink broke midway and its sink cannot be rewound",
+                                        code="DOWNLINK_NOT_REPLAYABLE")
                 sink.seek(start)
                 sink.truncate()
                 written[0] = 0
@@ -492,7 +499,8 @@ class EMPlatform(Platform):
     def delete(self, path: str, pod_name: str | None = None) -> None:
         validate_pod_name(pod_name)
         if not clean_relative(path):
-            raise InvalidRequest("File delete failed: give a file or folder inside the volume, not its root", code="FILE_DELETE_FAILED")
+            raise InvalidRequest("File delete failed: give a file or folder inside the volume, not its root",
+                                 code="FILE_DELETE_FAILED")
         self._json(P.FILES_DELETE, body={"filepath": path, "pod_name": pod_name})
 
     # images ----------------------------------------------------------------------------------
@@ -512,7 +520,8 @@ class EMPlatform(Platform):
         self._auth_header()  # logged in: the server's extensions are known before the body is made
         fractional = P.FRACTIONAL_MINUTES in self.extensions and not float(spec.max_duration).is_integer()
         if not fractional and not float(spec.max_duration).is_integer():
-            log.warning("max_duration=%s: the EM takes whole minutes; sending %d", spec.max_duration, math.ceil(spec.max_duration))
+            log.warning("max_duration=%s: the EM takes whole minutes; sending %d", spec.max_duration,
+                        math.ceil(spec.max_duration))
         self._json(P.POD_RUN, body=run_body(spec, fractional),
                    headers={P.EXTENSIONS_HEADER: P.FRACTIONAL_MINUTES} if fractional else None)
 
@@ -522,7 +531,8 @@ class EMPlatform(Platform):
         try:
             return PodState(data["state"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise PlatformError(f"{P.POD_STATUS.path} answered an unreadable state {data!r}: {exc}", code="BAD_RESPONSE") from None
+            raise PlatformError(f"{P.POD_STATUS.path} answered an unreadable state {data!r}: {exc}",
+                                code="BAD_RESPONSE") from None
 
     def nodes_status(self) -> list[dict[str, str]]:
         return [{"name": str(n["name"]), "status": str(n["status"])} for n in self._json(P.NODES_STATUS).get("data") or []]

@@ -112,59 +112,169 @@ class Route:
 
 POD = Field("pod_name", "pod_name", doc="volume (and pod); omitted = the user's default volume", aliases=("pvc_name", "pvc"))
 
-AUTH = Route("/auth/", ("POST",), "Obtain a JWT pair (form or JSON body). No Bearer header.",
-             (Field("username", "str", True), Field("password", "str", True)), "", {"refresh": "<jwt>", "access": "<jwt>"})
-AUTH_REFRESH = Route("/auth/refresh", ("POST",), "Exchange a refresh token for a new access token.",
-                     (Field("refresh", "str", True, "refresh token from /auth/"),), "", {"access": "<jwt>"})
+AUTH = Route(
+    "/auth/",
+    ("POST",),
+    "Obtain a JWT pair (form or JSON body). No Bearer header.",
+    (Field("username", "str", True), Field("password", "str", True)),
+    "",
+    {"refresh": "<jwt>", "access": "<jwt>"},
+)
+AUTH_REFRESH = Route(
+    "/auth/refresh",
+    ("POST",),
+    "Exchange a refresh token for a new access token.",
+    (Field("refresh", "str", True, "refresh token from /auth/"),),
+    "",
+    {"access": "<jwt>"},
+)
 FILES_UPLINK = Route(
-    "/em/files/uplink", ("POST",), "Upload files (multipart, parts named 'files') into the volume.",
-    (Field("files", "files", True, "repeated file parts; the part's filename is the stored name"),
-     Field("dest_path", "path", doc="folder inside the volume"), POD),
-    "Successfully uplinked files", {"message": "Successfully uplinked files", "data": {"file_count": 2, "total_size_kb": 0.47}})
+    "/em/files/uplink",
+    ("POST",),
+    "Upload files (multipart, parts named 'files') into the volume.",
+    (
+        Field("files", "files", True, "repeated file parts; the part's filename is the stored name"),
+        Field("dest_path", "path", doc="folder inside the volume"),
+        POD,
+    ),
+    "Successfully uplinked files",
+    {"message": "Successfully uplinked files", "data": {"file_count": 2, "total_size_kb": 0.47}},
+)
 FILES_LIST = Route(
-    "/em/files/list", ("GET", "POST"), "The volume's file tree (size as string, signed int64 hash).", (POD,),
-    "Successfully listed files", {"message": "Successfully listed files", "data": [
-        {"type": "file", "name": "a.txt", "size": "5", "time": "2025-11-20-12-31", "hash": -6285199279658827551}]})
+    "/em/files/list",
+    ("GET", "POST"),
+    "The volume's file tree (size as string, signed int64 hash).",
+    (POD,),
+    "Successfully listed files",
+    {
+        "message": "Successfully listed files",
+        "data": [{"type": "file", "name": "a.txt", "size": "5", "time": "2025-11-20-12-31", "hash": -6285199279658827551}],
+    },
+)
 FILES_DOWNLINK = Route(
-    "/em/files/downlink", ("GET", "POST"), "Stream one file; Content-Disposition names it (filename*=UTF-8'' too).",
-    (Field("filepath", "path", True, "file inside the volume"), POD), "", "raw bytes")
+    "/em/files/downlink",
+    ("GET", "POST"),
+    "Stream one file; Content-Disposition names it (filename*=UTF-8'' too).",
+    (Field("filepath", "path", True, "file inside the volume"), POD),
+    "",
+    "raw bytes",
+)
 FILES_DELETE = Route(
-    "/em/files/delete", ("POST",), "Delete a file or a folder (recursively).",
+    "/em/files/delete",
+    ("POST",),
+    "Delete a file or a folder (recursively).",
     (Field("filepath", "path", True, "file or folder inside the volume"), POD),
-    "File deleted successfully", {"message": "File deleted successfully"}, has_data=False)
+    "File deleted successfully",
+    {"message": "File deleted successfully"},
+    has_data=False,
+)
 IMAGE_BUILD = Route(
-    "/em/pod/image/build", ("POST",), "Build an image from a Dockerfile and context in the volume.",
-    (Field("dockerfile", "path", True), Field("image", "image", True, aliases=("image_name",)),
-     Field("context", "path", doc="build context folder; default the volume root"), POD),
-    "Docker Image built successfully", {"message": "Docker Image built successfully"}, has_data=False)
+    "/em/pod/image/build",
+    ("POST",),
+    "Build an image from a Dockerfile and context in the volume.",
+    (
+        Field("dockerfile", "path", True),
+        Field("image", "image", True, aliases=("image_name",)),
+        Field("context", "path", doc="build context folder; default the volume root"),
+        POD,
+    ),
+    "Docker Image built successfully",
+    {"message": "Docker Image built successfully"},
+    has_data=False,
+)
 IMAGE_LOAD = Route(
-    "/em/pod/image/load", ("POST",), "Load an image tar (docker save) from the volume.",
+    "/em/pod/image/load",
+    ("POST",),
+    "Load an image tar (docker save) from the volume.",
     (Field("tarfile", "path", True), Field("image", "image", True), POD),
-    "Tar file loaded successfully", {"message": "Tar file loaded successfully"}, has_data=False)
-IMAGE_LIST = Route("/em/pod/image/list", ("GET", "POST"), "The user's own built and loaded images.", (),
-                   "Successfully loaded list of docker images", {"message": "Successfully loaded list of docker images", "data": []})
+    "Tar file loaded successfully",
+    {"message": "Tar file loaded successfully"},
+    has_data=False,
+)
+IMAGE_LIST = Route(
+    "/em/pod/image/list",
+    ("GET", "POST"),
+    "The user's own built and loaded images.",
+    (),
+    "Successfully loaded list of docker images",
+    {"message": "Successfully loaded list of docker images", "data": []},
+)
 POD_RUN = Route(
-    "/em/pod/run", ("POST",), "Schedule a pod (replaces a pod of the same pod_name).",
-    (Field("image", "image", True), Field("node", "node", True, "FPGA, GPU or MPU"),
-     Field("max_duration", "minutes", True, f"whole minutes, 1 to {MAX_DURATION_MINUTES}; fractions only with the "
-           f"emulator's '{FRACTIONAL_MINUTES}' extension"),
-     Field("command", "command", doc="split into argv, no shell"), Field("args", "args"), Field("envs", "envs"),
-     Field("ports", "ports"), Field("scheduled_time", "time", doc="ISO-8601 with timezone"), POD),
-    "Docker run scheduled successfully", {"message": "Docker run scheduled successfully"}, has_data=False)
-POD_STATUS = Route("/em/pod/status", ("GET", "POST"), "The pod's Kubernetes container state; 404 if never run.", (POD,),
-                   "Successfully fetched DPhi Pod status", {"message": "Successfully fetched DPhi Pod status",
-                                                            "data": {"state": {"running": {"startedAt": "2025-11-20T12:31:12Z"}}}})
-NODES_STATUS = Route("/em/nodes/status", ("GET", "POST"), "Nodes able to schedule a pod.", (),
-                     "Nodes retrieved successfully.", {"message": "Nodes retrieved successfully.", "data": [{"name": "fpga", "status": "True"}]})
-PVC_LIST = Route("/em/pvc/list", ("GET", "POST"), "The user's volumes (from the EM's client only).", (),
-                 "Successfully listed volumes", {"message": "Successfully listed volumes", "data": ["alice-pvc", "pod-a"]},
-                 documented=False)
-PVC_DELETE = Route("/em/pvc/delete", ("POST",), "Delete a volume and everything in it (from the EM's client only).",
-                   (Field("pvc_name", "str", True, aliases=("pvc", "pod_name")),),
-                   "Volume deleted successfully", {"message": "Volume deleted successfully"}, has_data=False, documented=False)
+    "/em/pod/run",
+    ("POST",),
+    "Schedule a pod (replaces a pod of the same pod_name).",
+    (
+        Field("image", "image", True),
+        Field("node", "node", True, "FPGA, GPU or MPU"),
+        Field(
+            "max_duration",
+            "minutes",
+            True,
+            f"whole minutes, 1 to {MAX_DURATION_MINUTES}; fractions only with the emulator's '{FRACTIONAL_MINUTES}' extension",
+        ),
+        Field("command", "command", doc="split into argv, no shell"),
+        Field("args", "args"),
+        Field("envs", "envs"),
+        Field("ports", "ports"),
+        Field("scheduled_time", "time", doc="ISO-8601 with timezone"),
+        POD,
+    ),
+    "Docker run scheduled successfully",
+    {"message": "Docker run scheduled successfully"},
+    has_data=False,
+)
+POD_STATUS = Route(
+    "/em/pod/status",
+    ("GET", "POST"),
+    "The pod's Kubernetes container state; 404 if never run.",
+    (POD,),
+    "Successfully fetched DPhi Pod status",
+    {"message": "Successfully fetched DPhi Pod status", "data": {"state": {"running": {"startedAt": "2025-11-20T12:31:12Z"}}}},
+)
+NODES_STATUS = Route(
+    "/em/nodes/status",
+    ("GET", "POST"),
+    "Nodes able to schedule a pod.",
+    (),
+    "Nodes retrieved successfully.",
+    {"message": "Nodes retrieved successfully.", "data": [{"name": "fpga", "status": "True"}]},
+)
+PVC_LIST = Route(
+    "/em/pvc/list",
+    ("GET", "POST"),
+    "The user's volumes (from the EM's client only).",
+    (),
+    "Successfully listed volumes",
+    {"message": "Successfully listed volumes", "data": ["alice-pvc", "pod-a"]},
+    documented=False,
+)
+PVC_DELETE = Route(
+    "/em/pvc/delete",
+    ("POST",),
+    "Delete a volume and everything in it (from the EM's client only).",
+    (Field("pvc_name", "str", True, aliases=("pvc", "pod_name")),),
+    "Volume deleted successfully",
+    {"message": "Volume deleted successfully"},
+    has_data=False,
+    documented=False,
+)
 
-ROUTES: tuple[Route, ...] = (AUTH, AUTH_REFRESH, FILES_UPLINK, FILES_LIST, FILES_DOWNLINK, FILES_DELETE, IMAGE_BUILD,
-                             IMAGE_LOAD, IMAGE_LIST, POD_RUN, POD_STATUS, NODES_STATUS, PVC_LIST, PVC_DELETE)
+ROUTES: tuple[Route, ...] = (
+    AUTH,
+    AUTH_REFRESH,
+    FILES_UPLINK,
+    FILES_LIST,
+    FILES_DOWNLINK,
+    FILES_DELETE,
+    IMAGE_BUILD,
+    IMAGE_LOAD,
+    IMAGE_LIST,
+    POD_RUN,
+    POD_STATUS,
+    NODES_STATUS,
+    PVC_LIST,
+    PVC_DELETE,
+)
 
 
 # reading fields -------------------------------------------------------------------------------
@@ -186,16 +296,23 @@ def check_path(name: str, value: Any) -> str:
     """A volume path: a string of at most MAX_PATH_CHARS whose components fit NAME_MAX, staying
     inside the volume (IllegalPath, 403, otherwise). Returns it as sent."""
     if not isinstance(value, str):
-        raise InvalidRequest(f"Error in path provided: {name} must be a string, not {type(value).__name__}",
-                             code="INVALID_PATH", status=400)
+        raise InvalidRequest(
+            f"Error in path provided: {name} must be a string, not {type(value).__name__}", code="INVALID_PATH", status=400
+        )
     if len(value) > MAX_PATH_CHARS:
-        raise InvalidRequest(f"Error in path provided: {name} is {len(value)} characters long; the limit is {MAX_PATH_CHARS}",
-                             code="INVALID_PATH", status=400)
+        raise InvalidRequest(
+            f"Error in path provided: {name} is {len(value)} characters long; the limit is {MAX_PATH_CHARS}",
+            code="INVALID_PATH",
+            status=400,
+        )
     relative = clean_relative(value)  # IllegalPath for '..' out of the volume, NUL, backslash
     for part in relative.split("/") if relative else ():
         if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-            raise InvalidRequest(f"Error in path provided: a component of {name} is longer than {MAX_NAME_BYTES} bytes",
-                                 code="INVALID_PATH", status=400)
+            raise InvalidRequest(
+                f"Error in path provided: a component of {name} is longer than {MAX_NAME_BYTES} bytes",
+                code="INVALID_PATH",
+                status=400,
+            )
     return value
 
 
@@ -229,8 +346,10 @@ def _minutes(name: str, value: Any, fractional: bool) -> float | int:
     if minutes.is_integer():
         return int(minutes)
     if not fractional:
-        raise _invalid(f"{name} must be a whole number of minutes, not {value!r} (fractions are the emulator's "
-                       f"'{FRACTIONAL_MINUTES}' extension: send the {EXTENSIONS_HEADER} header)")
+        raise _invalid(
+            f"{name} must be a whole number of minutes, not {value!r} (fractions are the emulator's "
+            f"'{FRACTIONAL_MINUTES}' extension: send the {EXTENSIONS_HEADER} header)"
+        )
     return minutes
 
 
@@ -331,8 +450,9 @@ def read_field(spec: Field, value: Any, *, extensions: frozenset[str] = frozense
     raise AssertionError(f"unknown field kind {kind}")  # a mistake in ROUTES, not in a request
 
 
-def read_fields(route: Route, raw: dict[str, Any], *, extensions: frozenset[str] = frozenset(),
-                skip: tuple[str, ...] = ()) -> dict[str, Any]:
+def read_fields(
+    route: Route, raw: dict[str, Any], *, extensions: frozenset[str] = frozenset(), skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The route's fields from a request's merged query and body parameters, by canonical
     name. Unknown fields, a field given under two names, a missing required field and a
     value of the wrong type are each a 400 that names the field."""
@@ -381,5 +501,18 @@ def parse_extensions(header: str | None) -> frozenset[str]:
     return frozenset(t.strip().lower() for t in (header or "").split(",") if t.strip())
 
 
-__all__ = ["DEFAULT_MAX_UPLINK", "ERROR_STATUS", "EXTENSIONS_HEADER", "FRACTIONAL_MINUTES", "MAX_DURATION_MINUTES",
-           "RETRYABLE_STATUSES", "ROUTES", "Field", "Route", "error_body", "loads", "read_fields", "status_of"]
+__all__ = [
+    "DEFAULT_MAX_UPLINK",
+    "ERROR_STATUS",
+    "EXTENSIONS_HEADER",
+    "FRACTIONAL_MINUTES",
+    "MAX_DURATION_MINUTES",
+    "RETRYABLE_STATUSES",
+    "ROUTES",
+    "Field",
+    "Route",
+    "error_body",
+    "loads",
+    "read_fields",
+    "status_of",
+]
