@@ -517,7 +517,7 @@ class EMPlatform(Platform):
 
     # pods ------------------------------------------------------------------------------------
     def run_pod(self, spec: PodSpec) -> None:
-        self._auth_header()  # logged in: the server's extensions are known before the body is made
+        self._retrying(self._auth_header)  # logged in: the server's extensions are known before the body is made
         fractional = P.FRACTIONAL_MINUTES in self.extensions and not float(spec.max_duration).is_integer()
         if not fractional and not float(spec.max_duration).is_integer():
             log.warning("max_duration=%s: the EM takes whole minutes; sending %d", spec.max_duration,
