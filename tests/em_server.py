@@ -4,6 +4,7 @@ The process is always stopped by its PID (SIGTERM, then SIGKILL), also when a te
 
 from __future__ import annotations
 
+import inspect
 import os
 import secrets
 import signal
@@ -78,7 +79,7 @@ class EmulatorProcess:
                 str(self.users_file),
                 "--token-lifetime",
                 str(self.token_lifetime),
-                *(["--driver", self.driver] if self.driver else []),
+                *self._driver_options(),
                 *self.extra,
             ]
             if self.disk_bytes is not None:
@@ -91,6 +92,16 @@ class EmulatorProcess:
                 return self
             self.stop()
         raise RuntimeError(f"the emulator did not start; its log:\n{self.log_path.read_text()[-3000:]}")
+
+    def _driver_options(self) -> list[str]:
+        """``--driver``; the process driver isolates nothing, which an emulator that guards its
+        tenants refuses unless told so explicitly."""
+        if not self.driver:
+            return []
+        from podrun.emulator.command import emulator
+
+        unsafe = self.driver == "process" and "unsafe_host_pods" in inspect.signature(emulator).parameters
+        return ["--driver", self.driver, *(["--unsafe-host-pods"] if unsafe else [])]
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ has ``wget``) stands in for it; ``alpine`` is the busybox stand-in.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 from collections.abc import Iterator
@@ -25,6 +26,11 @@ import pytest
 from .em_server import EmulatorProcess
 
 PYTHON_IMAGE = "python:3.11"
+# Image builds that execute the Dockerfile, pods inside their image with K8s command/args, and
+# per-user pod networks come with the local image store and the container driver. Until this
+# checkout has them, the flows that need them are expected to fail (and must pass once it has).
+WITHOUT_IMAGES = importlib.util.find_spec("podrun.platform.local.images") is None
+needs_images = pytest.mark.xfail(WITHOUT_IMAGES, reason="needs the local image store and the container driver", strict=True)
 ECHO_SCRIPT = b"""#!/bin/sh
 echo "is it this simple to run in space? $(date -u +%Y)" > /data/downlink.txt
 """
@@ -128,6 +134,7 @@ def completed(state: dict[str, Any]) -> None:
     assert "terminated" in state and state["terminated"]["exitCode"] == 0 and state["terminated"]["reason"] == "Completed", state
 
 
+@needs_images
 def test_simple_operations(client):
     """Nodes, list, uplink a Dockerfile and its ENTRYPOINT script, build, run with the image's
     own entrypoint, run on the GPU with a command, a scheduled run, downlinks, deletes."""
@@ -189,6 +196,7 @@ def test_pod_volumes(client):
     assert client.downlink("hello-space.txt", pod_name="pod-a") == ("hello-space.txt", b"Is this the final frontier?\n")
 
 
+@needs_images
 def test_pod_intercommunication(client):
     server = client.run(PYTHON_IMAGE, pod_name="server", max_duration=2, ports=[80], command="python -m http.server 80")
     assert server.status_code == 200
