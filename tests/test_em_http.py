@@ -5,6 +5,7 @@ encodings, GET/POST variants and the pvc_name alias."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -459,3 +460,13 @@ def test_file_names_beyond_latin_1_downlink_with_rfc_6266(fresh):
     injected = fresh.get("/em/files/downlink", params={"filepath": "a\r\nX-Injected: 1", "pod_name": "names"})
     assert injected.status_code == 200 and "x-injected" not in injected.headers and injected.content == b"x"
     assert fresh.get("/em/files/list", params={"pod_name": "names"}).status_code == 200
+
+
+def test_the_scrubber_hides_every_host_path(tmp_path, monkeypatch):
+    from podrun.emulator.answers import Scrubber
+
+    store = tmp_path / "store"
+    monkeypatch.setenv("PODRUN_IMAGE_STORE", str(store))
+    scrub = Scrubber(tmp_path / "root")
+    text = scrub(f"open {tmp_path}/root/volumes/alice/pod-a/x: denied; {store}/overlay; {sys.prefix}/lib; {tmp_path}/other")
+    assert text == "open /clients/pod-a/x: denied; <host>/overlay; <host>/lib; <host>/other"

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 
 from ..errors import AuthError, Conflict, IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
 from ..platform.em_protocol import error_body, status_of
+from ..platform.local import default_home
 
 log = logging.getLogger("podrun.emulator")
 
@@ -39,7 +40,8 @@ class Scrubber:
     def __init__(self, root: Path) -> None:
         roots = {str(root), os.path.realpath(root)}
         self.volumes = sorted({f"{r}/volumes/" for r in roots}, key=len, reverse=True)
-        others = roots | {sys.prefix, sys.base_prefix, os.path.expanduser("~")}
+        others = roots | {sys.prefix, sys.base_prefix, os.path.expanduser("~"), str(default_home())}
+        others |= {os.environ[name] for name in ("PODRUN_IMAGE_STORE", "TMPDIR") if os.environ.get(name)}
         others |= {str(Path(r).parent) for r in roots}
         self.others = sorted((p for p in others if p and p != "/"), key=len, reverse=True)
 
