@@ -220,15 +220,17 @@ def test_run_body_sends_whole_minutes_as_int():
 def test_a_server_that_never_answered_fails_the_first_call_at_once(url):
     """No retries for a wrong URL: the first call fails naming the URL and the cause, long
     before the retry deadline (120 s here)."""
-    with EMPlatform(url, "u", "p", timeout=30, retry_deadline=120) as platform:
+    transport = CountingTransport()
+    with EMPlatform(url, "u", "p", timeout=30, retry_deadline=120, transport=transport) as platform:
         started = time.monotonic()
         with pytest.raises(PlatformError) as info:
             platform.nodes_status()
         took = time.monotonic() - started
     assert info.value.code == "UNREACHABLE" and url in str(info.value)
     assert "refused" in str(info.value).lower() or "name" in str(info.value).lower()  # the cause, in the OS's words
+    assert transport.sent == ["/auth/"]  # one attempt, no retries
     print(f"{url}: failed after {took:.3f} s")
-    assert took < 5
+    assert took < 5  # the issue's bound; a retried call would take the 120 s deadline
 
 
 def test_a_server_that_answered_once_is_retried_when_its_connection_breaks(tmp_path):
