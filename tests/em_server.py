@@ -44,7 +44,7 @@ class EmulatorProcess:
         users: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         disk_bytes: int | None = None,
-        driver: str | None = "process",
+        driver: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)

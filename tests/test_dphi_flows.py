@@ -123,7 +123,7 @@ def filename_of(disposition: str) -> str:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DphiStyleClient]:
-    with EmulatorProcess(tmp_path_factory.mktemp("dphi"), users=("client1:space-pw",), driver=None) as em:
+    with EmulatorProcess(tmp_path_factory.mktemp("dphi"), users=("client1:space-pw",)) as em:
         dphi = DphiStyleClient(em.url, "client1", "space-pw")
         yield dphi
         for name in dphi.post("em/pvc/list", {}).json()["data"]:  # stops the user's pods

@@ -28,6 +28,7 @@ from .em_server import EmulatorProcess
 
 SECRET = "hostile-suite-known-signing-key-0123456789"  # the test knows it, to forge tokens a leak would allow
 LIMIT = 1_000_000  # the emulator's uplink limit in this suite
+GUESSED_KEY = "a-guessed-signing-key-of-full-length-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,7 @@ CASES = [
         401,
         None,
         _token(
-            "Bearer " + jwt.encode({"sub": "alice", "token_type": "access", "exp": time.time() + 300}, "guessed-key", "HS256")
+            "Bearer " + jwt.encode({"sub": "alice", "token_type": "access", "exp": time.time() + 300}, GUESSED_KEY, "HS256")
         ),
     ),
     Case("alg-none", 401, None, _token("Bearer " + jwt.encode({"sub": "alice", "token_type": "access"}, None, "none"))),

@@ -517,13 +517,19 @@ class EMPlatform(Platform):
 
     # pods ------------------------------------------------------------------------------------
     def run_pod(self, spec: PodSpec) -> None:
-        self._retrying(self._auth_header)  # logged in: the server's extensions are known before the body is made
-        fractional = P.FRACTIONAL_MINUTES in self.extensions and not float(spec.max_duration).is_integer()
-        if not fractional and not float(spec.max_duration).is_integer():
+        body, headers = self._run_request(spec)
+        self._json(P.POD_RUN, body=body, headers=headers)
+
+    def _run_request(self, spec: PodSpec) -> tuple[dict[str, Any], dict[str, str] | None]:
+        """``/em/pod/run``'s body and extra headers: a fractional ``max_duration`` only to a
+        server that advertised the extension (so logged in first), whole minutes otherwise."""
+        self._retrying(self._auth_header)
+        whole = float(spec.max_duration).is_integer()
+        fractional = not whole and P.FRACTIONAL_MINUTES in self.extensions
+        if not whole and not fractional:
             log.warning("max_duration=%s: the EM takes whole minutes; sending %d", spec.max_duration,
                         math.ceil(spec.max_duration))
-        self._json(P.POD_RUN, body=run_body(spec, fractional),
-                   headers={P.EXTENSIONS_HEADER: P.FRACTIONAL_MINUTES} if fractional else None)
+        return run_body(spec, fractional), ({P.EXTENSIONS_HEADER: P.FRACTIONAL_MINUTES} if fractional else None)
 
     def pod_status(self, pod_name: str | None = None) -> PodState:
         validate_pod_name(pod_name)
