@@ -367,7 +367,8 @@ def test_flight_model_uplink_limit(tmp_path: Path):
 @pytest.mark.parametrize("level", ["critical", "error", "warning", "info", "debug", "trace"])
 def test_every_log_level_starts_and_serves(tmp_path, level):
     with EmulatorProcess(tmp_path / "em", "--log-level", level, users=("lv:pw",)) as em:
-        assert login(em.url, "lv", "pw").get("/em/nodes/status").status_code == 200
+        with login(em.url, "lv", "pw") as client:
+            assert client.get("/em/nodes/status").status_code == 200
 
 
 def test_binding_beyond_loopback_needs_an_explicit_flag_and_warns():
