@@ -388,10 +388,14 @@ class EMPlatform(Platform):
         return retrying(attempt)
 
     def _json(self, endpoint: P.Route, *, method: str | None = None, params: dict[str, Any] | None = None,
-              body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """One call of ``endpoint`` (its first method unless told), retried; its JSON answer."""
+              body: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+              acted: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """One call of ``endpoint`` (its first method unless told), retried on transient failures;
+        its JSON answer. With ``acted``, a re-send first asks it whether the lost answer's call
+        took effect, and stops there if so."""
         method = method or endpoint.methods[0]
         route = endpoint.path
+        sent = False
         params = {k: v for k, v in (params or {}).items() if v is not None} or None
         body = {k: v for k, v in (body or {}).items() if v is not None}
         extra = headers or {}
@@ -402,6 +406,11 @@ class EMPlatform(Platform):
             return self._http.post(self.url + route, params=params, json=body, headers={**auth, **extra})
 
         def attempt() -> dict[str, Any]:
+            nonlocal sent
+            if sent and acted is not None and acted():
+                log.info("%s: the answer was lost but the call took effect; not sent again", route)
+                return {}
+            sent = True
             response = self._call(send, route)
             try:
                 data = response.json()
@@ -530,6 +539,10 @@ class EMPlatform(Platform):
             log.warning("max_duration=%s: the EM takes whole minutes; sending %d", spec.max_duration,
                         math.ceil(spec.max_duration))
         return run_body(spec, fractional), ({P.EXTENSIONS_HEADER: P.FRACTIONAL_MINUTES} if fractional else None)
+
+    def run_pod_at_most_once(self, spec: PodSpec, started: Callable[[], bool]) -> None:
+        body, headers = self._run_request(spec)
+        self._json(P.POD_RUN, body=body, headers=headers, acted=started)
 
     def pod_status(self, pod_name: str | None = None) -> PodState:
         validate_pod_name(pod_name)
