@@ -21,19 +21,29 @@ from .errors import (
     AuthError,
     CallTimeout,
     Cancelled,
+    Closed,
     ConfigError,
     Conflict,
+    ContainerUnavailable,
     EnvironmentMismatch,
     IllegalPath,
     IntegrityError,
+    InvalidKey,
     InvalidRequest,
     Locked,
+    MissingFile,
+    NoContainerEngine,
     NotFound,
     PlatformError,
     PodFailed,
     PodrunError,
     RemoteError,
+    RemoteFailure,
+    RemoteTraceback,
     SerializationError,
+    UsageError,
+    UsageTypeError,
+    WheelError,
     WireFormatError,
 )
 
@@ -49,6 +59,7 @@ if TYPE_CHECKING:  # type checkers see the real objects; at run time they load o
     from .client.accounting import reset_stats, stats
     from .client.attach import attach
     from .client.config import configure
+    from .client.executor import Executor
     from .client.future import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, ObjectFuture, as_completed, get, wait
     from .client.objects import (
         compact_object,
@@ -72,6 +83,7 @@ if TYPE_CHECKING:  # type checkers see the real objects; at run time they load o
 _LAZY = {
     "remote": "podrun.client.remote",
     "RemoteFunction": "podrun.client.remote",
+    "Executor": "podrun.client.executor",
     "ObjectFuture": "podrun.client.future",
     "get": "podrun.client.future",
     "wait": "podrun.client.future",
@@ -118,9 +130,13 @@ def __dir__() -> list[str]:
 
 # Spelled out (not built from _LAZY) so linters and type checkers see every public name.
 __all__ = [
-    "AuthError", "CallTimeout", "Cancelled", "ConfigError", "Conflict", "EnvironmentMismatch", "IllegalPath",
-    "IntegrityError", "InvalidRequest", "Locked", "NotFound", "PlatformError", "PodFailed", "PodrunError",
-    "RemoteError", "SerializationError", "WireFormatError", "data_dir", "remote", "RemoteFunction",
+    # errors (podrun.errors: the hierarchy is drawn there)
+    "AuthError", "CallTimeout", "Cancelled", "Closed", "ConfigError", "Conflict", "ContainerUnavailable",
+    "EnvironmentMismatch", "IllegalPath", "IntegrityError", "InvalidKey", "InvalidRequest", "Locked",
+    "MissingFile", "NoContainerEngine", "NotFound", "PlatformError", "PodFailed", "PodrunError",
+    "RemoteError", "RemoteFailure", "RemoteTraceback", "SerializationError", "UsageError", "UsageTypeError",
+    "WheelError", "WireFormatError",
+    "data_dir", "remote", "RemoteFunction", "Executor",
     "ObjectFuture", "get", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "configure", "attach", "Runner", "method", "stats", "reset_stats", "PodSpec", "PodState", "LocalPlatform",
     "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "update_object", "patch_object",

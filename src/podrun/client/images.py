@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import PodrunError
+from ..errors import NoContainerEngine, PodrunError
 from ..platform.base import Platform, Progress
 from ..runtime.pack import build_zipapp
 from . import config
@@ -32,10 +32,6 @@ ONBOARD_BASE = "fpga.dphi.space:5000/dphi-embedded-ml-armv8-py311"
 POD_PLATFORM = "linux/arm64"
 WHEEL_PLATFORM = "manylinux2014_aarch64"
 IMAGES_DIR = ".podrun/images"
-
-
-class NoContainerEngine(PodrunError):
-    """No usable docker (with buildx) or podman on this machine."""
 
 
 def dockerfile_text() -> str:

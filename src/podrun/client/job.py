@@ -28,6 +28,7 @@ from ..errors import (
     PodFailed,
     PodrunError,
     RemoteError,
+    RemoteTraceback,
     SerializationError,
     WireFormatError,
 )
@@ -93,17 +94,6 @@ class PendingGroup:
     @property
     def alive(self) -> bool:
         return not all(f.cancelled() for f in self.futures)
-
-
-class RemoteTraceback(Exception):
-    """Chained as ``__cause__`` of a re-raised remote exception, so the remote traceback prints."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return "\n\nRemote traceback:\n" + self.text
 
 
 def new_job_id() -> str:

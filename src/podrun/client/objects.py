@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import Conflict, InvalidRequest, NotFound
+from ..errors import Conflict, InvalidKey, MissingFile, NotFound, UsageError, UsageTypeError
 from ..platform.files import atomic_write
 from ..store.object_cache import ObjectCache
 from ..store.objects import DirectoryVolume, ObjectStore, PlatformVolume, Snapshot, materialize
@@ -69,20 +69,20 @@ class _Context:
 def _prefix(key_prefix: str | ObjectKey) -> ObjectKey:
     key = key_prefix if isinstance(key_prefix, ObjectKey) else ObjectKey.parse(key_prefix)
     if not key.is_prefix:
-        raise InvalidRequest(f"put_object takes a prefix '<pod_name>/<namespace>', not the full key {key}: "
+        raise InvalidKey(f"put_object takes a prefix '<pod_name>/<namespace>', not the full key {key}: "
                              "the object id is generated; use update_object to write an existing key")
     return key
 
 
 def _ref(ref: Any) -> ObjectRef:
     if not isinstance(ref, ObjectRef):
-        raise InvalidRequest(f"expected a podrun.ObjectRef (from put_object), not {type(ref).__name__}")
+        raise UsageTypeError(f"expected a podrun.ObjectRef (from put_object), not {type(ref).__name__}")
     return ref
 
 
 def _check_if_version(if_version: Any) -> None:
     if if_version is not None and (isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 0):
-        raise InvalidRequest(f"if_version must be None or an integer >= 0 (the version you read), not {if_version!r}")
+        raise UsageError(f"if_version must be None or an integer >= 0 (the version you read), not {if_version!r}")
 
 
 def put_object(key_prefix: str | ObjectKey, obj: Any) -> ObjectRef:
@@ -99,7 +99,7 @@ def get_object(ref: ObjectRef, deserializer: Deserializer | None = None, reducer
     """The latest value of ``ref``'s object (see the module docstring)."""
     ref = _ref(ref)
     if deserializer is not None and reducer is not None:
-        raise InvalidRequest("pass deserializer= or reducer=, not both")
+        raise UsageError("pass deserializer= or reducer=, not both")
     key = ref.object_key
     ctx = _Context(key)
     known = None if ref.version == 0 else ctx.load(ref.key)
@@ -197,7 +197,7 @@ def compact_object(ref: ObjectRef, deserializer: Deserializer | None = None) -> 
     state = ctx.store.state(key)
     snapshot = ctx.store.fetch(key, ctx.load(ref.key), state=state)
     if snapshot.patches and deserializer is None:
-        raise InvalidRequest(f"object {key} has {len(snapshot.patches)} patch(es): pass deserializer=(base, deltas) -> value "
+        raise UsageError(f"object {key} has {len(snapshot.patches)} patch(es): pass deserializer=(base, deltas) -> value "
                              "to merge them into the new base")
     if not snapshot.patches and state.base is not None and state.base.kind in ("b", "r"):
         ctx.keep(ref.key, snapshot)
@@ -213,7 +213,7 @@ def upload_object(key_or_prefix: str | ObjectKey, file_path: str | os.PathLike[s
     key = key_or_prefix if isinstance(key_or_prefix, ObjectKey) else ObjectKey.parse(key_or_prefix)
     path = Path(file_path)
     if not path.is_file():
-        raise InvalidRequest(f"upload_object: {str(path)!r} is not a file: give the path of an existing file")
+        raise MissingFile(2, f"upload_object: {str(path)!r} is not a file: give the path of an existing file")
     data = path.read_bytes()
     if key.is_prefix:
         return put_object(key, data)
@@ -233,7 +233,7 @@ def download_object(ref: ObjectRef, dest_path: str | os.PathLike[str]) -> Path:
     """Write a bytes object (as made by upload_object) to ``dest_path``; returns the path."""
     value = get_object(ref)
     if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise InvalidRequest(f"object {ref.key} holds a {type(value).__name__}, not file bytes: use get_object for it")
+        raise UsageError(f"object {ref.key} holds a {type(value).__name__}, not file bytes: use get_object for it")
     dest = Path(dest_path)
     atomic_write(dest, value)
     return dest

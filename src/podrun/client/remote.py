@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import SerializationError
+from ..errors import SerializationError, UsageError, UsageTypeError
 from ..platform.types import normalize_node, validate_max_duration, validate_pod_name
 from ..store.manifest import Manifest
 from ..wire.bundle import python_version
@@ -42,13 +42,13 @@ class RemoteOptions:
 
     def validated(self) -> RemoteOptions:
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
+            raise UsageError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
         if isinstance(self.keep_warm, bool) or not isinstance(self.keep_warm, (int, float)) or self.keep_warm < 0:
-            raise ValueError(f"keep_warm must be a number of seconds >= 0 (0: a pod per job), not {self.keep_warm!r}")
+            raise UsageError(f"keep_warm must be a number of seconds >= 0 (0: a pod per job), not {self.keep_warm!r}")
         if not isinstance(self.envs, dict):
-            raise ValueError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
+            raise UsageError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
         if isinstance(self.modules, str) or not all(isinstance(m, str) for m in self.modules):
-            raise ValueError(f"modules must be a list of module names, not {self.modules!r}")
+            raise UsageError(f"modules must be a list of module names, not {self.modules!r}")
         return replace(self, modules=tuple(self.modules), wheels=shipped_wheels.validate(self.wheels), node=normalize_node(self.node),
                        max_duration=validate_max_duration(self.max_duration), pod_name=validate_pod_name(self.pod_name))
 
@@ -62,7 +62,7 @@ class RemoteFunction:
 
     def __init__(self, fn: Callable[..., Any], options: RemoteOptions, pickled: PickledCallable | None = None) -> None:
         if not callable(fn):
-            raise TypeError(f"podrun.remote needs a callable, got {type(fn).__name__}")
+            raise UsageTypeError(f"podrun.remote needs a callable, got {type(fn).__name__}")
         self._fn = fn
         self._options = options.validated()
         self._pickled = pickled
@@ -83,7 +83,7 @@ class RemoteFunction:
         """A copy with some options changed (any argument of ``podrun.remote``)."""
         unknown = set(overrides) - set(RemoteOptions.__dataclass_fields__)
         if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)}: choose from {sorted(RemoteOptions.__dataclass_fields__)}")
+            raise UsageTypeError(f"unknown option(s) {sorted(unknown)}: choose from {sorted(RemoteOptions.__dataclass_fields__)}")
         # The pickled callable records the modules and wheels it ships: new ones need a new pickle.
         pickled = None if {"modules", "wheels"} & overrides.keys() else self._pickled
         return RemoteFunction(self._fn, replace(self._options, **overrides), pickled)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from ..errors import Conflict, NotFound
+from ..errors import Closed, Conflict, NotFound, UsageError, UsageTypeError
 from ..platform.types import validate_pod_name
 from ..runtime.session import CHECKPOINT, TOUCH, ServiceMethod, noop
 from ..store.refs import ObjectRef
@@ -84,14 +84,14 @@ class Service:
         self._methods: dict[str, MethodProxy] = {}
         if inspect.isfunction(target) or inspect.isbuiltin(target) or isinstance(target, RemoteFunction):
             if args or kwargs:
-                raise TypeError("a function service takes no constructor arguments; bind them with functools.partial")
+                raise UsageTypeError("a function service takes no constructor arguments; bind them with functools.partial")
             function = target._fn if isinstance(target, RemoteFunction) else target
             self.kind = "function"
             self._call = runner._proxy(function)
             return
         self.kind = "class" if inspect.isclass(target) else "instance"
         if self.kind == "instance" and (args or kwargs):
-            raise TypeError("an instance service takes no constructor arguments: it is already constructed")
+            raise UsageTypeError("an instance service takes no constructor arguments: it is already constructed")
         cls = target if self.kind == "class" else type(target)
         spec = ("class", target, args, kwargs) if self.kind == "class" else ("instance", target)
         self.spec_ref = runner.put_object(spec, namespace="services")
@@ -100,18 +100,18 @@ class Service:
         ship = tuple(sorted(name for name in dumps(spec, what="the service").modules if is_shippable(name)))
         self.method_names = exposed_methods(cls)
         if not self.method_names:
-            raise TypeError(f"{cls.__qualname__} has no public methods to serve; mark some with @podrun.method")
+            raise UsageTypeError(f"{cls.__qualname__} has no public methods to serve; mark some with @podrun.method")
         for name in [*self.method_names, CHECKPOINT, TOUCH]:
             self._methods[name] = runner._proxy(ServiceMethod(self.service_id, name, self.spec_ref.key, self.state_key), ship)
 
     def __call__(self, *args: Any, **kwargs: Any) -> ObjectFuture:
         if self.kind != "function":
-            raise TypeError(f"a {self.kind} service is called through its methods: {', '.join(self.method_names)}")
+            raise UsageTypeError(f"a {self.kind} service is called through its methods: {', '.join(self.method_names)}")
         return self._call(*args, **kwargs)
 
     def map(self, iterable: Iterable[Any], *iterables: Iterable[Any], **shared: Any) -> list[ObjectFuture]:
         if self.kind != "function":
-            raise TypeError(f"map a method instead: service.{self.method_names[0]}.map(...)")
+            raise UsageTypeError(f"map a method instead: service.{self.method_names[0]}.map(...)")
         return self._call.map(iterable, *iterables, **shared)
 
     def __getattr__(self, name: str) -> MethodProxy:
@@ -131,13 +131,13 @@ class Service:
         """Save the resident object's state as a new version of its checkpoint object (in the
         pod, zero link bytes); the future's value is the checkpoint's ObjectRef."""
         if self.kind == "function" or not self.state_key:
-            raise TypeError("only a class or instance service created with checkpoint=True has state to save")
+            raise UsageTypeError("only a class or instance service created with checkpoint=True has state to save")
         return self._methods[CHECKPOINT]()
 
     def state_ref(self) -> ObjectRef:
         """The checkpoint object's ref (``podrun.get_object`` it from anywhere)."""
         if not self.state_key:
-            raise TypeError("this service was created without checkpoint=True")
+            raise UsageTypeError("this service was created without checkpoint=True")
         return ObjectRef(self.state_key, 0)
 
 
@@ -146,7 +146,7 @@ class Runner:
                  keep_warm: float = DEFAULT_KEEP_WARM, image: str | None = None, envs: dict[str, Any] | None = None) -> None:
         self.name = validate_pod_name(name)  # type: ignore[assignment]
         if self.name is None:
-            raise ValueError("a Runner needs a name: it is its pod_name and volume")
+            raise UsageError("a Runner needs a name: it is its pod_name and volume")
         self.options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=name,
                                      envs=dict(envs or {}), keep_warm=keep_warm).validated()
         platform = config.current_platform()
@@ -212,7 +212,7 @@ class Runner:
     # life ----------------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self.closed:
-            raise RuntimeError(f"runner {self.name!r} is closed")
+            raise Closed(f"runner {self.name!r} is closed: make a new Runner")
 
     def close(self, keep_state: bool = False) -> None:
         """Stop the runner's warm pod (its services checkpoint first) and remove exactly what

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import PlatformError
+from ...errors import ContainerUnavailable, PlatformError
 
 ENGINES = ("podman", "docker")
 # Flag sets tried in order until a container starts. Podman 4.3 on hosts with hybrid cgroups:
@@ -58,10 +58,6 @@ BASE_PACKAGES = (
     "libdb5.3", "libgdbm6", "libmpdec3", "media-types", "netbase", "dash", "coreutils", "libacl1", "libattr1",
     "libselinux1", "libpcre2-8-0", "libgmp10",
 )
-
-
-class ContainerUnavailable(PlatformError):
-    """No container engine can run a container here; the message says what was tried."""
 
 
 def python_minor() -> str:
