@@ -224,6 +224,10 @@ class RemoteError(RemoteFailure):
     def __str__(self) -> str:
         return f"{self.type_name}: {self.message}\n\nRemote traceback:\n{self.traceback_text}"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles with its three fields (a pod re-raises an upstream call's RemoteError).
+        return (type(self), (self.type_name, self.message, self.traceback_text))
+
 
 class RemoteTraceback(Exception):
     """Not raised: chained as ``__cause__`` of a re-raised remote exception, so the remote

@@ -70,6 +70,8 @@ class ObjectFuture(cf.Future):
         self._record: dict[str, Any] | None = None  # the call's terminal record, once done
         self._ref: ObjectRef | None = None
         self._ref_lock = threading.Lock()
+        self.target: tuple[str, str | None] | None = None  # (platform identity, pod_name) it was submitted to
+        self._sent_listeners: list[Callable[[], None]] = []
 
     @property
     def job(self) -> Job | None:
@@ -83,8 +85,19 @@ class ObjectFuture(cf.Future):
         if job is not None:
             with self._condition:
                 pending = self._state == cf._base.PENDING
+                listeners, self._sent_listeners = self._sent_listeners, []
             if pending:
                 self.set_running_or_notify_cancel()
+            for listener in listeners:
+                listener()
+
+    def on_sent(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` once the call is in a job (now, if it already is)."""
+        with self._condition:
+            if self._job is None:
+                self._sent_listeners.append(listener)
+                return
+        listener()
 
     @property
     def sent(self) -> bool:

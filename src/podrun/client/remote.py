@@ -12,7 +12,7 @@ from ..platform.types import normalize_node, validate_max_duration, validate_pod
 from ..store.manifest import Manifest
 from ..wire.bundle import python_version
 from ..wire.serialize import dumps, find_unpicklable
-from . import config, preflight
+from . import config, future_args, preflight
 from . import wheels as shipped_wheels
 from .dispatch import dispatcher_for
 from .future import ObjectFuture
@@ -100,7 +100,7 @@ class RemoteFunction:
             self._pickled = PickledCallable(name, payload, modules | frozenset(self._options.modules), optional, shipped)
         return self._pickled
 
-    def _group(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> PendingGroup:
+    def _group(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], futures: list[ObjectFuture] | None = None) -> PendingGroup:
         """Pickle the calls now (so a bad argument fails here, and later mutation of an
         argument cannot change what runs)."""
         function = self._callable()
@@ -109,7 +109,7 @@ class RemoteFunction:
         except SerializationError as exc:
             culprit = next((find_unpicklable(a, k) for a, k in calls if find_unpicklable(a, k) != "the arguments"), "the arguments")
             raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
-        futures = [ObjectFuture(function.name) for _ in calls]
+        futures = futures or [ObjectFuture(function.name) for _ in calls]
         group = PendingGroup(function, args, futures, self._options.job_key(), self._options.timeout)
         from_wheels = {name for wheel in function.wheels for name in wheel.top_level}
         preflight.check(config.current_platform(), group.key.image, group.key.node, function.name,
@@ -117,7 +117,20 @@ class RemoteFunction:
         return group
 
     def _submit(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ObjectFuture]:
-        group = self._group(calls)
+        target = (config.current_platform().identity(), self._options.pod_name)
+        if future_args.upstreams(calls):  # ObjectFuture arguments: sent by reference (client/future_args.py)
+            futures = [ObjectFuture(self._callable().name) for _ in calls]
+            for future in futures:
+                future.target = target
+            future_args.submit_after(calls, futures, target, self._send)
+            return futures
+        return self._send(calls, None, target)
+
+    def _send(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], futures: list[ObjectFuture] | None,
+              target: tuple[str, str | None] | None = None) -> list[ObjectFuture]:
+        group = self._group(calls, futures)
+        for future in group.futures:
+            future.target = target or (config.current_platform().identity(), self._options.pod_name)
         dispatcher_for(config.current_platform(), config.home()).submit(self._options.pod_name, group)
         return group.futures
 
