@@ -72,6 +72,7 @@ class ObjectFuture(cf.Future):
         self._ref_lock = threading.Lock()
         self.target: tuple[str, str | None] | None = None  # (platform identity, pod_name) it was submitted to
         self._sent_listeners: list[Callable[[], None]] = []
+        self._cancel_reported = False  # cancel() notified waiters itself; the first caller still hears False
 
     @property
     def job(self) -> Job | None:
@@ -149,6 +150,16 @@ class ObjectFuture(cf.Future):
         if job is not None and not self.done():
             job.request_cancel(self)
         return self.cancelled()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """As ``Future``'s: False (once) for a cancelled future, else it becomes running.
+        ``cancel()`` notifies waiters at once (no executor will pick the call up later), so
+        the caller who then asks still hears False, exactly as from a plain Future."""
+        with self._condition:
+            if self._state == cf._base.CANCELLED_AND_NOTIFIED and not self._cancel_reported:
+                self._cancel_reported = True
+                return False
+        return super().set_running_or_notify_cancel()
 
     def __reduce__(self) -> tuple:
         """A future pickles to a small handle (job id, index); unpickled in another process it
