@@ -42,6 +42,8 @@ wherever it unpickles; ``RemoteError`` stands in only where it does not. Usage e
 the builtin base Python would raise (``ValueError``, ``TypeError``, ``FileNotFoundError``,
 ``RuntimeError``), so code written against those keeps working.
 
+Not here, on purpose: private control-flow exceptions (the runtime's ``_Stopped``) and the
+emulator server's ``TokenError``, which becomes an HTTP answer and never reaches a user.
 Importable in a pod: standard library only.
 """
 

@@ -34,7 +34,7 @@ class Executor(cf.Executor):
                  pod_name: str | None = None, envs: dict[str, Any] | None = None, timeout: float | None = None,
                  keep_warm: float = 0.0, modules: Iterable[str] = (), wheels: Iterable[str] = ()) -> None:
         self.options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name,
-                                     envs=dict(envs or {}), timeout=timeout, keep_warm=keep_warm,
+                                     envs={} if envs is None else envs, timeout=timeout, keep_warm=keep_warm,
                                      modules=tuple([modules] if isinstance(modules, str) else modules),
                                      wheels=validate_wheels(wheels)).validated()
         self._lock = threading.RLock()  # re-entered when a future fails at once (its done-callback)

@@ -49,7 +49,7 @@ class RemoteOptions:
             raise UsageError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
         if isinstance(self.modules, str) or not all(isinstance(m, str) for m in self.modules):
             raise UsageError(f"modules must be a list of module names, not {self.modules!r}")
-        return replace(self, modules=tuple(self.modules), wheels=shipped_wheels.validate(self.wheels), node=normalize_node(self.node),
+        return replace(self, envs=dict(self.envs), modules=tuple(self.modules), wheels=shipped_wheels.validate(self.wheels), node=normalize_node(self.node),
                        max_duration=validate_max_duration(self.max_duration), pod_name=validate_pod_name(self.pod_name))
 
     def job_key(self) -> JobKey:
@@ -197,7 +197,7 @@ def remote(
     ``"name==version"`` fetched for the pod's platform, or a ``.whl`` path; each crosses the
     link once per volume.
     """
-    options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name, envs=dict(envs or {}),
+    options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name, envs={} if envs is None else envs,
                             timeout=timeout, keep_warm=keep_warm,
                             modules=tuple([modules] if isinstance(modules, str) else modules),
                             wheels=shipped_wheels.validate(wheels))
