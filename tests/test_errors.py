@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import concurrent.futures as cf
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -100,20 +101,30 @@ def test_any_key_string_is_a_ref_or_an_invalid_key(text):
     assert ref.key == text and len(text.split("/")) == 3
 
 
-@given(st.one_of(st.text(max_size=70), st.none(), st.integers()))
+def _is_label(value):
+    return value is None or (isinstance(value, str) and re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value) is not None)
+
+
+LABELS = st.from_regex(r"[a-z0-9][-a-z0-9]{0,5}[a-z0-9]", fullmatch=True)
+
+
+@given(st.one_of(st.text(max_size=70), LABELS, st.none(), st.integers()))
 def test_any_pod_name_is_accepted_or_a_usage_error(value):
-    try:
+    if _is_label(value):
         assert validate_pod_name(value) == value
-    except errors.UsageError:
-        pass
+    else:
+        with pytest.raises(errors.UsageError, match="invalid pod_name"):
+            validate_pod_name(value)
 
 
-@given(st.one_of(st.text(max_size=8), st.integers()))
+@given(st.one_of(st.text(max_size=8), st.sampled_from(["gpu", " Mpu1 ", "FPGA", "fpga2"]), st.integers()))
 def test_any_node_is_a_node_or_a_usage_error(value):
-    try:
+    known = isinstance(value, str) and value.strip().upper() in ("FPGA", "GPU", "MPU", "MPU1")
+    if known:
         assert normalize_node(value) in ("FPGA", "GPU", "MPU")
-    except errors.UsageError:
-        pass
+    else:
+        with pytest.raises(errors.UsageError, match="unknown node"):
+            normalize_node(value)
 
 
 def test_remote_failures_keep_the_builtin_meaning():

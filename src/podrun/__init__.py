@@ -73,6 +73,7 @@ if TYPE_CHECKING:  # type checkers see the real objects; at run time they load o
         upload_object,
     )
     from .client.remote import RemoteFunction, remote
+    from .client.resreq import ResourceRequirement
     from .client.runner import Runner
     from .platform.base import Platform
     from .platform.local import LocalPlatform
@@ -94,6 +95,7 @@ _LAZY = {
     "configure": "podrun.client.config",
     "attach": "podrun.client.attach",
     "Runner": "podrun.client.runner",
+    "ResourceRequirement": "podrun.client.resreq",
     "method": "podrun.runtime.session",
     "stats": "podrun.client.accounting",
     "reset_stats": "podrun.client.accounting",
@@ -138,7 +140,7 @@ __all__ = [
     "WheelError", "WireFormatError",
     "data_dir", "remote", "RemoteFunction", "Executor",
     "ObjectFuture", "get", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
-    "configure", "attach", "Runner", "method", "stats", "reset_stats", "PodSpec", "PodState", "LocalPlatform",
+    "configure", "attach", "Runner", "ResourceRequirement", "method", "stats", "reset_stats", "PodSpec", "PodState", "LocalPlatform",
     "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "update_object", "patch_object",
     "upload_object", "download_object", "delete_objects", "compact_object", "register_blobs",
 ]

@@ -89,11 +89,11 @@ class Executor(cf.Executor):
         if not iterables:
             raise UsageError("map needs at least one iterable")
         deadline = None if timeout is None else time.monotonic() + timeout
-        rows = list(zip(*iterables))
+        rows = list(zip(*iterables, strict=False))  # as map(): the shortest iterable ends it
         with self._lock:
             self._check_open()
             if chunksize == 1:
-                futures = self._remote(fn).map(*zip(*rows)) if rows else []
+                futures = self._remote(fn).map(*zip(*rows, strict=True)) if rows else []
             else:
                 chunks = [rows[i:i + chunksize] for i in range(0, len(rows), chunksize)]
                 futures = RemoteFunction(_chunked(fn), self.options).map(chunks)

@@ -213,7 +213,8 @@ def get(futures: ObjectFuture | Iterable[ObjectFuture], timeout: float | None = 
     return [future.result(timeout) for future in futures]
 
 
-def wait(futures: Iterable[ObjectFuture], timeout: float | None = None, return_when: str = cf.ALL_COMPLETED) -> tuple[set[ObjectFuture], set[ObjectFuture]]:
+def wait(futures: Iterable[ObjectFuture], timeout: float | None = None,
+         return_when: str = cf.ALL_COMPLETED) -> tuple[set[ObjectFuture], set[ObjectFuture]]:
     """``concurrent.futures.wait`` for ObjectFutures: ``(done, not_done)``."""
     return cf.wait(list(futures), timeout, return_when)  # type: ignore[return-value]
 

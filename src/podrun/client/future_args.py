@@ -18,6 +18,7 @@ must wait for its upstream waits in one short-lived thread per submitted group.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -117,7 +118,5 @@ def submit_after(calls: Calls, futures: list[ObjectFuture], target: tuple[str, s
 
 def _fail(futures: list[ObjectFuture], error: BaseException) -> None:
     for future in futures:
-        try:
+        with contextlib.suppress(cf.InvalidStateError):  # cancelled meanwhile
             future.set_exception(error)
-        except cf.InvalidStateError:
-            pass  # cancelled meanwhile

@@ -49,8 +49,9 @@ class RemoteOptions:
             raise UsageError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
         if isinstance(self.modules, str) or not all(isinstance(m, str) for m in self.modules):
             raise UsageError(f"modules must be a list of module names, not {self.modules!r}")
-        return replace(self, envs=dict(self.envs), modules=tuple(self.modules), wheels=shipped_wheels.validate(self.wheels), node=normalize_node(self.node),
-                       max_duration=validate_max_duration(self.max_duration), pod_name=validate_pod_name(self.pod_name))
+        return replace(self, envs=dict(self.envs), modules=tuple(self.modules), wheels=shipped_wheels.validate(self.wheels),
+                       node=normalize_node(self.node), max_duration=validate_max_duration(self.max_duration),
+                       pod_name=validate_pod_name(self.pod_name))
 
     def job_key(self) -> JobKey:
         envs = tuple(sorted((str(k), str(v)) for k, v in self.envs.items()))
@@ -100,14 +101,16 @@ class RemoteFunction:
             self._pickled = PickledCallable(name, payload, modules | frozenset(self._options.modules), optional, shipped)
         return self._pickled
 
-    def _group(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], futures: list[ObjectFuture] | None = None) -> PendingGroup:
+    def _group(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+               futures: list[ObjectFuture] | None = None) -> PendingGroup:
         """Pickle the calls now (so a bad argument fails here, and later mutation of an
         argument cannot change what runs)."""
         function = self._callable()
         try:
             args = dumps(calls, what=f"the arguments of {function.name}")
         except SerializationError as exc:
-            culprit = next((find_unpicklable(a, k) for a, k in calls if find_unpicklable(a, k) != "the arguments"), "the arguments")
+            culprit = next((find_unpicklable(a, k) for a, k in calls if find_unpicklable(a, k) != "the arguments"),
+                           "the arguments")
             raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
         futures = futures or [ObjectFuture(function.name) for _ in calls]
         group = PendingGroup(function, args, futures, self._options.job_key(), self._options.timeout)
@@ -150,7 +153,7 @@ class RemoteFunction:
     def map(self, iterable: Iterable[Any], *iterables: Iterable[Any], **shared_kwargs: Any) -> list[ObjectFuture]:
         """``fn(x)`` for each ``x`` (or ``fn(x, y)`` over zipped iterables, like ``map``), all in
         one job. ``shared_kwargs`` go to every call and are pickled once."""
-        rows = zip(iterable, *iterables) if iterables else ((item,) for item in iterable)
+        rows = zip(iterable, *iterables, strict=False) if iterables else ((item,) for item in iterable)
         calls = [(tuple(row), shared_kwargs) for row in rows]
         return self._submit(calls) if calls else []
 
@@ -197,8 +200,8 @@ def remote(
     ``"name==version"`` fetched for the pod's platform, or a ``.whl`` path; each crosses the
     link once per volume.
     """
-    options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name, envs={} if envs is None else envs,
-                            timeout=timeout, keep_warm=keep_warm,
+    options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name,
+                            envs={} if envs is None else envs, timeout=timeout, keep_warm=keep_warm,
                             modules=tuple([modules] if isinstance(modules, str) else modules),
                             wheels=shipped_wheels.validate(wheels))
     if fn is None:

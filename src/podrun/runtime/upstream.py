@@ -37,7 +37,8 @@ def has_upstream(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return any(isinstance(v, UpstreamResult) for v in (*args, *kwargs.values()))
 
 
-def resolve_upstream(args: tuple[Any, ...], kwargs: dict[str, Any], data_dir: str | os.PathLike[str]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def resolve_upstream(args: tuple[Any, ...], kwargs: dict[str, Any],
+                     data_dir: str | os.PathLike[str]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Replace top-level UpstreamResult arguments by the values their calls returned."""
     if not has_upstream(args, kwargs):
         return args, kwargs
