@@ -140,7 +140,8 @@ __all__ = [
     "WheelError", "WireFormatError",
     "data_dir", "remote", "RemoteFunction", "Executor",
     "ObjectFuture", "get", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
-    "configure", "attach", "Runner", "ResourceRequirement", "method", "stats", "reset_stats", "PodSpec", "PodState", "LocalPlatform",
+    "configure", "attach", "Runner", "ResourceRequirement", "method", "stats", "reset_stats", "PodSpec", "PodState",
+    "LocalPlatform",
     "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "update_object", "patch_object",
     "upload_object", "download_object", "delete_objects", "compact_object", "register_blobs",
 ]
