@@ -64,7 +64,7 @@ class Executor(cf.Executor):
 
     def _forget(self, future: cf.Future) -> None:
         with self._lock:
-            self._outstanding.discard(future)  # type: ignore[arg-type]
+            self._outstanding.discard(future)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -178,8 +178,12 @@ class ObjectFuture(cf.Future):
         loop = asyncio.get_running_loop()
         woken = loop.create_future()
 
+        def settle() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
         def wake(_: cf.Future) -> None:
-            loop.call_soon_threadsafe(lambda: woken.done() or woken.set_result(None))
+            loop.call_soon_threadsafe(settle)
 
         self.add_done_callback(wake)
         await woken

@@ -187,9 +187,10 @@ class Runner:
     def __init__(self, name: str, fail_if_exists: bool = False, dependencies: Iterable[str] | None = None,
                  python_version: str | None = None, *, node: str | None = None, max_duration: float = DEFAULT_MAX_DURATION,
                  keep_warm: float = DEFAULT_KEEP_WARM, image: str | None = None, envs: dict[str, Any] | None = None) -> None:
-        self.name = validate_pod_name(name)  # type: ignore[assignment]
-        if self.name is None:
+        checked = validate_pod_name(name)
+        if checked is None:
             raise UsageError("a Runner needs a name: it is its pod_name and volume")
+        self.name: str = checked
         if python_version is not None:
             image = image or f"python:{_check_python_version(python_version)}-slim"
         self.node_chosen = node is not None
@@ -272,7 +273,11 @@ class Runner:
         return MethodProxy(RemoteFunction(fn, options), self._track)
 
     def _track(self, future: ObjectFuture) -> None:
-        future.add_done_callback(lambda f: f.job is not None and self._jobs.add(f.job.job_id))
+        def remember(done: Any) -> None:
+            if done.job is not None:
+                self._jobs.add(done.job.job_id)
+
+        future.add_done_callback(remember)
 
     # objects and futures -------------------------------------------------------------------
     def put_object(self, obj: Any, namespace: str = "shared") -> ObjectRef:
