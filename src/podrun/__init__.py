@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # type checkers see the real objects; at run time they load o
         delete_objects,
         download_object,
         get_object,
+        latest,
         patch_object,
         put_object,
         register_blobs,
@@ -107,6 +108,7 @@ _LAZY = {
     "ObjectKey": "podrun.store.refs",
     "put_object": "podrun.client.objects",
     "get_object": "podrun.client.objects",
+    "latest": "podrun.client.objects",
     "update_object": "podrun.client.objects",
     "patch_object": "podrun.client.objects",
     "upload_object": "podrun.client.objects",
@@ -142,6 +144,6 @@ __all__ = [
     "ObjectFuture", "get", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "configure", "attach", "Runner", "ResourceRequirement", "method", "stats", "reset_stats", "PodSpec", "PodState",
     "LocalPlatform",
-    "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "update_object", "patch_object",
+    "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "latest", "update_object", "patch_object",
     "upload_object", "download_object", "delete_objects", "compact_object", "register_blobs",
 ]

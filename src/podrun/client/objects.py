@@ -85,10 +85,16 @@ def _check_if_version(if_version: Any) -> None:
         raise UsageError(f"if_version must be None or an integer >= 0 (the version you read), not {if_version!r}")
 
 
-def put_object(key_prefix: str | ObjectKey, obj: Any) -> ObjectRef:
-    """Store ``obj`` as version 1 of a new object under ``<pod_name>/<namespace>``. One uplink."""
+def put_object(key_prefix: str | ObjectKey, obj: Any, name: str | None = None, if_version: int | None = None) -> ObjectRef:
+    """Store ``obj`` as version 1 of a new object under ``<pod_name>/<namespace>``. One uplink.
+
+    ``name``: the object id, chosen (``<prefix>/<name>``) instead of generated, so other
+    processes find it by key (``podrun.latest``). A name already taken raises Conflict,
+    unless ``if_version`` is the version you read: then ``obj`` becomes its next version."""
     prefix = _prefix(key_prefix)
     image = object_image.encode(obj, what="the object")
+    if name is not None or if_version is not None:
+        return _put_named(prefix, name, obj, image, if_version)
     ctx = _Context(prefix)
     ref = ctx.store.create(prefix, image)
     ctx.keep(ref.key, Snapshot(1, 1, image))  # the first get after a put downloads nothing
@@ -221,12 +227,45 @@ def upload_object(key_or_prefix: str | ObjectKey, file_path: str | os.PathLike[s
     ctx = _Context(key)
     state = ctx.store.state(key)
     if state.top == 0:
-        # A caller-chosen key can race another uploader: create it through the conditional
-        # commit (if_version=0), so one wins and the other gets Conflict, never a torn v1.
-        version, _ = ctx.store.commit(key, "b", compress(image), state=state, if_version=0)
-        ctx.keep(str(key), Snapshot(version, version, image))
-        return ObjectRef(str(key), version)
+        return _create_named(ctx, key, image, state)
     return update_object(ObjectRef(str(key), state.version), data)
+
+
+def _create_named(ctx: _Context, key: ObjectKey, image: bytes | bytearray, state: Any) -> ObjectRef:
+    """Version 1 of a caller-chosen key. It can race another writer: created through the
+    conditional commit (if_version=0), so one wins and the other gets Conflict, never a torn v1."""
+    version, _ = ctx.store.commit(key, "b", compress(image), state=state, if_version=0)
+    ctx.keep(str(key), Snapshot(version, version, image))
+    return ObjectRef(str(key), version)
+
+
+def _put_named(prefix: ObjectKey, name: str | None, obj: Any, image: bytes | bytearray, if_version: int | None) -> ObjectRef:
+    if name is None:
+        raise UsageError("put_object(if_version=...) needs name=: a generated key has no version to compare")
+    _check_if_version(if_version)
+    key = ObjectKey(prefix.pod_name, prefix.namespace, name)  # InvalidKey for a name that cannot be a key
+    ctx = _Context(key)
+    state = ctx.store.state(key)
+    if state.top == 0 and not if_version:
+        return _create_named(ctx, key, image, state)
+    if if_version is None:
+        raise Conflict(f"object {key} exists (version {state.version}): pass if_version={state.version} to write its next "
+                       "version, or choose another name")
+    return update_object(ObjectRef(str(key), max(state.version, 1)), obj, if_version=if_version)
+
+
+def latest(key: str | ObjectKey | ObjectRef) -> ObjectRef:
+    """The newest version's ref of a full key (one listing). ``get_object`` of it reuses the
+    on-disk cache and downloads only what the cache lacks; a ref of version 0 still means
+    flamepy's "fetch fresh", a full download."""
+    text = key.key if isinstance(key, ObjectRef) else str(key)
+    parsed = ObjectKey.parse(text)
+    if parsed.is_prefix:
+        raise InvalidKey(f"latest takes a full key '<pod_name>/<namespace>/<object_id>', not the prefix {text!r}")
+    state = _Context(parsed).store.state(parsed)
+    if state.base is None:
+        raise NotFound(f"object {text} does not exist (deleted, or never written in this volume)")
+    return ObjectRef(text, state.version)
 
 
 def download_object(ref: ObjectRef, dest_path: str | os.PathLike[str]) -> Path:
