@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import Conflict, InvalidKey, MissingFile, NotFound, UsageError, UsageTypeError
 from ..platform.files import atomic_write
 from ..store.object_cache import ObjectCache
-from ..store.objects import DirectoryVolume, ObjectStore, PlatformVolume, Snapshot, materialize
+from ..store.objects import DirectoryVolume, ObjectState, ObjectStore, PlatformVolume, Snapshot, materialize
 from ..store.refs import ObjectKey, ObjectRef
 from ..wire import object_image
 from ..wire.compression import compress
@@ -231,7 +231,7 @@ def upload_object(key_or_prefix: str | ObjectKey, file_path: str | os.PathLike[s
     return update_object(ObjectRef(str(key), state.version), data)
 
 
-def _create_named(ctx: _Context, key: ObjectKey, image: bytes | bytearray, state: Any) -> ObjectRef:
+def _create_named(ctx: _Context, key: ObjectKey, image: bytearray, state: ObjectState) -> ObjectRef:
     """Version 1 of a caller-chosen key. It can race another writer: created through the
     conditional commit (if_version=0), so one wins and the other gets Conflict, never a torn v1."""
     version, _ = ctx.store.commit(key, "b", compress(image), state=state, if_version=0)
@@ -239,7 +239,7 @@ def _create_named(ctx: _Context, key: ObjectKey, image: bytes | bytearray, state
     return ObjectRef(str(key), version)
 
 
-def _put_named(prefix: ObjectKey, name: str | None, obj: Any, image: bytes | bytearray, if_version: int | None) -> ObjectRef:
+def _put_named(prefix: ObjectKey, name: str | None, obj: Any, image: bytearray, if_version: int | None) -> ObjectRef:
     if name is None:
         raise UsageError("put_object(if_version=...) needs name=: a generated key has no version to compare")
     _check_if_version(if_version)
