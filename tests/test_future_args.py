@@ -32,6 +32,11 @@ def digest(data, salt=b""):
 
 
 @podrun.remote(pod_name="near", max_duration=1)
+def echo(x):
+    return x
+
+
+@podrun.remote(pod_name="near", max_duration=1)
 def inc(x):
     return x + 1
 
@@ -76,12 +81,15 @@ def test_keyword_and_small_results_resolve_too():
 
 
 def test_a_chain_submitted_at_once_runs_in_order_without_the_client_waiting():
+    podrun.reset_stats()
     first = noise.remote(2 * MB, delay=1.0)
-    second = digest.remote(first)
-    third = inc.remote(inc.remote(inc.remote(40)))
+    last = digest.remote(echo.remote(echo.remote(first)))  # 2 MB passed along three times, in the pod
+    counted = inc.remote(inc.remote(inc.remote(40)))
     assert not first.done()  # every call above was submitted while the first one still ran
-    assert second.result(timeout=60) == hashlib.sha256(first.result()).hexdigest()
-    assert third.result(timeout=60) == 43
+    digest_value = last.result(timeout=60)
+    assert counted.result(timeout=60) == 43
+    assert podrun.stats()["bytes_down"] < 100_000  # no result crossed the link on the way
+    assert digest_value == hashlib.sha256(first.result()).hexdigest()
 
 
 def test_another_pod_name_fetches_once_and_sends_once():

@@ -70,7 +70,7 @@ class ObjectFuture(cf.Future):
         self._record: dict[str, Any] | None = None  # the call's terminal record, once done
         self._ref: ObjectRef | None = None
         self._ref_lock = threading.Lock()
-        self.target: tuple[str, str | None] | None = None  # (platform identity, pod_name) it was submitted to
+        self.target: tuple[str, str | None] | None = None  # (platform identity, pod_name), when submitted here
         self._sent_listeners: list[Callable[[], None]] = []
         self._cancel_reported = False  # cancel() notified waiters itself; the first caller still hears False
 

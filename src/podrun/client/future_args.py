@@ -40,17 +40,14 @@ def upstreams(calls: Calls) -> list[ObjectFuture]:
     return list(seen.values())
 
 
-def _target(future: ObjectFuture) -> tuple[str, str | None] | None:
-    if future.target is not None:
-        return future.target
-    job = future.job
-    return (job.platform.identity(), job.pod_name) if job is not None else None
-
-
 def _by_reference(upstream: ObjectFuture, target: tuple[str, str | None]) -> bool:
     """Whether the pod can read ``upstream``'s result itself: same volume, and either this
-    process's lane orders it before the dependent call or it is already finished."""
-    return _target(upstream) == target and (upstream._cancel_hook is not None or upstream.done())
+    process submitted it (its lane for that volume runs it before the dependent call) or it
+    has finished (a future attached from another process)."""
+    if upstream.target is not None:  # set only by this process's submissions
+        return upstream.target == target
+    job = upstream.job
+    return upstream.done() and job is not None and (job.platform.identity(), job.pod_name) == target
 
 
 def _ready(upstream: ObjectFuture, by_reference: bool) -> bool:

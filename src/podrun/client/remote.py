@@ -124,16 +124,17 @@ class RemoteFunction:
         if future_args.upstreams(calls):  # ObjectFuture arguments: sent by reference (client/future_args.py)
             futures = [ObjectFuture(self._callable().name) for _ in calls]
             for future in futures:
-                future.target = target
+                future.target = target  # this process's lane for target orders it: it can be an upstream too
             future_args.submit_after(calls, futures, target, self._send)
             return futures
-        return self._send(calls, None, target)
+        return self._send(calls)
 
-    def _send(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], futures: list[ObjectFuture] | None,
-              target: tuple[str, str | None] | None = None) -> list[ObjectFuture]:
+    def _send(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+              futures: list[ObjectFuture] | None = None) -> list[ObjectFuture]:
         group = self._group(calls, futures)
+        target = (config.current_platform().identity(), self._options.pod_name)
         for future in group.futures:
-            future.target = target or (config.current_platform().identity(), self._options.pod_name)
+            future.target = target
         dispatcher_for(config.current_platform(), config.home()).submit(self._options.pod_name, group)
         return group.futures
 
