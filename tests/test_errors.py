@@ -144,7 +144,7 @@ def test_the_families_do_not_overlap_and_every_class_is_drawn_and_exported():
         if cls is not errors.RemoteTraceback:
             assert issubclass(cls, errors.PodrunError), cls
     defined = {name for name, value in inspect.getmembers(errors, inspect.isclass)
-               if issubclass(value, BaseException) and value.__module__ == errors.__name__}
+               if issubclass(value, BaseException) and value.__module__ == errors.__name__ and not name.startswith("_")}
     assert defined == set(errors.__all__)
 
 

@@ -107,8 +107,15 @@ def test_another_pod_name_fetches_once_and_sends_once():
 @pytest.mark.parametrize("make_upstream", [explode.remote, explode_far.remote], ids=["same-pod", "other-pod"])
 def test_a_failed_upstream_fails_the_dependent_with_its_type(make_upstream):
     dependent = digest.remote(make_upstream("no data"))
-    with pytest.raises(Upstream, match="no data"):
+    with pytest.raises(Upstream, match="no data") as info:
         dependent.result(timeout=60)
+    assert "raise Upstream(message)" in info.value.remote_traceback  # the upstream call's own traceback
+
+
+def test_a_failure_travels_down_a_chain_with_its_type():
+    last = inc.remote(echo.remote(echo.remote(explode.remote("deep"))))
+    with pytest.raises(Upstream, match="deep"):
+        last.result(timeout=60)
 
 
 def test_an_upstream_known_to_have_failed_fails_the_call_before_sending():

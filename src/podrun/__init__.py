@@ -43,6 +43,7 @@ from .errors import (
     SerializationError,
     UsageError,
     UsageTypeError,
+    WaitTimeout,
     WheelError,
     WireFormatError,
 )
@@ -139,7 +140,7 @@ __all__ = [
     "EnvironmentMismatch", "IllegalPath", "IntegrityError", "InvalidKey", "InvalidRequest", "Locked",
     "MissingFile", "NoContainerEngine", "NotFound", "PlatformError", "PodFailed", "PodrunError",
     "RemoteError", "RemoteFailure", "RemoteTraceback", "SerializationError", "UsageError", "UsageTypeError",
-    "WheelError", "WireFormatError",
+    "WaitTimeout", "WheelError", "WireFormatError",
     "data_dir", "remote", "RemoteFunction", "Executor",
     "ObjectFuture", "get", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "configure", "attach", "Runner", "ResourceRequirement", "method", "stats", "reset_stats", "PodSpec", "PodState",

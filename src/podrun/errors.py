@@ -29,6 +29,7 @@ The hierarchy::
     │   ├── PodFailed                   the pod ended without the call's result
     │   ├── CallTimeout (TimeoutError)  the call ran past its own ``timeout`` in the pod
     │   └── Cancelled (concurrent.futures.CancelledError)  skipped at the client's request
+    ├── WaitTimeout (TimeoutError)      ``fut.get(timeout=)`` waited that long; the call keeps running
     ├── SerializationError (TypeError)  a callable, argument or result cannot be (un)pickled
     ├── IntegrityError                  stored bytes do not match their content hash
     ├── WireFormatError                 a bundle or record in an unknown format
@@ -50,6 +51,7 @@ Importable in a pod: standard library only.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import sys
 from typing import Any
 
 
@@ -201,6 +203,32 @@ class CallTimeout(RemoteFailure, TimeoutError):
     """A call ran past its own ``timeout`` inside the pod (terminal record ``TIMEOUT``)."""
 
 
+if sys.version_info >= (3, 11):  # concurrent.futures.TimeoutError is TimeoutError since 3.11
+    class _WaitTimeoutBase(PodrunError, TimeoutError):
+        pass
+else:  # Python 3.10: also what concurrent.futures users catch
+    from concurrent.futures import TimeoutError as _FutureTimeout
+
+    class _WaitTimeoutBase(PodrunError, TimeoutError, _FutureTimeout):
+        pass
+
+
+class WaitTimeout(_WaitTimeoutBase):
+    """``fut.get(timeout=...)`` waited that long without the call ending. The call itself keeps
+    running: ``get()`` again, or re-attach with ``podrun.attach(job_id)``.
+
+    ``waited`` is the timeout in seconds; ``job_id`` is None while the call is not sent yet."""
+
+    def __init__(self, message: str, *, waited: float, job_id: str | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.waited = waited
+        self.job_id = job_id
+        self.index = index
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class Cancelled(RemoteFailure, cf.CancelledError):
     """A sent call was cancelled before it ran (terminal record ``CANCELLED``). A
     ``concurrent.futures.CancelledError`` too: the future's ``cancel()`` returned False (the
@@ -225,10 +253,6 @@ class RemoteError(RemoteFailure):
 
     def __str__(self) -> str:
         return f"{self.type_name}: {self.message}\n\nRemote traceback:\n{self.traceback_text}"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickles with its three fields (a pod re-raises an upstream call's RemoteError).
-        return (type(self), (self.type_name, self.message, self.traceback_text))
 
 
 class RemoteTraceback(Exception):
@@ -269,6 +293,7 @@ __all__ = [
     "SerializationError",
     "UsageError",
     "UsageTypeError",
+    "WaitTimeout",
     "WheelError",
     "WireFormatError",
 ]

@@ -109,11 +109,12 @@ class RemoteFunction:
         try:
             args = dumps(calls, what=f"the arguments of {function.name}")
         except SerializationError as exc:
-            culprit = next((find_unpicklable(a, k) for a, k in calls if find_unpicklable(a, k) != "the arguments"),
-                           "the arguments")
+            named = (find_unpicklable(a, k) for a, k in calls)
+            culprit = next((name for name in named if name != "the arguments"), "the arguments")
             raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
         futures = futures or [ObjectFuture(function.name) for _ in calls]
-        group = PendingGroup(function, args, futures, self._options.job_key(), self._options.timeout)
+        key = replace(self._options.job_key(), wheels=tuple(sorted(wheel.hash for wheel in function.wheels)))
+        group = PendingGroup(function, args, futures, key, self._options.timeout)
         from_wheels = {name for wheel in function.wheels for name in wheel.top_level}
         preflight.check(config.current_platform(), group.key.image, group.key.node, function.name,
                         {m for m in function.modules | args.modules if m.split(".")[0] not in from_wheels})

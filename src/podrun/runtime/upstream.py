@@ -2,8 +2,10 @@
 
 The client sends an ``UpstreamResult`` (the upstream call's job id and index) in place of the
 future; the pod reads that call's record from the job's results file in its own volume and
-passes the value on, so the result never crosses the link. An upstream call that failed
-fails this one with the same exception, re-raised here.
+passes the value on, so the result never crosses the link. An upstream call that raised
+fails this one with ``_UpstreamFailed`` carrying the upstream's error record, which the
+client rebuilds as it rebuilds any remote exception (client/job.py): the dependent call ends
+with the upstream's own exception type and remote traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..errors import CallTimeout, Cancelled, PodFailed, RemoteError
+from ..errors import CallTimeout, Cancelled, PodFailed
 from ..store.volume_blobs import VolumeBlobs
 from ..wire import records as rec
 from ..wire.compression import decompress
@@ -31,6 +33,17 @@ class UpstreamResult:
 
     job_id: str
     index: int
+
+
+class _UpstreamFailed(Exception):
+    """Not for users: carries a failed upstream call's error record from the pod to the client."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        super().__init__("an argument of this call, another call's result, is that call's exception")
+        self.info = info
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.info,))
 
 
 def has_upstream(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -78,15 +91,7 @@ def _outcome(record: dict[str, Any], blobs: VolumeBlobs, item: UpstreamResult) -
     info = record.get("e") or {}
     where = f"call {item.index} of job {item.job_id} (an argument of this call)"
     if status == rec.RAISED:
-        exc = None
-        if info.get("pickled"):
-            try:
-                exc = cloudpickle.loads(info["pickled"])
-            except Exception:  # noqa: BLE001 - falls back to RemoteError below
-                exc = None
-        if isinstance(exc, BaseException):
-            raise exc
-        raise RemoteError(info.get("type") or "Exception", info.get("message") or "", info.get("traceback") or "")
+        raise _UpstreamFailed(info)
     if status == rec.TIMEOUT:
         raise CallTimeout(f"{where} timed out: {info.get('message')}")
     if status == rec.CANCELLED:
