@@ -3,6 +3,7 @@ emulator's LocalPlatform; and the example that does the same from a fresh proces
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -67,9 +68,18 @@ def test_example_runs(podrun_home):
 
 
 def test_cli_refuses_bad_options():
-    for argv in (["--user", "no-password"], [], ["--user", "a:b", "--chaos-error-rate", "2"]):
-        done = subprocess.run([sys.executable, "-m", "podrun.cli", "emulator", *argv], capture_output=True, text=True, timeout=60)
-        assert done.returncode != 0 and done.stderr, argv
+    env = {**os.environ, "PODRUN_EMULATOR_USERS": "a:b"}
+    for argv, extra_env, says in (
+        (["--user", "a:b"], {}, "command line"),  # a password on argv is refused, with the way to do it instead
+        ([], {}, "PODRUN_EMULATOR_USERS"),
+        ([], {"PODRUN_EMULATOR_USERS": "no-password"}, "NAME:PASSWORD"),
+        (["--chaos-error-rate", "2"], env, "chaos"),
+        (["--log-level", "loud"], env, "log-level"),
+        (["--host", "0.0.0.0"], env, "--allow-remote"),
+    ):
+        done = subprocess.run([sys.executable, "-m", "podrun.cli", "emulator", *argv], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **extra_env})
+        assert done.returncode != 0 and says in done.stderr, (argv, done.stderr[-500:])
 
 
 class Tally:
