@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import PlatformError
+from ...errors import ContainerUnavailable, PlatformError
 from .images import ImageStore, host_arch
 
 # Flag sets tried in order until a container starts. Podman 4.3 on hosts with hybrid cgroups:
@@ -44,9 +44,6 @@ _PODMAN_FLAGS: tuple[tuple[str, ...], ...] = (
 )
 PROBE_TIMEOUT = 60.0
 CLEANUP_TIMEOUT = 30.0
-
-class ContainerUnavailable(PlatformError):
-    """No container engine can run a container here; the message says what was tried."""
 
 
 @dataclass(frozen=True)

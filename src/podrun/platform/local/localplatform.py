@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ...errors import InvalidRequest, NotFound, PlatformError
+from ...errors import InvalidRequest, NotFound, PlatformError, UsageError
 from ..base import Platform, Progress, UplinkFile, content_size
 from ..files import atomic_write, private_dirs
 from ..paths import check_file_name, clean_relative
@@ -120,10 +120,10 @@ class LocalPlatform(Platform):
         self.root = Path(root) if root is not None else default_home() / "local"
         self.user = user or os.environ.get("PODRUN_LOCAL_USER") or "local"
         if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", self.user):
-            raise ValueError(f"invalid local user name {self.user!r}: lowercase letters, digits, '-' and '_'")
+            raise UsageError(f"invalid local user name {self.user!r}: lowercase letters, digits, '-' and '_'")
         driver = driver or os.environ.get("PODRUN_LOCAL_DRIVER") or "auto"
         if driver not in DRIVERS:
-            raise ValueError(f"unknown local pod driver {driver!r}: choose one of {', '.join(DRIVERS)}")
+            raise UsageError(f"unknown local pod driver {driver!r}: choose one of {', '.join(DRIVERS)}")
         if driver == "bwrap" and not bwrap_available():
             raise PlatformError("the bwrap driver needs bubblewrap with user namespaces; install 'bubblewrap' or use driver='process'")
         # Shared by every user and volume of this machine's podrun home ($PODRUN_IMAGE_STORE overrides).
@@ -136,7 +136,7 @@ class LocalPlatform(Platform):
         # host's tools"); another one (e.g. a bare venv) stands in for a stock Python image.
         self.pod_python = python or os.environ.get("PODRUN_LOCAL_PYTHON") or None
         if self.pod_python and not os.access(self.pod_python, os.X_OK):
-            raise ValueError(f"pod interpreter {self.pod_python!r} (python= / PODRUN_LOCAL_PYTHON) is not an executable file")
+            raise UsageError(f"pod interpreter {self.pod_python!r} (python= / PODRUN_LOCAL_PYTHON) is not an executable file")
         if max_uplink_bytes is not None:
             self.max_uplink_bytes = max_uplink_bytes
         self._hash_cache: dict[str, tuple[int, int, int]] = {}  # path -> (size, mtime_ns, hash): bounded by the files
