@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AuthError,
+    BuildFailed,
     CallTimeout,
     Cancelled,
     Closed,
@@ -27,6 +28,7 @@ from .errors import (
     ContainerUnavailable,
     EnvironmentMismatch,
     IllegalPath,
+    ImageStoreError,
     IntegrityError,
     InvalidKey,
     InvalidRequest,
@@ -37,6 +39,7 @@ from .errors import (
     PlatformError,
     PodFailed,
     PodrunError,
+    PrepareError,
     RemoteError,
     RemoteFailure,
     RemoteTraceback,
@@ -136,9 +139,9 @@ def __dir__() -> list[str]:
 # Spelled out (not built from _LAZY) so linters and type checkers see every public name.
 __all__ = [
     # errors (podrun.errors: the hierarchy is drawn there)
-    "AuthError", "CallTimeout", "Cancelled", "Closed", "ConfigError", "Conflict", "ContainerUnavailable",
-    "EnvironmentMismatch", "IllegalPath", "IntegrityError", "InvalidKey", "InvalidRequest", "Locked",
-    "MissingFile", "NoContainerEngine", "NotFound", "PlatformError", "PodFailed", "PodrunError",
+    "AuthError", "BuildFailed", "CallTimeout", "Cancelled", "Closed", "ConfigError", "Conflict", "ContainerUnavailable",
+    "EnvironmentMismatch", "IllegalPath", "ImageStoreError", "IntegrityError", "InvalidKey", "InvalidRequest", "Locked",
+    "MissingFile", "NoContainerEngine", "NotFound", "PlatformError", "PodFailed", "PodrunError", "PrepareError",
     "RemoteError", "RemoteFailure", "RemoteTraceback", "SerializationError", "UsageError", "UsageTypeError",
     "WaitTimeout", "WheelError", "WireFormatError",
     "data_dir", "remote", "RemoteFunction", "Executor",

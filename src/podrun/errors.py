@@ -23,7 +23,9 @@ The hierarchy::
     │   ├── InvalidRequest              the platform refused the request's content
     │   │   └── IllegalPath
     │   ├── Conflict                    a conditional write lost a race
-    │   └── ContainerUnavailable        no container engine can run the local pod driver
+    │   ├── ContainerUnavailable        no container engine can run the local pod driver
+    │   └── ImageStoreError             the local image store (podman) failed
+    │       └── PrepareError            a stock image cannot be made here
     ├── RemoteFailure                   a call ended without its return value
     │   ├── RemoteError                 a remote exception whose type cannot be rebuilt here
     │   ├── PodFailed                   the pod ended without the call's result
@@ -34,6 +36,7 @@ The hierarchy::
     ├── IntegrityError                  stored bytes do not match their content hash
     ├── WireFormatError                 a bundle or record in an unknown format
     ├── EnvironmentMismatch             the pod cannot load the pickled code
+    ├── BuildFailed                     a local image build or load failed (becomes BUILD_FAILED)
     └── NoContainerEngine               no docker/podman to build the runtime image
 
     RemoteTraceback (not raised)        the ``__cause__`` carrying a remote traceback's text
@@ -161,6 +164,23 @@ class ContainerUnavailable(PlatformError):
     """No container engine can run a container here; the message says what was tried."""
 
 
+class ImageStoreError(PlatformError):
+    """The local image store or podman failed; the message names the command and its last error line."""
+
+
+class PrepareError(ImageStoreError):
+    """A stock image could not be made here; the message names the step and how to fix it."""
+
+
+class BuildFailed(PodrunError):
+    """A local image build or load failed; LocalPlatform answers it as the EM does
+    (``BUILD_FAILED`` / ``IMAGE_LOAD_FAILED``, with ``lines``, host paths already hidden, as the log tail)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("".join(lines[-1:]).strip())
+        self.lines = lines
+
+
 class SerializationError(PodrunError, TypeError):
     """A callable, argument or result cannot be pickled or unpickled."""
 
@@ -269,6 +289,7 @@ class RemoteTraceback(Exception):
 
 __all__ = [
     "AuthError",
+    "BuildFailed",
     "CallTimeout",
     "Cancelled",
     "Closed",
@@ -277,6 +298,7 @@ __all__ = [
     "ContainerUnavailable",
     "EnvironmentMismatch",
     "IllegalPath",
+    "ImageStoreError",
     "IntegrityError",
     "InvalidKey",
     "InvalidRequest",
@@ -287,6 +309,7 @@ __all__ = [
     "PlatformError",
     "PodFailed",
     "PodrunError",
+    "PrepareError",
     "RemoteError",
     "RemoteFailure",
     "RemoteTraceback",

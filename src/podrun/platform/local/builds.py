@@ -19,22 +19,15 @@ import re
 import secrets
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ...errors import BuildFailed
 from .images import STOCK_PREFIX, USER_PREFIX, Image, ImageStore, normalize, user_ref, valid_name
 
 BUILD_TIMEOUT = float(os.environ.get("PODRUN_BUILD_TIMEOUT", "1800"))
 LOG_LINES = 100  # CG2 returns "the last 100 lines of the Docker Build logs"
 _ARG = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
-
-
-@dataclass
-class BuildFailed(Exception):
-    """A build or load failed; ``lines`` are the log's last lines, host paths already hidden."""
-
-    lines: list[str]
 
 
 def _instructions(text: str) -> list[tuple[str, list[str]]]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ...errors import PlatformError
+from ...errors import ImageStoreError
 
 ONBOARD_REGISTRY = "fpga.dphi.space:5000/"
 _DROP_PREFIXES = (ONBOARD_REGISTRY, "localhost/", "docker.io/library/", "docker.io/", "library/")
@@ -43,10 +43,6 @@ STORAGE_DRIVERS = ("overlay", "vfs")
 ENGINE_TIMEOUT = 600.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[\w][\w.-]{0,127})?$")
 _MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-
-
-class ImageStoreError(PlatformError):
-    """The image store or podman failed; the message names the command and its last error line."""
 
 
 def host_arch() -> str:

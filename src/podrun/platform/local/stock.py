@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .images import ImageStore, ImageStoreError, host_arch, stock_ref
+from ...errors import PrepareError
+from .images import ImageStore, host_arch, stock_ref
 
 Progress = Callable[[str], None]
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -131,10 +132,6 @@ class Prepared:
     done: str
     seconds: float
     size: int = 0
-
-
-class PrepareError(ImageStoreError):
-    """A stock image could not be made here; the message names the step and how to fix it."""
 
 
 def recipe_for(name: str) -> Recipe:
