@@ -30,26 +30,50 @@ FAKE = _container.Engine("/usr/bin/podman", "podman", ("--runtime", "runc"))
 
 # --- without an engine ---------------------------------------------------------------------
 
-def test_run_argv_mounts_volume_labels_network_and_passes_env_by_name(tmp_path: Path) -> None:
-    argv = _container.run_argv(FAKE, name="podrun-x", image=IMAGE, volume=tmp_path, network="podrun-alice",
-                               hostnames=["alice-web", "web"], labels={"podrun.node": "MPU"}, env_names=["SECRET"],
-                               env_inline={"PATH": "/x"}, gpu=False, command=["python", "-c", "pass"])
+def _argv(tmp_path: Path, command: list[str], args: list[str], gpu: bool = False) -> list[str]:
+    return _container.run_argv(FAKE, name="podrun-x", image=IMAGE, volume=tmp_path, network="podrun-alice",
+                               hostnames=["alice-web", "web"], labels={"podrun.node": "MPU"}, env_file=tmp_path / "pod.env",
+                               gpu=gpu, command=command, args=args)
+
+
+def test_run_argv_mounts_volume_labels_network_and_hardens(tmp_path: Path) -> None:
+    argv = _argv(tmp_path, ["python", "-c", "pass"], [])
     assert argv[:6] == ["/usr/bin/podman", "run", "--rm", "--init", "--pull=never", "--name"]
     assert argv[7:9] == ["--runtime", "runc"]
     joined = " ".join(argv)
-    assert f"--volume {tmp_path}:/data:rw --workdir /data" in joined
+    assert f"--volume {tmp_path}:/data:rw,nosuid,nodev" in joined and "--workdir" not in joined  # the image's WORKDIR
     assert "--network podrun-alice --hostname alice-web --network-alias alice-web --network-alias web" in joined
     assert "--label podrun.node=MPU" in joined
-    assert "--env SECRET " in joined and "--env PATH=/x" in joined  # a secret's value never shows in argv
-    assert argv[-4:] == [IMAGE, "python", "-c", "pass"]
+    assert "--cap-drop=all" in argv and "no-new-privileges" in argv and "--pids-limit" in argv
+    assert "--ipc private" in joined and "--tmpfs /tmp:rw,nosuid,nodev,mode=1777" in joined
+    assert f"--env-file {tmp_path / 'pod.env'}" in joined and "--env" not in argv  # values never on a command line
+    if os.geteuid() == 0:  # root podman: the pod's root is an unprivileged host uid
+        assert f"--uidmap 0:{_container.POD_UID_BASE}:{_container.POD_UID_COUNT}" in joined and ":/data:rw,nosuid,nodev,U" in joined
+
+
+def test_command_and_args_override_entrypoint_and_cmd_as_in_kubernetes(tmp_path: Path) -> None:
+    with_command = _argv(tmp_path, ["/bin/sh", "-c"], ["echo hi"])
+    assert with_command[with_command.index("--entrypoint") + 1] == "/bin/sh" and with_command[-3:] == [IMAGE, "-c", "echo hi"]
+    only_args = _argv(tmp_path, [], ["--debug"])
+    assert "--entrypoint" not in only_args and only_args[-2:] == [IMAGE, "--debug"]  # the image's ENTRYPOINT, new CMD
+    neither = _argv(tmp_path, [], [])
+    assert "--entrypoint" not in neither and neither[-1] == IMAGE  # the image's ENTRYPOINT and CMD
+
+
+def test_env_file_is_private_and_refuses_what_it_cannot_carry(tmp_path: Path) -> None:
+    from podrun.errors import InvalidRequest
+
+    path = _container.write_env_file(tmp_path / "pod.env", {"GREETING": "hello world", "A.B-c": "x=y"})
+    assert path.read_text() == "GREETING=hello world\nA.B-c=x=y\n" and (path.stat().st_mode & 0o777) == 0o600
+    for bad in ({"X": "two\nlines"}, {"1X": "v"}, {"A B": "v"}, {"": "v"}, {"#X": "v"}):
+        with pytest.raises(InvalidRequest, match="env"):
+            _container.write_env_file(tmp_path / "bad.env", bad)
 
 
 def test_gpu_devices_only_on_the_gpu_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_container, "gpu_args", lambda engine: ["--device", "/dev/nvidia0"])
-    common = dict(name="n", image=IMAGE, volume=tmp_path, network="net", hostnames=["h"], labels={}, env_names=[],
-                  env_inline={}, command=["true"])
-    assert "/dev/nvidia0" in _container.run_argv(FAKE, gpu=True, **common)
-    assert "/dev/nvidia0" not in _container.run_argv(FAKE, gpu=False, **common)
+    assert "/dev/nvidia0" in _argv(tmp_path, ["true"], [], gpu=True)
+    assert "/dev/nvidia0" not in _argv(tmp_path, ["true"], [], gpu=False)
 
 
 def test_engine_image_resolves_built_and_loaded_images() -> None:
@@ -66,13 +90,17 @@ def test_container_names_differ_per_root_and_run(tmp_path: Path) -> None:
     assert len({a, b, c}) == 3 and all(n.startswith("podrun-") for n in (a, b, c))
 
 
-def test_unavailable_engine_is_a_typed_error_naming_what_was_tried(podrun_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(podrun_home))  # no podman, no docker
+def test_unavailable_engine_is_a_typed_error_and_auto_says_it_falls_back(podrun_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from podrun.platform.local import drivers
+
+    monkeypatch.setattr(_container, "HOST_PATH", str(podrun_home))  # no podman, no docker on the fixed PATH
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the caller's PATH is never searched
     monkeypatch.setattr(_container, "_probed", {})
+    monkeypatch.setattr(drivers, "_notes", set())
     with pytest.raises(_container.ContainerUnavailable, match="podman: not installed; docker: not installed.*apt-get install podman"):
         LocalPlatform(podrun_home / "local", driver="container")
-    monkeypatch.setattr("podrun.platform.local.localplatform.bwrap_available", lambda: False)
-    assert LocalPlatform(podrun_home / "local").effective_driver == "process"
+    with pytest.warns(drivers.HostPodsWarning, match="fall back to the host-process driver, which is not CG2-like"):
+        assert LocalPlatform(podrun_home / "local").effective_driver == "process"
 
 
 # --- with an engine ------------------------------------------------------------------------
@@ -82,8 +110,10 @@ needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container dr
 
 
 def _containers(platform: LocalPlatform) -> list[dict]:
+    """The platform's pod containers (its telemetry service is not a pod)."""
     engine = _container.find_engine()
-    done = engine.run("ps", "--all", "--filter", f"label=podrun.root={platform.root}", "--format", "json")
+    done = engine.run("ps", "--all", "--filter", f"label=podrun.root={platform.root}", "--filter", "label=podrun.pod",
+                      "--format", "json")
     text = done.stdout.strip()
     return json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -34,8 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import PlatformError
+from ...errors import InvalidRequest, PlatformError
 
+# Everything podrun runs outside a pod is found on this fixed PATH and started with a fixed
+# environment (engine_env): nothing a user or a pod chose (PATH, LD_PRELOAD, CONTAINERS_CONF,
+# ...) can pick the program that runs as root on the host or change how it runs.
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PIDS_LIMIT = 1024
+POD_UID_BASE = 524288  # host uids of a pod's user namespace under root podman: 524288-589823
+POD_UID_COUNT = 65536
 ENGINES = ("podman", "docker")
 # Flag sets tried in order until a container starts. Podman 4.3 on hosts with hybrid cgroups:
 # crun fails, runc works, and only lowered rlimits may be set by the container's init.
@@ -81,10 +89,16 @@ class Engine:
     exe: str
     name: str
     flags: tuple[str, ...]
+    global_flags: tuple[str, ...] = ()
+
+    @property
+    def prefix(self) -> list[str]:
+        """The engine and its global flags (which store it uses): every command starts so."""
+        return [self.exe, *self.global_flags]
 
     def run(self, *args: str, timeout: float = PROBE_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.exe, *args], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run([*self.prefix, *args], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, env=engine_env())
 
     def has_image(self, image: str) -> bool:
         try:
@@ -94,20 +108,21 @@ class Engine:
         except (OSError, subprocess.TimeoutExpired):
             return False
 
-    def ensure_network(self, name: str) -> None:
-        """Create the user's network once; a concurrent creator winning the race is fine."""
-        exists = ["network", "exists", name] if self.name == "podman" else ["network", "inspect", name]
-        if self.run(*exists).returncode == 0:
-            return
-        made = self.run("network", "create", "--label", "podrun=1", name)
-        if made.returncode != 0 and self.run(*exists).returncode != 0:
-            raise PlatformError(f"{self.name} network create {name} failed: {made.stderr.strip()[-500:]}")
-
     def cleanup_argv(self, container: str) -> list[str]:
         """Kill and remove a container, succeeding when it is already gone."""
         if self.name == "podman":
-            return [self.exe, "rm", "--force", "--ignore", "--time", "0", container]
-        return [self.exe, "rm", "--force", container]
+            return [*self.prefix, "rm", "--force", "--ignore", "--time", "0", container]
+        return [*self.prefix, "rm", "--force", container]
+
+
+def engine_env() -> dict[str, str]:
+    """The fixed environment of every engine command: the caller's own never reaches it. A
+    rootless engine finds its store through HOME and XDG_RUNTIME_DIR, taken from the account."""
+    uid = os.geteuid()
+    env = {"PATH": HOST_PATH, "LANG": "C.UTF-8", "HOME": pwd.getpwuid(uid).pw_dir}
+    if uid != 0 and os.path.isdir(f"/run/user/{uid}"):
+        env["XDG_RUNTIME_DIR"] = f"/run/user/{uid}"
+    return env
 
 
 _probed: dict[str, Engine | str] = {}
@@ -124,7 +139,7 @@ def find_engine(image: str | None = None) -> Engine:
         raise ContainerUnavailable(cached)
     problems: list[str] = []
     for name in ENGINES:
-        exe = shutil.which(name)
+        exe = shutil.which(name, path=HOST_PATH)
         if not exe:
             problems.append(f"{name}: not installed")
             continue
@@ -142,7 +157,7 @@ def _probe(exe: str, name: str, image: str, problems: list[str]) -> Engine | Non
     flag_sets = _PODMAN_FLAGS if name == "podman" else _DOCKER_FLAGS
     try:
         if name == "docker":
-            info = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+            info = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=PROBE_TIMEOUT, env=engine_env())
             if info.returncode != 0:
                 problems.append(f"`{exe} info` failed: {_last_line(info.stderr)}")
                 return None
@@ -154,7 +169,8 @@ def _probe(exe: str, name: str, image: str, problems: list[str]) -> Engine | Non
         last = ""
         for flags in flag_sets:
             argv = [exe, "run", "--rm", "--pull=never", *flags, image, "python3", "-c", "pass"]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL,
+                                  env=engine_env())
             if done.returncode == 0:
                 return Engine(exe, name, tuple(flags))
             last = f"`{' '.join(argv)}` failed: {_last_line(done.stderr)}"
@@ -194,7 +210,7 @@ def container_name(root: Path, user: str, volume: str, run_id: str) -> str:
 
 def gpu_args(engine: Engine) -> list[str]:
     """The machine's GPU for the GPU node: CDI where configured, else the NVIDIA device nodes."""
-    if engine.name == "docker" and shutil.which("nvidia-container-runtime-hook"):
+    if engine.name == "docker" and shutil.which("nvidia-container-runtime-hook", path=HOST_PATH):
         return ["--gpus", "all"]
     if engine.name == "podman" and any(Path(p).is_file() for p in ("/etc/cdi/nvidia.yaml", "/var/run/cdi/nvidia.yaml")):
         return ["--device", "nvidia.com/gpu=all"]
@@ -205,25 +221,47 @@ def gpu_args(engine: Engine) -> list[str]:
     return args
 
 
+def hardening_args(engine: Engine) -> list[str]:
+    """What makes a pod a sandbox, also when podrun runs as root: no capabilities, no way to
+    gain any (setuid files do nothing), a bounded number of processes, private PID, IPC, UTS,
+    mount and network namespaces (the engine's defaults, IPC made explicit), and, under root
+    podman, a user namespace: the pod's root is host uid POD_UID_BASE, owner of nothing else."""
+    args = ["--cap-drop=all", "--security-opt", "no-new-privileges", "--pids-limit", str(PIDS_LIMIT),
+            "--ipc", "private", "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777",
+            # a pod's root may serve port 80 (DPhi's examples do) without CAP_NET_BIND_SERVICE
+            "--sysctl", "net.ipv4.ip_unprivileged_port_start=0"]
+    if engine.name == "podman" and os.geteuid() == 0:
+        args += ["--uidmap", f"0:{POD_UID_BASE}:{POD_UID_COUNT}", "--gidmap", f"0:{POD_UID_BASE}:{POD_UID_COUNT}"]
+    return args
+
+
+def volume_arg(engine: Engine, volume: Path) -> str:
+    """The volume at ``/data``; under a user namespace ``U`` hands its files to the pod's root
+    (host uid POD_UID_BASE) at each start, so the pod can write what the client uplinked."""
+    remapped = engine.name == "podman" and os.geteuid() == 0
+    return f"{volume}:/data:rw,nosuid,nodev" + (",U" if remapped else "")
+
+
 def run_argv(engine: Engine, *, name: str, image: str, volume: Path, network: str, hostnames: Sequence[str],
-             labels: dict[str, str], env_names: Sequence[str], env_inline: dict[str, str], gpu: bool,
-             command: Sequence[str]) -> list[str]:
-    """``<engine> run`` in the foreground for one pod. Pod variables are passed by name only
-    (``-e NAME``: the engine reads the value from its own environment), so none shows in ``ps``."""
-    argv = [engine.exe, "run", "--rm", "--init", "--pull=never", "--name", name, *engine.flags,
+             labels: dict[str, str], env_file: Path, gpu: bool, command: Sequence[str], args: Sequence[str]) -> list[str]:
+    """``<engine> run`` in the foreground for one pod. The pod's variables come from
+    ``env_file`` (private to the host), so none shows in ``ps`` or reaches the engine's own
+    environment. ``command`` replaces the image's ENTRYPOINT and ``args`` its CMD, as in
+    Kubernetes; with neither the image's own ENTRYPOINT and CMD run."""
+    argv = [*engine.prefix, "run", "--rm", "--init", "--pull=never", "--name", name, *engine.flags,
             "--network", network, "--hostname", hostnames[0]]
     for alias in hostnames:
         argv += ["--network-alias", alias]
     for key, value in labels.items():
         argv += ["--label", f"{key}={value}"]
-    argv += ["--volume", f"{volume}:/data:rw", "--workdir", "/data"]
-    for key in env_names:
-        argv += ["--env", key]
-    for key, value in env_inline.items():
-        argv += ["--env", f"{key}={value}"]
+    argv += hardening_args(engine)
+    argv += ["--volume", volume_arg(engine, volume), "--env-file", str(env_file)]
     if gpu:
         argv += gpu_args(engine)
-    return [*argv, image, *command]
+    if command:
+        argv += ["--entrypoint", command[0]]
+        return [*argv, image, *command[1:], *args]
+    return [*argv, image, *args]
 
 
 def engine_image(name: str, images: dict[str, dict[str, Any]]) -> str:
@@ -248,21 +286,36 @@ def missing_image_message(engine: Engine, image: str) -> str:
             f"`{engine.name} load`/`{engine.name} tag` an image under that name")
 
 
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")  # Kubernetes' rule for variable names
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> Path:
+    """The pod's variables as an engine ``--env-file`` (mode 0600). Names follow Kubernetes'
+    rule; a value may not hold a newline or NUL (the file format has no quoting)."""
+    lines = []
+    for key, value in env.items():
+        if not _ENV_NAME.match(key):
+            raise InvalidRequest(f"Invalid parameters: env name {key!r}: letters, digits, '-', '.', '_', not starting with a digit", status=400)
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise InvalidRequest(f"Invalid parameters: the value of env {key!r} holds a newline or NUL, which a pod's variables cannot carry", status=400)
+        lines.append(f"{key}={value}\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("".join(lines))
+    return path
+
+
 def pod_process(engine: Engine, *, root: Path, user: str, volume_name: str, volume: Path, image: str,
-                node: str, pod_name: str | None, argv: Sequence[str], pod_env: dict[str, str],
-                host_env: dict[str, str]) -> dict[str, Any]:
+                node: str, pod_name: str | None, command: Sequence[str], args: Sequence[str],
+                pod_env: dict[str, str], pod_dir: Path, network: str) -> dict[str, Any]:
     """The supervisor's spec entries (argv, env, cwd, cleanup_argv) for one container pod."""
-    network = f"podrun-{user}"
-    engine.ensure_network(network)
     name = container_name(root, user, volume_name, os.urandom(8).hex())
     hostnames = [f"{user}-{pod_name}", pod_name] if pod_name else [f"{user}-{volume_name}"]
-    env_names = [key for key in pod_env if key not in host_env and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key)]
-    inline = {key: value for key, value in pod_env.items() if key not in env_names}
     labels = {"podrun.node": node, "podrun.user": user, "podrun.pod": volume_name, "podrun.root": str(root)}
-    command = run_argv(engine, name=name, image=image, volume=volume, network=network, hostnames=hostnames,
-                       labels=labels, env_names=env_names, env_inline=inline, gpu=node == "GPU", command=argv)
-    env = {**host_env, **{key: pod_env[key] for key in env_names}}
-    return {"argv": command, "env": env, "cwd": str(volume), "driver": "container", "container": name,
+    env_file = write_env_file(pod_dir / "pod.env", pod_env)
+    argv = run_argv(engine, name=name, image=image, volume=volume, network=network, hostnames=hostnames,
+                    labels=labels, env_file=env_file, gpu=node == "GPU", command=command, args=args)
+    return {"argv": argv, "env": engine_env(), "cwd": "/", "driver": "container", "container": name,
             "cleanup_argv": engine.cleanup_argv(name)}
 
 
@@ -270,7 +323,8 @@ def cleanup(argv: Sequence[str] | None) -> None:
     """Run a pod's ``cleanup_argv`` (kill and remove its container); never raises."""
     if argv:
         try:
-            subprocess.run(list(argv), capture_output=True, timeout=CLEANUP_TIMEOUT, stdin=subprocess.DEVNULL)
+            subprocess.run(list(argv), capture_output=True, timeout=CLEANUP_TIMEOUT, stdin=subprocess.DEVNULL,
+                           env=engine_env())
         except (OSError, subprocess.TimeoutExpired):
             pass
 
@@ -350,7 +404,7 @@ def prepare_base(engine_exe: str | None = None, minor: str | None = None, force:
     already there). Returns what was done and how long it took."""
     minor = minor or python_minor()
     tags = base_tags(minor)
-    exe = engine_exe or next((found for found in map(shutil.which, ENGINES) if found), None)
+    exe = engine_exe or next((found for found in (shutil.which(e, path=HOST_PATH) for e in ENGINES) if found), None)
     if not exe:
         raise ContainerUnavailable("no podman or docker executable: apt-get install podman runc")
     engine = Engine(exe, Path(exe).name, ())

@@ -1,17 +1,10 @@
 """LocalPlatform: the EM API's semantics on this machine, with no server and no account.
 
 Volumes are directories, one per (user, pod_name); pods are processes started by a small
-detached supervisor (``supervisor.py``) that enforces ``max_duration`` and records the pod's
-state, so pods outlive the client exactly as they do on CG2. Three drivers run a pod:
-
-* ``bwrap`` (where bubblewrap works): the host's file system read-only, the volume mounted
-  at ``/data`` read-write, a private ``/tmp`` and PID namespace. Faithful to CG2's ``/data``.
-* ``process``: a plain child process with ``PODRUN_DATA`` pointing at the volume; any
-  ``/data`` in the command line is rewritten to the volume so a raw command never touches the
-  host's ``/data``. Not isolation: the pod runs with the client user's rights.
-* ``container`` (where podman or docker can start a container, see ``container.py``): the real
-  image, the volume bind-mounted at ``/data``, one network per user. ``auto`` prefers ``bwrap``
-  (milliseconds to start), then ``container``, then ``process``.
+detached supervisor (``supervisor.py``) that enforces ``max_duration`` (SIGTERM, a grace
+period, SIGKILL) and records the pod's state, so pods outlive the client exactly as they do on
+CG2. ``drivers.py`` says what runs a pod: ``container`` (inside its image, isolated: the
+default wherever podman runs) or ``process`` (an explicit, never silent host mode).
 """
 
 from __future__ import annotations
@@ -22,7 +15,6 @@ import json
 import os
 import re
 import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -36,16 +28,20 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Any, BinaryIO
 
-from ...errors import IllegalPath, InvalidRequest, NotFound, PlatformError
+from ...errors import IllegalPath, InvalidRequest, NotFound
 from ..base import Platform, Progress, UplinkFile, content_size
 from ..files import atomic_write
 from ..paths import check_file_name, clean_relative, resolve_in
 from ..types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
 from . import container as _container
+from . import drivers as _drivers
+from . import network as _network
+from . import telemetry as _telemetry
+from .drivers import DRIVERS as DRIVERS  # re-exported by the package
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 CHUNK = 1024 * 1024
-DRIVERS = ("auto", "bwrap", "container", "process")
+STOP_GRACE_SECONDS = 30.0  # Kubernetes' terminationGracePeriodSeconds
 
 # The Python-capable images CG2 carries onboard (em-api.md §5), plus the shells. Anything
 # else must be built or loaded first, or the pod waits in ImagePullBackOff as on CG2.
@@ -54,8 +50,6 @@ STOCK_IMAGES = frozenset(
     + ["dphi-embedded-ml-armv8-py311", "distroless-python3-debian12", "alpine", "busybox"]
 )
 ONBOARD_REGISTRY = "fpga.dphi.space:5000/"
-_DATA_TOKEN = re.compile(r"(?<![\w./-])/data(?=/|$|[\s'\";|&)>])")
-_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "TZ")
 
 
 def default_home() -> Path:
@@ -80,23 +74,11 @@ def normalize_image(image: str) -> str:
     return name[: -len(":latest")] if name.endswith(":latest") else name
 
 
-_bwrap_works: bool | None = None
 # Supervisors this process started, by pid: whichever LocalPlatform instance asks about a pod,
 # a supervisor that is our child must be polled (and so reaped), never probed with kill(0),
 # which succeeds on a zombie.
 _children: dict[int, subprocess.Popen] = {}
 _children_lock = threading.Lock()
-
-
-def bwrap_available() -> bool:
-    """True when ``bwrap`` exists and can create a sandbox here (user namespaces allowed)."""
-    global _bwrap_works
-    if _bwrap_works is None:
-        exe = shutil.which("bwrap")
-        _bwrap_works = bool(exe) and subprocess.run(
-            [exe, "--ro-bind", "/", "/", "--unshare-pid", "true"], capture_output=True
-        ).returncode == 0
-    return _bwrap_works
 
 
 class LocalPlatform(Platform):
@@ -113,19 +95,18 @@ class LocalPlatform(Platform):
         driver: str | None = None,
         max_uplink_bytes: int | None = None,
         python: str | None = None,
+        stop_grace: float | None = None,
     ) -> None:
         self.root = Path(root) if root is not None else default_home() / "local"
         self.user = user or os.environ.get("PODRUN_LOCAL_USER") or "local"
         if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", self.user):
             raise ValueError(f"invalid local user name {self.user!r}: lowercase letters, digits, '-' and '_'")
-        driver = driver or os.environ.get("PODRUN_LOCAL_DRIVER") or "auto"
-        if driver not in DRIVERS:
-            raise ValueError(f"unknown local pod driver {driver!r}: choose one of {', '.join(DRIVERS)}")
-        if driver == "bwrap" and not bwrap_available():
-            raise PlatformError("the bwrap driver needs bubblewrap with user namespaces; install 'bubblewrap' or use driver='process'")
-        if driver == "container":
-            _container.find_engine()  # ContainerUnavailable says which engine command failed and how
-        self.driver = driver
+        self.driver = _drivers.check_driver(driver or os.environ.get("PODRUN_LOCAL_DRIVER") or "auto")
+        # SIGTERM, then SIGKILL this many seconds later, at max_duration and on replacement.
+        grace = stop_grace if stop_grace is not None else float(os.environ.get("PODRUN_STOP_GRACE") or STOP_GRACE_SECONDS)
+        if not 0 <= grace <= 3600:
+            raise ValueError(f"stop grace {grace!r} (stop_grace= / PODRUN_STOP_GRACE): seconds between 0 and 3600")
+        self.stop_grace = grace
         # The interpreter a pod's ``python`` runs: the host's by default ("images run on the
         # host's tools"); another one (e.g. a bare venv) stands in for a stock Python image.
         self.pod_python = python or os.environ.get("PODRUN_LOCAL_PYTHON") or None
@@ -142,9 +123,7 @@ class LocalPlatform(Platform):
 
     @property
     def effective_driver(self) -> str:
-        if self.driver == "auto":
-            return "bwrap" if bwrap_available() else "container" if _container.available() else "process"
-        return self.driver
+        return _drivers.effective(self.driver)
 
     def volume_name(self, pod_name: str | None) -> str:
         validate_pod_name(pod_name)
@@ -350,7 +329,8 @@ class LocalPlatform(Platform):
         self._stop_pod(pod_dir)
         run_id = secrets.token_hex(8)
         record: dict[str, Any] = {"run_id": run_id, "image": spec.image, "node": spec.node, "pod_name": spec.pod_name,
-                                  "max_duration": spec.max_duration, "scheduled_time": spec.scheduled_iso()}
+                                  "max_duration": spec.max_duration, "scheduled_time": spec.scheduled_iso(),
+                                  "grace_seconds": self.stop_grace}
         (pod_dir / "current_run").write_text(run_id)
         if not self.image_runnable(spec.image):
             _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None, "state": {"waiting": {
@@ -366,13 +346,15 @@ class LocalPlatform(Platform):
                     "reason": "ErrImagePull", "message": _container.missing_image_message(engine, image)}}})
                 _write_json(pod_dir / "spec.json", record)
                 return
-        record.update(self._pod_process(spec, volume))
+        record.update(self._pod_process(spec, volume, pod_dir))
         record["start_at"] = _parse_schedule(spec.scheduled_time)
         _write_json(pod_dir / "spec.json", record)
         _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None,
                                              "state": {"waiting": {"reason": "ContainerCreating", "message": "starting"}}})
+        # A fixed environment and an absolute interpreter in isolated mode: nothing of the
+        # caller's environment (nor of a pod's envs) reaches the process that supervises as root.
         child = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(SUPERVISOR), str(pod_dir)],
+            [sys.executable, "-I", "-S", str(SUPERVISOR), str(pod_dir)], env=_container.engine_env(), cwd="/",
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         (pod_dir / "supervisor.pid").write_text(str(child.pid))
@@ -381,40 +363,22 @@ class LocalPlatform(Platform):
                 del _children[pid]
             _children[child.pid] = child
 
-    def _pod_process(self, spec: PodSpec, volume: Path) -> dict[str, Any]:
+    def _pod_process(self, spec: PodSpec, volume: Path, pod_dir: Path) -> dict[str, Any]:
         """argv, env and cwd of the pod's process for the chosen driver."""
-        driver = self.effective_driver
-        argv = _split_command(spec.command) + [str(arg) for arg in spec.args]
-        if not argv:
-            argv = ["python"]  # the stock Python images' default CMD
-        if argv[0] in ("python", "python3", "/usr/local/bin/python", "/usr/bin/python3"):
-            argv[0] = self.pod_python or sys.executable  # "images run on the host's tools": the host's Python
-        env = {key: os.environ[key] for key in _PASS_ENV if key in os.environ}
-        if self.pod_python:
-            env.pop("PYTHONPATH", None)  # a stand-in image sees nothing of the host's packages
-        env.update({str(k): str(v) for k, v in spec.envs.items()})
-        env["PODRUN_NODE"] = spec.node
-        if spec.pod_name:
-            env["HOSTNAME"] = f"{self.user}-{spec.pod_name}"
-        if spec.node != "GPU":
-            env["CUDA_VISIBLE_DEVICES"] = ""  # only the GPU node has the GPU, as on CG2
-        else:
-            env.update({k: v for k, v in os.environ.items() if k.startswith(("CUDA_", "NVIDIA_"))})
-        if driver == "container":
-            host = {key: os.environ[key] for key in (*_PASS_ENV, "XDG_RUNTIME_DIR", "DOCKER_HOST", "CONTAINER_HOST") if key in os.environ}
-            pod_env = {k: v for k, v in env.items() if k not in _PASS_ENV and k != "HOSTNAME"}
-            pod_env["PODRUN_DATA"] = "/data"
-            return _container.pod_process(
-                _container.find_engine(), root=self.root, user=self.user, volume_name=self.volume_name(spec.pod_name),
-                volume=volume, image=_container.engine_image(self._image_name(spec.image), self._load_images()),
-                node=spec.node, pod_name=spec.pod_name, argv=_split_command(spec.command) + [str(a) for a in spec.args] or ["python"],
-                pod_env=pod_env, host_env=host)
-        if driver == "bwrap":
-            env["PODRUN_DATA"] = "/data"
-            return {"argv": _bwrap_prefix(volume, gpu=spec.node == "GPU", python=self.pod_python) + argv, "env": env, "cwd": "/", "driver": driver}
-        env["PODRUN_DATA"] = str(volume)
-        argv = [_DATA_TOKEN.sub(lambda _m: str(volume), arg) for arg in argv]
-        return {"argv": argv, "env": env, "cwd": str(volume), "driver": driver}
+        if self.effective_driver != "container":
+            return _drivers.process_pod(spec, volume, self.user, self.pod_python)
+        engine = _container.find_engine()
+        network = _network.ensure_network(engine, self.root, self.user)
+        base = _container.base_tags()[0]
+        if engine.has_image(base):
+            _telemetry.ensure_telemetry(engine, self.root, self.user, network, base)
+        pod_env = _drivers.pod_env(spec, self.user)
+        pod_env["PODRUN_DATA"] = "/data"
+        return _container.pod_process(
+            engine, root=self.root, user=self.user, volume_name=self.volume_name(spec.pod_name), volume=volume,
+            image=_container.engine_image(self._image_name(spec.image), self._load_images()), node=spec.node,
+            pod_name=spec.pod_name, command=_drivers.split_command(spec.command), args=[str(a) for a in spec.args],
+            pod_env=pod_env, pod_dir=pod_dir, network=network)
 
     def _supervisor_alive(self, pid: int | None) -> bool:
         if not pid:
@@ -429,8 +393,11 @@ class LocalPlatform(Platform):
             return False
         return True
 
-    def _stop_pod(self, pod_dir: Path, timeout: float = 10.0) -> None:
-        """Stop the pod_name's running pod (a new run replaces it) and wait for its supervisor."""
+    def _stop_pod(self, pod_dir: Path) -> None:
+        """Stop the pod_name's running pod (a new run replaces it) and wait for its supervisor,
+        which gives the workload its grace period between SIGTERM and SIGKILL."""
+        spec = _read_json(pod_dir / "spec.json") or {}
+        timeout = float(spec.get("grace_seconds", self.stop_grace)) + 10.0
         record = _read_json(pod_dir / "state.json")
         if record and "terminated" in record.get("state", {}):
             return
@@ -498,11 +465,16 @@ class LocalPlatform(Platform):
         shutil.rmtree(path)
 
     def shutdown(self) -> None:
-        """Stop every pod of this user (tests and the emulator call it on exit)."""
+        """Stop every pod of this user, its telemetry service and its network (tests and the
+        emulator call it on exit)."""
         base = self.root / "pods" / self.user
         if base.is_dir():
             for pod_dir in base.iterdir():
                 self._stop_pod(pod_dir)
+        if _container.available():
+            engine = _container.find_engine()
+            _telemetry.stop_telemetry(engine, self.root, self.user)
+            _network.remove_network(engine, self.root, self.user)
         with _children_lock:
             for pid in [pid for pid, c in _children.items() if c.poll() is not None]:
                 del _children[pid]
@@ -537,17 +509,6 @@ def _write_atomic(target: Path, content: Any, progress: Progress | None) -> int:
     return written
 
 
-def _split_command(command: str | list[str] | None) -> list[str]:
-    if command is None or command == "":
-        return []
-    if isinstance(command, list):
-        return [str(c) for c in command]
-    try:
-        return shlex.split(command)
-    except ValueError as exc:
-        raise InvalidRequest(f"Invalid parameters: command {command!r} cannot be split: {exc}", status=400) from None
-
-
 def _parse_schedule(value: Any) -> float | None:
     if value in (None, ""):
         return None
@@ -575,30 +536,6 @@ def _dockerfile_base(text: str) -> str | None:
             rest = [w for w in words[1:] if not w.startswith("--")]
             return rest[0] if rest else None
     return None
-
-
-def _bwrap_prefix(volume: Path, gpu: bool, python: str | None = None) -> list[str]:
-    """Host file system read-only, the volume at /data, private /tmp; the interpreter and
-    podrun's own code stay visible even when they live under /tmp."""
-    args = ["bwrap"]
-    for entry in sorted(os.scandir("/"), key=lambda e: e.name):
-        if entry.name in ("proc", "dev", "tmp", "data", "sys"):
-            continue
-        if entry.is_symlink():
-            args += ["--symlink", os.readlink(entry.path), entry.path]
-        else:
-            args += ["--ro-bind", entry.path, entry.path]
-    args += ["--proc", "/proc", "--tmpfs", "/tmp"]
-    args += ["--dev-bind", "/dev", "/dev", "--ro-bind", "/sys", "/sys"] if gpu else ["--dev", "/dev"]
-    keep = {sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2])}
-    keep.update(p for p in sys.path if p and os.path.isdir(p))
-    if python:  # a stand-in pod interpreter (a venv): its tree must stay visible too
-        keep.add(str(Path(python).absolute().parents[1]))
-    for path in sorted(keep):
-        if path.startswith("/tmp/") and os.path.exists(path):
-            args += ["--ro-bind", path, path]
-    args += ["--bind", str(volume), "/data", "--chdir", "/data", "--unshare-pid", "--die-with-parent", "--"]
-    return args
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -3,8 +3,12 @@
 Standard library only and no imports from podrun, so it starts in a few milliseconds and
 keeps supervising after the client that started it has gone (a pod outlives its client).
 It waits for the scheduled time, runs the pod's argv in its own process group, stops it
-gracefully at ``max_duration`` (SIGTERM, then SIGKILL after a grace period) and records
-every transition in ``state.json`` in the Kubernetes container-state shape.
+gracefully at ``max_duration`` and when the pod is replaced (SIGTERM, then SIGKILL after the
+spec's ``grace_seconds``, Kubernetes' 30 s by default) and records every transition in
+``state.json`` in the Kubernetes container-state shape, with the reason it stopped.
+
+LocalPlatform starts it with a fixed environment and ``-I -S``; the pod's argv[0] is an
+absolute path resolved before, so nothing a pod's envs hold can choose what runs here.
 
 A container pod's spec carries ``cleanup_argv`` (``podman rm --force ...``): killing the
 engine's client process does not stop its container, so whenever the supervisor had to stop
@@ -21,7 +25,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-GRACE_SECONDS = 3.0
+GRACE_SECONDS = 30.0  # when the spec names none: Kubernetes' terminationGracePeriodSeconds
 
 
 def _now() -> str:
@@ -34,6 +38,7 @@ class Supervisor:
         with open(os.path.join(pod_dir, "spec.json")) as f:
             self.spec = json.load(f)
         self.run_id = self.spec["run_id"]
+        self.grace = float(self.spec.get("grace_seconds", GRACE_SECONDS))
         self.child: subprocess.Popen | None = None
         self.stop_reason: str | None = None
         self.stop_requested_at = 0.0
@@ -81,7 +86,7 @@ class Supervisor:
         """SIGTERM the pod's process group, SIGKILL it after the grace period."""
         self._signal_child(signal.SIGTERM)
         try:
-            return self.child.wait(GRACE_SECONDS)
+            return self.child.wait(self.grace)
         except subprocess.TimeoutExpired:
             self._signal_child(signal.SIGKILL)
             return self.child.wait()
@@ -125,7 +130,7 @@ class Supervisor:
                 code = self.child.wait(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
                 break
             except subprocess.TimeoutExpired:
-                if self.stop_reason and time.monotonic() - self.stop_requested_at > GRACE_SECONDS:
+                if self.stop_reason and time.monotonic() - self.stop_requested_at > self.grace:
                     self._signal_child(signal.SIGKILL)
                     continue
                 if time.monotonic() >= deadline and not self.stop_reason:
