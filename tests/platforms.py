@@ -84,3 +84,47 @@ def escapes_volume(parts: list[str]) -> bool:
             depth += 1
     return False
 
+
+
+# --- pods under the container driver (the CG2 driver) ------------------------------------------
+def container_reason() -> str | None:
+    """Why the container driver cannot run here (None when it can): its tests skip with it."""
+    from podrun.platform.local import container
+
+    return container.reason_unavailable()
+
+
+def wait_terminal(platform: Platform, pod_name: str, timeout: float = 120) -> Any:
+    """The pod's state once it has ended (an AssertionError with its last state if it does not)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = platform.pod_status(pod_name)
+        if state.is_terminal:
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"pod {pod_name} did not end within {timeout} s: {platform.pod_status(pod_name)}")
+
+
+def engine_leftovers(root: Path) -> list[str]:
+    """Containers and networks a LocalPlatform root left in the engine (none, after shutdown)."""
+    from podrun.platform.local import container, network
+
+    engine = container.find_engine()
+    names = engine.run("ps", "--all", "--filter", f"label=podrun.root={root}", "--format", "{{.Names}}").stdout.split()
+    users = {path.name for path in (root / "pods").iterdir()} if (root / "pods").is_dir() else set()
+    nets = [network.network_name(root, user) for user in users if engine.run("network", "exists", network.network_name(root, user)).returncode == 0]
+    return names + nets
+
+
+def cleanup_engine(root: Path) -> None:
+    """Remove whatever a failed test left behind (containers first, then networks)."""
+    from podrun.platform.local import container, network
+
+    engine = container.find_engine()
+    for name in engine.run("ps", "--all", "--filter", f"label=podrun.root={root}", "--format", "{{.Names}}").stdout.split():
+        container.cleanup(engine.cleanup_argv(name))
+    if (root / "pods").is_dir():
+        for user_dir in (root / "pods").iterdir():
+            network.remove_network(engine, root, user_dir.name)

@@ -81,9 +81,6 @@ def describe(driver: str) -> str:
 
 def process_pod(spec: Any, volume: Path, user: str, pod_python: str | None) -> dict[str, Any]:
     """argv, env and cwd of a ``process`` pod."""
-    _note_once("process", "podrun: local pods run on this host's own Python (driver 'process'): they see the host's "
-               "files and packages, unlike CG2. For pods inside real images install podman and prepare them "
-               "(python -m podrun.platform.local.container prepare), then use driver 'container'.")
     argv = split_command(spec.command) + [str(arg) for arg in spec.args]
     if not argv:
         argv = ["python"]  # the stock Python images' default CMD
@@ -95,6 +92,9 @@ def process_pod(spec: Any, volume: Path, user: str, pod_python: str | None) -> d
             "Invalid parameters: this pod's command names /data, but the 'process' driver runs pods on the host, where "
             "/data is the host's own folder (a program opening /data/x itself would write there). Use the 'container' "
             "driver (PODRUN_LOCAL_DRIVER=container) or read the volume's path from $PODRUN_DATA.", status=400)
+    _note_once("process", "podrun: local pods run on this host's own Python (driver 'process'): they see the host's "
+               "files and packages, unlike CG2. For pods inside real images install podman and prepare them "
+               "(python -m podrun.platform.local.container prepare), then use driver 'container'.")
     argv = [_DATA_TOKEN.sub(lambda _m: str(volume), arg) for arg in argv] if own_runtime else argv
     resolved = shutil.which(argv[0], path=_container.HOST_PATH) if "/" not in argv[0] else argv[0]
     if resolved is None:

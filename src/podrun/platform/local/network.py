@@ -102,7 +102,7 @@ def open_host(bridge: str) -> None:
 def remove_network(engine: Engine, root: Path, user: str) -> None:
     """Remove the user's network and its firewall rules when no container uses it any more."""
     name = network_name(root, user)
-    if engine.run("network", "exists", name).returncode != 0 if engine.name == "podman" else False:
+    if engine.run(*(["network", "exists", name] if engine.name == "podman" else ["network", "inspect", name])).returncode != 0:
         return
     bridge = None
     if engine.name == "podman" and os.geteuid() == 0:

@@ -1,4 +1,4 @@
-"""CG2's onboard telemetry service, synthesised: ``python3 -E -s telemetry_server.py [PORT]``.
+"""CG2's onboard telemetry service, synthesised: ``python3 -E -s telemetry_server.py [PORT [ADDRESS]]``.
 
 Why: pods on CG2 call ``http://satellite-telemetry.dphi-tm`` (DPhi's echo-test and fisheye
 examples do); a local pod must find the same endpoints with the same shapes (DPhi's OpenAPI
@@ -80,7 +80,7 @@ class Telemetry:
         position, velocity = self.state(moment)
         sun = _sun_direction(moment)
         radius = math.sqrt(sum(c * c for c in position))
-        along = sum(p * s for p, s in zip(position, sun)) / radius
+        along = sum(p * s for p, s in zip(position, sun, strict=True)) / radius
         shadow = along < 0 and radius * math.sqrt(max(0.0, 1 - along * along)) < 6378.137
         if kind == "position":
             return {"x": position[0], "y": position[1], "z": position[2]}
@@ -290,8 +290,9 @@ class Handler(BaseHTTPRequestHandler):
 
 def main(argv: list[str]) -> None:
     port = int(argv[0]) if argv else 80
+    address = argv[1] if len(argv) > 1 else ""  # all of the container's addresses: its network's only
     Handler.telemetry = Telemetry()
-    ThreadingHTTPServer(("", port), Handler).serve_forever()
+    ThreadingHTTPServer((address, port), Handler).serve_forever()
 
 
 if __name__ == "__main__":
