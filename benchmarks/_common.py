@@ -31,12 +31,21 @@ def private_home() -> Iterator[Path]:
             LocalPlatform(Path(tmp) / "local").shutdown()
 
 
+def _cell(value: Any) -> str:
+    """A table cell: floats to four significant digits, integers with thousands separators."""
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    cells = [[str(c) for c in columns]] + [[f"{v:,.4g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v) for v in row] for row in rows]
+    cells = [[str(c) for c in columns]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     print(f"\n{title}")
     for n, row in enumerate(cells):
-        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
         if n == 0:
             print("  ".join("-" * width for width in widths))
 

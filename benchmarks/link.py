@@ -85,6 +85,12 @@ def measure(fn):
     return result, stats
 
 
+def table_row(who: str, scenario: str, stats: dict) -> list:
+    """One row of the link-cost table from :func:`measure`'s stats."""
+    calls = stats["calls"] - stats["polls"]
+    return [who, scenario, stats["bytes_up"], stats["bytes_down"], calls, stats["polls"], stats["seconds"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=1000)
@@ -108,18 +114,22 @@ def main() -> None:
         for label in ("a: first map", "b: same map again"):
             _, stats = measure(lambda: podrun.get(remote_first.map(range(args.calls), array=shared), timeout=600))
             out[f"podrun {label}"] = stats
-            rows.append(["podrun", label, stats["bytes_up"], stats["bytes_down"], stats["calls"] - stats["polls"], stats["polls"], stats["seconds"]])
+            rows.append(table_row("podrun", label, stats))
 
         # (a) and (b): Lithops-style, one object per map
         calls = [((i, shared), {}) for i in range(args.calls)]
         for label in ("a: first map", "b: same map again"):
-            _, stats = measure(lambda: run_baseline_job(platform, "bench-lithops", first_element, calls, f"map-{label[0]}"))
+            _, stats = measure(
+                lambda label=label: run_baseline_job(platform, "bench-lithops", first_element, calls, f"map-{label[0]}")
+            )
             out[f"lithops-style {label}"] = stats
-            rows.append(["lithops-style", label, stats["bytes_up"], stats["bytes_down"], stats["calls"] - stats["polls"], stats["polls"], stats["seconds"]])
+            rows.append(table_row("lithops-style", label, stats))
 
         # (a): naive per-call usage, measured on a sample and scaled
         sample = max(1, min(args.naive_sample, args.calls))
-        _, stats = measure(lambda: [run_baseline_job(platform, "bench-naive", first_element, [calls[i]], f"call-{i}") for i in range(sample)])
+        _, stats = measure(
+            lambda: [run_baseline_job(platform, "bench-naive", first_element, [calls[i]], f"call-{i}") for i in range(sample)]
+        )
         scale = args.calls / sample
         scaled = {k: (v * scale if k != "seconds" else v * scale) for k, v in stats.items()}
         out["naive a: per call (scaled)"] = {**scaled, "sample_calls": sample}
@@ -159,7 +169,7 @@ def chain_rows(podrun, platform, args, rows) -> dict:
     for who, fn in (("podrun", podrun_chain), ("naive / lithops-style", naive_chain)):
         value, stats = measure(fn)
         results[f"{who} c: chain"] = {**stats, "value": value}
-        rows.append([who, "c: chained 100 MB", stats["bytes_up"], stats["bytes_down"], stats["calls"] - stats["polls"], stats["polls"], stats["seconds"]])
+        rows.append(table_row(who, "c: chained 100 MB", stats))
     return results
 
 

@@ -54,12 +54,15 @@ def main() -> int:
             read_calls = PROCESS_STATS.calls - before["calls"]
             assert np.array_equal(got, array), "reader rebuilt a wrong version"
             rows.append({"update": i + 1, "version": ref.version, "bytes_up": up, "full_bytes": full,
-                         "up_pct_of_full": 100 * up / full, "bytes_down_reader": down, "down_pct_of_full": 100 * down / full,
-                         "update_seconds": seconds, "update_calls": calls, "read_seconds": read_seconds, "read_calls": read_calls})
-    print(f"{'upd':>3} {'podrun up':>12} {'full (flamepy)':>15} {'up %':>6} {'reader down':>12} {'down %':>7} {'s/update':>9} {'s/read':>7} calls")
+                         "up_pct_of_full": 100 * up / full, "bytes_down_reader": down,
+                         "down_pct_of_full": 100 * down / full, "update_seconds": seconds, "update_calls": calls,
+                         "read_seconds": read_seconds, "read_calls": read_calls})
+    print(f"{'upd':>3} {'podrun up':>12} {'full (flamepy)':>15} {'up %':>6} {'reader down':>12} {'down %':>7} "
+          f"{'s/update':>9} {'s/read':>7} calls")
     for r in rows:
-        print(f"{r['update']:>3} {r['bytes_up']:>12,} {r['full_bytes']:>15,} {r['up_pct_of_full']:>6.2f} {r['bytes_down_reader']:>12,} "
-              f"{r['down_pct_of_full']:>7.2f} {r['update_seconds']:>9.2f} {r['read_seconds']:>7.2f} {r['update_calls']}/{r['read_calls']}")
+        print(f"{r['update']:>3} {r['bytes_up']:>12,} {r['full_bytes']:>15,} {r['up_pct_of_full']:>6.2f} "
+              f"{r['bytes_down_reader']:>12,} {r['down_pct_of_full']:>7.2f} {r['update_seconds']:>9.2f} "
+              f"{r['read_seconds']:>7.2f} {r['update_calls']}/{r['read_calls']}")
     summary = {"mean_up_pct": sum(r["up_pct_of_full"] for r in rows) / len(rows),
                "mean_down_pct": sum(r["down_pct_of_full"] for r in rows) / len(rows),
                "mean_update_seconds": sum(r["update_seconds"] for r in rows) / len(rows),

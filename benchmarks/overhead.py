@@ -62,12 +62,13 @@ def main() -> None:
             }
             rows = []
             for n in sizes:
-                podrun_s = min(time_it(lambda: podrun.get(remote_inc.map(range(n)), timeout=600), max(1, repeat // 3)))
+                podrun_s = min(time_it(lambda n=n: podrun.get(remote_inc.map(range(n)), timeout=600), max(1, repeat // 3)))
                 best = None
                 for chunksize in (1, 16, 256, 4096):
                     if chunksize == 1 and n > 10_000:
                         continue
-                    t = min(time_it(lambda: list(pool.map(inc, range(n), chunksize=chunksize)), max(1, repeat // 3)))
+                    t = min(time_it(lambda n=n, chunksize=chunksize: list(pool.map(inc, range(n), chunksize=chunksize)),
+                                    max(1, repeat // 3)))
                     if best is None or t < best[0]:
                         best = (t, chunksize)
                 results["map"][n] = {"podrun_s": podrun_s, "podrun_calls_per_s": n / podrun_s,

@@ -49,7 +49,8 @@ def test_reattach_after_the_submitting_process_was_killed(podrun_home):
             time.sleep(0.4)
             return i * 10
         futures = podrun.remote(work, max_duration=1).map(range(4))
-        while futures[0].job is None or not os.path.exists(os.path.join(os.environ["PODRUN_HOME"], "journal", futures[0].job.job_id + ".json")):
+        journal = os.path.join(os.environ["PODRUN_HOME"], "journal")
+        while futures[0].job is None or not os.path.exists(os.path.join(journal, futures[0].job.job_id + ".json")):
             time.sleep(0.01)
         print(futures[0].job.job_id, flush=True)
         time.sleep(60)
@@ -78,7 +79,8 @@ def test_attach_unknown_job_is_not_found():
 
 
 def test_attach_on_another_platform_is_refused(tmp_path):
-    result = run_python("import podrun; f = podrun.remote(abs, max_duration=1).remote(-3); f.get(timeout=60); print(f.job.job_id)")
+    result = run_python("import podrun; f = podrun.remote(abs, max_duration=1).remote(-3); "
+                        "f.get(timeout=60); print(f.job.job_id)")
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip()
     assert podrun.attach(job_id)[0].get(timeout=60) == 3  # same platform: fine

@@ -164,7 +164,8 @@ def test_objects_ls_get_rm(tmp_path):
 def _image_tar(path: Path, padding: int) -> Path:
     """A minimal ``docker save`` archive (what image_load reads: manifest.json), padded."""
     with tarfile.open(path, "w") as archive:
-        for name, data in (("manifest.json", json.dumps([{"RepoTags": ["cli:latest"]}]).encode()), ("layer.tar", b"\0" * padding)):
+        manifest = json.dumps([{"RepoTags": ["cli:latest"]}]).encode()
+        for name, data in (("manifest.json", manifest), ("layer.tar", b"\0" * padding)):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
@@ -189,7 +190,8 @@ def test_images_push_load_build_ls(context, tmp_path):
 def test_config_show_with_a_context_file_and_an_env_override(tmp_path, monkeypatch):
     path = tmp_path / "config.toml"
     path.write_text('current-context = "dev"\n[contexts.dev]\nplatform = "local"\nuser = "devuser"\n'
-                    '[contexts.cg2]\nplatform = "em"\nurl = "http://file.example"\nusername = "client1"\npassword = "file-secret"\n')
+                    '[contexts.cg2]\nplatform = "em"\nurl = "http://file.example"\n'
+                    'username = "client1"\npassword = "file-secret"\n')
     monkeypatch.setenv("PODRUN_CONFIG", str(path))
     shown = podrun_cli("config", "show").stdout
     assert "devuser" in shown and "[contexts.dev]" in shown and "current-context" in shown

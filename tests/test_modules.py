@@ -13,7 +13,9 @@ import podrun
 from podrun.client.modules import closure
 from podrun.platform.local import LocalPlatform
 
-BIG = "\n".join(f"def table_{i}(x):\n    '''Row {i} of a lookup table.'''\n    return x * {i} + {i * 7 % 13}\n" for i in range(400))
+BIG = "\n".join(
+    f"def table_{i}(x):\n    '''Row {i} of a lookup table.'''\n    return x * {i} + {i * 7 % 13}\n" for i in range(400)
+)
 HELPER = "FACTOR = 2\n\n\ndef scale(x):\n    return x * FACTOR\n"
 
 
@@ -24,7 +26,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, podrun_home: Path) 
     (root / "proj_big.py").write_text(BIG + "\n\ndef offset():\n    return 1000\n")
     (root / "proj_helper.py").write_text(HELPER)
     (root / "proj_pkg" / "__init__.py").write_text("from .sub import greet\n")
-    (root / "proj_pkg" / "sub.py").write_text("import proj_helper\n\n\ndef greet(name):\n    return f'hi {name} x{proj_helper.scale(1)}'\n")
+    (root / "proj_pkg" / "sub.py").write_text(
+        "import proj_helper\n\n\ndef greet(name):\n    return f'hi {name} x{proj_helper.scale(1)}'\n"
+    )
     (root / "proj_dyn.py").write_text("VALUE = 'dynamic'\n")
     monkeypatch.syspath_prepend(str(root))
     yield root
@@ -67,7 +71,8 @@ def test_shipped_modules_run_in_the_pod_without_the_project_on_its_path(project:
 
     value, greeting, origin = both.remote(1).get(timeout=120)
     assert value == 2 + 1000 + 8 and greeting == "hi pod x2"
-    assert origin == "/data/.podrun/modules/proj_pkg/__init__.py" or origin.endswith("/.podrun/modules/proj_pkg/__init__.py")  # from the volume, not the project
+    # from the volume, not the project
+    assert origin == "/data/.podrun/modules/proj_pkg/__init__.py" or origin.endswith("/.podrun/modules/proj_pkg/__init__.py")
 
 
 def test_one_line_edit_reuplinks_about_that_module(project: Path, platform: LocalPlatform) -> None:

@@ -22,9 +22,9 @@ from podrun.platform.local import container as _container
 from podrun.platform.local import network as _network
 from podrun.platform.types import PodSpec
 
-from .platforms import cleanup_engine, container_reason, engine_leftovers, wait_terminal
+from .platforms import cleanup_engine, container_platform, container_reason, engine_leftovers, wait_terminal
 
-IMAGE = _container.base_tags()[0]
+IMAGE = "python:3.11-slim"
 UNAVAILABLE = container_reason()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container driver unavailable: {UNAVAILABLE}")
 
@@ -47,7 +47,7 @@ json.dump(out, open("/data/fetched.json", "w"))
 @pytest.fixture
 def tenants(podrun_home: Path) -> Iterator[dict[str, LocalPlatform]]:
     root = podrun_home / "local"
-    made = {user: LocalPlatform(root, user=user, driver="container", stop_grace=1) for user in ("alice", "bob")}
+    made = {user: container_platform(root, user, stop_grace=1) for user in ("alice", "bob")}
     try:
         yield made
     finally:
@@ -86,7 +86,7 @@ def test_two_users_serve_port_80_and_never_reach_each_other(tenants: dict[str, L
     _serve(alice, "alice's data")
     _serve(bob, "bob's data")
     assert _fetch(bob, ["http://server/index.txt"])["http://server/index.txt"] == "bob's data"
-    engine = _container.find_engine()
+    engine = _container.find_engine(alice.images)
     bob_ip = engine.run("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                         json.loads((bob._pod_dir("server") / "spec.json").read_text())["container"]).stdout.strip()
     assert bob_ip.count(".") == 3
@@ -110,7 +110,7 @@ class _Hello(BaseHTTPRequestHandler):
 @pytest.mark.skipif(os.geteuid() != 0, reason="the host firewall for pod networks is set by root podrun")
 def test_pods_are_air_gapped_from_the_host_and_beyond(tenants: dict[str, LocalPlatform]) -> None:
     alice = tenants["alice"]
-    engine = _container.find_engine()
+    engine = _container.find_engine(alice.images)
     name = _network.ensure_network(engine, alice.root, "alice")
     gateway = json.loads(engine.run("network", "inspect", name).stdout)[0]["subnets"][0]["gateway"]
     # A host service on the bridge's own address: only the host and the pods could reach it.

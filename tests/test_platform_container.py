@@ -2,7 +2,7 @@
 
 The first group checks the commands the driver builds and needs no engine. The second starts
 real containers; it runs where an engine can start the prepared ``python:3.X-slim`` base
-(``python -m podrun.platform.local.container prepare``, which ``.ci/run`` does) and is skipped
+(``podrun images prepare``, which ``.ci/run`` does, in the session's image store) and is skipped
 elsewhere with the command that was tried and its error.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,11 @@ import pytest
 import podrun
 from podrun.platform.local import LocalPlatform
 from podrun.platform.local import container as _container
+from podrun.platform.local.images import ImageStore
 from podrun.platform.types import PodSpec
+
+from .platforms import cleanup_engine, engine_leftovers, image_store
+from .platforms import container_platform as make_container_platform
 
 MINOR = f"{sys.version_info[0]}.{sys.version_info[1]}"
 IMAGE = f"python:{MINOR}-slim"
@@ -76,13 +79,6 @@ def test_gpu_devices_only_on_the_gpu_node(tmp_path: Path, monkeypatch: pytest.Mo
     assert "/dev/nvidia0" not in _argv(tmp_path, ["true"], [], gpu=False)
 
 
-def test_engine_image_resolves_built_and_loaded_images() -> None:
-    images = {"mine": {"base": "python:3.11-slim"}, "derived": {"base": "mine"}, "loaded": {"base": None, "tags": ["repo/x:1"]}}
-    assert _container.engine_image("derived", images) == "python:3.11-slim"
-    assert _container.engine_image("loaded", images) == "repo/x:1"
-    assert _container.engine_image("python:3.12", images) == "python:3.12"
-
-
 def test_container_names_differ_per_root_and_run(tmp_path: Path) -> None:
     a = _container.container_name(tmp_path / "a", "local", "local-pvc", "0" * 16)
     b = _container.container_name(tmp_path / "b", "local", "local-pvc", "0" * 16)
@@ -97,7 +93,7 @@ def test_unavailable_engine_is_a_typed_error_and_auto_says_it_falls_back(podrun_
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the caller's PATH is never searched
     monkeypatch.setattr(_container, "_probed", {})
     monkeypatch.setattr(drivers, "_notes", set())
-    with pytest.raises(_container.ContainerUnavailable, match="podman: not installed; docker: not installed.*apt-get install podman"):
+    with pytest.raises(_container.ContainerUnavailable, match="podman: not installed.*apt-get install podman"):
         LocalPlatform(podrun_home / "local", driver="container")
     with pytest.warns(drivers.HostPodsWarning, match="fall back to the host-process driver, which is not CG2-like"):
         assert LocalPlatform(podrun_home / "local").effective_driver == "process"
@@ -105,13 +101,14 @@ def test_unavailable_engine_is_a_typed_error_and_auto_says_it_falls_back(podrun_
 
 # --- with an engine ------------------------------------------------------------------------
 
-UNAVAILABLE = _container.reason_unavailable()
+STORE = ImageStore(image_store())
+UNAVAILABLE = _container.reason_unavailable(STORE)
 needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container driver unavailable: {UNAVAILABLE}")
 
 
 def _containers(platform: LocalPlatform) -> list[dict]:
     """The platform's pod containers (its telemetry service is not a pod)."""
-    engine = _container.find_engine()
+    engine = _container.find_engine(STORE)
     done = engine.run("ps", "--all", "--filter", f"label=podrun.root={platform.root}", "--filter", "label=podrun.pod",
                       "--format", "json")
     text = done.stdout.strip()
@@ -130,14 +127,12 @@ def _wait(platform: LocalPlatform, pod_name: str, phase: str, timeout: float = 6
 
 @pytest.fixture
 def container_platform(podrun_home: Path):
-    platform = LocalPlatform(podrun_home / "local", driver="container")
+    platform = make_container_platform(podrun_home / "local", "local", stop_grace=3)
     yield platform
     platform.shutdown()
-    leftover = _containers(platform)
-    for item in leftover:  # never leave a container behind, even when the test failed
-        names = item["Names"]
-        _container.cleanup(_container.find_engine().cleanup_argv(names[0] if isinstance(names, list) else names))
-    assert not leftover, f"containers left running: {leftover}"
+    leftover = engine_leftovers(platform.root)  # pods, the telemetry service, the network
+    cleanup_engine(platform.root)  # never leave anything behind, even when the test failed
+    assert not leftover, f"left in the engine: {leftover}"
 
 
 @needs_engine
@@ -193,8 +188,8 @@ def test_killed_supervisor_leaves_no_container(container_platform: LocalPlatform
 def test_missing_image_waits_with_a_fix(container_platform: LocalPlatform) -> None:
     container_platform.run_pod(PodSpec(image="python:3.10-alpine", node="MPU", max_duration=1, pod_name="noimg", command="true"))
     state = container_platform.pod_status("noimg")
-    assert state.phase == "waiting" and state.reason == "ErrImagePull"
-    assert "container prepare" in state.detail["message"]
+    assert state.phase == "waiting" and state.reason == "ImagePullBackOff"
+    assert "podrun images prepare" in state.detail["message"] and "python:3.11-slim" in state.detail["message"]
 
 
 @needs_engine
@@ -231,14 +226,6 @@ def test_remote_function_runs_in_the_image(container_platform: LocalPlatform) ->
     assert out["x"] == 2 and out["exe"] == "/usr/local/bin/python" and out["data"] == "/data"
     assert out["cp"].startswith("/data/.podrun/"), "cloudpickle came from the zipapp: the image has none"
     assert [f.get(timeout=120)["x"] for f in fn.map([10, 20])] == [11, 21]
-
-
-def test_prepare_cli_reports_its_state() -> None:
-    done = subprocess.run([sys.executable, "-m", "podrun.platform.local.container", "check"], capture_output=True, text=True, timeout=120)
-    if UNAVAILABLE is None:
-        assert done.returncode == 0 and "container driver ready" in done.stdout
-    else:
-        assert done.returncode == 1 and "container driver unavailable" in done.stderr
 
 
 @needs_engine

@@ -54,7 +54,7 @@ def test_class_service_keeps_state_across_calls_in_the_warm_pod():
         assert counter.add(5).get(timeout=60) == 106
         assert counter.value().get(timeout=60) == 106
         with pytest.raises(AttributeError, match="add, value"):
-            counter._private
+            _ = counter._private
 
 
 def test_instance_service_and_checkpoint_survive_a_pod_restart():
@@ -76,7 +76,7 @@ def test_marked_methods_only():
         svc = runner.service(Marked)
         assert svc.visible().get(timeout=60) == "yes"
         with pytest.raises(AttributeError, match="visible"):
-            svc.not_exposed
+            _ = svc.not_exposed
 
 
 def test_close_removes_what_the_runner_created():

@@ -24,10 +24,10 @@ from podrun.platform.local import LocalPlatform, drivers
 from podrun.platform.local import container as _container
 from podrun.platform.types import PodSpec
 
-from .platforms import cleanup_engine, container_reason, engine_leftovers, wait_terminal
+from .platforms import cleanup_engine, container_platform, container_reason, engine_leftovers, wait_terminal
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE = _container.base_tags()[0]
+IMAGE = "python:3.11-slim"
 UNAVAILABLE = container_reason()
 needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container driver unavailable: {UNAVAILABLE}")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the escapes were found with podrun running as root")
@@ -37,7 +37,7 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the escapes were found w
 def pods(podrun_home: Path) -> Iterator[dict[str, LocalPlatform]]:
     """Two tenants of one root (as in a shared emulator), stopped and checked for leftovers."""
     root = podrun_home / "local"
-    made = {user: LocalPlatform(root, user=user, driver="container", stop_grace=2) for user in ("alice", "bob")}
+    made = {user: container_platform(root, user, stop_grace=2) for user in ("alice", "bob")}
     try:
         yield made
     finally:

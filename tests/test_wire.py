@@ -39,8 +39,17 @@ def test_unknown_codec_is_a_clear_error():
 
 
 @settings(max_examples=50, deadline=None)
-@given(items=st.lists(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=20), st.binary(max_size=50)), max_size=4), max_size=10),
-       cut=st.integers(min_value=0, max_value=40))
+@given(
+    items=st.lists(
+        st.dictionaries(
+            st.text(max_size=5),
+            st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=20), st.binary(max_size=50)),
+            max_size=4,
+        ),
+        max_size=10,
+    ),
+    cut=st.integers(min_value=0, max_value=40),
+)
 def test_records_survive_a_torn_tail(items, cut):
     data = b"".join(rec.encode_record(item) for item in items)
     assert list(rec.iter_records(data)) == items

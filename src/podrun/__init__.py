@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AuthError,
@@ -44,6 +44,30 @@ def data_dir() -> Path:
     """Inside a pod: the pod's volume (``/data`` on CG2; ``$PODRUN_DATA`` where it is elsewhere)."""
     return Path(os.environ.get("PODRUN_DATA", "/data"))
 
+
+if TYPE_CHECKING:  # type checkers see the real objects; at run time they load on first use (below)
+    from .client.accounting import reset_stats, stats
+    from .client.attach import attach
+    from .client.config import configure
+    from .client.future import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, ObjectFuture, as_completed, get, wait
+    from .client.objects import (
+        compact_object,
+        delete_objects,
+        download_object,
+        get_object,
+        patch_object,
+        put_object,
+        register_blobs,
+        update_object,
+        upload_object,
+    )
+    from .client.remote import RemoteFunction, remote
+    from .client.runner import Runner
+    from .platform.base import Platform
+    from .platform.local import LocalPlatform
+    from .platform.types import PodSpec, PodState
+    from .runtime.session import method
+    from .store.refs import ObjectKey, ObjectRef
 
 _LAZY = {
     "remote": "podrun.client.remote",
@@ -89,11 +113,16 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted([*__all__, "__version__"])
 
 
+# Spelled out (not built from _LAZY) so linters and type checkers see every public name.
 __all__ = [
-    "AuthError", "CallTimeout", "Cancelled", "ConfigError", "Conflict", "EnvironmentMismatch", "IllegalPath", "IntegrityError",
-    "InvalidRequest", "Locked", "NotFound", "PlatformError", "PodFailed", "PodrunError", "RemoteError",
-    "SerializationError", "WireFormatError", "data_dir", *_LAZY,
+    "AuthError", "CallTimeout", "Cancelled", "ConfigError", "Conflict", "EnvironmentMismatch", "IllegalPath",
+    "IntegrityError", "InvalidRequest", "Locked", "NotFound", "PlatformError", "PodFailed", "PodrunError",
+    "RemoteError", "SerializationError", "WireFormatError", "data_dir", "remote", "RemoteFunction",
+    "ObjectFuture", "get", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
+    "configure", "attach", "Runner", "method", "stats", "reset_stats", "PodSpec", "PodState", "LocalPlatform",
+    "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "update_object", "patch_object",
+    "upload_object", "download_object", "delete_objects", "compact_object", "register_blobs",
 ]

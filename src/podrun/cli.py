@@ -23,7 +23,9 @@ register(app)
 @app.callback()
 def _root(
     ctx: typer.Context,
-    context: str | None = typer.Option(None, "--context", help="a context of ~/.config/podrun/config.toml (else PODRUN_CONTEXT, else current-context)"),
+    context: str | None = typer.Option(
+        None, "--context", help="a context of ~/.config/podrun/config.toml (else PODRUN_CONTEXT, else current-context)"
+    ),
 ) -> None:
     """podrun's command line. Settings: configure() > PODRUN_* variables > the context > defaults."""
     config.configure(context=context)  # each invocation starts from the file and the environment

@@ -29,7 +29,9 @@ def attach(job_id: str) -> list[ObjectFuture]:
         platform = _platform_of(entry)
         key = JobKey(entry.node, entry.image, entry.max_duration, keep_warm=entry.keep_warm)
         groups = [
-            PendingGroup(PickledCallable(name, b""), Pickled(b""), [ObjectFuture(name) for _ in range(count)], key, attempts=MAX_ATTEMPTS)
+            PendingGroup(
+                PickledCallable(name, b""), Pickled(b""), [ObjectFuture(name) for _ in range(count)], key, attempts=MAX_ATTEMPTS
+            )
             for name, count in entry.groups
         ]
         job = Job(platform, entry.pod_name, key, groups, config.home(), job_id=job_id)

@@ -94,7 +94,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         import tomllib  # Python 3.11+
     except ModuleNotFoundError:  # 3.10: the backport (a dependency there)
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)

@@ -143,6 +143,8 @@ def rm(
 ) -> None:
     """Delete a file or a folder of the volume."""
     if not path.strip("/"):
-        raise typer.BadParameter("refusing to delete the whole volume; name a file or folder (or delete the volume with the EM API)")
+        raise typer.BadParameter(
+            "refusing to delete the whole volume; name a file or folder (or delete the volume with the EM API)"
+        )
     platform().delete(path.strip("/"), pod_name)
     note(f"deleted {pod_name or '(default)'}:/{path.strip('/')}")

@@ -1,4 +1,5 @@
-"""``podrun images ls|build|push|load``: the runtime image, through ``client/images.py``."""
+"""``podrun images ls|prepare|build|push|load``: the local image store's stock images, and the
+runtime image through ``client/images.py``."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from pathlib import Path
 import typer
 
 from ..client import images
-from ._common import human_size, note, out, platform, pod_name_option, table, transfer
+from ..platform.local import stock
+from ..platform.local.images import ARCHES, ImageStore, host_arch, pod_arch
+from ._common import err, human_size, note, out, platform, pod_name_option, table, transfer
 
-app = typer.Typer(help="Your images on the platform: list, build, push, load.", no_args_is_help=True)
+app = typer.Typer(help="Your images on the platform: list, prepare (local stock images), build, push, load.",
+                  no_args_is_help=True)
 
 
 @app.command("ls")
@@ -21,12 +25,48 @@ def ls() -> None:
     note(f"{len(found)} images")
 
 
+_PREPARE_NAMES_HELP = (f"stock images to make (default: {', '.join(stock.DEFAULT_SET)}); "
+                       f"preparable: {', '.join(sorted(stock.PREPARABLE))}")
+
+
+@app.command("prepare")
+def prepare(
+    names: list[str] = typer.Argument(None, help=_PREPARE_NAMES_HELP),
+    arch: str = typer.Option("host", "--arch", help="arm64 (CG2's, runs under qemu) or host (this machine's, fast)"),
+    force: bool = typer.Option(False, "--force", help="bootstrap again even when the image or its cached tar is there"),
+    list_only: bool = typer.Option(False, "--list", help="list what can be prepared and what is prepared here"),
+) -> None:
+    """Make CG2's stock images offline from Debian's packages (mmdebstrap) in the local image
+    store ($PODRUN_IMAGE_STORE, default $PODRUN_HOME/images): minutes per image under qemu,
+    seconds when its bootstrap is cached."""
+    store, chosen = ImageStore(), pod_arch(arch)
+    if list_only:
+        here = {a: set(store.stock(a)) for a in ARCHES}
+        rows = [[r.name, ", ".join(r.aliases), ", ".join(a for a in ARCHES if r.name in here[a]), r.note]
+                for r in stock.RECIPES.values()]
+        out().print(table("preparable stock images", ["image", "also", "prepared", "what"], rows))
+        return
+    console = err()
+    for name in names or list(stock.DEFAULT_SET):
+        with console.status(f"{name} ({chosen})") as status:
+            def show(line: str, label: str = f"{name} ({chosen})") -> None:
+                status.update(f"{label}: {line}")
+
+            done = stock.prepare(store, name, chosen, force=force, progress=show)
+        size = f", {human_size(done.size)}" if done.size else ""
+        note(f"{done.image} ({chosen}): {done.done} in {done.seconds} s{size}")
+    if chosen != host_arch():
+        note(f"pods run {chosen} images when PODRUN_LOCAL_ARCH={chosen} (default: the host's, {host_arch()})")
+
+
 @app.command("build")
 def build(
     tag: str = typer.Argument(..., help="the image's name, e.g. podrun-runtime"),
     onboard: bool = typer.Option(False, "--onboard", help="build on the platform from an onboard base (uplinks tens of KB)"),
     tar: Path | None = typer.Option(None, "--tar", help="ground build: the tar to write (default: <tag>.tar)"),
-    base: str | None = typer.Option(None, "--base", help=f"base image (default: {images.DEFAULT_BASE}; onboard: {images.ONBOARD_BASE})"),
+    base: str | None = typer.Option(
+        None, "--base", help=f"base image (default: {images.DEFAULT_BASE}; onboard: {images.ONBOARD_BASE})"
+    ),
     wheel: list[Path] = typer.Option([], "--wheel", help="a linux/arm64 wheel to install in the image; repeatable"),
     engine: str | None = typer.Option(None, "--engine", help="docker or podman (default: the one that works)"),
     pod_name: str | None = pod_name_option(),

@@ -33,7 +33,10 @@ def _functions(entry: journal.JournalEntry) -> str:
 def ls(limit: int = typer.Option(20, "--limit", "-n", help="newest jobs to show")) -> None:
     """List journaled jobs, newest first."""
     entries = journal.entries(config.home(), limit)
-    rows = [[e.job_id, _when(e.submitted), e.pod_name or "(default)", e.node, _functions(e), e.status, _outcomes(e)] for e in entries]
+    rows = [
+        [e.job_id, _when(e.submitted), e.pod_name or "(default)", e.node, _functions(e), e.status, _outcomes(e)]
+        for e in entries
+    ]
     out().print(table("jobs", ["job", "submitted", "pod", "node", "calls", "status", "outcomes"], rows))
     if not entries:
         note(f"no jobs in the journal at {journal.journal_dir(config.home())}")

@@ -33,7 +33,8 @@ def list_objects(entries: list[FileEntry]) -> list[tuple[str, int, int, int, str
     for key, files in sorted(by_key.items()):
         state = parse_listing({rel: e.size for rel, e in files.items()})
         if state.version:
-            rows.append((key, state.version, sum(e.size for e in files.values()), len(files), max(e.time for e in files.values())))
+            size = sum(e.size for e in files.values())
+            rows.append((key, state.version, size, len(files), max(e.time for e in files.values())))
     return rows
 
 

@@ -113,7 +113,12 @@ class Platform(ABC):
         """Delete one of the user's volumes and everything in it."""
 
     def close(self) -> None:
-        """Release connections. Pods keep running: they outlive the client by design."""
+        """Release connections. Pods keep running: they outlive the client by design.
+
+        Concrete on purpose, not abstract: a platform holding no connections (the local one) has
+        nothing to release, so the default does nothing; one that holds some (EM) or wraps
+        another (metered) overrides it."""
+        return
 
     def __enter__(self) -> Platform:
         return self

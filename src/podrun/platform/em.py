@@ -358,7 +358,7 @@ class EMPlatform(Platform):
             wait=wait_random_exponential(multiplier=self.backoff[0], max=self.backoff[1]),  # full jitter
             retry=retry_if_exception(_is_transient),
             reraise=True,
-            before_sleep=lambda state: log.info("EM call failed (%s), retry %d", state.outcome.exception(), state.attempt_number),
+            before_sleep=lambda state: log.info("EM call failed (%s), retry %d", state.outcome and state.outcome.exception(), state.attempt_number),
         )
         return retrying(attempt)
 

@@ -92,7 +92,9 @@ class MeteredPlatform(Platform):
     def identity(self) -> str:
         return self.inner.identity()
 
-    def uplink(self, files: Sequence[UplinkFile], dest_path: str = "", pod_name: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    def uplink(
+        self, files: Sequence[UplinkFile], dest_path: str = "", pod_name: str | None = None, progress: Progress | None = None
+    ) -> dict[str, Any]:
         size = sum(content_size(content) or 0 for _, content in files)
         result = self.inner.uplink(files, dest_path, pod_name, progress)
         _count(calls=1, bytes_up=size)

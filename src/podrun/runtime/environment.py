@@ -8,6 +8,7 @@ before a byte is uplinked.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ def _distributions() -> dict[str, str]:
 
     found: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name") if dist.metadata else None
+        name = dist.metadata["Name"] if dist.metadata else None
         if name:
             found.setdefault(str(name).lower().replace("_", "-"), dist.version)
     return found
@@ -90,10 +91,8 @@ def record(data_dir: Path, image: str | None, known: str | None) -> dict[str, An
     env = collect()
     env["image"] = image
     env_hash = digest(env)
-    try:
+    with contextlib.suppress(OSError):  # a read-only volume must not fail the job; the start record still carries it
         atomic_write(data_dir / ENV_DIR / f"{env_key(image, env['node'])}.json", json.dumps(env, sort_keys=True))
-    except OSError:
-        pass  # a read-only volume must not fail the job; the start record still carries it
     fields: dict[str, Any] = {"env_hash": env_hash}
     if known != env_hash:
         fields["env"] = env

@@ -17,6 +17,7 @@ Protocol, all through the volume:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -65,10 +66,8 @@ class Server:
         if runner.stopping:
             self.stopping = True
         if bundle != self.first:  # the first bundle may be the zipapp this process runs from
-            try:
+            with contextlib.suppress(OSError):
                 os.replace(bundle, self.root / job_dir(job_id) / BUNDLE_NAME)
-            except OSError:
-                pass
         self.done.append(job_id)
         del self.done[:-RECENT]
         self.status("serving")
@@ -117,10 +116,8 @@ class Server:
             self.run_job(*job)
         self.status("stopped")
         if self.first is not None:  # nothing is imported any more: the first bundle can join its job
-            try:
+            with contextlib.suppress(OSError):
                 os.replace(self.first, self.root / job_dir(self.first.name) / BUNDLE_NAME)
-            except OSError:
-                pass
         return 0
 
 

@@ -40,7 +40,7 @@ import secrets
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,7 +239,7 @@ class Snapshot:
     version: int
     base_version: int
     base_image: bytearray | memoryview
-    patches: list[tuple[int, bytearray | memoryview]] = field(default_factory=list)
+    patches: Sequence[tuple[int, bytearray | memoryview]] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:

@@ -43,7 +43,9 @@ class ObjectKey:
         """``"pod/ns"`` (a prefix) or ``"pod/ns/id"`` (a full key)."""
         parts = text.split("/") if isinstance(text, str) else []
         if len(parts) not in (2, 3):
-            raise InvalidRequest(f"invalid object key {text!r}: use '<pod_name>/<namespace>' or '<pod_name>/<namespace>/<object_id>'")
+            raise InvalidRequest(
+                f"invalid object key {text!r}: use '<pod_name>/<namespace>' or '<pod_name>/<namespace>/<object_id>'"
+            )
         return cls(*parts)
 
     @property
@@ -70,7 +72,9 @@ class ObjectRef:
     def __post_init__(self) -> None:
         parsed = ObjectKey.parse(self.key)
         if parsed.is_prefix:
-            raise InvalidRequest(f"an ObjectRef needs a full key '<pod_name>/<namespace>/<object_id>', not the prefix {self.key!r}")
+            raise InvalidRequest(
+                f"an ObjectRef needs a full key '<pod_name>/<namespace>/<object_id>', not the prefix {self.key!r}"
+            )
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 0:
             raise InvalidRequest(f"ObjectRef version must be an integer >= 0, not {self.version!r}")
 

@@ -8,9 +8,11 @@ stored raw, so it costs no CPU on either end.
 from __future__ import annotations
 
 import zlib
+from types import ModuleType
 
 from ..errors import IntegrityError, WireFormatError
 
+_zstd: ModuleType | None
 try:  # zstandard is a core dependency on the client but may be missing in a bare pod image.
     import zstandard as _zstd
 except ImportError:  # pragma: no cover - exercised by the bare-image bootstrap tests
@@ -49,6 +51,7 @@ def best_codec(peer_codecs: list[str] | None = None) -> int:
 
 def _compress_with(codec: int, data: bytes | memoryview) -> bytes:
     if codec == ZSTD:
+        assert _zstd is not None  # ZSTD is only chosen where zstandard imports
         return _zstd.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
     if codec == ZLIB:
         return zlib.compress(data, ZLIB_LEVEL)
@@ -76,7 +79,7 @@ def compress(data: bytes | bytearray | memoryview, codec: int | None = None) -> 
     return bytes([codec]) + packed
 
 
-def decompress(frame: bytes | memoryview) -> bytes:
+def decompress(frame: bytes | bytearray | memoryview) -> bytes:
     """Inverse of :func:`compress`. A codec this side cannot decode raises WireFormatError;
     bytes that do not decode (corruption, truncation) raise IntegrityError."""
     if len(frame) == 0:
@@ -106,6 +109,7 @@ def _decode(codec: int, body: memoryview) -> bytes:
 
 def _zstd_decompress(body: memoryview) -> bytes:
     # Frames written by ZstdCompressor.compress carry their content size; stream otherwise.
+    assert _zstd is not None  # the caller checked that this side has zstandard
     dctx = _zstd.ZstdDecompressor()
     try:
         return dctx.decompress(body)

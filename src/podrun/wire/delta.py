@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import struct
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
 from ..errors import WireFormatError
 
+_zstd: ModuleType | None
 try:
     import zstandard as _zstd
 except ImportError:  # pragma: no cover - bare pod images
@@ -50,6 +52,7 @@ def _dict_range(start: int, stop: int, prev_size: int) -> tuple[int, int]:
 
 
 def _compress_chunk(prev: memoryview, new: memoryview, lo: int, hi: int) -> bytes:
+    assert _zstd is not None  # encode() returns None before reaching here without zstandard
     params = _zstd.ZstdCompressionParameters.from_level(
         LEVEL, source_size=new.nbytes, window_log=WINDOW_LOG, hash_log=HASH_LOG, write_content_size=1, write_checksum=1,
     )
@@ -78,7 +81,7 @@ def encode(prev: bytes | bytearray | memoryview, new: bytes | bytearray | memory
             frames = list(pool.map(run, jobs))
     else:
         frames = [run(jobs[0])]
-    table = b"".join(_ENTRY.pack(lo, hi, len(frame)) for (_, _, lo, hi), frame in zip(jobs, frames))
+    table = b"".join(_ENTRY.pack(lo, hi, len(frame)) for (_, _, lo, hi), frame in zip(jobs, frames, strict=True))
     return b"".join([MAGIC, struct.pack("<QI", new_view.nbytes, len(jobs)), table, *frames])
 
 

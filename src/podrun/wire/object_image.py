@@ -51,7 +51,7 @@ def pack_parts(payload: bytes | memoryview, buffers: list[Any], index: list[int]
     image[: head_len] = MAGIC + struct.pack("<I", len(header)) + header
     start = head_len + _pad(head_len)
     image[start: start + len(payload)] = payload
-    for offset, view in zip(offsets, views):
+    for offset, view in zip(offsets, views, strict=True):
         image[offset: offset + view.nbytes] = view
     return image
 

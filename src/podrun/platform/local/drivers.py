@@ -28,6 +28,7 @@ from typing import Any
 
 from ...errors import InvalidRequest
 from . import container as _container
+from .images import ImageStore, host_arch, pod_arch
 
 DRIVERS = ("auto", "container", "process")
 ISOLATING = frozenset({"container"})
@@ -49,34 +50,34 @@ def _note_once(key: str, message: str) -> None:
         warnings.warn(message, HostPodsWarning, stacklevel=3)
 
 
-def check_driver(driver: str) -> str:
+def check_driver(driver: str, store: ImageStore | None = None) -> str:
     if driver not in DRIVERS:
         raise ValueError(f"unknown local pod driver {driver!r}: choose one of {', '.join(DRIVERS)}")
     if driver == "container":
-        _container.find_engine()  # ContainerUnavailable says which engine command failed and how
+        _container.find_engine(store)  # ContainerUnavailable says which engine command failed and how
     return driver
 
 
-def effective(driver: str) -> str:
+def effective(driver: str, store: ImageStore | None = None) -> str:
     """The driver pods get: ``auto`` is ``container`` where an engine runs, else ``process``
     with a warning (once) saying why and how to get CG2-like pods."""
     if driver != "auto":
         return driver
-    reason = _container.reason_unavailable()
+    reason = _container.reason_unavailable(store)
     if reason is None:
         return "container"
     _note_once("auto", f"podrun: local pods fall back to the host-process driver, which is not CG2-like, because {reason}")
     return "process"
 
 
-def describe(driver: str) -> str:
+def describe(driver: str, arch: str | None = None) -> str:
     """One line for ``podrun config show``: the driver pods get and their architecture."""
     chosen = effective(driver)
-    arch = os.uname().machine
     if chosen == "container":
         engine = _container.find_engine()
-        return f"container ({engine.name}: pods run inside their image, {arch}; isolated)"
-    return f"process (pods on this host's Python {sys.version_info[0]}.{sys.version_info[1]}, {arch}; NOT isolated, not CG2-like)"
+        return f"container ({engine.name}: pods run inside their image, {pod_arch(arch)}; isolated)"
+    return (f"process (pods on this host's Python {sys.version_info[0]}.{sys.version_info[1]}, {host_arch()}; "
+            "NOT isolated, not CG2-like)")
 
 
 def process_pod(spec: Any, volume: Path, user: str, pod_python: str | None) -> dict[str, Any]:
@@ -103,6 +104,8 @@ def process_pod(spec: Any, volume: Path, user: str, pod_python: str | None) -> d
     env = {key: os.environ[key] for key in _HOST_ENV if key in os.environ}
     env.update({"PATH": _container.HOST_PATH, "HOME": str(volume), "TMPDIR": os.environ.get("TMPDIR", "/tmp")})
     env.update(pod_env(spec, user))
+    if spec.node == "GPU":
+        env.update({k: v for k, v in os.environ.items() if k.startswith(("CUDA_", "NVIDIA_"))})
     env["PODRUN_DATA"] = str(volume)
     return {"argv": argv, "env": env, "cwd": str(volume), "driver": "process"}
 

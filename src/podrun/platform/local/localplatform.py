@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile as tarlib
 import threading
 import time
 from collections.abc import Sequence
@@ -33,11 +32,15 @@ from ..base import Platform, Progress, UplinkFile, content_size
 from ..files import atomic_write
 from ..paths import check_file_name, clean_relative, resolve_in
 from ..types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
+from . import builds as _builds
 from . import container as _container
 from . import drivers as _drivers
 from . import network as _network
 from . import telemetry as _telemetry
 from .drivers import DRIVERS as DRIVERS  # re-exported by the package
+from . import stock as _stock
+from .images import USER_PREFIX, Image, ImageStore, ImageStoreError, display_name, pod_arch
+from .images import normalize as normalize_image
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 CHUNK = 1024 * 1024
@@ -49,7 +52,6 @@ STOCK_IMAGES = frozenset(
     [f"python:{v}{s}" for v in ("3.10", "3.11", "3.12") for s in ("", "-slim", "-alpine")]
     + ["dphi-embedded-ml-armv8-py311", "distroless-python3-debian12", "alpine", "busybox"]
 )
-ONBOARD_REGISTRY = "fpga.dphi.space:5000/"
 
 
 def default_home() -> Path:
@@ -66,12 +68,6 @@ def _minute(ts: float) -> str:
 
 def _signed64(digest: bytes) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def normalize_image(image: str) -> str:
-    """Strip the onboard registry prefix and a ``:latest`` tag: ``fpga.dphi.space:5000/alpine:latest`` → ``alpine``."""
-    name = image[len(ONBOARD_REGISTRY):] if image.startswith(ONBOARD_REGISTRY) else image
-    return name[: -len(":latest")] if name.endswith(":latest") else name
 
 
 # Supervisors this process started, by pid: whichever LocalPlatform instance asks about a pod,
@@ -96,12 +92,17 @@ class LocalPlatform(Platform):
         max_uplink_bytes: int | None = None,
         python: str | None = None,
         stop_grace: float | None = None,
+        image_store: str | os.PathLike[str] | None = None,
+        arch: str | None = None,
     ) -> None:
         self.root = Path(root) if root is not None else default_home() / "local"
         self.user = user or os.environ.get("PODRUN_LOCAL_USER") or "local"
         if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", self.user):
             raise ValueError(f"invalid local user name {self.user!r}: lowercase letters, digits, '-' and '_'")
-        self.driver = _drivers.check_driver(driver or os.environ.get("PODRUN_LOCAL_DRIVER") or "auto")
+        # Shared by every user and volume of this machine's podrun home ($PODRUN_IMAGE_STORE overrides).
+        self.images = ImageStore(image_store)
+        self.arch = pod_arch(arch)  # the architecture of the stock images pods get (PODRUN_LOCAL_ARCH)
+        self.driver = _drivers.check_driver(driver or os.environ.get("PODRUN_LOCAL_DRIVER") or "auto", self.images)
         # SIGTERM, then SIGKILL this many seconds later, at max_duration and on replacement.
         grace = stop_grace if stop_grace is not None else float(os.environ.get("PODRUN_STOP_GRACE") or STOP_GRACE_SECONDS)
         if not 0 <= grace <= 3600:
@@ -123,7 +124,7 @@ class LocalPlatform(Platform):
 
     @property
     def effective_driver(self) -> str:
-        return _drivers.effective(self.driver)
+        return _drivers.effective(self.driver, self.images)
 
     def volume_name(self, pod_name: str | None) -> str:
         validate_pod_name(pod_name)
@@ -240,28 +241,17 @@ class LocalPlatform(Platform):
             raise NotFound(f"File delete failed: {path!r} does not exist in volume {self.volume_name(pod_name)!r}", code="FILE_DELETE_FAILED", status=400)
 
     # images --------------------------------------------------------------------------------
-    def _images_file(self) -> Path:
-        return self.root / "images" / f"{self.user}.json"
-
-    def _load_images(self) -> dict[str, dict[str, Any]]:
-        try:
-            return json.loads(self._images_file().read_text())
-        except FileNotFoundError:
-            return {}
-
-    def _save_image(self, name: str, record: dict[str, Any]) -> None:
-        with self._lock:
-            images = self._load_images()
-            images[name] = record
-            atomic_write(self._images_file(), json.dumps(images, indent=1))
-
     def _host_volume_path(self, pod_name: str | None, path: str) -> str:
         return f"/clients/{self.user}-pvc/{clean_relative(path)}" if pod_name is None else f"/clients/{pod_name}/{clean_relative(path)}"
 
+    def _log_paths(self, pod_name: str | None) -> dict[str, str]:
+        """Host paths a build or load log may show, and what CG2's log shows instead."""
+        return {str(self.volume_path(pod_name)): f"/clients/{self.volume_name(pod_name) if pod_name else self.user + '-pvc'}",
+                str(self.root): "/var/lib/docker"}
+
     def image_build(self, dockerfile: str, image: str, context: str = ".", pod_name: str | None = None) -> None:
-        """Without a container engine a build cannot execute ``RUN`` steps; it checks what
-        CG2's air-gapped BuildKit would check first: the context and Dockerfile exist and
-        ``FROM`` names an image available onboard. The image then runs on the host's tools."""
+        """Build the Dockerfile offline, as onboard (``builds.py``): every instruction runs,
+        ``RUN`` without a network, ``FROM`` from the local image store only."""
         _check_image_name(image)
         volume = self.volume_path(pod_name)
         ctx = resolve_in(volume, context)
@@ -272,47 +262,75 @@ class LocalPlatform(Platform):
         if not docker_file.is_file():
             raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
                 f"failed to solve with frontend dockerfile.v0: failed to read dockerfile: open {docker_file.name}: no such file or directory\n"])
-        base = _dockerfile_base(docker_file.read_text(errors="replace"))
-        known = STOCK_IMAGES | set(self._load_images())
-        if base is None or normalize_image(base) not in known:
-            raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
-                f"ERROR: failed to solve: {base or '(no FROM line)'}: failed to resolve source metadata: not found in the onboard registry\n"])
-        content = docker_file.read_bytes()
-        self._save_image(image, {"base": normalize_image(base), "id": hashlib.sha256(content).hexdigest()[:12],
-                                 "created": time.time(), "size": len(content), "source": "build"})
+        try:
+            _builds.build(self.images, user=self.user, dockerfile=docker_file, context=ctx, image=normalize_image(image),
+                          arch=self.arch, hide=self._log_paths(pod_name))
+        except _builds.BuildFailed as failed:
+            raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=failed.lines) from None
+        except ImageStoreError as exc:
+            raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[f"{exc.message}\n"]) from None
 
     def image_load(self, tarfile: str, image: str, pod_name: str | None = None) -> None:
+        """Load a ``docker save``/OCI tar of the volume; its tags must name ``image``."""
         _check_image_name(image)
         volume = self.volume_path(pod_name)
         path = resolve_in(volume, tarfile)
+        shown = self._host_volume_path(pod_name, tarfile)
         if not path.is_file():
             raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400, log_tail=[
-                f"sh: line 1: {self._host_volume_path(pod_name, tarfile)}: No such file or directory\n"])
+                f"sh: line 1: {shown}: No such file or directory\n"])
         try:
-            with tarlib.open(path) as archive:
-                manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
-            tags = [tag for item in manifest for tag in item.get("RepoTags") or []]
-        except (tarlib.TarError, KeyError, ValueError, TypeError, AttributeError):
-            raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400, log_tail=[
-                "open /var/lib/docker/tmp/docker-import/manifest.json: no such file or directory\n"]) from None
-        self._save_image(image, {"base": None, "id": hashlib.sha256(path.read_bytes()[:CHUNK]).hexdigest()[:12],
-                                 "created": time.time(), "size": path.stat().st_size, "source": "load", "tags": tags})
+            _builds.load(self.images, user=self.user, tar=path, image=normalize_image(image), shown=shown)
+        except _builds.BuildFailed as failed:
+            raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400,
+                                 log_tail=failed.lines) from None
+        except ImageStoreError as exc:
+            raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400,
+                                 log_tail=[f"{exc.message}\n"]) from None
 
     def image_list(self) -> list[dict[str, Any]]:
-        return [
-            {"Repository": f"{self.user}-{name}", "Tag": "latest", "ID": rec["id"],
-             "CreatedAt": datetime.fromtimestamp(rec["created"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
-             "Size": f"{rec['size']}B"}
-            for name, rec in sorted(self._load_images().items())
-        ]
+        """The user's built and loaded images, in ``docker images``' fields (stock ones are not listed)."""
+        try:
+            found = self.images.list(prefix=f"{USER_PREFIX}/{self.user}/")
+        except ImageStoreError:
+            return []
+        rows = []
+        for item in found:
+            for ref in item.names:
+                name, _, tag = display_name(ref).partition(":")
+                created = item.created[:19].replace("T", " ")
+                rows.append({"Repository": f"{self.user}-{name}", "Tag": tag or "latest", "ID": item.short_id,
+                             "CreatedAt": f"{created} +0000 UTC", "Size": f"{item.size}B", "Architecture": item.arch})
+        return sorted(rows, key=lambda row: row["Repository"])
 
     def _image_name(self, image: str) -> str:
         name = normalize_image(image)
         return name[len(self.user) + 1:] if name.startswith(f"{self.user}-") else name
 
+    def resolve_image(self, image: str) -> Image | None:
+        """The store's image a pod of ``image`` runs: the user's own, else the stock one of the pods' arch."""
+        try:
+            return self.images.resolve(self._image_name(image), user=self.user, arch=self.arch)
+        except ImageStoreError:
+            return None
+
     def image_runnable(self, image: str) -> bool:
+        """Host-Python drivers run any stock name on this machine's tools; the image must exist otherwise."""
+        return self._image_name(image) in STOCK_IMAGES or self.resolve_image(image) is not None
+
+    def unpullable_state(self, image: str) -> dict[str, Any]:
+        """The waiting state of a pod whose image is not here, as CG2 reports an image it cannot pull,
+        with what can be prepared and how."""
         name = self._image_name(image)
-        return name in STOCK_IMAGES or name in self._load_images()
+        if name in _stock.PREPARABLE:
+            return {"reason": "ErrImagePull", "message": (
+                f'Back-off pulling image "{image}": ErrImagePull: {name} ({self.arch}) is not in the local image store '
+                f"and no registry is reachable: prepare it with `podrun images prepare {name} --arch {self.arch}`")}
+        return {"reason": "ImagePullBackOff", "message": (
+            f'Back-off pulling image "{image}": ErrImagePull: failed to pull and unpack image '
+            f'"docker.io/library/{name}": not found; build it with image_build or load it with image_load first. '
+            f"Stock images that can be prepared here: {', '.join(sorted(_stock.PREPARABLE))} "
+            f"(`podrun images prepare NAME --arch arm64|host`; Debian has Python 3.11 and 3.13 only)")}
 
     # pods ----------------------------------------------------------------------------------
     def run_pod(self, spec: PodSpec) -> None:
@@ -332,20 +350,12 @@ class LocalPlatform(Platform):
                                   "max_duration": spec.max_duration, "scheduled_time": spec.scheduled_iso(),
                                   "grace_seconds": self.stop_grace}
         (pod_dir / "current_run").write_text(run_id)
-        if not self.image_runnable(spec.image):
-            _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None, "state": {"waiting": {
-                "reason": "ImagePullBackOff",
-                "message": f'Back-off pulling image "{spec.image}": ErrImagePull: failed to pull and unpack image '
-                           f'"docker.io/library/{spec.image}": not found (build it with image_build or load it with image_load first)'}}})
+        in_image = self.effective_driver == "container"
+        if not (self.resolve_image(spec.image) is not None if in_image else self.image_runnable(spec.image)):
+            _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None,
+                                                 "state": {"waiting": self.unpullable_state(spec.image)}})
             _write_json(pod_dir / "spec.json", record)
             return
-        if self.effective_driver == "container":
-            engine, image = _container.find_engine(), _container.engine_image(self._image_name(spec.image), self._load_images())
-            if not engine.has_image(image):
-                _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None, "state": {"waiting": {
-                    "reason": "ErrImagePull", "message": _container.missing_image_message(engine, image)}}})
-                _write_json(pod_dir / "spec.json", record)
-                return
         record.update(self._pod_process(spec, volume, pod_dir))
         record["start_at"] = _parse_schedule(spec.scheduled_time)
         _write_json(pod_dir / "spec.json", record)
@@ -367,18 +377,22 @@ class LocalPlatform(Platform):
         """argv, env and cwd of the pod's process for the chosen driver."""
         if self.effective_driver != "container":
             return _drivers.process_pod(spec, volume, self.user, self.pod_python)
-        engine = _container.find_engine()
+        engine = _container.find_engine(self.images)
         network = _network.ensure_network(engine, self.root, self.user)
-        base = _container.base_tags()[0]
-        if engine.has_image(base):
-            _telemetry.ensure_telemetry(engine, self.root, self.user, network, base)
+        _telemetry.ensure_telemetry(engine, self.root, self.user, network, self.images)
         pod_env = _drivers.pod_env(spec, self.user)
         pod_env["PODRUN_DATA"] = "/data"
         return _container.pod_process(
             engine, root=self.root, user=self.user, volume_name=self.volume_name(spec.pod_name), volume=volume,
-            image=_container.engine_image(self._image_name(spec.image), self._load_images()), node=spec.node,
-            pod_name=spec.pod_name, command=_drivers.split_command(spec.command), args=[str(a) for a in spec.args],
+            image=self._engine_image(spec.image), node=spec.node, pod_name=spec.pod_name,
+            command=_drivers.split_command(spec.command), args=[str(a) for a in spec.args],
             pod_env=pod_env, pod_dir=pod_dir, network=network)
+
+    def _engine_image(self, image: str) -> str:
+        found = self.resolve_image(image)
+        if found is None:
+            raise PlatformError(f"image {image!r} left the local image store while its pod was starting")
+        return found.id
 
     def _supervisor_alive(self, pid: int | None) -> bool:
         if not pid:
@@ -409,7 +423,7 @@ class LocalPlatform(Platform):
                 return
         if not self._supervisor_alive(pid):
             # It died without recording an end: a container it ran may still be up.
-            _container.cleanup((_read_json(pod_dir / "spec.json") or {}).get("cleanup_argv"))
+            _container.cleanup(spec.get("cleanup_argv"), spec.get("env"))
             return
         try:
             os.kill(pid, signal.SIGTERM)
@@ -421,7 +435,7 @@ class LocalPlatform(Platform):
         if self._supervisor_alive(pid):
             os.kill(pid, signal.SIGKILL)
             # A killed supervisor cannot stop its container: do it here.
-            _container.cleanup((_read_json(pod_dir / "spec.json") or {}).get("cleanup_argv"))
+            _container.cleanup(spec.get("cleanup_argv"), spec.get("env"))
 
     def pod_status(self, pod_name: str | None = None) -> PodState:
         pod_dir = self._pod_dir(pod_name)
@@ -471,8 +485,8 @@ class LocalPlatform(Platform):
         if base.is_dir():
             for pod_dir in base.iterdir():
                 self._stop_pod(pod_dir)
-        if _container.available():
-            engine = _container.find_engine()
+        if _container.available(self.images):
+            engine = _container.find_engine(self.images)
             _telemetry.stop_telemetry(engine, self.root, self.user)
             _network.remove_network(engine, self.root, self.user)
         with _children_lock:

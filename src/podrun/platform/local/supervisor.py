@@ -78,7 +78,8 @@ class Supervisor:
         argv = self.spec.get("cleanup_argv")
         if argv:
             try:
-                subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+                subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+                               env=self.spec.get("env"))
             except (OSError, subprocess.TimeoutExpired):
                 pass
 

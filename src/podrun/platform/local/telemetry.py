@@ -14,7 +14,10 @@ from pathlib import Path
 
 from ...errors import PlatformError
 from .container import Engine, hardening_args
+from .images import ImageStore, host_arch
 from .network import network_name
+
+IMAGES = ("python:3.11-slim", "python:3.11", "dphi-embedded-ml-armv8-py311")  # any stock Python of this machine's arch
 
 HOSTNAME = "satellite-telemetry.dphi-tm"
 SERVER = Path(__file__).with_name("telemetry_server.py")
@@ -33,17 +36,25 @@ def sgp4_dir() -> Path | None:
     return Path(sgp4.__file__).resolve().parent
 
 
-def ensure_telemetry(engine: Engine, root: Path, user: str, network: str, image: str) -> bool:
-    """Start the user's telemetry server unless it runs; False (with one warning) when the
-    ``sgp4`` package it needs is missing."""
+def _warn_once(why: str) -> None:
     global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"podrun: no telemetry service for local pods (satellite-telemetry.dphi-tm): {why}", stacklevel=3)
+
+
+def ensure_telemetry(engine: Engine, root: Path, user: str, network: str, store: ImageStore) -> bool:
+    """Start the user's telemetry server unless it runs; False (with one warning) when what it
+    needs is missing: the ``sgp4`` package, a stock Python image of this machine's arch."""
     orbit = sgp4_dir()
     if orbit is None:
-        if not _warned:
-            _warned = True
-            warnings.warn("podrun: no telemetry service for local pods (satellite-telemetry.dphi-tm): it needs the "
-                          "sgp4 package (pip install 'podrun[emulator]' or pip install sgp4)", stacklevel=2)
+        _warn_once("it needs the sgp4 package (pip install 'podrun[emulator]' or pip install sgp4)")
         return False
+    found = next((image for image in (store.resolve(n, arch=host_arch()) for n in IMAGES) if image), None)
+    if found is None:
+        _warn_once(f"it runs on a stock Python image of this machine's arch: podrun images prepare python:3.11-slim --arch {host_arch()}")
+        return False
+    image = found.id
     name = container_name(root, user)
     running = engine.run("container", "inspect", "--format", "{{.State.Running}}", name)
     if running.returncode == 0 and running.stdout.strip() == "true":

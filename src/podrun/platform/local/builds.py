@@ -1,0 +1,198 @@
+"""Dockerfile builds and image tars, as CG2's air-gapped build service runs them.
+
+Why: a Dockerfile that works here must work onboard, and one that fails onboard must fail
+here. ``podman build`` (buildah) runs every instruction against the local image store with
+``--network=none`` (a ``RUN pip install`` fails, as onboard) and ``--pull=never``; ``FROM``
+names an image the way CG2 does (``fpga.dphi.space:5000/python:3.11-slim``, ``python:3.11-slim``,
+a user's own built or loaded image) and is resolved to an image ID of the store before the
+build, so no name can reach a registry. ``image_load`` reads a ``docker save`` or OCI tar's own
+names and image ID first: a tar whose tags do not match the requested name is refused before
+anything is loaded, and the loaded image is found by its ID, never by a tag another tenant could
+race for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .images import Image, ImageStore, normalize, user_ref, valid_name
+
+BUILD_TIMEOUT = float(os.environ.get("PODRUN_BUILD_TIMEOUT", "1800"))
+LOG_LINES = 100  # CG2 returns "the last 100 lines of the Docker Build logs"
+_ARG = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+@dataclass
+class BuildFailed(Exception):
+    """A build or load failed; ``lines`` are the log's last lines, host paths already hidden."""
+
+    lines: list[str]
+
+
+def _logical_lines(text: str) -> list[str]:
+    """Dockerfile lines with backslash continuations joined and comments dropped."""
+    out, pending = [], ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        out.append(pending + stripped)
+        pending = ""
+    if pending:
+        out.append(pending)
+    return out
+
+
+def rewrite_from(text: str, resolve: Callable[[str], Image | None]) -> str:
+    """The Dockerfile with every ``FROM`` naming an image of the store by ID. Global ``ARG``
+    defaults (before the first FROM) are expanded as the builder would; a later stage may
+    name an earlier one. An unknown base raises :class:`BuildFailed` in BuildKit's words."""
+    args: dict[str, str] = {}
+    stages: set[str] = set()
+    seen_from = False
+    lines = []
+    for line in _logical_lines(text):
+        words = line.split()
+        op = words[0].upper()
+        if op == "ARG" and not seen_from and len(words) > 1:
+            key, _, value = words[1].partition("=")
+            args[key] = value.strip("\"'")
+        if op != "FROM":
+            lines.append(line)
+            continue
+        seen_from = True
+        rest = [w for w in words[1:] if not w.startswith("--")]
+        if not rest:
+            raise BuildFailed(["Dockerfile parse error: FROM requires an image name\n"])
+        name = _ARG.sub(lambda m: args.get(m.group(1) or m.group(2), ""), rest[0])
+        alias = rest[2].lower() if len(rest) >= 3 and rest[1].upper() == "AS" else None
+        if name.lower() in stages or name == "scratch":
+            base = name
+        else:
+            found = resolve(name) if valid_name(normalize(name)) else None
+            if found is None:
+                raise BuildFailed([f"ERROR: failed to solve: {name}: failed to resolve source metadata for {name}: "
+                                   "not found (no registry is reachable: the base must be a stock image prepared "
+                                   "here, or an image you built or loaded)\n"])
+            base = found.id
+        if alias:
+            stages.add(alias)
+        lines.append(f"FROM {base}" + (f" AS {alias}" if alias else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _tail(text: str, hide: dict[str, str]) -> list[str]:
+    lines = text.splitlines()[-LOG_LINES:]
+    for real, shown in sorted(hide.items(), key=lambda item: -len(item[0])):
+        lines = [line.replace(real, shown) for line in lines]
+    return [line + "\n" for line in lines]
+
+
+def build(store: ImageStore, *, user: str, dockerfile: Path, context: Path, image: str, arch: str,
+          hide: dict[str, str]) -> Image:
+    """Build ``dockerfile`` with ``context`` into ``user``'s image ``image``; ``hide`` maps
+    host paths to what the log shows instead (the volume as ``/clients/<volume>``)."""
+    text = dockerfile.read_text(errors="replace")
+    rewritten = rewrite_from(text, lambda name: store.resolve(name, user=user, arch=arch))
+    work = store.root / "tmp" / f"build-{secrets.token_hex(8)}"
+    work.mkdir(parents=True)
+    hide = {**hide, str(work / "Dockerfile"): "Dockerfile", str(store.root): "/var/lib/docker"}
+    try:
+        (work / "Dockerfile").write_text(rewritten)
+        ref = user_ref(user, image)
+        old = store.inspect(ref)
+        done = store.run("build", "--pull=never", "--network=none", "--format", "docker", "--layers",
+                         "--iidfile", str(work / "iid"), "-f", str(work / "Dockerfile"), "-t", ref, str(context),
+                         timeout=BUILD_TIMEOUT)
+        if done.returncode != 0:
+            raise BuildFailed(_tail(done.stdout + done.stderr, hide))
+        made = store.inspect((work / "iid").read_text().strip())
+        if made is None:
+            raise BuildFailed(["the build reported success but its image is not in the store\n"])
+        if old is not None and old.id != made.id:
+            store.remove(old.id)
+        return made
+    finally:
+        for item in work.iterdir():
+            item.unlink()
+        work.rmdir()
+
+
+# --- image tars -----------------------------------------------------------------------------
+
+def tar_identity(path: Path) -> tuple[str, list[str]]:
+    """The image ID (its config's digest) and tags a ``docker save`` or OCI tar declares."""
+    with tarfile.open(path) as archive:
+        names = set(archive.getnames())
+
+        def read(name: str) -> object:
+            member = archive.extractfile(name)
+            if member is None:
+                raise KeyError(name)
+            return json.load(member)
+
+        if "manifest.json" in names:
+            manifest = read("manifest.json")
+            assert isinstance(manifest, list) and manifest
+            config = str(manifest[0]["Config"])
+            tags = [str(t) for item in manifest for t in item.get("RepoTags") or []]
+            return config.rsplit("/", 1)[-1].removesuffix(".json"), tags
+        index = read("index.json")
+        assert isinstance(index, dict)
+        entry = index["manifests"][0]
+        annotations = entry.get("annotations") or {}
+        tags = [str(annotations[k]) for k in ("io.containerd.image.name", "org.opencontainers.image.ref.name")
+                if k in annotations]
+        digest = str(entry["digest"]).split(":", 1)[1]
+        inner = read(f"blobs/sha256/{digest}")
+        assert isinstance(inner, dict)
+        if "manifests" in inner:  # an index of platforms: the first one
+            digest = str(inner["manifests"][0]["digest"]).split(":", 1)[1]
+            inner = read(f"blobs/sha256/{digest}")
+            assert isinstance(inner, dict)
+        return str(inner["config"]["digest"]).split(":", 1)[1], tags
+
+
+def name_matches(image: str, tags: list[str], user: str) -> bool:
+    """Whether a tar's tags name ``image`` (CG2: "must match the name used during docker build");
+    the user's own prefix (``<user>-<image>``) counts, as CG2's older docs asked for it."""
+    wanted = normalize(image)
+    return any(normalize(tag) in (wanted, f"{user}-{wanted}") for tag in tags)
+
+
+def load(store: ImageStore, *, user: str, tar: Path, image: str, shown: str) -> Image:
+    """Load ``tar`` as ``user``'s image ``image``; ``shown`` is the tar's path as the log shows it."""
+    try:
+        image_id, tags = tar_identity(tar)
+    except (tarfile.TarError, KeyError, IndexError, ValueError, TypeError, AssertionError, OSError, AttributeError):
+        raise BuildFailed([f"open {shown}: not a docker save or OCI image archive (no manifest.json or index.json)\n"]) from None
+    if any(normalize(tag).startswith(("podrun-stock/", "podrun-user/")) for tag in tags):
+        raise BuildFailed([f"{shown}: the archive names one of podrun's own store names ({', '.join(tags)}); refused\n"])
+    if not name_matches(image, tags, user):
+        raise BuildFailed([f"{shown}: the archive's tags ({', '.join(tags) or 'none'}) do not match the image name "
+                           f"{image!r}: tag the image {image} before docker save\n"])
+    done = store.run("load", "-i", str(tar), timeout=BUILD_TIMEOUT)
+    if done.returncode != 0:
+        raise BuildFailed(_tail(done.stdout + done.stderr, {str(tar): shown, str(store.root): "/var/lib/docker"}))
+    loaded = store.inspect(image_id)
+    if loaded is None:
+        raise BuildFailed([f"{shown}: loaded, but its image {image_id[:12]} is not in the store\n"])
+    ref = user_ref(user, image)
+    old = store.inspect(ref)
+    store.tag(loaded, ref)
+    for tag in loaded.names:  # the tar's own names: only podrun's names are looked up
+        if not tag.startswith("localhost/podrun-"):
+            store.untag(loaded, tag)
+    if old is not None and old.id != loaded.id:
+        store.remove(old.id)
+    return store.inspect(ref) or loaded
