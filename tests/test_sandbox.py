@@ -181,12 +181,12 @@ def test_envs_and_the_callers_environment_never_reach_the_host_side(pods: dict[s
         assert not alice.pod_status("env").is_terminal, (alice._pod_dir("env") / "stdout.log").read_text()
         time.sleep(0.05)
     supervisor = int((alice._pod_dir("env") / "supervisor.pid").read_text())
-    host_side = [supervisor, *_children(supervisor)]
-    assert len(host_side) >= 2  # the supervisor and the engine client it runs
-    for pid in host_side:
-        env = _environ(pid)
-        assert env == _container.engine_env(), (pid, env)  # fixed, and nothing of the pod's or the caller's
-        assert Path(f"/proc/{pid}/exe").resolve().is_relative_to(evil) is False
+    engines = _children(supervisor)
+    assert engines  # the engine client the supervisor runs
+    fixed = {supervisor: _container.engine_env(), **{pid: _container.find_engine(alice.images).environment() for pid in engines}}
+    for pid, expected in fixed.items():  # fixed, and nothing of the pod's or the caller's
+        assert _environ(pid) == expected, pid
+        assert not Path(f"/proc/{pid}/exe").resolve().is_relative_to(evil)
     inside = json.loads((alice.volume_path("env") / "report.json").read_text())
     assert {k: inside[k] for k in hostile} == hostile  # the pod's variables are set inside the pod only
     alice.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="env", command="true"))  # replace: stop path
