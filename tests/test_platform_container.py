@@ -236,3 +236,65 @@ def test_c_extension_wheel_loads_in_the_real_image(container_platform: LocalPlat
     wheel = _c_wheel(tmp_path)
     value, where = podrun.remote(use_ctriple, image=IMAGE, wheels=[str(wheel)]).remote(5).get(timeout=120)
     assert value == 15 and where.startswith("/data/.podrun/site/") and where.endswith(".so")
+
+
+# --- graceful stops ----------------------------------------------------------------------------
+
+TERM_HANDLER = """
+import signal, sys, time
+def stop(signum, frame):
+    open("/data/term.txt", "w").write("got SIGTERM, saved my work")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop if sys.argv[1] == "handle" else signal.SIG_IGN)
+open("/data/ready", "w").write("ready")
+time.sleep(600)
+"""
+
+
+def _wait_file(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@needs_engine
+def test_max_duration_sends_sigterm_first_and_the_handler_writes_the_volume(container_platform: LocalPlatform) -> None:
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.05, pod_name="grace", command="python3",
+                                       args=["-c", TERM_HANDLER, "handle"]))
+    state = _wait(container_platform, "grace", "terminated", timeout=60)
+    assert state.detail["reason"] == "DeadlineExceeded" and state.detail["exitCode"] == 0
+    assert "max_duration" in state.detail["message"]
+    assert (container_platform.volume_path("grace") / "term.txt").read_text() == "got SIGTERM, saved my work"
+
+
+@needs_engine
+def test_replacement_is_graceful_and_the_state_says_why(container_platform: LocalPlatform) -> None:
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="swap", command="python3",
+                                       args=["-c", TERM_HANDLER, "handle"]))
+    _wait_file(container_platform.volume_path("swap") / "ready")
+    supervisor = int((container_platform._pod_dir("swap") / "supervisor.pid").read_text())
+    container_platform._stop_pod(container_platform._pod_dir("swap"))  # what a new run of "swap" does first
+    state = container_platform.pod_status("swap")
+    assert state.detail["reason"] == "Replaced" and state.detail["exitCode"] == 0, state.detail
+    assert not container_platform._supervisor_alive(supervisor)
+    assert (container_platform.volume_path("swap") / "term.txt").read_text() == "got SIGTERM, saved my work"
+
+
+@needs_engine
+def test_a_workload_ignoring_sigterm_is_killed_after_the_grace(container_platform: LocalPlatform) -> None:
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.05, pod_name="stubborn", command="python3",
+                                       args=["-c", TERM_HANDLER, "ignore"]))
+    state = _wait(container_platform, "stubborn", "terminated", timeout=60)
+    assert state.detail["reason"] == "DeadlineExceeded" and state.detail["exitCode"] == 137
+    assert not (container_platform.volume_path("stubborn") / "term.txt").exists()
+    assert not _containers(container_platform)
+
+
+def test_stop_grace_is_settable_and_checked(podrun_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert LocalPlatform(podrun_home / "local", driver="process").stop_grace == 30.0  # Kubernetes' default
+    monkeypatch.setenv("PODRUN_STOP_GRACE", "2.5")
+    assert LocalPlatform(podrun_home / "local", driver="process").stop_grace == 2.5
+    for bad in (-1, 3601):
+        with pytest.raises(ValueError, match="stop grace"):
+            LocalPlatform(podrun_home / "local", driver="process", stop_grace=bad)
