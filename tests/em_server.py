@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from podrun.platform.local.images import ImageStore, ImageStoreError
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -36,6 +38,7 @@ class EmulatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log_path = self.workdir / "emulator.log"
+        self.image_store: str | None = None  # the store the emulator was started with (PODRUN_IMAGE_STORE)
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
         for _attempt in range(3):  # a free port can be taken between probe and bind: try another
@@ -44,6 +47,7 @@ class EmulatorProcess:
             argv = [sys.executable, "-m", "podrun.emulator", "--host", "127.0.0.1", "--port", str(port),
                     "--root", str(self.root), "--users-file", str(self.users_file),
                     "--token-lifetime", str(self.token_lifetime), "--driver", "process", *self.extra]
+            self.image_store = os.environ.get("PODRUN_IMAGE_STORE")
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ})
             if self._wait_ready(timeout):
@@ -74,6 +78,12 @@ class EmulatorProcess:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
+        try:
+            self._stop(proc)
+        finally:
+            remove_images(self.root, self.image_store)
+
+    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
         os.kill(proc.pid, signal.SIGTERM)  # uvicorn shuts down gracefully: the app stops its pods
         try:
             proc.wait(timeout=15)
@@ -86,3 +96,14 @@ class EmulatorProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def remove_images(root: Path, store: str | None) -> None:
+    """Images a platform root's users built or loaded leave the shared store with the root
+    (LocalPlatform names their prefix in ``<root>/images.scope``)."""
+    marker = root / "images.scope"
+    if marker.is_file():
+        try:
+            ImageStore(store).remove_all(marker.read_text().strip())
+        except ImageStoreError:
+            pass

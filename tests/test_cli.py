@@ -21,6 +21,7 @@ from podrun.cli import app
 from podrun.client import config, journal
 from podrun.platform.em import EMPlatform
 
+from .conftest import image_tar
 from .platforms import shared_emulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,20 +162,9 @@ def test_objects_ls_get_rm(tmp_path):
     assert gone.exit_code == 1 and "[NOT_FOUND]" in gone.stderr and "Traceback" not in gone.output
 
 
-def _image_tar(path: Path, padding: int) -> Path:
-    """A minimal ``docker save`` archive (what image_load reads: manifest.json), padded."""
-    with tarfile.open(path, "w") as archive:
-        manifest = json.dumps([{"RepoTags": ["cli:latest"]}]).encode()
-        for name, data in (("manifest.json", manifest), ("layer.tar", b"\0" * padding)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_images_push_load_build_ls(context, tmp_path):
     c = ("--context", context)
-    tar = _image_tar(tmp_path / "cli.tar", 2 * 1024 * 1024)
+    tar = image_tar(tmp_path / "cli.tar", "cli-pushed", "cli-loaded")  # a real docker save, 14 MB
     pushed = podrun_cli(*c, "images", "push", str(tar), "cli-pushed")
     assert "uplink cli.tar" in pushed.stderr  # above 1 MB: the progress bar
     podrun_cli(*c, "files", "put", str(tar), "--dest", "tars")

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from .conftest import require_image
 from .em_server import EmulatorProcess
 from .platforms import escapes_volume
 
@@ -213,7 +214,8 @@ def test_image_build_and_load_errors_carry_log_tail(fresh):
     assert body["error"] == "BUILD_FAILED" and body["message"] == "Docker build failed" and isinstance(body["log_tail"], list)
     load = fresh.post("/em/pod/image/load", data={"tarfile": "t.tar", "image": "img"})
     assert load.status_code == 400 and load.json()["error"] == "IMAGE_LOAD_FAILED" and load.json()["log_tail"]
-    up(fresh, {"Dockerfile": b"FROM fpga.dphi.space:5000/python:3.12-alpine\n"}, dest_path="app")
+    require_image("busybox")
+    up(fresh, {"Dockerfile": b"FROM fpga.dphi.space:5000/busybox\n"}, dest_path="app")
     ok = fresh.post("/em/pod/image/build", data={"dockerfile": "app/Dockerfile", "image": "app", "context": "app/"})
     assert ok.status_code == 200 and ok.json() == {"message": "Docker Image built successfully"}
     images = fresh.get("/em/pod/image/list").json()

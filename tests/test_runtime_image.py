@@ -13,6 +13,8 @@ from podrun.client import images
 from podrun.platform.local import LocalPlatform
 from podrun.runtime.pack import build_zipapp
 
+from .conftest import require_image
+
 
 def test_context_holds_dockerfile_zipapp_and_wheels(tmp_path: Path) -> None:
     wheel = tmp_path / "zstandard-0.25.0-cp311-cp311-manylinux2014_aarch64.whl"
@@ -40,6 +42,7 @@ def test_no_engine_says_what_to_install(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_onboard_build_uplinks_context_and_builds(local_platform: LocalPlatform) -> None:
+    require_image(images.ONBOARD_BASE.rsplit("/", 1)[1])
     images.build_onboard("podrun-rt", platform=local_platform)
     assert "podrun-rt" in {row["Repository"].split("-", 1)[1] for row in local_platform.image_list()}
     folder = local_platform.volume_path(None) / images.IMAGES_DIR / "podrun-rt"

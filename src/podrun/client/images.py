@@ -2,8 +2,9 @@
 
 Plain functions behind ``podrun image build|push`` (the CLI wires them):
 
-* :func:`build` — ``docker buildx --platform linux/arm64`` or ``podman build --platform``, from
-  ``runtime_image/Dockerfile`` with the runtime zipapp packed here, written as a tar.
+* :func:`build` — ``docker buildx --platform linux/arm64``, or with podman an offline build in
+  the local image store from its prepared stock base (``podrun images prepare``; no registry),
+  from ``runtime_image/Dockerfile`` with the runtime zipapp packed here, written as a tar.
 * :func:`push` — uplink that tar and ``image_load`` it (large: prefer preloading before launch).
 * :func:`build_onboard` — uplink the Dockerfile and its small context (zipapp, wheels) in one
   call and ``image_build`` onboard from an embedded base (``fpga.dphi.space:5000/...``).
@@ -24,6 +25,8 @@ from pathlib import Path
 
 from ..errors import PodrunError
 from ..platform.base import Platform, Progress
+from ..platform.local import builds
+from ..platform.local.images import ImageStore, pod_arch
 from ..runtime.pack import build_zipapp
 from . import config
 
@@ -90,16 +93,40 @@ def build_command(engine: str, tag: str, base: str, context: Path, tar: Path, po
             ["podman", "save", "--format", "docker-archive", "-o", str(tar), tag]]
 
 
-def build(tag: str, tar: Path, base: str = DEFAULT_BASE, wheels: Sequence[Path] = (), engine: str | None = None) -> Path:
-    """Build the runtime image for linux/arm64 and write it to ``tar`` (for :func:`push`)."""
+def build(tag: str, tar: Path, base: str = DEFAULT_BASE, wheels: Sequence[Path] = (), engine: str | None = None,
+          arch: str = "arm64") -> Path:
+    """Build the runtime image for ``arch`` (CG2's linux/arm64 by default) and write it to
+    ``tar`` as ``docker save`` would (for :func:`push`)."""
     engine = engine or find_engine()
     with tempfile.TemporaryDirectory(prefix="podrun-image-") as tmp:
         context = prepare_context(Path(tmp), wheels)
+        if engine == "podman":
+            return _build_in_store(tag, Path(tar), base, context, pod_arch(arch))
         for argv in build_command(engine, tag, base, context, Path(tar).absolute()):
             done = subprocess.run(argv, capture_output=True, text=True)
             if done.returncode != 0:
                 raise PodrunError(f"{' '.join(argv[:3])} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     return Path(tar)
+
+
+def _build_in_store(tag: str, tar: Path, base: str, context: Path, arch: str) -> Path:
+    """Build in the local image store (FROM its stock ``base`` for ``arch``, RUN offline), then
+    save the image under ``tag`` alone: the tar loads as ``tag`` anywhere."""
+    store = ImageStore()
+    dockerfile = context / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(f"ARG BASE={DEFAULT_BASE}", f"ARG BASE={base}"))
+    try:
+        image = builds.build(store, scope="ground", resolve=lambda name: store.resolve(name, arch=arch),
+                             dockerfile=dockerfile, context=context, image=tag, hide={str(context): "."})
+    except builds.BuildFailed as failed:
+        raise PodrunError(f"building {tag} from {base} ({arch}) failed:\n{''.join(failed.lines[-20:])}") from None
+    name = f"localhost/{tag}"
+    store.tag(image, name)
+    try:
+        store.run("save", "--format", "docker-archive", "-o", str(tar.absolute()), name, check=True)
+    finally:
+        store.untag(image, name)
+    return tar
 
 
 def push(tar: Path, image: str, platform: Platform | None = None, pod_name: str | None = None,

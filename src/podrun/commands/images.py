@@ -69,16 +69,18 @@ def build(
     ),
     wheel: list[Path] = typer.Option([], "--wheel", help="a linux/arm64 wheel to install in the image; repeatable"),
     engine: str | None = typer.Option(None, "--engine", help="docker or podman (default: the one that works)"),
+    arch: str = typer.Option("arm64", "--arch", help="podman: the base's architecture, arm64 (CG2's) or host"),
     pod_name: str | None = pod_name_option(),
 ) -> None:
     """Build the podrun runtime image: here for linux/arm64 into a tar (then 'images push'),
-    or --onboard on the platform itself."""
+    or --onboard on the platform itself. With podman the build is offline, in the local image
+    store, from a prepared stock base ('podrun images prepare')."""
     if onboard:
         images.build_onboard(tag, base=base or images.ONBOARD_BASE, platform=platform(), pod_name=pod_name, wheels=wheel)
         note(f"built {tag} onboard from {base or images.ONBOARD_BASE}")
         return
     written = images.build(tag, tar or Path(f"{tag.replace('/', '_').replace(':', '_')}.tar"), base=base or images.DEFAULT_BASE,
-                           wheels=wheel, engine=engine)
+                           wheels=wheel, engine=engine, arch=arch)
     note(f"built {tag} into {written} ({human_size(written.stat().st_size)}); next: podrun images push {written} {tag}")
 
 

@@ -36,20 +36,22 @@ class BuildFailed(Exception):
     lines: list[str]
 
 
-def _logical_lines(text: str) -> list[str]:
-    """Dockerfile lines with backslash continuations joined and comments dropped."""
-    out, pending = [], ""
+def _instructions(text: str) -> list[tuple[str, list[str]]]:
+    """Each instruction's text (continuations joined) with its raw lines, comments and blank
+    lines passed through as they are: only FROM lines are rewritten, every other byte stays."""
+    out: list[tuple[str, list[str]]] = []
+    pending: list[str] = []
     for raw in text.splitlines():
         stripped = raw.strip()
         if not pending and (not stripped or stripped.startswith("#")):
+            out.append(("", [raw]))
             continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        out.append(pending + stripped)
-        pending = ""
+        pending.append(raw)
+        if not stripped.endswith("\\"):
+            out.append((" ".join(line.strip().removesuffix("\\") for line in pending), pending))
+            pending = []
     if pending:
-        out.append(pending)
+        out.append((" ".join(line.strip().removesuffix("\\") for line in pending), pending))
     return out
 
 
@@ -60,15 +62,15 @@ def rewrite_from(text: str, resolve: Callable[[str], Image | None]) -> str:
     args: dict[str, str] = {}
     stages: set[str] = set()
     seen_from = False
-    lines = []
-    for line in _logical_lines(text):
+    lines: list[str] = []
+    for line, raw in _instructions(text):
         words = line.split()
-        op = words[0].upper()
+        op = words[0].upper() if words else ""
         if op == "ARG" and not seen_from and len(words) > 1:
             key, _, value = words[1].partition("=")
             args[key] = value.strip("\"'")
         if op != "FROM":
-            lines.append(line)
+            lines.extend(raw)
             continue
         seen_from = True
         rest = [w for w in words[1:] if not w.startswith("--")]
@@ -98,18 +100,19 @@ def _tail(text: str, hide: dict[str, str]) -> list[str]:
     return [line + "\n" for line in lines]
 
 
-def build(store: ImageStore, *, user: str, dockerfile: Path, context: Path, image: str, arch: str,
-          hide: dict[str, str]) -> Image:
-    """Build ``dockerfile`` with ``context`` into ``user``'s image ``image``; ``hide`` maps
-    host paths to what the log shows instead (the volume as ``/clients/<volume>``)."""
+def build(store: ImageStore, *, scope: str, resolve: Callable[[str], Image | None], dockerfile: Path, context: Path,
+          image: str, hide: dict[str, str]) -> Image:
+    """Build ``dockerfile`` with ``context`` into image ``image`` of the owner ``scope`` names, each FROM found by
+    ``resolve`` (as a pod of that name would be); ``hide`` maps host paths to what the log
+    shows instead (the volume as ``/clients/<volume>``)."""
     text = dockerfile.read_text(errors="replace")
-    rewritten = rewrite_from(text, lambda name: store.resolve(name, user=user, arch=arch))
+    rewritten = rewrite_from(text, resolve)
     work = store.root / "tmp" / f"build-{secrets.token_hex(8)}"
     work.mkdir(parents=True)
     hide = {**hide, str(work / "Dockerfile"): "Dockerfile", str(store.root): "/var/lib/docker"}
     try:
         (work / "Dockerfile").write_text(rewritten)
-        ref = user_ref(user, image)
+        ref = user_ref(scope, image)
         old = store.inspect(ref)
         done = store.run("build", "--pull=never", "--network=none", "--format", "docker", "--layers",
                          "--iidfile", str(work / "iid"), "-f", str(work / "Dockerfile"), "-t", ref, str(context),
@@ -170,15 +173,16 @@ def name_matches(image: str, tags: list[str], user: str) -> bool:
     return any(normalize(tag) in (wanted, f"{user}-{wanted}") for tag in tags)
 
 
-def load(store: ImageStore, *, user: str, tar: Path, image: str, shown: str) -> Image:
-    """Load ``tar`` as ``user``'s image ``image``; ``shown`` is the tar's path as the log shows it."""
+def load(store: ImageStore, *, scope: str, owner: str, tar: Path, image: str, shown: str) -> Image:
+    """Load ``tar`` as image ``image`` of the owner ``scope`` names (whose user name is ``owner``);
+    ``shown`` is the tar's path as the log shows it."""
     try:
         image_id, tags = tar_identity(tar)
     except (tarfile.TarError, KeyError, IndexError, ValueError, TypeError, AssertionError, OSError, AttributeError):
         raise BuildFailed([f"open {shown}: not a docker save or OCI image archive (no manifest.json or index.json)\n"]) from None
     if any(normalize(tag).startswith(("podrun-stock/", "podrun-user/")) for tag in tags):
         raise BuildFailed([f"{shown}: the archive names one of podrun's own store names ({', '.join(tags)}); refused\n"])
-    if not name_matches(image, tags, user):
+    if not name_matches(image, tags, owner):
         raise BuildFailed([f"{shown}: the archive's tags ({', '.join(tags) or 'none'}) do not match the image name "
                            f"{image!r}: tag the image {image} before docker save\n"])
     done = store.run("load", "-i", str(tar), timeout=BUILD_TIMEOUT)
@@ -187,7 +191,7 @@ def load(store: ImageStore, *, user: str, tar: Path, image: str, shown: str) -> 
     loaded = store.inspect(image_id)
     if loaded is None:
         raise BuildFailed([f"{shown}: loaded, but its image {image_id[:12]} is not in the store\n"])
-    ref = user_ref(user, image)
+    ref = user_ref(scope, image)
     old = store.inspect(ref)
     store.tag(loaded, ref)
     for tag in loaded.names:  # the tar's own names: only podrun's names are looked up

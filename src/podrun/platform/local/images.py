@@ -8,7 +8,9 @@ Names inside the store are podrun's own, so no name a user or a tar chooses can 
 another's image:
 
 * stock images (made by ``podrun images prepare``): ``localhost/podrun-stock/<arch>/<name>``;
-* built and loaded images of a user: ``localhost/podrun-user/<user>/<name>``.
+* built and loaded images of a user: ``localhost/podrun-user/<scope>/<name>``, where the scope
+  names the user and their platform (LocalPlatform: ``<hash of its root>/<user>``), so two
+  podrun homes or emulators sharing one store never see each other's images.
 
 A pod names an image as CG2 does (``python:3.11-slim``, ``fpga.dphi.space:5000/alpine:latest``,
 ``echo-test``); :meth:`ImageStore.resolve` maps that to the user's image first, then to the stock
@@ -89,16 +91,19 @@ def stock_ref(name: str, arch: str) -> str:
     return _ref(STOCK_PREFIX, arch, name)
 
 
-def user_ref(user: str, name: str) -> str:
-    """The store's name of ``user``'s built or loaded image ``name``."""
-    return _ref(USER_PREFIX, user, name)
+def user_ref(scope: str, name: str) -> str:
+    """The store's name of image ``name`` built or loaded by the owner ``scope`` names."""
+    return _ref(USER_PREFIX, scope, name)
 
 
-def display_name(ref: str) -> str:
-    """The CG2 name of a store name: ``…/podrun-user/alice/echo:latest`` → ``echo``."""
-    for prefix in (STOCK_PREFIX, USER_PREFIX):
-        if ref.startswith(prefix + "/"):
-            return normalize(ref[len(prefix) + 1:].split("/", 1)[1])
+def display_name(ref: str, scope: str | None = None) -> str:
+    """The CG2 name of a store name: ``…/podrun-stock/arm64/alpine:latest`` → ``alpine``,
+    ``…/podrun-user/<scope>/echo:latest`` → ``echo``."""
+    prefix = f"{USER_PREFIX}/{scope}/" if scope else None
+    if prefix and ref.startswith(prefix):
+        return normalize(ref[len(prefix):])
+    if ref.startswith(STOCK_PREFIX + "/"):
+        return normalize(ref[len(STOCK_PREFIX) + 1:].split("/", 1)[1])
     return normalize(ref)
 
 
@@ -208,8 +213,9 @@ class ImageStore:
         return _image_from_inspect(items[0]) if items else None
 
     def resolve(self, name: str, *, user: str | None = None, arch: str | None = None) -> Image | None:
-        """The image a pod naming ``name`` runs: ``user``'s own image of that name, else the
-        stock image of ``arch`` (default: :func:`pod_arch`); None when neither is here."""
+        """The image a pod naming ``name`` runs: the image of that name of the owner ``user``
+        (a scope, see :func:`user_ref`), else the stock image of ``arch`` (default:
+        :func:`pod_arch`); None when neither is here."""
         if not valid_name(normalize(name)):
             return None
         candidates = [user_ref(user, name)] if user else []
@@ -225,8 +231,8 @@ class ImageStore:
         if not (self.root / "storage").is_dir():
             return []
         done = self.run("images", "--format", "json", check=True)
-        ids = [str(item["Id"]) for item in json.loads(done.stdout or "[]")
-               if any(str(n).startswith(prefix) for n in item.get("Names") or ())]
+        ids = list(dict.fromkeys(str(item["Id"]) for item in json.loads(done.stdout or "[]")
+                                 if any(str(n).startswith(prefix) for n in item.get("Names") or ())))
         if not ids:
             return []
         found = self.run("image", "inspect", *ids, check=True)
@@ -245,6 +251,13 @@ class ImageStore:
     def untag(self, image: Image | str, ref: str) -> None:
         """Remove one name; an image left without names is removed by podman's next prune."""
         self.run("untag", image.id if isinstance(image, Image) else image, ref)
+
+    def remove_all(self, prefix: str) -> None:
+        """Remove every image named under ``prefix`` (a platform's images when it is discarded)."""
+        for image in self.list(prefix):
+            for ref in image.names:
+                self.untag(image, ref)
+            self.remove(image.id)
 
     def remove(self, ref: str) -> None:
         """Remove an image; one a container still uses stays (podman refuses without --force)."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Any, BinaryIO
 
-from ...errors import IllegalPath, InvalidRequest, NotFound
+from ...errors import IllegalPath, InvalidRequest, NotFound, PlatformError
 from ..base import Platform, Progress, UplinkFile, content_size
 from ..files import atomic_write
 from ..paths import check_file_name, clean_relative, resolve_in
@@ -36,9 +36,9 @@ from . import builds as _builds
 from . import container as _container
 from . import drivers as _drivers
 from . import network as _network
+from . import stock as _stock
 from . import telemetry as _telemetry
 from .drivers import DRIVERS as DRIVERS  # re-exported by the package
-from . import stock as _stock
 from .images import USER_PREFIX, Image, ImageStore, ImageStoreError, display_name, pod_arch
 from .images import normalize as normalize_image
 
@@ -60,6 +60,11 @@ def default_home() -> Path:
         return Path(os.environ["PODRUN_HOME"])
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "podrun"
+
+
+def image_root_tag(root: Path) -> str:
+    """Names one LocalPlatform root in the image store (user images are scoped by it)."""
+    return "r" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
 
 
 def _minute(ts: float) -> str:
@@ -241,6 +246,18 @@ class LocalPlatform(Platform):
             raise NotFound(f"File delete failed: {path!r} does not exist in volume {self.volume_name(pod_name)!r}", code="FILE_DELETE_FAILED", status=400)
 
     # images --------------------------------------------------------------------------------
+    @property
+    def image_scope(self) -> str:
+        """Where this platform's users' images live in the shared store: its root and the user."""
+        return f"{image_root_tag(self.root)}/{self.user}"
+
+    def _mark_images(self) -> None:
+        """Record under the root that its users have images in the store (``images.scope``
+        names their prefix), so whoever discards the root can remove them."""
+        marker = self.root / "images.scope"
+        if not marker.is_file():
+            atomic_write(marker, f"{USER_PREFIX}/{image_root_tag(self.root)}/\n")
+
     def _host_volume_path(self, pod_name: str | None, path: str) -> str:
         return f"/clients/{self.user}-pvc/{clean_relative(path)}" if pod_name is None else f"/clients/{pod_name}/{clean_relative(path)}"
 
@@ -262,9 +279,10 @@ class LocalPlatform(Platform):
         if not docker_file.is_file():
             raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
                 f"failed to solve with frontend dockerfile.v0: failed to read dockerfile: open {docker_file.name}: no such file or directory\n"])
+        self._mark_images()
         try:
-            _builds.build(self.images, user=self.user, dockerfile=docker_file, context=ctx, image=normalize_image(image),
-                          arch=self.arch, hide=self._log_paths(pod_name))
+            _builds.build(self.images, scope=self.image_scope, resolve=self.resolve_image, dockerfile=docker_file, context=ctx,
+                          image=normalize_image(image), hide=self._log_paths(pod_name))
         except _builds.BuildFailed as failed:
             raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=failed.lines) from None
         except ImageStoreError as exc:
@@ -279,8 +297,9 @@ class LocalPlatform(Platform):
         if not path.is_file():
             raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400, log_tail=[
                 f"sh: line 1: {shown}: No such file or directory\n"])
+        self._mark_images()
         try:
-            _builds.load(self.images, user=self.user, tar=path, image=normalize_image(image), shown=shown)
+            _builds.load(self.images, scope=self.image_scope, owner=self.user, tar=path, image=normalize_image(image), shown=shown)
         except _builds.BuildFailed as failed:
             raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400,
                                  log_tail=failed.lines) from None
@@ -291,13 +310,13 @@ class LocalPlatform(Platform):
     def image_list(self) -> list[dict[str, Any]]:
         """The user's built and loaded images, in ``docker images``' fields (stock ones are not listed)."""
         try:
-            found = self.images.list(prefix=f"{USER_PREFIX}/{self.user}/")
+            found = self.images.list(prefix=f"{USER_PREFIX}/{self.image_scope}/")
         except ImageStoreError:
             return []
         rows = []
         for item in found:
             for ref in item.names:
-                name, _, tag = display_name(ref).partition(":")
+                name, _, tag = display_name(ref, self.image_scope).partition(":")
                 created = item.created[:19].replace("T", " ")
                 rows.append({"Repository": f"{self.user}-{name}", "Tag": tag or "latest", "ID": item.short_id,
                              "CreatedAt": f"{created} +0000 UTC", "Size": f"{item.size}B", "Architecture": item.arch})
@@ -310,7 +329,7 @@ class LocalPlatform(Platform):
     def resolve_image(self, image: str) -> Image | None:
         """The store's image a pod of ``image`` runs: the user's own, else the stock one of the pods' arch."""
         try:
-            return self.images.resolve(self._image_name(image), user=self.user, arch=self.arch)
+            return self.images.resolve(self._image_name(image), user=self.image_scope, arch=self.arch)
         except ImageStoreError:
             return None
 
