@@ -46,7 +46,7 @@ class EmulatorProcess:
             self.url = f"http://127.0.0.1:{port}"
             argv = [sys.executable, "-m", "podrun.emulator", "--host", "127.0.0.1", "--port", str(port),
                     "--root", str(self.root), "--users-file", str(self.users_file),
-                    "--token-lifetime", str(self.token_lifetime), "--driver", "process", *self.extra]
+                    "--token-lifetime", str(self.token_lifetime), *_driver_flags(), *self.extra]
             self.image_store = os.environ.get("PODRUN_IMAGE_STORE")
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ})
@@ -107,3 +107,11 @@ def remove_images(root: Path, store: str | None) -> None:
             ImageStore(store).remove_all(marker.read_text().strip())
         except ImageStoreError:
             pass
+
+
+def _driver_flags() -> list[str]:
+    """The emulator's tenants get isolated pods (the container driver) where podman runs here;
+    elsewhere host pods, which the emulator only accepts when told so out loud."""
+    from .platforms import container_reason
+
+    return ["--driver", "container"] if container_reason() is None else ["--driver", "process", "--unsafe-host-pods"]
