@@ -129,7 +129,8 @@ def engine_leftovers(root: Path) -> list[str]:
     engine = container.find_engine(ImageStore(image_store()))
     names = engine.run("ps", "--all", "--filter", f"label=podrun.root={root}", "--format", "{{.Names}}").stdout.split()
     users = {path.name for path in (root / "pods").iterdir()} if (root / "pods").is_dir() else set()
-    nets = [network.network_name(root, user) for user in users if engine.run("network", "exists", network.network_name(root, user)).returncode == 0]
+    nets = [name for name in (network.network_name(root, user) for user in users)
+            if engine.run("network", "exists", name).returncode == 0]
     return names + nets
 
 

@@ -51,7 +51,8 @@ def test_run_argv_mounts_volume_labels_network_and_hardens(tmp_path: Path) -> No
     assert "--ipc private" in joined and "--tmpfs /tmp:rw,nosuid,nodev,mode=1777" in joined
     assert f"--env-file {tmp_path / 'pod.env'}" in joined and "--env" not in argv  # values never on a command line
     if os.geteuid() == 0:  # root podman: the pod's root is an unprivileged host uid
-        assert f"--uidmap 0:{_container.POD_UID_BASE}:{_container.POD_UID_COUNT}" in joined and ":/data:rw,nosuid,nodev,U" in joined
+        assert f"--uidmap 0:{_container.POD_UID_BASE}:{_container.POD_UID_COUNT}" in joined
+        assert ":/data:rw,nosuid,nodev,U" in joined
 
 
 def test_command_and_args_override_entrypoint_and_cmd_as_in_kubernetes(tmp_path: Path) -> None:
@@ -86,7 +87,8 @@ def test_container_names_differ_per_root_and_run(tmp_path: Path) -> None:
     assert len({a, b, c}) == 3 and all(n.startswith("podrun-") for n in (a, b, c))
 
 
-def test_unavailable_engine_is_a_typed_error_and_auto_says_it_falls_back(podrun_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unavailable_engine_is_a_typed_error_and_auto_says_it_falls_back(podrun_home: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from podrun.platform.local import drivers
 
     monkeypatch.setattr(_container, "HOST_PATH", str(podrun_home))  # no podman, no docker on the fixed PATH
@@ -137,7 +139,8 @@ def container_platform(podrun_home: Path):
 
 @needs_engine
 def test_raw_pod_runs_the_image_with_the_volume_at_data(container_platform: LocalPlatform) -> None:
-    code = "import sys, os; open('/data/out.txt', 'w').write(sys.executable + ' ' + os.environ['PODRUN_NODE'] + ' ' + os.environ['GREETING'])"
+    code = ("import sys, os; open('/data/out.txt', 'w')"
+            ".write(sys.executable + ' ' + os.environ['PODRUN_NODE'] + ' ' + os.environ['GREETING'])")
     container_platform.run_pod(PodSpec(image=IMAGE, node="FPGA", max_duration=1, pod_name="raw",
                                        command="python", args=["-c", code], envs={"GREETING": "hello"}))
     state = _wait(container_platform, "raw", "terminated")
@@ -148,7 +151,8 @@ def test_raw_pod_runs_the_image_with_the_volume_at_data(container_platform: Loca
 
 @needs_engine
 def test_labels_and_stop_really_stop_the_container(container_platform: LocalPlatform) -> None:
-    container_platform.run_pod(PodSpec(image=IMAGE, node="GPU", max_duration=1, pod_name="sleeper", command="sleep", args=["300"]))
+    container_platform.run_pod(PodSpec(image=IMAGE, node="GPU", max_duration=1, pod_name="sleeper", command="sleep",
+                                       args=["300"]))
     assert _wait(container_platform, "sleeper", "running").phase == "running"
     deadline = time.monotonic() + 30
     while not (running := _containers(container_platform)) and time.monotonic() < deadline:
@@ -164,7 +168,8 @@ def test_labels_and_stop_really_stop_the_container(container_platform: LocalPlat
 
 @needs_engine
 def test_max_duration_stops_the_container(container_platform: LocalPlatform) -> None:
-    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.03, pod_name="long", command="sleep", args=["300"]))
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.03, pod_name="long", command="sleep",
+                                       args=["300"]))
     state = _wait(container_platform, "long", "terminated", timeout=30)
     assert state.detail["reason"] == "DeadlineExceeded"
     assert not _containers(container_platform)
@@ -199,7 +204,9 @@ def test_pods_of_a_user_reach_each_other_by_name(container_platform: LocalPlatfo
                                        command="python3", args=["-m", "http.server", "80", "--directory", "/data"]))
     code = ("import sys, time, urllib.request\n"
             "for _ in range(100):\n"
-            "    try: body = [urllib.request.urlopen(f'http://{h}:80/hello.txt', timeout=5).read() for h in sys.argv[1:]]; break\n"
+            "    try:\n"
+            "        body = [urllib.request.urlopen(f'http://{h}:80/hello.txt', timeout=5).read() for h in sys.argv[1:]]\n"
+            "        break\n"
             "    except OSError: time.sleep(0.1)\n"
             "open('/data/got', 'wb').write(b'|'.join(body))")
     container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="client",

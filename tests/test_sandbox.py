@@ -174,7 +174,8 @@ def test_envs_and_the_callers_environment_never_reach_the_host_side(pods: dict[s
     for key, value in hostile.items():  # the client's own environment is hostile too
         monkeypatch.setenv(key, value)
     alice.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="env", command="python3",
-                          args=["-c", "import json, os, time; json.dump(dict(os.environ), open('/data/report.json', 'w')); time.sleep(30)"],
+                          args=["-c", "import json, os, time; json.dump(dict(os.environ), open('/data/report.json', 'w'));"
+                                      " time.sleep(30)"],
                           envs=hostile))
     deadline = time.monotonic() + 60
     while not (alice.volume_path("env") / "report.json").is_file() and time.monotonic() < deadline:

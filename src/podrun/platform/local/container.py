@@ -21,6 +21,7 @@ its image by ID, so nothing is ever pulled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -243,9 +244,11 @@ def write_env_file(path: Path, env: dict[str, str]) -> Path:
     lines = []
     for key, value in env.items():
         if not _ENV_NAME.match(key):
-            raise InvalidRequest(f"Invalid parameters: env name {key!r}: letters, digits, '-', '.', '_', not starting with a digit", status=400)
+            raise InvalidRequest(f"Invalid parameters: env name {key!r}: letters, digits, '-', '.', '_', "
+                                 "not starting with a digit", status=400)
         if "\n" in value or "\r" in value or "\0" in value:
-            raise InvalidRequest(f"Invalid parameters: the value of env {key!r} holds a newline or NUL, which a pod's variables cannot carry", status=400)
+            raise InvalidRequest(f"Invalid parameters: the value of env {key!r} holds a newline or NUL, "
+                                 "which a pod's variables cannot carry", status=400)
         lines.append(f"{key}={value}\n")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -270,8 +273,6 @@ def pod_process(engine: Engine, *, root: Path, user: str, volume_name: str, volu
 def cleanup(argv: Sequence[str] | None, env: dict[str, str] | None = None) -> None:
     """Run a pod's ``cleanup_argv`` (kill and remove its container); never raises."""
     if argv:
-        try:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run(list(argv), capture_output=True, timeout=CLEANUP_TIMEOUT, stdin=subprocess.DEVNULL,
                            env=env or engine_env())
-        except (OSError, subprocess.TimeoutExpired):
-            pass

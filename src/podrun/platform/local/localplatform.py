@@ -551,7 +551,8 @@ def _parse_schedule(value: Any) -> float | None:
         try:
             moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidRequest(f"Invalid parameters: scheduled_time {value!r} is not an ISO-8601 timestamp with timezone", status=400) from None
+            raise InvalidRequest(f"Invalid parameters: scheduled_time {value!r} is not an ISO-8601 timestamp with timezone",
+                                 status=400) from None
     if moment.tzinfo is None:
         raise InvalidRequest(f"Invalid parameters: scheduled_time {value!r} needs a timezone, e.g. +00:00", status=400)
     return moment.timestamp()

@@ -17,6 +17,7 @@ the pod it runs that command before recording the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -62,14 +63,14 @@ class Supervisor:
         if self.child is not None:
             self._signal_child(signal.SIGTERM)
         else:
-            self.write_state({"terminated": {"exitCode": 137, "reason": self.stop_reason, "startedAt": None, "finishedAt": _now()}})
+            self.write_state({"terminated": {"exitCode": 137, "reason": self.stop_reason, "startedAt": None,
+                                             "finishedAt": _now()}})
             sys.exit(0)
 
     def _signal_child(self, signum: int) -> None:
-        try:
+        assert self.child is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.child.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
         if signum == signal.SIGKILL:
             self.cleanup()
 
@@ -77,14 +78,13 @@ class Supervisor:
         """Kill and remove the pod's container, if it has one (never raises)."""
         argv = self.spec.get("cleanup_argv")
         if argv:
-            try:
-                subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
-                               env=self.spec.get("env"))
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=30, env=self.spec.get("env"))
 
     def stop_child(self) -> int:
         """SIGTERM the pod's process group, SIGKILL it after the grace period."""
+        assert self.child is not None
         self._signal_child(signal.SIGTERM)
         try:
             return self.child.wait(self.grace)
@@ -97,7 +97,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.on_signal)
         start_at = self.spec.get("start_at")
         if start_at:
-            self.write_state({"waiting": {"reason": "ContainerCreating", "message": f"scheduled for {self.spec['scheduled_time']}"}})
+            self.write_state({"waiting": {"reason": "ContainerCreating",
+                                          "message": f"scheduled for {self.spec['scheduled_time']}"}})
             while time.time() < start_at and self.stop_reason is None:
                 time.sleep(min(0.2, max(0.0, start_at - time.time())))
         if self.stop_reason:
@@ -107,19 +108,21 @@ class Supervisor:
         # so it always reaches the child (else the child would outlive its supervisor).
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
-            self.child = subprocess.Popen(
-                self.spec["argv"],
-                cwd=self.spec["cwd"],
-                env=self.spec["env"],
-                stdin=subprocess.DEVNULL,
-                stdout=open(os.path.join(self.pod_dir, "stdout.log"), "wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                # the child must not inherit the blocked mask: it stops gracefully on SIGTERM
-                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT}),
-            )
+            with open(os.path.join(self.pod_dir, "stdout.log"), "wb") as log:  # the child keeps its own copy
+                self.child = subprocess.Popen(
+                    self.spec["argv"],
+                    cwd=self.spec["cwd"],
+                    env=self.spec["env"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    # the child must not inherit the blocked mask: it stops gracefully on SIGTERM
+                    preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT}),
+                )
         except OSError as exc:
-            self.write_state({"terminated": {"exitCode": 127, "reason": "StartError", "message": str(exc), "startedAt": started, "finishedAt": _now()}})
+            self.write_state({"terminated": {"exitCode": 127, "reason": "StartError", "message": str(exc),
+                                             "startedAt": started, "finishedAt": _now()}})
             return
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})

@@ -52,7 +52,8 @@ def ensure_telemetry(engine: Engine, root: Path, user: str, network: str, store:
         return False
     found = next((image for image in (store.resolve(n, arch=host_arch()) for n in IMAGES) if image), None)
     if found is None:
-        _warn_once(f"it runs on a stock Python image of this machine's arch: podrun images prepare python:3.11-slim --arch {host_arch()}")
+        _warn_once("it runs on a stock Python image of this machine's arch: "
+                   f"podrun images prepare python:3.11-slim --arch {host_arch()}")
         return False
     image = found.id
     name = container_name(root, user)
