@@ -249,3 +249,24 @@ def test_process_driver_resolves_programs_on_the_fixed_path_only(podrun_home: Pa
     assert not marker.exists()
     assert json.loads((platform._pod_dir("p") / "spec.json").read_text())["argv"][0] in ("/usr/bin/true", "/bin/true")
     platform.shutdown()
+
+
+def test_the_emulator_refuses_host_pods_unless_told_out_loud(podrun_home: Path) -> None:
+    import subprocess
+
+    users = podrun_home / "users"
+    users.write_text("alice:secret-pw\n")
+    base = [sys.executable, "-m", "podrun.emulator", "--users-file", str(users), "--port", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "PODRUN_LOCAL_DRIVER"}
+    for argv, extra in ((["--driver", "process"], {}), ([], {"PODRUN_LOCAL_DRIVER": "process"})):
+        done = subprocess.run(base + argv, capture_output=True, text=True, timeout=60, env={**env, **extra})
+        assert done.returncode != 0 and "--unsafe-host-pods" in done.stderr and "Uvicorn running" not in done.stderr
+
+
+def test_config_show_says_which_driver_pods_get(podrun_home: Path) -> None:
+    import subprocess
+
+    env = {**os.environ, "PODRUN_LOCAL_DRIVER": "process", "COLUMNS": "200"}
+    done = subprocess.run([str(Path(sys.executable).with_name("podrun")), "config", "show"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 0 and "pods run as" in done.stdout and "NOT isolated" in done.stdout, done.stdout
