@@ -85,7 +85,7 @@ def _pod_driver(driver: str, unsafe_host_pods: bool) -> str:
         raise typer.BadParameter(
             f"pod driver {driver!r} gives {chosen!r}, which runs tenants' pods on this host with its rights (any tenant "
             "reads the others' volumes and this machine's files). Install podman and prepare images "
-            "(python -m podrun.platform.local.container prepare) for isolated pods, or start the emulator with "
+            "(podrun images prepare) for isolated pods, or start the emulator with "
             "--unsafe-host-pods to accept this.")
     typer.echo("WARNING: --unsafe-host-pods: pods run on this host, NOT isolated; every tenant can read every other "
                "tenant's volumes and this machine's files. Never expose this emulator to untrusted users.", err=True)

@@ -34,8 +34,9 @@ DRIVERS = ("auto", "container", "process")
 ISOLATING = frozenset({"container"})
 _DATA_TOKEN = re.compile(r"(?<![\w./-])/data(?=/|$|[\s'\";|&)>])")
 _PYTHON_NAMES = ("python", "python3", "/usr/local/bin/python", "/usr/local/bin/python3", "/usr/bin/python3")
-# podrun's own runtime: ``python /data/.podrun/blobs/<hash> <bundle> [--serve N]``; it reads PODRUN_DATA.
-_RUNTIME_BLOB = re.compile(r"^/data/\.podrun/blobs/[0-9a-f]{16,128}$")
+# podrun's own runtime (``python /data/.podrun/blobs/<hash> <bundle>``, ``python -m podrun.runtime <bundle>``)
+# names only podrun's area of the volume, and finds the volume itself through PODRUN_DATA.
+_PODRUN_AREA = "/data/.podrun/"
 _HOST_ENV = ("LANG", "LC_ALL", "TZ")
 _notes: set[str] = set()
 
@@ -85,9 +86,8 @@ def process_pod(spec: Any, volume: Path, user: str, pod_python: str | None) -> d
     argv = split_command(spec.command) + [str(arg) for arg in spec.args]
     if not argv:
         argv = ["python"]  # the stock Python images' default CMD
-    if argv[0] in _PYTHON_NAMES:
-        argv[0] = pod_python or sys.executable  # the host's Python (or the configured stand-in)
-    own_runtime = len(argv) > 1 and bool(_RUNTIME_BLOB.match(argv[1]))
+    naming = [arg for arg in argv[1:] if _DATA_TOKEN.search(arg)]
+    own_runtime = argv[0] in _PYTHON_NAMES and bool(naming) and all(arg.startswith(_PODRUN_AREA) for arg in naming)
     if not own_runtime and any(_DATA_TOKEN.search(arg) for arg in argv):
         raise InvalidRequest(
             "Invalid parameters: this pod's command names /data, but the 'process' driver runs pods on the host, where "
@@ -95,8 +95,10 @@ def process_pod(spec: Any, volume: Path, user: str, pod_python: str | None) -> d
             "driver (PODRUN_LOCAL_DRIVER=container) or read the volume's path from $PODRUN_DATA.", status=400)
     _note_once("process", "podrun: local pods run on this host's own Python (driver 'process'): they see the host's "
                "files and packages, unlike CG2. For pods inside real images install podman and prepare them "
-               "(python -m podrun.platform.local.container prepare), then use driver 'container'.")
+               "(podrun images prepare), then use driver 'container'.")
     argv = [_DATA_TOKEN.sub(lambda _m: str(volume), arg) for arg in argv] if own_runtime else argv
+    if argv[0] in _PYTHON_NAMES:
+        argv[0] = pod_python or sys.executable  # the host's Python (or the configured stand-in)
     resolved = shutil.which(argv[0], path=_container.HOST_PATH) if "/" not in argv[0] else argv[0]
     if resolved is None:
         raise InvalidRequest(f"Invalid parameters: command {argv[0]!r} is not a program on this host", status=400)
