@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import podrun
 from podrun.client import config
@@ -30,9 +32,21 @@ class CustomError(Exception):
     pass
 
 
+class CalibrationError(Exception):
+    """An ``__init__`` that takes other arguments than its message: plain unpickling fails."""
+
+    def __init__(self, sensor, drift):
+        super().__init__(f"sensor {sensor} drifted by {drift}")
+        self.sensor = sensor
+        self.drift = drift
+
+
 class Unrebuildable(Exception):
+    """Holds a lock: it cannot be pickled in the pod at all."""
+
     def __init__(self, a, b):
         super().__init__(f"{a}/{b}")
+        self.lock = threading.Lock()
 
 
 @podrun.remote(max_duration=1)
@@ -41,6 +55,12 @@ def fail(kind):
         raise CustomError("custom failure")
     if kind == "unrebuildable":
         raise Unrebuildable(1, 2)
+    if kind == "calibration":
+        raise CalibrationError("gyro-2", 0.25)
+    if kind == "sysexit":
+        raise SystemExit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt()
     if kind == "exit":
         os._exit(7)
     return kind
@@ -106,6 +126,27 @@ def test_exception_that_cannot_be_rebuilt_is_remote_error():
     assert "raise Unrebuildable" in info.value.traceback_text
 
 
+def test_exception_with_its_own_init_arguments_keeps_its_class_and_attributes():
+    with pytest.raises(CalibrationError) as info:
+        fail.remote("calibration").get(timeout=60)
+    error = info.value
+    assert type(error) is CalibrationError  # the client's own class: `except CalibrationError` works
+    assert (error.sensor, error.drift) == ("gyro-2", 0.25)
+    assert str(error) == "sensor gyro-2 drifted by 0.25" and error.args == ("sensor gyro-2 drifted by 0.25",)
+    assert 'raise CalibrationError("gyro-2", 0.25)' in error.remote_traceback
+
+
+@pytest.mark.parametrize("kind, type_name", [("sysexit", "builtins.SystemExit"), ("interrupt", "builtins.KeyboardInterrupt")])
+def test_remote_exit_or_interrupt_never_stops_the_client(kind, type_name):
+    futures = fail.map([kind, "after"])
+    with pytest.raises(podrun.RemoteError) as info:  # a SystemExit here would end pytest itself
+        futures[0].get(timeout=60)
+    assert info.value.type_name == type_name and "not re-raised here" in info.value.message
+    assert f"raise {type_name.split('.')[1]}" in info.value.traceback_text
+    assert not isinstance(futures[0].exception(), (SystemExit, KeyboardInterrupt))
+    assert futures[1].get(timeout=60) == "after"  # the pod went on with the next call
+
+
 def test_pod_dying_without_results_is_pod_failed_not_a_hang():
     futures = fail.map(["ok", "exit", "never"])
     assert futures[0].get(timeout=60) == "ok"  # finished before the crash: not lost
@@ -119,6 +160,7 @@ def test_unknown_image_fails_with_the_pod_state():
     with pytest.raises(podrun.PodFailed, match="ImagePullBackOff") as info:
         add.options(image="no-such-image").remote(1).get(timeout=60)
     assert info.value.state["waiting"]["reason"] == "ImagePullBackOff"
+    assert "'podrun images build'" in str(info.value)  # a fix that names a real command (tests/test_hints.py)
 
 
 def test_max_duration_kills_and_keeps_what_finished():
@@ -222,3 +264,31 @@ def test_numpy_round_trip_through_a_pod():
 
     array = np.arange(100_000, dtype=np.float32)
     np.testing.assert_array_equal(scale.remote(array, 2).get(timeout=60), array * 2)
+
+
+attributes = st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True),
+                             st.none() | st.integers() | st.text(max_size=10) | st.lists(st.floats(allow_nan=False), max_size=3),
+                             max_size=4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(attributes, st.lists(st.integers() | st.text(max_size=8), max_size=3))
+def test_any_exception_state_comes_back_as_its_class(attrs, extra_args):
+    """The pod's side (executor._error_info) and the client's (rebuild_exception) in one process:
+    whatever ``__init__`` takes, the client gets the class, its ``args`` and its attributes."""
+    from podrun.client.job import rebuild_exception
+    from podrun.runtime.executor import _error_info
+
+    error = CalibrationError("s", 1.5)
+    error.args = (*error.args, *extra_args)
+    for name, value in attrs.items():
+        setattr(error, name, value)
+    try:
+        raise error
+    except CalibrationError as raised:
+        info = _error_info(raised)
+    rebuilt = rebuild_exception(info)
+    assert type(rebuilt) is CalibrationError and rebuilt.args == error.args
+    assert "raise error" in rebuilt.remote_traceback
+    del rebuilt.remote_traceback
+    assert vars(rebuilt) == vars(error) and "parts" in info

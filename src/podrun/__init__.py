@@ -34,6 +34,7 @@ from .errors import (
     PodrunError,
     RemoteError,
     SerializationError,
+    WaitTimeout,
     WireFormatError,
 )
 
@@ -120,7 +121,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AuthError", "CallTimeout", "Cancelled", "ConfigError", "Conflict", "EnvironmentMismatch", "IllegalPath",
     "IntegrityError", "InvalidRequest", "Locked", "NotFound", "PlatformError", "PodFailed", "PodrunError",
-    "RemoteError", "SerializationError", "WireFormatError", "data_dir", "remote", "RemoteFunction",
+    "RemoteError", "SerializationError", "WaitTimeout", "WireFormatError", "data_dir", "remote", "RemoteFunction",
     "ObjectFuture", "get", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "configure", "attach", "Runner", "method", "stats", "reset_stats", "PodSpec", "PodState", "LocalPlatform",
     "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "update_object", "patch_object",

@@ -6,6 +6,7 @@ the platform (HTTP or local), the wire format or the remote function itself.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -121,6 +122,32 @@ class CallTimeout(PodrunError, TimeoutError):
     """A call ran past its own ``timeout`` inside the pod (terminal record ``TIMEOUT``)."""
 
 
+if sys.version_info >= (3, 11):  # concurrent.futures.TimeoutError is TimeoutError since 3.11
+    class _WaitTimeoutBase(PodrunError, TimeoutError):
+        pass
+else:  # Python 3.10: also what concurrent.futures users catch
+    from concurrent.futures import TimeoutError as _FutureTimeout
+
+    class _WaitTimeoutBase(PodrunError, TimeoutError, _FutureTimeout):
+        pass
+
+
+class WaitTimeout(_WaitTimeoutBase):
+    """``fut.get(timeout=...)`` waited that long without the call ending. The call itself keeps
+    running: ``get()`` again, or re-attach with ``podrun.attach(job_id)``.
+
+    ``waited`` is the timeout in seconds; ``job_id`` is None while the call is not sent yet."""
+
+    def __init__(self, message: str, *, waited: float, job_id: str | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.waited = waited
+        self.job_id = job_id
+        self.index = index
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class Cancelled(PodrunError):
     """A call was cancelled before it ran (terminal record ``CANCELLED``)."""
 
@@ -158,5 +185,6 @@ __all__ = [
     "PodrunError",
     "RemoteError",
     "SerializationError",
+    "WaitTimeout",
     "WireFormatError",
 ]

@@ -12,7 +12,9 @@ Zero-build bootstrap, one uplink per job:
   store, and the next job runs it from there. Still one file, one uplink call.
 
 Also here: the user's modules (per-module source blobs, see ``modules.py``), the wheels named
-in ``wheels=`` (one blob each, see ``wheels.py``) and the hints the runtime needs for the environment manifest (image name, the env hash the client knows).
+in ``wheels=`` (one blob each, see ``wheels.py``; the runtime makes them win over its own and the
+image's copies) and the hints the runtime needs for the environment manifest (image name, the
+env hash the client knows).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ lane that runs its jobs one after another. The packing rule users can rely on:
 * a lane's first job leaves ``LINGER`` seconds after the first call, taking every call
   made meanwhile;
 * while a job runs, new calls wait, and the next job takes all of them;
-* calls share a job only when they need the same pod: same node, image, max_duration, envs
-  and keep_warm.
+* calls share a job only when they need the same pod: same node, image, max_duration, envs,
+  keep_warm and shipped wheels (a pod imports one version of each module).
 
 A job with ``keep_warm`` goes to the lane's warm pod when one of its kind is serving (an
 uplink into the inbox, no pod start), and starts one otherwise.

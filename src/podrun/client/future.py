@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..errors import WaitTimeout
+
 if TYPE_CHECKING:
     from ..store.refs import ObjectRef
     from .job import Job
@@ -53,11 +55,39 @@ class ObjectFuture(cf.Future):
         self._ref_lock = threading.Lock()
 
     def result(self, timeout: float | None = None) -> Any:
-        value = super().result(timeout)
+        try:
+            value = super().result(timeout)
+        except cf.TimeoutError as exc:
+            if self._is_outcome(exc):  # the call's own TimeoutError (CallTimeout, a user's): not the wait's
+                raise
+            raise self._wait_timeout(timeout) from None
         return value.get() if isinstance(value, DeferredValue) else value
 
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        except cf.TimeoutError:
+            raise self._wait_timeout(timeout) from None
+
+    def _is_outcome(self, exc: BaseException) -> bool:
+        return self.done() and not self.cancelled() and super().exception(0) is exc
+
+    def _wait_timeout(self, timeout: float | None) -> WaitTimeout:
+        """What a wait that ran out says: how long, and that the call goes on (and how to find it again)."""
+        waited = float(timeout or 0)
+        what = f"call {self.function_name or '?'}"
+        if self.job is None:
+            return WaitTimeout(f"waited {waited:g} s for {what}: it is not sent yet (its pod_name's lane is busy with an "
+                               "earlier job); it will be sent and run. Call get() again to wait longer.", waited=waited)
+        job_id = self.job.job_id
+        return WaitTimeout(
+            f"waited {waited:g} s for {what} (index {self.index} of job {job_id}): no result yet. The call keeps "
+            f"running in its pod; call get() again to wait longer, or re-attach from another process with "
+            f"podrun.attach({job_id!r}) or `podrun jobs attach {job_id}`.", waited=waited, job_id=job_id, index=self.index)
+
     def get(self, timeout: float | None = None) -> Any:
-        """The call's return value; re-raises the remote exception. ``timeout`` in seconds."""
+        """The call's return value; re-raises the remote exception. ``timeout`` in seconds:
+        past it, ``podrun.errors.WaitTimeout`` (a TimeoutError); the call keeps running."""
         return self.result(timeout)
 
     def ref(self, timeout: float | None = None) -> ObjectRef:
@@ -105,8 +135,12 @@ class ObjectFuture(cf.Future):
         loop = asyncio.get_running_loop()
         woken = loop.create_future()
 
+        def settle() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
         def wake(_: cf.Future) -> None:
-            loop.call_soon_threadsafe(lambda: woken.done() or woken.set_result(None))
+            loop.call_soon_threadsafe(settle)
 
         self.add_done_callback(wake)
         await woken
@@ -127,7 +161,8 @@ def get(futures: ObjectFuture | Iterable[ObjectFuture], timeout: float | None = 
     return [future.result(timeout) for future in futures]
 
 
-def wait(futures: Iterable[ObjectFuture], timeout: float | None = None, return_when: str = cf.ALL_COMPLETED) -> tuple[set[ObjectFuture], set[ObjectFuture]]:
+def wait(futures: Iterable[ObjectFuture], timeout: float | None = None,
+         return_when: str = cf.ALL_COMPLETED) -> tuple[set[ObjectFuture], set[ObjectFuture]]:
     """``concurrent.futures.wait`` for ObjectFutures: ``(done, not_done)``."""
     return cf.wait(list(futures), timeout, return_when)  # type: ignore[return-value]
 

@@ -1,6 +1,6 @@
 """The podrun runtime image: build it on the ground, push it, or have CG2 build it onboard.
 
-Plain functions behind ``podrun image build|push`` (the CLI wires them):
+Plain functions behind ``podrun images build|push`` (the CLI wires them):
 
 * :func:`build` — ``docker buildx --platform linux/arm64``, or with podman an offline build in
   the local image store from its prepared stock base (``podrun images prepare``; no registry),
@@ -83,7 +83,8 @@ def prepare_context(directory: Path, wheels: Sequence[Path] = ()) -> Path:
     return directory
 
 
-def build_command(engine: str, tag: str, base: str, context: Path, tar: Path, pod_platform: str = POD_PLATFORM) -> list[list[str]]:
+def build_command(engine: str, tag: str, base: str, context: Path, tar: Path,
+                  pod_platform: str = POD_PLATFORM) -> list[list[str]]:
     """The engine commands that build ``tag`` for the pod's platform and save it as ``tar``."""
     arg = ["--build-arg", f"BASE={base}"]
     if engine == "docker":
@@ -161,7 +162,8 @@ def _safe(image: str) -> str:
 
 # --- wheels for the pod's platform -------------------------------------------------------
 
-def pip_download_command(requirement: str, dest: Path, python_version: str = "3.11", wheel_platform: str = WHEEL_PLATFORM) -> list[str]:
+def pip_download_command(requirement: str, dest: Path, python_version: str = "3.11",
+                         wheel_platform: str = WHEEL_PLATFORM) -> list[str]:
     """``pip download`` of one binary wheel for the pod (never an sdist: pods cannot compile)."""
     return [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-deps",
             "--platform", wheel_platform, "--python-version", python_version, "--dest", str(dest), requirement]
@@ -171,7 +173,8 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def cached_wheel(requirement: str, cache: Path, python_version: str = "3.11", wheel_platform: str = WHEEL_PLATFORM) -> Path | None:
+def cached_wheel(requirement: str, cache: Path, python_version: str = "3.11",
+                 wheel_platform: str = WHEEL_PLATFORM) -> Path | None:
     """A wheel in ``cache`` that satisfies ``name`` or ``name==version`` for the pod's tags."""
     name, _, version = requirement.partition("==")
     abi = f"cp{python_version.replace('.', '')}"
@@ -195,7 +198,8 @@ def fetch_wheel(requirement: str, cache: Path | None = None, python_version: str
     hit = cached_wheel(requirement, cache, python_version, wheel_platform)
     if hit:
         return hit
-    done = subprocess.run(pip_download_command(requirement, cache, python_version, wheel_platform), capture_output=True, text=True)
+    command = pip_download_command(requirement, cache, python_version, wheel_platform)
+    done = subprocess.run(command, capture_output=True, text=True)
     hit = cached_wheel(requirement, cache, python_version, wheel_platform)
     if done.returncode != 0 or hit is None:
         raise PodrunError(f"no {wheel_platform} wheel of {requirement!r} for Python {python_version} could be fetched "

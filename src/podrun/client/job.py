@@ -7,10 +7,12 @@ backoff, one downlink of the results file (plus, on ``get()``, one per large res
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
 import weakref
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,18 +41,20 @@ from ..store.objects import ObjectStore, PlatformVolume
 from ..store.refs import DEFAULT_POD, ObjectKey, ObjectRef
 from ..wire import object_image
 from ..wire import records as rec
-from ..wire.bundle import CallGroup, JobHeader, encode_bundle
+from ..wire.bundle import CallGroup, JobHeader, encode_bundle, python_version
 from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
 from ..wire.layout import BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, blob_path, job_dir, job_file
 from ..wire.serialize import Pickled, loads
 from . import bootstrap, journal, preflight
 from .future import DeferredValue, ObjectFuture
+from .tracebacks import render_info
 from .warm import WarmPod, await_warm_job
 from .wheels import ShippedWheel
 
 LIVE_JOBS: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()  # this process's jobs
 MAX_ATTEMPTS = 2  # a group whose blobs vanished from the volume is re-sent once, with them
+IMAGE_MISSING = ("ImagePullBackOff", "ErrImagePull")  # pod states of an image the platform does not have
 RESULTS_NAMESPACE = "results"  # fut.ref() objects live under <pod_name>/results
 
 
@@ -63,6 +67,7 @@ class JobKey:
     max_duration: float
     envs: tuple[tuple[str, str], ...] = ()
     keep_warm: float = 0.0  # seconds a warm pod waits for more jobs; 0: one pod per job
+    wheels: tuple[str, ...] = ()  # hashes of the shipped wheels: a pod imports one set of versions
 
 
 @dataclass
@@ -125,6 +130,7 @@ class Job:
         self.state: PodState | None = None
         self.embedded: list[str] = []
         self.runtime_from_volume: str | None = None  # the zipapp's hash when the pod runs it from the volume
+        self.shipped: frozenset[str] = frozenset()  # modules shipped by source: their traceback frames render from here
         self._command = ""
         self._cancel_lock = threading.Lock()
         self._cancel_wanted: set[int] = set()
@@ -173,8 +179,14 @@ class Job:
             self._journal_outcomes()
 
     def _fail_all(self, exc: Exception) -> None:
+        """Every call of the job ends with the platform's error itself (typed: podrun.errors),
+        or a PodFailed that names and chains an error of another kind."""
+        error = exc
+        if not isinstance(exc, PodrunError):
+            error = PodFailed(f"job {self.job_id} failed on the platform: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
         for future in self.futures:
-            _settle(future, exc=exc if isinstance(exc, PodrunError) else PodFailed(f"job {self.job_id} failed: {exc!r}"))
+            _settle(future, exc=error)
 
     def journal_entry(self) -> journal.JournalEntry:
         return journal.JournalEntry(
@@ -190,14 +202,13 @@ class Job:
             status = future.status or ("CANCELLED" if future.cancelled() else "LOST")
             entry.outcomes[status] = entry.outcomes.get(status, 0) + 1
         entry.status = "done"
-        try:
+        with contextlib.suppress(OSError):  # the journal is a convenience: never fail a finished job over it
             journal.write(self.home, entry)
-        except OSError:
-            pass  # the journal is a convenience: never fail a finished job over it
 
     def _submit(self, manifest: Manifest) -> None:
         packed = pack_job(self.job_id, self.groups, self.platform, self.key, manifest)
         self.embedded = packed.embedded
+        self.shipped = frozenset(str(row[0]) for row in packed.header.options.get("modules", []))
         bundle, boot = packed.bundle, packed.boot
         self.runtime_from_volume = boot.runtime_hash if boot.runtime_hash and not boot.frames else None
         if len(bundle) > self.platform.max_uplink_bytes:
@@ -290,11 +301,12 @@ class Job:
         missing = set(end.get("missing", [])) if end else set()
         if missing:
             manifest.discard(missing)
-        runtime_lost = not records and self.runtime_from_volume is not None and bool(self.state and self.state.is_terminal)
-        if runtime_lost:
+        lost_runtime = self.runtime_from_volume
+        runtime_lost = not records and lost_runtime is not None and bool(self.state and self.state.is_terminal)
+        if runtime_lost and lost_runtime is not None:
             # The runtime never started: the zipapp the manifest believed in is gone from the
             # volume (deleted, or the volume recreated). Forget it; the retry carries it again.
-            manifest.discard([self.runtime_from_volume])
+            manifest.discard([lost_runtime])
         retry: list[PendingGroup] = []
         index = 0
         for group in self.groups:
@@ -307,7 +319,7 @@ class Job:
                 group.attempts += 1
                 retry.append(group)
                 continue
-            for i, future in zip(span, group.futures):
+            for i, future in zip(span, group.futures, strict=True):
                 record = calls.get(i)
                 if record is None:
                     error = self._unfinished_error()
@@ -324,6 +336,10 @@ class Job:
         detail = f"pod state {state}" if state else "no pod state"
         if self.state and self.state.is_stuck:
             message = f"the pod could not start ({self.state.reason}): {self.state.message}"
+            if self.state.reason in IMAGE_MISSING:
+                message += ("; fix: 'podrun images ls' lists your images; build one with 'podrun images build' "
+                            "(then 'podrun images push'), or pick a stock image with image= "
+                            f"(e.g. image='python:{python_version()}-slim')")
         elif status == rec.KILLED:
             message = f"the pod was stopped ({reason}) before this call finished; {detail}"
         else:
@@ -339,13 +355,14 @@ class Job:
         if status == rec.OK:
             _settle(future, value=DeferredValue(lambda: self._load_value(record)))
         elif status == rec.RAISED:
-            _settle(future, exc=rebuild_exception(record["e"]))
+            _settle(future, exc=rebuild_exception(record["e"], self.shipped))
         elif status == rec.TIMEOUT:
             _settle(future, exc=CallTimeout(record["e"]["message"]))
         elif status == rec.CANCELLED:
             _settle(future, exc=Cancelled(f"call {future.index} of job {self.job_id} was cancelled before it ran"))
         else:
-            _settle(future, exc=PodFailed(f"job {self.job_id}: {record['e']['message']}", state=self.state.to_dict() if self.state else {}, status=status))
+            state = self.state.to_dict() if self.state else {}
+            _settle(future, exc=PodFailed(f"job {self.job_id}: {record['e']['message']}", state=state, status=status))
 
     def _load_value(self, record: dict[str, Any]) -> Any:
         payload = self.fetch_blob(record["vb"]) if "vb" in record else decompress(record["v"])
@@ -353,7 +370,8 @@ class Job:
         try:
             return loads(payload, buffers)
         except Exception as exc:
-            raise SerializationError(f"cannot unpickle the result of call {record['i']} of job {self.job_id} here: {type(exc).__name__}: {exc}") from exc
+            raise SerializationError(f"cannot unpickle the result of call {record['i']} of job {self.job_id} here: "
+                                     f"{type(exc).__name__}: {exc}") from exc
 
     def make_ref(self, record: dict[str, Any]) -> ObjectRef:
         """An ObjectRef to a call's result in its pod_name's volume: a large result already
@@ -376,7 +394,8 @@ class Job:
                     continue
                 if content_hash(raw) == blob_hash:
                     return raw
-        raise IntegrityError(f"blob {blob_hash} in volume {self.pod_name or 'default'} does not match its hash; it is corrupt there", blob=blob_hash)
+        volume = self.pod_name or "default"
+        raise IntegrityError(f"blob {blob_hash} in volume {volume} does not match its hash; it is corrupt there", blob=blob_hash)
 
 
 def send_cancel(platform: MeteredPlatform, job_id: str, pod_name: str | None, indexes: set[int]) -> None:
@@ -405,7 +424,8 @@ def pack_job(job_id: str, groups: list[PendingGroup], platform: MeteredPlatform,
     for group in groups:
         raw[group.function.hash] = group.function.payload
         raw.update(group.args.blobs)
-        table.append(CallGroup(group.function.hash, compress(group.args.payload, codec), group.args.buffers, len(group.futures), group.timeout))
+        args = compress(group.args.payload, codec)
+        table.append(CallGroup(group.function.hash, args, group.args.buffers, len(group.futures), group.timeout))
     header = JobHeader(job_id, table)
     boot = bootstrap.prepare(platform, key, groups, header, raw, manifest, refresh)  # runtime, modules
     embedded = manifest.missing(header.required_blobs(), refresh=refresh)
@@ -418,20 +438,43 @@ def estimate_uplink(groups: list[PendingGroup], platform: MeteredPlatform, key: 
     return len(pack_job(new_job_id(), groups, platform, key, manifest, refresh=False).bundle)
 
 
-def rebuild_exception(info: dict[str, Any]) -> BaseException:
-    """The remote exception as its own type where it unpickles, else ``RemoteError``; the
-    remote traceback text is attached either way."""
-    text = info.get("traceback") or ""
-    if info.get("pickled"):
+def rebuild_exception(info: dict[str, Any], shipped: Collection[str] = ()) -> BaseException:
+    """The remote exception as its own type where it can be rebuilt here, else ``RemoteError``;
+    the remote traceback, rendered from this client's source, is attached either way.
+
+    A remote ``SystemExit``, ``KeyboardInterrupt`` or other BaseException that is not an
+    Exception is never re-raised as itself: it would exit or interrupt this process."""
+    text = render_info(info, shipped)
+    exc = _unpickle_exception(info)
+    if isinstance(exc, Exception):
+        exc.__cause__ = RemoteTraceback(text)
+        exc.remote_traceback = text  # type: ignore[attr-defined]
+        return exc
+    message = info.get("message") or ""
+    if isinstance(exc, BaseException):
+        message = f"{message} (a {type(exc).__name__} in the pod: not re-raised here, where it would stop this process)"
+    return RemoteError(info.get("type") or "Exception", message, text)
+
+
+def _unpickle_exception(info: dict[str, Any]) -> BaseException | None:
+    """The exception rebuilt from (class, args, __dict__) without calling ``__init__`` where the
+    pod found that plain unpickling would not give it back (an ``__init__`` taking other
+    arguments), else as pickled."""
+    for key in ("parts", "pickled"):
+        if not info.get(key):
+            continue
         try:
-            exc = cloudpickle.loads(info["pickled"])
-        except Exception:
-            exc = None
-        if isinstance(exc, BaseException):
-            exc.__cause__ = RemoteTraceback(text)
-            exc.remote_traceback = text  # type: ignore[attr-defined]
-            return exc
-    return RemoteError(info.get("type") or "Exception", info.get("message") or "", text)
+            loaded = cloudpickle.loads(info[key])
+            if key == "parts":
+                cls, args, state = loaded
+                loaded = cls.__new__(cls, *args)
+                loaded.args = tuple(args)
+                loaded.__dict__.update(state)
+        except Exception:  # noqa: BLE001 - any failure: try the next form, then RemoteError
+            continue
+        if isinstance(loaded, BaseException):
+            return loaded
+    return None
 
 
 def _settle(future: ObjectFuture, value: Any = None, exc: BaseException | None = None) -> None:

@@ -58,7 +58,8 @@ def known_hash(platform: Platform, image: str, node: str) -> str | None:
 
 
 def remember(platform: Platform, image: str, node: str, env: dict[str, Any], env_hash: str) -> None:
-    atomic_write(cache_path(platform, image, node), json.dumps({"hash": env_hash, "env": env, "learned": time.time()}, sort_keys=True))
+    entry = {"hash": env_hash, "env": env, "learned": time.time()}
+    atomic_write(cache_path(platform, image, node), json.dumps(entry, sort_keys=True))
 
 
 def learn(platform: Platform, image: str, node: str, records: Iterable[dict[str, Any]]) -> None:
@@ -97,7 +98,7 @@ def check(platform: Platform, image: str, node: str, what: str, modules: Iterabl
     client = python_version()
     entry = cached(platform, image, node)
     env = entry["env"] if entry else None
-    if env:
+    if env and entry:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.get("learned", 0)))
         source = f"as its pod reported on {when}"
         pod_python = env.get("python")
@@ -117,6 +118,7 @@ def check(platform: Platform, image: str, node: str, what: str, modules: Iterabl
     if missing:
         raise EnvironmentMismatch(
             f"{what} needs module(s) {', '.join(missing)}, which image {image!r} on node {node} does not have ({source}). "
-            "Fix: use an image that has them (e.g. one built with 'podrun image build', or "
-            "'dphi-embedded-ml-armv8-py311' for the common ML stack); for your own pure-Python code, ship it with "
+            "Fix: use an image that has them (e.g. one built with 'podrun images build', or "
+            "'dphi-embedded-ml-armv8-py311' for the common ML stack); ship an installed package as a wheel with "
+            "@podrun.remote(wheels=['NAME==VERSION']); for your own pure-Python code, ship it with "
             "@podrun.remote(modules=[...]).")

@@ -49,8 +49,9 @@ class RemoteOptions:
             raise ValueError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
         if isinstance(self.modules, str) or not all(isinstance(m, str) for m in self.modules):
             raise ValueError(f"modules must be a list of module names, not {self.modules!r}")
-        return replace(self, modules=tuple(self.modules), wheels=shipped_wheels.validate(self.wheels), node=normalize_node(self.node),
-                       max_duration=validate_max_duration(self.max_duration), pod_name=validate_pod_name(self.pod_name))
+        return replace(self, modules=tuple(self.modules), wheels=shipped_wheels.validate(self.wheels),
+                       node=normalize_node(self.node), max_duration=validate_max_duration(self.max_duration),
+                       pod_name=validate_pod_name(self.pod_name))
 
     def job_key(self) -> JobKey:
         envs = tuple(sorted((str(k), str(v)) for k, v in self.envs.items()))
@@ -107,10 +108,12 @@ class RemoteFunction:
         try:
             args = dumps(calls, what=f"the arguments of {function.name}")
         except SerializationError as exc:
-            culprit = next((find_unpicklable(a, k) for a, k in calls if find_unpicklable(a, k) != "the arguments"), "the arguments")
+            named = (find_unpicklable(a, k) for a, k in calls)
+            culprit = next((name for name in named if name != "the arguments"), "the arguments")
             raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
         futures = [ObjectFuture(function.name) for _ in calls]
-        group = PendingGroup(function, args, futures, self._options.job_key(), self._options.timeout)
+        key = replace(self._options.job_key(), wheels=tuple(sorted(wheel.hash for wheel in function.wheels)))
+        group = PendingGroup(function, args, futures, key, self._options.timeout)
         from_wheels = {name for wheel in function.wheels for name in wheel.top_level}
         preflight.check(config.current_platform(), group.key.image, group.key.node, function.name,
                         {m for m in function.modules | args.modules if m.split(".")[0] not in from_wheels})
@@ -137,7 +140,7 @@ class RemoteFunction:
     def map(self, iterable: Iterable[Any], *iterables: Iterable[Any], **shared_kwargs: Any) -> list[ObjectFuture]:
         """``fn(x)`` for each ``x`` (or ``fn(x, y)`` over zipped iterables, like ``map``), all in
         one job. ``shared_kwargs`` go to every call and are pickled once."""
-        rows = zip(iterable, *iterables) if iterables else ((item,) for item in iterable)
+        rows = zip(iterable, *iterables, strict=False) if iterables else ((item,) for item in iterable)
         calls = [(tuple(row), shared_kwargs) for row in rows]
         return self._submit(calls) if calls else []
 

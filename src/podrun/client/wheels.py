@@ -117,10 +117,46 @@ def _resolve_one(entry: str, platform_tag: str, python: str) -> ShippedWheel:
 
 
 def resolve(entries: Sequence[str], platform_kind: str) -> tuple[ShippedWheel, ...]:
-    """Each entry's wheel for the pod (cached per process); duplicates by content dropped."""
+    """Each entry's wheel for the pod (cached per process); duplicates by content dropped.
+    Raises WheelError for wheels the pod could not honour (``check_admissible``)."""
     tag, python = wheel_platform(platform_kind), python_version()
     seen: dict[str, ShippedWheel] = {}
     for entry in entries:
         wheel = _resolve_one(entry, tag, python)
         seen.setdefault(wheel.hash, wheel)
-    return tuple(seen.values())
+    shipped = tuple(seen.values())
+    check_admissible(shipped)
+    return shipped
+
+
+def check_admissible(shipped: Sequence[ShippedWheel]) -> None:
+    """Refuse, before anything is sent, a set of wheels whose versions the function could not
+    be given (``runtime/wheels.py`` gives it every other one, over the runtime's and the image's
+    copies): two wheels of one module, podrun itself, or a cloudpickle other than the client's
+    (the runtime loads this client's pickles with it, in the function's own process)."""
+    owner: dict[str, str] = {}
+    for wheel in shipped:
+        for name in sorted(wheel.top_level):
+            if name in owner:
+                raise WheelError(f"wheels {owner[name]} and {wheel.filename} both provide module {name!r}: "
+                                 "ship one version of it")
+            owner[name] = wheel.filename
+        if "podrun" in wheel.top_level:
+            raise WheelError(f"{wheel.filename} provides podrun itself, which cannot be shipped: the pod runs the "
+                             "runtime of this client's own podrun installation")
+        if "cloudpickle" in wheel.top_level:
+            import cloudpickle
+
+            version = wheel_version(wheel.filename)
+            if version != cloudpickle.__version__:
+                raise WheelError(
+                    f"{wheel.filename} is cloudpickle {version}, but the pod's runtime loads what this client pickled "
+                    f"with this client's cloudpickle {cloudpickle.__version__}, in the same process as your function, "
+                    f"so the function cannot be given another version: ship cloudpickle=={cloudpickle.__version__} "
+                    "or leave it out of wheels=")
+
+
+def wheel_version(filename: str) -> str:
+    """The version in a wheel's file name (``name-version(-build)?-py-abi-platform.whl``)."""
+    parts = filename[: -len(".whl")].split("-")
+    return parts[1] if len(parts) >= 5 else ""

@@ -15,7 +15,6 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from ..wire.bundle import JobHeader, python_version, read_header
 from ..wire.compression import best_codec, compress, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
 from ..wire.serialize import dumps
-from . import environment, modules, wheels
+from . import environment, modules, tracebacks, wheels
 from .capture import capture_output
 from .session import CURRENT, Session
 
@@ -96,9 +95,15 @@ class JobRunner:
             return 3
         self.emit({"k": "env", **self._environment(header)})
         modules.install(self.blobs, header.options.get("modules"))
-        missing.update(wheels.install(self.blobs, data_dir(), header.options.get("wheels")))
+        folders, lost = wheels.install(self.blobs, data_dir(), header.options.get("wheels"))
+        missing.update(lost)
+        conflict = wheels.kept_conflict(folders)
+        if conflict:
+            self.emit({"k": "end", "t": time.time(), "fatal": conflict})
+            return 3
         try:
-            self._run_groups(header, missing)
+            with wheels.active(folders):  # the job's wheels win over the runtime's and the image's copies
+                self._run_groups(header, missing)
         except _Stopped:
             pass
         self._finish_remaining(header, rec.KILLED if self.stopping else rec.LOST, "the pod was stopped before this call finished")
@@ -159,7 +164,8 @@ class JobRunner:
             first, index = index, index + group.count
             needed = {group.function, *group.buffers, *wheels.hashes(header.options.get("wheels"))} & missing
             if needed:
-                self._finish_range(first, index, rec.LOST, f"blobs missing from the volume: {', '.join(sorted(needed))}", missing=sorted(needed))
+                self._finish_range(first, index, rec.LOST, f"blobs missing from the volume: {', '.join(sorted(needed))}",
+                                   missing=sorted(needed))
                 continue
             try:
                 if group.function not in functions:
@@ -187,7 +193,8 @@ class JobRunner:
                     continue
                 self._run_call(first + offset, function, args, kwargs, group.timeout)
 
-    def _run_call(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None) -> None:
+    def _run_call(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                  timeout: float | None) -> None:
         record: dict[str, Any] = {"k": "call", "i": i}
         started = time.time()
         with capture_output() as captured:
@@ -207,7 +214,8 @@ class JobRunner:
                 self._close_call(record, started, captured)
                 raise
             except _TimedOut:
-                record.update({"s": rec.TIMEOUT, "e": _error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")})
+                error = _error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")
+                record.update({"s": rec.TIMEOUT, "e": error})
             except BaseException as exc:  # noqa: BLE001 - the user's exception is the call's outcome
                 record.update({"s": rec.RAISED, "e": _error_info(exc, skip_runtime_frame=True)})
         self._close_call(record, started, captured)
@@ -264,20 +272,49 @@ def _raise_timeout(_signum: int, _frame: Any) -> None:
 
 def _error_info(exc: BaseException | None, type_name: str | None = None, message: str | None = None,
                 skip_runtime_frame: bool = False) -> dict[str, Any]:
-    """Type name, message, traceback text and, where it pickles, the exception itself.
-    The runtime's own frame is left out of a user exception's traceback: it starts at the user's code."""
+    """Type name, message, the traceback as a structured record (the client renders it from its
+    own source: ``runtime/tracebacks.py``) and, where it pickles, the exception itself. The
+    runtime's own frame is left out of a user exception's traceback: it starts at the user's code."""
     if exc is None:
         return {"type": type_name, "message": message, "traceback": "", "pickled": None}
-    tb = exc.__traceback__
-    if skip_runtime_frame and tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    cls = type(exc)
+    return {"type": f"{cls.__module__}.{cls.__qualname__}", "message": _message(exc),
+            "tb": tracebacks.capture(exc, skip_frames=1 if skip_runtime_frame else 0), **_pickled(exc)}
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as error:  # noqa: BLE001 - a user's __str__ may raise; the type still reaches the client
+        return f"<str() of the exception failed: {type(error).__name__}>"
+
+
+def _pickled(exc: BaseException) -> dict[str, Any]:
+    """``pickled``: the exception as cloudpickle carries it. Where unpickling would not give it
+    back as it is (it fails, or calls an ``__init__`` that takes other arguments than ``args``
+    with them: ``CalibrationError(sensor, drift)``), ``parts`` too: (class, args, __dict__),
+    which the client rebuilds without calling ``__init__``, and prefers."""
     try:
         pickled = cloudpickle.dumps(exc)
-    except Exception:
-        pickled = None
-    cls = type(exc)
-    return {"type": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc), "traceback": text, "pickled": pickled}
+    except Exception:  # noqa: BLE001 - an unpicklable attribute: the client gets a RemoteError
+        return {"pickled": None}
+    if _round_trips(exc, pickled):
+        return {"pickled": pickled}
+    try:
+        return {"pickled": pickled, "parts": cloudpickle.dumps((type(exc), exc.args, dict(vars(exc))))}
+    except Exception:  # noqa: BLE001 - no better form: the plain pickle is what there is
+        return {"pickled": pickled}
+
+
+def _round_trips(exc: BaseException, pickled: bytes) -> bool:
+    """Whether unpickling gives the same class, args and attribute names back (an ``__init__``
+    re-run with the wrong arguments changes ``args``; BaseException's pickle then restores the
+    attributes' values from its own state, whatever ``__init__`` set)."""
+    try:
+        back = cloudpickle.loads(pickled)
+        return type(back) is type(exc) and bool(back.args == exc.args) and vars(back).keys() == vars(exc).keys()
+    except Exception:  # noqa: BLE001 - a failing __init__ or comparison: not faithful
+        return False
 
 
 def main(argv: list[str]) -> int:

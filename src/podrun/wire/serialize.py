@@ -21,6 +21,7 @@ import cloudpickle
 
 from ..errors import SerializationError
 from .hashing import content_hash
+from .tracebacks import ORIGINS
 
 PROTOCOL = 5
 BLOB_THRESHOLD = 64 * 1024
@@ -78,7 +79,8 @@ class TrackingPickler(cloudpickle.Pickler):
     modules of classes and functions pickled by reference, pickled module objects, and
     ``import`` statements inside functions pickled by value. The client ships or checks
     exactly those (module shipping, preflight). Imports inside a ``try`` block are
-    ``optional``: code that guards an import handles its absence."""
+    ``optional``: code that guards an import handles its absence. Each code object pickled
+    by value is recorded in ``ORIGINS``, so a remote traceback can name its real file."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -95,6 +97,8 @@ class TrackingPickler(cloudpickle.Pickler):
             if isinstance(obj, FunctionType):
                 for name, guarded in imported_names(obj.__code__).items():
                     (self.optional if guarded else self.modules).add(name)
+        elif isinstance(obj, CodeType):  # pickled by value: remember its real file for remote tracebacks
+            ORIGINS.record(obj)
         return super().reducer_override(obj)
 
 
