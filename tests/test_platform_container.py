@@ -98,7 +98,7 @@ def test_unavailable_engine_is_a_typed_error_and_auto_says_it_falls_back(podrun_
     with pytest.raises(_container.ContainerUnavailable, match="podman: not installed.*apt-get install podman"):
         LocalPlatform(podrun_home / "local", driver="container")
     with pytest.warns(drivers.HostPodsWarning, match="fall back to the host-process driver, which is not CG2-like"):
-        assert LocalPlatform(podrun_home / "local").effective_driver == "process"
+        assert LocalPlatform(podrun_home / "local", driver="auto").effective_driver == "process"
 
 
 # --- with an engine ------------------------------------------------------------------------
