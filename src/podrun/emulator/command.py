@@ -20,7 +20,7 @@ def emulator(
     refresh_lifetime: float = typer.Option(86400.0, help="seconds a refresh token stays valid"),
     driver: str = typer.Option("auto", envvar="PODRUN_LOCAL_DRIVER",
                                help="LocalPlatform pod driver: auto (container where podman runs), container or process"),
-    unsafe_host_pods: bool = typer.Option(False, "--unsafe-host-pods",
+    unsafe_host_pods: bool = typer.Option(False, "--unsafe-host-pods", envvar="PODRUN_UNSAFE_HOST_PODS",
                                           help="UNSAFE: allow the 'process' driver, whose pods run on this host with its rights, "
                                                "its files and every tenant's volumes in reach"),
     max_uplink_bytes: int = typer.Option(2 * 1000**3, help="largest total size of one uplink call (CG2 EM: 2 GB; flight model: 5 MB)"),
