@@ -110,6 +110,8 @@ def remove_images(root: Path, store: str | None) -> None:
 
 
 def _driver_flags() -> list[str]:
-    """The suite's emulator runs host pods (the tests' pods use the client's numpy and sources),
-    which the emulator accepts only when told so out loud."""
-    return ["--driver", "process", "--unsafe-host-pods"]
+    """The emulator's tenants get isolated pods (the container driver) where podman runs here;
+    elsewhere host pods, which the emulator only accepts when told so out loud."""
+    from .platforms import container_reason
+
+    return ["--driver", "container"] if container_reason() is None else ["--driver", "process", "--unsafe-host-pods"]

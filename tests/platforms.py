@@ -22,6 +22,9 @@ from .em_server import EmulatorProcess
 
 
 def _local(_request: pytest.FixtureRequest, home: Path) -> Platform:
+    """The contract is CG2's: the container driver where podman runs, else the host driver."""
+    if container_reason() is None:
+        return container_platform(home / "local", "local", stop_grace=3)
     return LocalPlatform(home / "local")
 
 

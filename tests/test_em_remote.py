@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    with EmulatorProcess(tmp_path_factory.mktemp("em-remote")) as em:
+    # Host pods: these tests' services live in this module, which imports pytest (no image has it).
+    with EmulatorProcess(tmp_path_factory.mktemp("em-remote"), "--driver", "process", "--unsafe-host-pods") as em:
         yield em
 
 

@@ -1,26 +1,21 @@
 """LocalPlatform: the EM API's semantics on this machine, with no server and no account.
 
 Volumes are directories, one per (user, pod_name); pods are processes started by a small
-detached supervisor (``supervisor.py``) that enforces ``max_duration`` (SIGTERM, a grace
-period, SIGKILL) and records the pod's state, so pods outlive the client exactly as they do on
-CG2. ``drivers.py`` says what runs a pod: ``container`` (inside its image, isolated: the
-default wherever podman runs) or ``process`` (an explicit, never silent host mode).
+detached supervisor (``pods.py`` starts it, ``supervisor.py`` is it) that enforces
+``max_duration`` (SIGTERM, a grace period, SIGKILL) and records the pod's state, so pods outlive
+the client exactly as they do on CG2. ``drivers.py`` says what runs a pod: ``container``
+(inside its image, isolated: the default wherever podman runs) or ``process`` (an explicit,
+never silent host mode).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import os
 import re
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,13 +31,13 @@ from . import builds as _builds
 from . import container as _container
 from . import drivers as _drivers
 from . import network as _network
+from . import pods as _pods
 from . import stock as _stock
 from . import telemetry as _telemetry
 from .drivers import DRIVERS as DRIVERS  # re-exported by the package
 from .images import USER_PREFIX, Image, ImageStore, ImageStoreError, display_name, pod_arch
 from .images import normalize as normalize_image
 
-SUPERVISOR = Path(__file__).with_name("supervisor.py")
 CHUNK = 1024 * 1024
 STOP_GRACE_SECONDS = 30.0  # Kubernetes' terminationGracePeriodSeconds
 
@@ -73,13 +68,6 @@ def _minute(ts: float) -> str:
 
 def _signed64(digest: bytes) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-# Supervisors this process started, by pid: whichever LocalPlatform instance asks about a pod,
-# a supervisor that is our child must be polled (and so reaped), never probed with kill(0),
-# which succeeds on a zombie.
-_children: dict[int, subprocess.Popen] = {}
-_children_lock = threading.Lock()
 
 
 class LocalPlatform(Platform):
@@ -351,48 +339,20 @@ class LocalPlatform(Platform):
             f"Stock images that can be prepared here: {', '.join(sorted(_stock.PREPARABLE))} "
             f"(`podrun images prepare NAME --arch arm64|host`; Debian has Python 3.11 and 3.13 only)")}
 
-    # pods ----------------------------------------------------------------------------------
+    # pods (pods.py) ------------------------------------------------------------------------
     def run_pod(self, spec: PodSpec) -> None:
-        """Stop the pod_name's pod, then start the new one, as one step: a file lock makes two
-        concurrent runs (two processes, two emulator requests) replace each other in turn."""
-        pod_dir = self._pod_dir(spec.pod_name)
-        pod_dir.mkdir(parents=True, exist_ok=True)
-        with open(pod_dir / "run.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            self._replace_pod(spec, pod_dir)
+        _pods.run(self, spec)
 
-    def _replace_pod(self, spec: PodSpec, pod_dir: Path) -> None:
-        volume = self.volume_path(spec.pod_name)
-        self._stop_pod(pod_dir)
-        run_id = secrets.token_hex(8)
-        record: dict[str, Any] = {"run_id": run_id, "image": spec.image, "node": spec.node, "pod_name": spec.pod_name,
-                                  "max_duration": spec.max_duration, "scheduled_time": spec.scheduled_iso(),
-                                  "grace_seconds": self.stop_grace}
-        (pod_dir / "current_run").write_text(run_id)
-        in_image = self.effective_driver == "container"
-        if not (self.resolve_image(spec.image) is not None if in_image else self.image_runnable(spec.image)):
-            _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None,
-                                                 "state": {"waiting": self.unpullable_state(spec.image)}})
-            _write_json(pod_dir / "spec.json", record)
-            return
-        record.update(self._pod_process(spec, volume, pod_dir))
-        record["start_at"] = _parse_schedule(spec.scheduled_time)
-        _write_json(pod_dir / "spec.json", record)
-        _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None,
-                                             "state": {"waiting": {"reason": "ContainerCreating", "message": "starting"}}})
-        # A fixed environment and an absolute interpreter in isolated mode: nothing of the
-        # caller's environment (nor of a pod's envs) reaches the process that supervises as root.
-        child = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(SUPERVISOR), str(pod_dir)], env=_container.engine_env(), cwd="/",
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        (pod_dir / "supervisor.pid").write_text(str(child.pid))
-        with _children_lock:
-            for pid in [pid for pid, c in _children.items() if c.poll() is not None]:
-                del _children[pid]
-            _children[child.pid] = child
+    def pod_status(self, pod_name: str | None = None) -> PodState:
+        return _pods.status(self, pod_name)
 
-    def _pod_process(self, spec: PodSpec, volume: Path, pod_dir: Path) -> dict[str, Any]:
+    def _stop_pod(self, pod_dir: Path) -> None:
+        _pods.stop(self, pod_dir)
+
+    def _supervisor_alive(self, pid: int | None) -> bool:
+        return _pods.supervisor_alive(pid)
+
+    def pod_process(self, spec: PodSpec, volume: Path, pod_dir: Path) -> dict[str, Any]:
         """argv, env and cwd of the pod's process for the chosen driver."""
         if self.effective_driver != "container":
             return _drivers.process_pod(spec, volume, self.user, self.pod_python)
@@ -413,74 +373,6 @@ class LocalPlatform(Platform):
             raise PlatformError(f"image {image!r} left the local image store while its pod was starting")
         return found.id
 
-    def _supervisor_alive(self, pid: int | None) -> bool:
-        if not pid:
-            return False
-        with _children_lock:
-            child = _children.get(pid)
-            if child is not None:
-                return child.poll() is None
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-
-    def _stop_pod(self, pod_dir: Path) -> None:
-        """Stop the pod_name's running pod (a new run replaces it) and wait for its supervisor,
-        which gives the workload its grace period between SIGTERM and SIGKILL."""
-        spec = _read_json(pod_dir / "spec.json") or {}
-        timeout = float(spec.get("grace_seconds", self.stop_grace)) + 10.0
-        record = _read_json(pod_dir / "state.json")
-        if record and "terminated" in record.get("state", {}):
-            return
-        pid = record.get("supervisor_pid") if record else None
-        if pid is None:
-            try:
-                pid = int((pod_dir / "supervisor.pid").read_text())
-            except (FileNotFoundError, ValueError):
-                return
-        if not self._supervisor_alive(pid):
-            # It died without recording an end: a container it ran may still be up.
-            _container.cleanup(spec.get("cleanup_argv"), spec.get("env"))
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while self._supervisor_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self._supervisor_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            # A killed supervisor cannot stop its container: do it here.
-            _container.cleanup(spec.get("cleanup_argv"), spec.get("env"))
-
-    def pod_status(self, pod_name: str | None = None) -> PodState:
-        pod_dir = self._pod_dir(pod_name)
-        record = _read_json(pod_dir / "state.json")
-        if record is None:
-            raise NotFound(f"no pod named {self.volume_name(pod_name)!r} has been run", code="POD_NOT_FOUND", status=404)
-        state = PodState(record["state"])
-        pid = record.get("supervisor_pid")
-        spec = _read_json(pod_dir / "spec.json") or {}
-        starting = pid is None and state.phase == "waiting" and state.reason == "ContainerCreating"
-        if starting:
-            try:
-                pid = int((pod_dir / "supervisor.pid").read_text())
-            except (FileNotFoundError, ValueError):
-                pid = None
-        if not state.is_terminal and not state.is_stuck and pid and not self._supervisor_alive(pid):
-            # The supervisor died without recording an end (killed, machine rebooted): say so
-            # rather than report "running" forever. Re-read first: it may have just finished.
-            record = _read_json(pod_dir / "state.json") or record
-            state = PodState(record["state"])
-            if not state.is_terminal and record.get("run_id") == spec.get("run_id"):
-                state = PodState({"terminated": {"exitCode": 137, "reason": "Lost",
-                                                 "message": "the pod's supervisor ended without recording an exit",
-                                                 "startedAt": state.detail.get("startedAt"), "finishedAt": None}})
-        return state
-
     def nodes_status(self) -> list[dict[str, str]]:
         return [{"name": NODE_STATUS_NAMES[node], "status": "True"} for node in NODES]
 
@@ -500,17 +392,11 @@ class LocalPlatform(Platform):
     def shutdown(self) -> None:
         """Stop every pod of this user, its telemetry service and its network (tests and the
         emulator call it on exit)."""
-        base = self.root / "pods" / self.user
-        if base.is_dir():
-            for pod_dir in base.iterdir():
-                self._stop_pod(pod_dir)
+        _pods.shutdown(self)
         if _container.available(self.images):
             engine = _container.find_engine(self.images)
             _telemetry.stop_telemetry(engine, self.root, self.user)
             _network.remove_network(engine, self.root, self.user)
-        with _children_lock:
-            for pid in [pid for pid, c in _children.items() if c.poll() is not None]:
-                del _children[pid]
 
 
 def _write_atomic(target: Path, content: Any, progress: Progress | None) -> int:
@@ -542,22 +428,6 @@ def _write_atomic(target: Path, content: Any, progress: Progress | None) -> int:
     return written
 
 
-def _parse_schedule(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidRequest(f"Invalid parameters: scheduled_time {value!r} is not an ISO-8601 timestamp with timezone",
-                                 status=400) from None
-    if moment.tzinfo is None:
-        raise InvalidRequest(f"Invalid parameters: scheduled_time {value!r} needs a timezone, e.g. +00:00", status=400)
-    return moment.timestamp()
-
-
 def _check_image_name(image: str) -> None:
     if not isinstance(image, str) or not re.match(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[\w][\w.-]{0,127})?$", image):
         raise InvalidRequest(f"Invalid parameters: image name {image!r}: lowercase letters, digits, '.', '_', '-', '/' and an optional :tag", status=400)
@@ -570,14 +440,3 @@ def _dockerfile_base(text: str) -> str | None:
             rest = [w for w in words[1:] if not w.startswith("--")]
             return rest[0] if rest else None
     return None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write(path, json.dumps(data))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
