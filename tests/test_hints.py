@@ -55,7 +55,7 @@ def test_each_hinted_command_answers_help(command: str) -> None:
 
 def test_each_hinted_module_exists() -> None:
     modules = _found(MODULE)
-    assert "podrun.platform.local.container" in modules
+    assert modules, "no python -m hint found: the scan itself is broken"
     for name, where in modules.items():
         assert importlib.util.find_spec(name) is not None, f"'python -m {name}' (hinted at {where}) does not exist"
 
