@@ -4,6 +4,7 @@ The process is always stopped by its PID (SIGTERM, then SIGKILL), also when a te
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -103,10 +104,8 @@ def remove_images(root: Path, store: str | None) -> None:
     (LocalPlatform names their prefix in ``<root>/images.scope``)."""
     marker = root / "images.scope"
     if marker.is_file():
-        try:
+        with contextlib.suppress(ImageStoreError):
             ImageStore(store).remove_all(marker.read_text().strip())
-        except ImageStoreError:
-            pass
 
 
 def _driver_flags() -> list[str]:

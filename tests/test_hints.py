@@ -44,7 +44,7 @@ COMMANDS = _found(COMMAND)
 
 def test_the_hints_are_found() -> None:
     # The scan itself works: hints known to be in the sources are among those checked.
-    assert {"jobs attach", "jobs ls", "images build", "images push"} <= set(COMMANDS), sorted(COMMANDS)
+    assert {"jobs attach", "jobs ls", "images build", "images push", "images prepare"} <= set(COMMANDS), sorted(COMMANDS)
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -55,7 +55,7 @@ def test_each_hinted_command_answers_help(command: str) -> None:
 
 def test_each_hinted_module_exists() -> None:
     modules = _found(MODULE)
-    assert modules, "no python -m hint found: the scan itself is broken"
+    assert "podrun.emulator" in modules
     for name, where in modules.items():
         assert importlib.util.find_spec(name) is not None, f"'python -m {name}' (hinted at {where}) does not exist"
 

@@ -27,6 +27,7 @@ from podrun.platform.types import PodSpec
 from .conftest import TEST_IMAGE_STORE, require_image
 
 REGISTRY = "fpga.dphi.space:5000/"
+_MACHINE = {"arm64": "aarch64", "amd64": "x86_64"}
 names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}(/[a-z0-9][a-z0-9._-]{0,10})?(:[a-z0-9][a-z0-9.-]{0,10})?", fullmatch=True)
 
 
@@ -317,18 +318,66 @@ def test_a_tar_naming_a_store_name_or_garbage_is_refused(container: LocalPlatfor
     assert (before.id if before else None) == (after.id if after else None)
 
 
-def test_a_ground_build_loads_back_and_runs(container: LocalPlatform, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["host", pytest.param("arm64", marks=pytest.mark.slow)])
+def test_a_ground_build_loads_back_and_runs(arch: str, podrun_home: Path, tmp_path: Path) -> None:
     """``podrun images build`` with podman: offline, from the prepared base; the tar it writes
-    is a real ``docker save`` that ``images push`` loads and a pod runs."""
+    is a real ``docker save`` that ``images push`` loads and a pod runs (arm64: CG2's target)."""
     from podrun.client import images
 
-    require_image("python:3.11-slim")
-    tar = images.build("podrun-rt", tmp_path / "rt.tar", engine="podman", arch="host")
+    require_image("busybox")
+    require_image("python:3.11-slim", arch)
+    container = LocalPlatform(podrun_home / "local", driver="container", arch=arch)
+    tar = images.build("podrun-rt", tmp_path / "rt.tar", engine="podman", arch=arch)
     ImageStore(TEST_IMAGE_STORE).remove_all(user_ref("ground", "podrun-rt"))  # the tar holds it now
     assert tar_identity(tar)[1] == ["localhost/podrun-rt:latest"]
     images.push(tar, "podrun-rt", platform=container, pod_name="rt")
     loaded = container.resolve_image("podrun-rt")
     assert loaded is not None and loaded.cmd == ["python", "-m", "podrun.runtime"] and loaded.workdir == "/data"
-    out = _run(container, "podrun-rt", "python -c 'import podrun.runtime, cloudpickle; print(podrun.runtime.__file__)'",
-               pod_name="rt")
-    assert out.startswith("/opt/podrun/podrun-runtime.pyz/")
+    assert loaded.arch == pod_arch(arch)
+    out = _run(container, "podrun-rt", "python -c 'import podrun.runtime, cloudpickle, platform; "
+               "print(podrun.runtime.__file__, platform.machine())'", pod_name="rt")
+    assert out.startswith("/opt/podrun/podrun-runtime.pyz/") and out.split()[-1] == _MACHINE[pod_arch(arch)]
+
+
+def _plus_one(x: int) -> int:
+    return x + 1
+
+
+def test_a_313_pods_own_report_refuses_a_311_client_before_any_byte(container: LocalPlatform) -> None:
+    """The image's name says nothing of its Python (a user's build on Debian trixie's 3.13): the
+    first job reaches the pod, whose runtime reports its environment; from then on a call is
+    refused at ``.remote()`` with nothing uplinked."""
+    import podrun
+    from podrun.errors import EnvironmentMismatch
+
+    require_image("python:3.13-slim")
+    container.uplink([("Dockerfile", b"FROM python:3.13-slim\n")], dest_path="t", pod_name="b")
+    container.image_build("t/Dockerfile", "mystery", "t/", pod_name="b")
+    podrun.configure(container)
+    fn = podrun.remote(_plus_one, image="mystery", max_duration=1)
+    with pytest.raises((EnvironmentMismatch, podrun.PodFailed, podrun.RemoteError)) as first:
+        fn.remote(1).get(timeout=120)
+    assert "3.13" in str(first.value)
+    before = podrun.stats()["bytes_up"]
+    with pytest.raises(EnvironmentMismatch, match=r"Python 3\.1[01].*runs Python 3\.13 \(as its pod reported"):
+        fn.remote(2)
+    assert podrun.stats()["bytes_up"] == before
+
+
+def test_rootfs_is_the_images_own_tree(store: ImageStore) -> None:
+    busybox = require_image("busybox")
+    root = store.rootfs(busybox)
+    try:
+        assert (root / "bin" / "busybox").is_file() and (root / "usr" / "bin" / "wget").is_symlink()
+        assert not (root / "usr" / "bin" / "python3").exists()
+    finally:
+        store.release(busybox)
+
+
+def test_a_context_that_is_a_symlink_out_of_the_volume_is_refused(container: LocalPlatform) -> None:
+    require_image("busybox")
+    container.uplink([("Dockerfile", b"FROM busybox\nCOPY hostname /stolen\n")], dest_path="df", pod_name="b")
+    (container.volume_path("b") / "etc-link").symlink_to("/etc")
+    with pytest.raises(InvalidRequest):
+        container.image_build("df/Dockerfile", "stolen", "etc-link/", pod_name="b")
+    assert container.resolve_image("stolen") is None

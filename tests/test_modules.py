@@ -66,7 +66,8 @@ def test_shipped_modules_run_in_the_pod_without_the_project_on_its_path(project:
 
         import proj_pkg
 
-        assert not any("project" in p for p in sys.path), "the pod must not see the client's project folder"
+        if any("project" in p for p in sys.path):  # no assert: pytest rewrites it into _pytest calls, absent in a pod
+            raise AssertionError("the pod must not see the client's project folder")
         return compute(x), proj_pkg.greet("pod"), proj_pkg.__spec__.origin
 
     value, greeting, origin = both.remote(1).get(timeout=120)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from podrun.errors import IllegalPath, InvalidRequest, NotFound
 from podrun.platform.types import PodSpec, PodState, walk_entries
 
+from .conftest import require_image
 from .platforms import escapes_volume
 
 
@@ -200,7 +201,8 @@ def test_only_the_gpu_node_sees_the_gpu(platform):
 
 # images ------------------------------------------------------------------------------------
 
-def test_image_build_then_run(platform):
+def test_image_build_then_run(platform, pod_architecture):
+    require_image("python:3.11-slim", pod_architecture)  # FROM it: builds run against the image store
     platform.uplink([("Dockerfile", b"FROM fpga.dphi.space:5000/python:3.11-slim\nCOPY . /app\n")], dest_path="echo-test", pod_name="pod-b")
     platform.image_build("echo-test/Dockerfile", "echo-test", "echo-test/", pod_name="pod-b")
     assert any("echo-test" in item["Repository"] for item in platform.image_list())

@@ -141,11 +141,12 @@ def test_bad_wheel_entries_are_clear_errors(tmp_path: Path) -> None:
         RemoteOptions(wheels=(3,)).validated()  # type: ignore[arg-type]
 
 
-def test_wheel_platform_follows_the_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wheel_platform_follows_the_platform(monkeypatch: pytest.MonkeyPatch, pod_architecture: str) -> None:
     assert wheels.wheel_platform("em") == "manylinux2014_aarch64"
     import platform
 
-    assert wheels.wheel_platform("local") == f"manylinux2014_{platform.machine()}"
+    machine = "aarch64" if pod_architecture == "arm64" else platform.machine()
+    assert wheels.wheel_platform("local") == f"manylinux2014_{machine}"
     monkeypatch.setenv("PODRUN_WHEEL_PLATFORM", "musllinux_1_2_aarch64")
     assert wheels.wheel_platform("em") == "musllinux_1_2_aarch64"
 
@@ -197,6 +198,22 @@ def test_c_extension_wheel_loads_in_the_pod(bare_platform: LocalPlatform, tmp_pa
     wheel = _c_wheel(tmp_path)
     value, where = podrun.remote(use_ctriple, wheels=[str(wheel)]).remote(14).get(timeout=120)
     assert value == 42 and where.endswith(".so") and "/.podrun/site/" in where
+
+
+def numpy_where(n: int) -> tuple[float, str, str]:
+    import platform
+
+    import numpy
+
+    return float(numpy.arange(n).sum()), numpy.__file__, platform.machine()
+
+
+def test_numpy_wheel_for_the_pods_platform_imports_in_the_pod(bare_platform: LocalPlatform, pod_architecture: str) -> None:
+    """``wheels=["numpy"]``: fetched for the pod's platform (manylinux2014_aarch64 for arm64 pods,
+    as for CG2) and imported from the volume, on an image that has no numpy."""
+    total, where, machine = podrun.remote(numpy_where, wheels=["numpy"]).remote(10).get(timeout=300)
+    assert total == 45.0 and "/.podrun/site/" in where
+    assert machine == ("aarch64" if pod_architecture == "arm64" else __import__("platform").machine())
 
 
 # --- wheels= means that version --------------------------------------------------------------

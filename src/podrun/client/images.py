@@ -114,11 +114,10 @@ def _build_in_store(tag: str, tar: Path, base: str, context: Path, arch: str) ->
     """Build in the local image store (FROM its stock ``base`` for ``arch``, RUN offline), then
     save the image under ``tag`` alone: the tar loads as ``tag`` anywhere."""
     store = ImageStore()
-    dockerfile = context / "Dockerfile"
-    dockerfile.write_text(dockerfile.read_text().replace(f"ARG BASE={DEFAULT_BASE}", f"ARG BASE={base}"))
+    text = (context / "Dockerfile").read_text().replace(f"ARG BASE={DEFAULT_BASE}", f"ARG BASE={base}")
     try:
         image = builds.build(store, scope="ground", resolve=lambda name: store.resolve(name, arch=arch),
-                             dockerfile=dockerfile, context=context, image=tag, hide={str(context): "."})
+                             dockerfile=text, context=context, image=tag, hide={str(context): "."})
     except builds.BuildFailed as failed:
         raise PodrunError(f"building {tag} from {base} ({arch}) failed:\n{''.join(failed.lines[-20:])}") from None
     name = f"localhost/{tag}"

@@ -7,7 +7,6 @@ backoff, one downlink of the results file (plus, on ``get()``, one per large res
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import threading
 import time
@@ -25,7 +24,6 @@ from ..errors import (
     CallTimeout,
     Cancelled,
     EnvironmentMismatch,
-    IntegrityError,
     NotFound,
     PodFailed,
     PodrunError,
@@ -33,8 +31,10 @@ from ..errors import (
     SerializationError,
     WireFormatError,
 )
+from ..platform.files import best_effort
 from ..platform.metered import LinkStats, MeteredPlatform, charge_to
 from ..platform.types import PodSpec, PodState
+from ..store.blob_downlink import downlink_blob
 from ..store.blob_uplink import uplink_frames
 from ..store.manifest import Manifest
 from ..store.objects import ObjectStore, PlatformVolume
@@ -44,7 +44,7 @@ from ..wire import records as rec
 from ..wire.bundle import CallGroup, JobHeader, encode_bundle, python_version
 from ..wire.compression import compress, decompress
 from ..wire.hashing import content_hash
-from ..wire.layout import BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, blob_path, job_dir, job_file
+from ..wire.layout import BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, job_dir, job_file
 from ..wire.serialize import Pickled, loads
 from . import bootstrap, journal, preflight
 from .future import DeferredValue, ObjectFuture
@@ -152,7 +152,8 @@ class Job:
                 journal.write(self.home, self.journal_entry())
                 self.state = self._await_warm() if self.key.keep_warm else self._await_pod()
                 records = self._fetch_records()
-                preflight.learn(self.platform, self.key.image, self.key.node, records)
+                with best_effort("the environment manifest cache"):
+                    preflight.learn(self.platform, self.key.image, self.key.node, records)
                 retry = self._resolve(records, manifest)
             except Exception as exc:  # a platform failure fails the job's calls, never hangs them
                 self._fail_all(exc)
@@ -202,8 +203,7 @@ class Job:
             status = future.status or ("CANCELLED" if future.cancelled() else "LOST")
             entry.outcomes[status] = entry.outcomes.get(status, 0) + 1
         entry.status = "done"
-        with contextlib.suppress(OSError):  # the journal is a convenience: never fail a finished job over it
-            journal.write(self.home, entry)
+        journal.write(self.home, entry)  # best effort: never fails a finished job
 
     def _submit(self, manifest: Manifest) -> None:
         packed = pack_job(self.job_id, self.groups, self.platform, self.key, manifest)
@@ -229,18 +229,39 @@ class Job:
         self._start_pod()
 
     def _start_pod(self) -> None:
-        """run_pod replaces whatever pod this pod_name had, a warm one included."""
-        self.warm.key = None
-        self.platform.run_pod(PodSpec(
+        """run_pod replaces whatever pod this pod_name had, a warm one included. Sent at most
+        once: a run whose answer was lost is checked against the job's run marker first."""
+        was_warm, self.warm.key = self.warm.key is not None, None
+        spec = PodSpec(
             image=self.key.image,
             node=self.key.node,
             max_duration=self.key.max_duration,
             command=self._command,
             envs=dict(self.key.envs),
             pod_name=self.pod_name,
-        ))
+        )
+        self.platform.run_pod_at_most_once(spec, started=lambda: self._pod_started(trust_status=not was_warm))
         if self.key.keep_warm:
             self.warm.key = self.key
+
+    def _pod_started(self, trust_status: bool) -> bool:
+        """Whether a ``run_pod`` whose answer was lost reached the platform. The run marker is
+        the job's results file, which the runtime creates before any call runs; before it
+        appears, a pod_name whose pod is starting or running has ours (this lane's previous pod
+        had ended), unless a warm pod of another kind served it (``trust_status`` False).
+        Re-sending a run that did start would stop its pod mid-call: KILLED, never run twice."""
+        try:
+            self.platform.downlink(job_file(self.job_id, RESULTS_NAME), self.pod_name)
+            return True
+        except NotFound:
+            pass
+        if not trust_status:
+            return False
+        try:
+            state = self.platform.pod_status(self.pod_name)
+        except NotFound:
+            return False
+        return state.phase == "running" or (state.phase == "waiting" and not state.is_stuck)
 
     def _await_warm(self) -> PodState | None:
         state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._start_pod, on_tick=self._send_cancels)
@@ -288,7 +309,7 @@ class Job:
 
     # results -------------------------------------------------------------------------------
     def _resolve(self, records: list[dict[str, Any]], manifest: Manifest) -> list[PendingGroup]:
-        end = next((r for r in records if r.get("k") == "end"), None)
+        end = next((r for r in reversed(records) if r.get("k") == "end"), None)  # a re-run pod's is last
         if end and end.get("fatal"):
             fatal = end["fatal"]
             error: PodrunError = EnvironmentMismatch(fatal) if fatal.startswith("EnvironmentMismatch") else WireFormatError(fatal)
@@ -384,18 +405,10 @@ class Job:
                 return store.register_blobs(prefix, record["vb"], record.get("b", []))
             return store.create(prefix, object_image.pack_parts(decompress(record["v"]), []))
 
-    def fetch_blob(self, blob_hash: str) -> bytes:
-        """Downlink a blob and verify it; one re-fetch on a mismatch (a torn transfer)."""
+    def fetch_blob(self, blob_hash: str) -> bytearray:
+        """Downlink a blob, decoding it as it arrives, and verify it (``store.blob_downlink``)."""
         with charge_to(self.stats):
-            for _attempt in range(2):
-                try:
-                    raw = decompress(self.platform.downlink(blob_path(blob_hash), self.pod_name))
-                except IntegrityError:
-                    continue
-                if content_hash(raw) == blob_hash:
-                    return raw
-        volume = self.pod_name or "default"
-        raise IntegrityError(f"blob {blob_hash} in volume {volume} does not match its hash; it is corrupt there", blob=blob_hash)
+            return downlink_blob(self.platform, self.pod_name, blob_hash)
 
 
 def send_cancel(platform: MeteredPlatform, job_id: str, pod_name: str | None, indexes: set[int]) -> None:

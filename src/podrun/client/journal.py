@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound
-from ..platform.files import atomic_write
+from ..platform.files import atomic_write, best_effort
 
 
 @dataclass
@@ -41,7 +41,11 @@ def journal_dir(home: Path) -> Path:
 
 
 def write(home: Path, entry: JournalEntry) -> None:
-    atomic_write(journal_dir(home) / f"{entry.job_id}.json", json.dumps(asdict(entry)))
+    """Record ``entry``; where the journal cannot be written (a full home) a StateNotSaved
+    warning says so and the job goes on: the journal serves re-attaching, never the job itself.
+    A job writes its entry again when it ends, so space freed meanwhile still records it."""
+    with best_effort(f"the journal entry of job {entry.job_id} (podrun.attach cannot find it until it is)"):
+        atomic_write(journal_dir(home) / f"{entry.job_id}.json", json.dumps(asdict(entry)))
 
 
 def read(home: Path, job_id: str) -> JournalEntry:

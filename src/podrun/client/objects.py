@@ -235,7 +235,7 @@ def download_object(ref: ObjectRef, dest_path: str | os.PathLike[str]) -> Path:
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise InvalidRequest(f"object {ref.key} holds a {type(value).__name__}, not file bytes: use get_object for it")
     dest = Path(dest_path)
-    atomic_write(dest, value)
+    atomic_write(dest, value, private=False)  # the user's own file: their umask decides
     return dest
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PodrunError
+from ..platform.local.images import pod_arch
 from ..wire.bundle import python_version
 from ..wire.hashing import content_hash
 
@@ -50,8 +51,8 @@ def wheel_platform(platform_kind: str) -> str:
     """The wheel platform tag a pod of this platform kind loads."""
     if os.environ.get("PODRUN_WHEEL_PLATFORM"):
         return os.environ["PODRUN_WHEEL_PLATFORM"]
-    if platform_kind == "local":
-        return f"manylinux2014_{host.machine()}"
+    if platform_kind == "local":  # the local pods' architecture (PODRUN_LOCAL_ARCH), the host's by default
+        return f"manylinux2014_{ {'arm64': 'aarch64', 'amd64': 'x86_64'}.get(pod_arch(), host.machine())}"
     return "manylinux2014_aarch64"
 
 

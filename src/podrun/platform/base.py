@@ -95,6 +95,13 @@ class Platform(ABC):
     def run_pod(self, spec: PodSpec) -> None:
         """Schedule a pod; replaces a pod of the same pod_name. Returns once accepted."""
 
+    def run_pod_at_most_once(self, spec: PodSpec, started: Callable[[], bool]) -> None:
+        """``run_pod`` for a caller whose pod must not be started twice (it would replace the
+        first one mid-call): where an answer can be lost after the platform acted, a re-send
+        first asks ``started()``, and True means the first send got through. A platform that
+        never loses an answer (in-process) just runs it."""
+        self.run_pod(spec)
+
     @abstractmethod
     def pod_status(self, pod_name: str | None = None) -> PodState:
         """The pod's container state; NotFound when no pod of that name was ever run."""

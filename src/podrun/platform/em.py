@@ -362,7 +362,11 @@ class EMPlatform(Platform):
         )
         return retrying(attempt)
 
-    def _json(self, method: str, route: str, *, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _json(self, method: str, route: str, *, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None,
+              acted: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """One JSON call, retried on transient failures; with ``acted``, a re-send first asks
+        it whether the lost answer's call took effect, and stops there if so."""
+        sent = False
         params = {k: v for k, v in (params or {}).items() if v is not None} or None
         body = {k: v for k, v in (body or {}).items() if v is not None}
 
@@ -372,6 +376,11 @@ class EMPlatform(Platform):
             return self._http.post(self.url + route, params=params, json=body, headers=headers)
 
         def attempt() -> dict[str, Any]:
+            nonlocal sent
+            if sent and acted is not None and acted():
+                log.info("%s: the answer was lost but the call took effect; not sent again", route)
+                return {}
+            sent = True
             response = self._call(send, route)
             try:
                 data = response.json()
@@ -483,6 +492,9 @@ class EMPlatform(Platform):
     # pods ------------------------------------------------------------------------------------
     def run_pod(self, spec: PodSpec) -> None:
         self._json("POST", "/em/pod/run", body=run_body(spec))
+
+    def run_pod_at_most_once(self, spec: PodSpec, started: Callable[[], bool]) -> None:
+        self._json("POST", "/em/pod/run", body=run_body(spec), acted=started)
 
     def pod_status(self, pod_name: str | None = None) -> PodState:
         validate_pod_name(pod_name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, BinaryIO
 
@@ -132,6 +132,10 @@ class MeteredPlatform(Platform):
     def run_pod(self, spec: PodSpec) -> None:
         _count(calls=1)
         self.inner.run_pod(spec)
+
+    def run_pod_at_most_once(self, spec: PodSpec, started: Callable[[], bool]) -> None:
+        _count(calls=1)
+        self.inner.run_pod_at_most_once(spec, started)
 
     def pod_status(self, pod_name: str | None = None) -> PodState:
         _count(calls=1, polls=1)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from ..errors import IllegalPath
 
@@ -27,17 +26,6 @@ def clean_relative(path: str) -> str:
             continue
         parts.append(part)
     return "/".join(parts)
-
-
-def resolve_in(root: Path, path: str) -> Path:
-    """``root / path`` after :func:`clean_relative`, refusing symlinks that lead outside ``root``."""
-    relative = clean_relative(path)
-    target = root / relative if relative else root
-    real_root = os.path.realpath(root)
-    real_target = os.path.realpath(target)
-    if real_target != real_root and not real_target.startswith(real_root + os.sep):
-        raise IllegalPath(f"illegal path {path!r}: it leads outside the volume")
-    return target
 
 
 def check_file_name(name: str) -> str:

@@ -36,6 +36,8 @@ from .session import CURRENT, Session
 
 INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
 CANCEL_CHECK = 0.05  # seconds between looks at the client's cancel file
+REPLACED_MESSAGE = ("an earlier pod of this job began this call and was stopped before it finished; "
+                    "it is not run again (at most once)")
 
 
 class _Stopped(BaseException):
@@ -53,9 +55,11 @@ class JobRunner:
         self.job_dir.mkdir(parents=True, exist_ok=True)
         self.session = session
         self.blobs = VolumeBlobs(data_dir())
+        # At most once: a pod re-run for this job (a run_pod re-sent, a replaced pod) never runs
+        # a call that an earlier pod began; it appends to the same results file.
+        self.done, self.interrupted = calls_begun(self.job_dir / RESULTS_NAME)
         fd = os.open(self.job_dir / RESULTS_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.results = os.fdopen(fd, "ab", buffering=0)
-        self.done: set[int] = set()
         self.stopping = False
         self.header: JobHeader | None = None
         self.codec = best_codec(None)
@@ -89,11 +93,14 @@ class JobRunner:
             self.emit({"k": "end", "t": time.time(), "fatal": f"{type(exc).__name__}: {exc}"})
             return 3
         if header.python != python_version():
+            # The environment first: the client caches it and refuses the next call before a byte is sent.
+            self.emit({"k": "env", **self._environment(header)})
             self.emit({"k": "end", "t": time.time(), "fatal": (
                 f"EnvironmentMismatch: the client pickled with Python {header.python} but this pod runs Python "
                 f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")})
             return 3
         self.emit({"k": "env", **self._environment(header)})
+        self._finish_range_of(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
         modules.install(self.blobs, header.options.get("modules"))
         folders, lost = wheels.install(self.blobs, data_dir(), header.options.get("wheels"))
         missing.update(lost)
@@ -162,6 +169,8 @@ class JobRunner:
         index = 0
         for group in header.groups:
             first, index = index, index + group.count
+            if all(i in self.done for i in range(first, index)):
+                continue  # an earlier pod of this job ran them
             needed = {group.function, *group.buffers, *wheels.hashes(header.options.get("wheels"))} & missing
             if needed:
                 self._finish_range(first, index, rec.LOST, f"blobs missing from the volume: {', '.join(sorted(needed))}",
@@ -188,6 +197,8 @@ class JobRunner:
                     self.done.add(i)
                 continue
             for offset, (args, kwargs) in enumerate(calls):
+                if first + offset in self.done:
+                    continue
                 if self._cancelled(first + offset):
                     self._finish_range(first + offset, first + offset + 1, rec.CANCELLED, "cancelled by the client")
                     continue
@@ -196,6 +207,7 @@ class JobRunner:
     def _run_call(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                   timeout: float | None) -> None:
         record: dict[str, Any] = {"k": "call", "i": i}
+        self.emit({"k": "run", "i": i})  # before it runs: a re-run pod of this job never runs it again
         started = time.time()
         with capture_output() as captured:
             try:
@@ -254,9 +266,32 @@ class JobRunner:
                 self.done.add(i)
                 self.emit({"k": "call", "i": i, "s": status, "e": _error_info(None, status, message), "t": [now, now], **extra})
 
+    def _finish_range_of(self, indexes: set[int], status: str, message: str) -> None:
+        for i in sorted(indexes):
+            self._finish_range(i, i + 1, status, message)
+
     def _finish_remaining(self, header: JobHeader, status: str, message: str) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish writing the records we owe
         self._finish_range(0, header.call_count, status, message)
+
+
+def calls_begun(results: Path) -> tuple[set[int], set[int]]:
+    """From a job's results file: (calls not to run again, those begun without an outcome).
+    A call is not run again once it began (a ``run`` record) or has an outcome other than the
+    KILLED or LOST that a stopped pod writes for calls it never began."""
+    try:
+        data = results.read_bytes()
+    except FileNotFoundError:
+        return set(), set()
+    begun: set[int] = set()
+    outcome: dict[int, str] = {}
+    for record in rec.iter_records(data):
+        if record.get("k") == "run":
+            begun.add(record["i"])
+        elif record.get("k") == "call":
+            outcome[record["i"]] = str(record.get("s"))
+    settled = {i for i, status in outcome.items() if status not in (rec.KILLED, rec.LOST)}
+    return begun | settled, begun - set(outcome)
 
 
 def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..platform.base import Platform
-from ..platform.files import atomic_write
+from ..platform.files import atomic_write, best_effort, open_private
 from ..platform.types import walk_entries
 from ..wire.hashing import is_content_hash
 from ..wire.layout import BLOBS
@@ -63,13 +64,23 @@ class Manifest:
         self._update(remove=set(hashes))
 
     def _update(self, add: set[str] = frozenset(), remove: set[str] = frozenset(), replace: set[str] | None = None) -> None:  # type: ignore[assignment]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            self._load()
-            if replace is not None:
-                self.hashes = set(replace)
-                self.checked = time.time()
-            self.hashes |= add
-            self.hashes -= remove
-            atomic_write(self.path, json.dumps({"hashes": sorted(self.hashes), "checked": self.checked}))
+        """Merge under the lock; where the file cannot be written (a full home) the change
+        still holds in this process, and the next job re-learns the rest from the pod."""
+        with best_effort("the blob manifest"):
+            lock = open_private(self.path.with_suffix(".lock"))
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._load()
+                self._apply(add, remove, replace)
+                atomic_write(self.path, json.dumps({"hashes": sorted(self.hashes), "checked": self.checked}))
+                return
+            finally:
+                os.close(lock)
+        self._apply(add, remove, replace)
+
+    def _apply(self, add: set[str], remove: set[str], replace: set[str] | None) -> None:
+        if replace is not None:
+            self.hashes = set(replace)
+            self.checked = time.time()
+        self.hashes |= add
+        self.hashes -= remove

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from contextlib import suppress
 from pathlib import Path
 
 import msgpack
 
-from ..platform.files import atomic_write
+from ..platform.files import atomic_write, best_effort, private_dirs
 from .objects import Snapshot
 from .refs import ObjectKey
 
@@ -62,32 +63,35 @@ class ObjectCache:
             return None
         try:
             base = _read(entry / f"base.{meta['base_version']}")
-            patches = [(v, _read(entry / f"patch.{v}")) for v in meta["patches"]]
-            os.utime(entry / "meta")  # LRU: recency is the meta file's mtime
+            patches: list[tuple[int, bytearray | memoryview]] = [(v, _read(entry / f"patch.{v}")) for v in meta["patches"]]
+            with suppress(OSError):  # a read-only home still serves hits
+                os.utime(entry / "meta")  # LRU: recency is the meta file's mtime
         except (FileNotFoundError, NotADirectoryError):
             return None
         return Snapshot(meta["version"], meta["base_version"], base, patches)
 
     def store(self, scope: str, key: str, snapshot: Snapshot) -> None:
-        entry = self._entry(scope, key)
-        if snapshot.nbytes > self.max_bytes:
-            self.forget(scope, key)  # larger than the whole cache: keep nothing rather than evict everything
-            return
-        entry.mkdir(parents=True, exist_ok=True)
-        keep = {"meta", f"base.{snapshot.base_version}"}
-        if not (entry / f"base.{snapshot.base_version}").exists():
-            _write(entry / f"base.{snapshot.base_version}", snapshot.base_image)
-        for version, image in snapshot.patches:
-            keep.add(f"patch.{version}")
-            if not (entry / f"patch.{version}").exists():
-                _write(entry / f"patch.{version}", image)
-        _write(entry / "meta", msgpack.packb({"key": key, "version": snapshot.version, "base_version": snapshot.base_version,
-                                              "patches": [v for v, _ in snapshot.patches]}))
-        for path in entry.iterdir():
-            stale_state = path.name.startswith("state.") and path.name.split(".")[2] != str(snapshot.base_version)
-            if path.name not in keep and not path.name.startswith(".") and (not path.name.startswith("state.") or stale_state):
-                path.unlink(missing_ok=True)
-        self.evict(protect=entry)
+        with best_effort("the object cache"):  # a cache: a full home must not fail the get or write it serves
+            entry = self._entry(scope, key)
+            if snapshot.nbytes > self.max_bytes:
+                self.forget(scope, key)  # larger than the whole cache: keep nothing rather than evict everything
+                return
+            private_dirs(entry)
+            keep = {"meta", f"base.{snapshot.base_version}"}
+            if not (entry / f"base.{snapshot.base_version}").exists():
+                _write(entry / f"base.{snapshot.base_version}", snapshot.base_image)
+            for version, image in snapshot.patches:
+                keep.add(f"patch.{version}")
+                if not (entry / f"patch.{version}").exists():
+                    _write(entry / f"patch.{version}", image)
+            _write(entry / "meta", msgpack.packb({"key": key, "version": snapshot.version, "base_version": snapshot.base_version,
+                                                  "patches": [v for v, _ in snapshot.patches]}))
+            for path in entry.iterdir():
+                stale_state = path.name.startswith("state.") and path.name.split(".")[2] != str(snapshot.base_version)
+                dropped = not path.name.startswith("state.") or stale_state
+                if path.name not in keep and not path.name.startswith(".") and dropped:
+                    path.unlink(missing_ok=True)
+            self.evict(protect=entry)
 
     # reducer states ---------------------------------------------------------------------------
     @staticmethod
@@ -109,16 +113,18 @@ class ObjectCache:
                 continue
         return None
 
-    def store_state(self, scope: str, key: str, reducer_id: str, base_version: int, version: int, image: bytes | bytearray | memoryview) -> None:
-        entry = self._entry(scope, key)
-        if not (entry / "meta").exists() or memoryview(image).nbytes > self.max_bytes:
-            return
-        prefix = f"state.{self._state_name(reducer_id)}.{base_version}."
-        _write(entry / f"{prefix}{version}", image)
-        for path in entry.iterdir():
-            if path.name.startswith(prefix) and path.name != f"{prefix}{version}":
-                path.unlink(missing_ok=True)
-        self.evict(protect=entry)
+    def store_state(self, scope: str, key: str, reducer_id: str, base_version: int, version: int,
+                    image: bytes | bytearray | memoryview) -> None:
+        with best_effort("a reducer state in the object cache"):  # a cache: a full home must not fail the get or write it serves
+            entry = self._entry(scope, key)
+            if not (entry / "meta").exists() or memoryview(image).nbytes > self.max_bytes:
+                return
+            prefix = f"state.{self._state_name(reducer_id)}.{base_version}."
+            _write(entry / f"{prefix}{version}", image)
+            for path in entry.iterdir():
+                if path.name.startswith(prefix) and path.name != f"{prefix}{version}":
+                    path.unlink(missing_ok=True)
+            self.evict(protect=entry)
 
     # invalidation and bounds ------------------------------------------------------------------
     def forget(self, scope: str, key: str) -> None:
@@ -135,7 +141,8 @@ class ObjectCache:
             if meta is None:
                 continue
             parsed = ObjectKey.parse(meta["key"])
-            if (parsed.pod_name, parsed.namespace) == (key_or_prefix.pod_name, key_or_prefix.namespace) and entry == self._entry(scope, meta["key"]):
+            same_prefix = (parsed.pod_name, parsed.namespace) == (key_or_prefix.pod_name, key_or_prefix.namespace)
+            if same_prefix and entry == self._entry(scope, meta["key"]):
                 shutil.rmtree(entry, ignore_errors=True)
                 dropped += 1
         return dropped

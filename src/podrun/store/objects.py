@@ -18,10 +18,15 @@ Commit protocol (the platform has no compare-and-swap: only uplink, list, downli
    S, raise Conflict without writing.
 2. uplink our file at version S+1 under a fresh token (files are never overwritten).
 3. list again. If any other file holds version S+1, we lose: delete our file, raise Conflict.
-   Otherwise we won, and the write is acknowledged.
+   We also lose when our own file is gone, or a newer full base stands in a later generation
+   than ours: that base's writer retired our generation, and with it, maybe, the rival file
+   this step would have seen. Otherwise we won, and the write is acknowledged.
 
 At most one writer wins a version: if A saw itself alone at step 3, any rival file landed
-after A's listing, so the rival's own step 3 sees A and the rival loses. Two overlapping
+after A's listing, so the rival's own step 3 sees A and the rival loses, unless A's file was
+deleted meanwhile, which only the retiring of A's generation does, and which the rival's step
+3 sees as a newer base in a later generation than its own (the two-generation race that
+once told two writers they both wrote one version). Two overlapping
 writers may both lose (each sees the other); both get Conflict and nothing is stored.
 Readers take a version with several files as "in flight" and read the versions below it.
 Limit: a loser killed between its step 3 and its delete leaves its file, and writers then
@@ -41,6 +46,7 @@ import shutil
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,13 +313,18 @@ class ObjectStore:
         token = secrets.token_hex(8)
         name = _file_name(version, token, kind, parent)
         folder = f"{self.folder(key)}/{gen:012d}"
-        self.volume.write(folder, name, body)
+        try:
+            self.volume.write(folder, name, body)
+        except NotFound:  # a newer base retired this generation while we wrote into it
+            raise Conflict(f"object {key}: a newer version was written while version {version} was; "
+                           "read it again and retry") from None
         after = self.state(key)
-        if any(f.version == version and f.token != token for f in after.files):
-            try:
+        mine = any(f.token == token for f in after.files)
+        rival = any(f.version == version and f.token != token for f in after.files)
+        retired = any(f.is_base and f.gen > gen for f in after.files)
+        if rival or not mine or retired:
+            with suppress(NotFound):
                 self.volume.delete(f"{folder}/{name}")
-            except NotFound:
-                pass
             raise Conflict(f"object {key}: another writer wrote version {version} at the same time; read it again and retry")
         if kind in ("b", "r"):
             self._drop_generations(key, after, keep=gen)
@@ -322,10 +333,8 @@ class ObjectStore:
     def _drop_generations(self, key: ObjectKey, state: ObjectState, keep: int) -> None:
         """Delete generations older than ``keep`` (best effort: a reader retries if it races)."""
         for gen in sorted({f.gen for f in state.files if f.gen < keep}):
-            try:
+            with suppress(NotFound):
                 self.volume.delete(f"{self.folder(key)}/{gen:012d}")
-            except NotFound:
-                pass
 
     def update(self, key: ObjectKey, image: bytes | bytearray | memoryview, *, state: ObjectState,
                prev: Snapshot | None = None, if_version: int | None = None) -> int:
@@ -349,6 +358,10 @@ class ObjectStore:
 
     def patch(self, key: ObjectKey, image: bytes | bytearray | memoryview, *, state: ObjectState,
               if_version: int | None = None) -> int:
+        if state.base is None and not state.top:
+            state = self.state(key)  # a listing that raced a generation's retirement can miss every file: look again
+        if state.base is None and state.top:
+            raise Conflict(f"object {key}: its base is being replaced (a write in flight); read it again and retry")
         if state.base is None:
             raise NotFound(f"object {key} has no base to patch: put_object or update_object it first")
         version, _ = self.commit(key, "p", compress(image), state=state, if_version=if_version)
@@ -375,7 +388,8 @@ class ObjectStore:
             patches.append((f.version, image))
         return Snapshot(state.version, base.version, base_image, patches)
 
-    def _base_image(self, key: ObjectKey, state: ObjectState, base: VersionFile, known: Snapshot | None) -> bytearray | memoryview:
+    def _base_image(self, key: ObjectKey, state: ObjectState, base: VersionFile,
+                    known: Snapshot | None) -> bytearray | memoryview:
         chain = state.chain(base)
         start, image = 0, None
         if known is not None:
@@ -429,7 +443,8 @@ def materialize(snapshot: Snapshot, key: str, deserializer: Any = None) -> Any:
     return base
 
 
-def resolve_object_refs(args: tuple[Any, ...], kwargs: dict[str, Any], data_dir: str | os.PathLike[str]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def resolve_object_refs(args: tuple[Any, ...], kwargs: dict[str, Any],
+                        data_dir: str | os.PathLike[str]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Replace top-level ObjectRef arguments by their values, read from this volume."""
     if not any(isinstance(v, ObjectRef) for v in (*args, *kwargs.values())):
         return args, kwargs

@@ -4,11 +4,12 @@ volume's directory). Blobs are compressed frames named by the hash of their raw 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import IntegrityError
 from ..platform.files import atomic_write
-from ..wire.compression import best_codec, compress, decompress
+from ..wire.compression import best_codec, decompress, frame_chunks
 from ..wire.hashing import content_hash, is_content_hash
 from ..wire.layout import BLOBS, blob_chunk_name
 
@@ -51,7 +52,8 @@ class VolumeBlobs:
         except IntegrityError as exc:
             raise IntegrityError(f"blob {blob_hash} is corrupt in the volume: {exc}", blob=blob_hash) from None
         if content_hash(raw) != blob_hash:
-            raise IntegrityError(f"blob {blob_hash} is corrupt in the volume: its bytes hash to {content_hash(raw)}", blob=blob_hash)
+            raise IntegrityError(f"blob {blob_hash} is corrupt in the volume: its bytes hash to {content_hash(raw)}",
+                                 blob=blob_hash)
         return raw
 
     def write_frame(self, blob_hash: str, frame: bytes | memoryview) -> None:
@@ -65,11 +67,25 @@ class VolumeBlobs:
         self._write(blob_hash, frame)
 
     def write_raw(self, data: bytes | memoryview, blob_hash: str | None = None, codecs: list[str] | None = None) -> str:
-        """Compress and store raw bytes; returns their hash. Existing blobs are not rewritten."""
+        """Compress and store raw bytes; returns their hash. Existing blobs are not rewritten.
+        The frame is streamed to the file: a large result is never held twice in the pod."""
         blob_hash = blob_hash or content_hash(data)
         if not self.has(blob_hash):
-            self._write(blob_hash, compress(data, best_codec(codecs)))
+            self._write(blob_hash, _PieceReader(frame_chunks(data, best_codec(codecs))))
         return blob_hash
 
-    def _write(self, blob_hash: str, frame: bytes | memoryview) -> None:
+    def _write(self, blob_hash: str, frame: bytes | memoryview | _PieceReader) -> None:
         atomic_write(self.path(blob_hash), frame)
+
+
+class _PieceReader:
+    """A stream over an iterator of pieces (what ``atomic_write`` reads to the end)."""
+
+    def __init__(self, pieces: Iterator[bytes | memoryview]) -> None:
+        self.pieces = pieces
+
+    def read(self, _size: int = -1) -> bytes | memoryview:
+        for piece in self.pieces:
+            if len(piece):
+                return piece
+        return b""

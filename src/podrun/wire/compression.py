@@ -8,7 +8,9 @@ stored raw, so it costs no CPU on either end.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 from ..errors import IntegrityError, WireFormatError
 
@@ -115,3 +117,75 @@ def _zstd_decompress(body: memoryview) -> bytes:
         return dctx.decompress(body)
     except _zstd.ZstdError:
         return b"".join(dctx.read_to_iter(bytes(body)))
+
+
+STREAM_CHUNK = 1024 * 1024
+
+
+def frame_chunks(data: bytes | bytearray | memoryview, codec: int | None = None) -> Iterator[bytes | memoryview]:
+    """The frame :func:`compress` would make, as a stream of pieces (header byte first), so a
+    large buffer is written out without a whole second copy of it in memory. Raw pieces are
+    views of ``data``; compressed ones come from a streaming compressor, which
+    :func:`decompress` reads like the one-shot frame."""
+    codec = best_codec() if codec is None else codec
+    view = memoryview(data).cast("B")
+    if not worth_compressing(view, codec):
+        codec = RAW
+    yield bytes([codec])
+    pieces = (view[i:i + STREAM_CHUNK] for i in range(0, len(view), STREAM_CHUNK))
+    if codec == RAW:
+        yield from pieces
+        return
+    if codec == ZSTD:
+        assert _zstd is not None  # ZSTD is only chosen where zstandard imports
+        packer: Any = _zstd.ZstdCompressor(level=ZSTD_LEVEL).compressobj(size=len(view))
+    else:
+        packer = zlib.compressobj(ZLIB_LEVEL)
+    for piece in pieces:
+        out = packer.compress(piece)
+        if out:
+            yield out
+    yield packer.flush()
+
+
+class FrameDecoder:
+    """Decode a frame as its bytes arrive (``write`` each piece), into one growing buffer: a
+    large blob is never held both compressed and raw. ``reset()`` starts over (a retried
+    download); ``raw`` is the result once the frame is complete."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.raw = bytearray()
+        self.received = 0
+        self._codec: int | None = None
+        self._unpack: Any = None
+
+    def write(self, piece: bytes | bytearray | memoryview) -> int:
+        view = memoryview(piece).cast("B")
+        self.received += len(view)
+        if self._codec is None and len(view):
+            self._codec, view = view[0], view[1:]
+            if self._codec == ZSTD:
+                if _zstd is None:
+                    _decode(ZSTD, view)  # raises the WireFormatError that names the fix
+                    raise AssertionError("unreachable")
+                self._unpack = _zstd.ZstdDecompressor().decompressobj()
+            else:
+                self._unpack = zlib.decompressobj() if self._codec == ZLIB else None
+            if self._codec not in CODEC_NAMES:
+                raise WireFormatError(f"unknown compression codec byte {self._codec}: written by a newer podrun?")
+        try:
+            self.raw += view if self._unpack is None else self._unpack.decompress(view)
+        except _DECODE_ERRORS as exc:
+            raise IntegrityError(f"corrupt {CODEC_NAMES.get(self._codec or 0, '?')} frame: {exc}") from None
+        return len(piece)
+
+    def finish(self) -> bytearray:
+        """The raw bytes; IntegrityError when the frame was empty or cut short."""
+        if self._codec is None:
+            raise IntegrityError("empty compressed frame: the file was truncated")
+        if self._codec == ZLIB and not self._unpack.eof or self._codec == ZSTD and not self._unpack.eof:
+            raise IntegrityError(f"truncated {CODEC_NAMES[self._codec]} frame")
+        return self.raw

@@ -139,7 +139,7 @@ def dumps_tracking(obj: Any, buffer_callback: Any = None) -> tuple[bytes, set[st
     return stream.getvalue(), pickler.modules, pickler.optional - pickler.modules
 
 
-def loads(payload: bytes | memoryview, buffers: Iterable[Any] = ()) -> Any:
+def loads(payload: bytes | bytearray | memoryview, buffers: Iterable[Any] = ()) -> Any:
     """Inverse of :func:`dumps`: ``buffers`` are the blobs' bytes in ``Pickled.buffers`` order."""
     return pickle.loads(payload, buffers=list(buffers))
 

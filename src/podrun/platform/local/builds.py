@@ -21,8 +21,9 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from .images import Image, ImageStore, normalize, user_ref, valid_name
+from .images import STOCK_PREFIX, USER_PREFIX, Image, ImageStore, normalize, user_ref, valid_name
 
 BUILD_TIMEOUT = float(os.environ.get("PODRUN_BUILD_TIMEOUT", "1800"))
 LOG_LINES = 100  # CG2 returns "the last 100 lines of the Docker Build logs"
@@ -100,13 +101,12 @@ def _tail(text: str, hide: dict[str, str]) -> list[str]:
     return [line + "\n" for line in lines]
 
 
-def build(store: ImageStore, *, scope: str, resolve: Callable[[str], Image | None], dockerfile: Path, context: Path,
-          image: str, hide: dict[str, str]) -> Image:
-    """Build ``dockerfile`` with ``context`` into image ``image`` of the owner ``scope`` names, each FROM found by
-    ``resolve`` (as a pod of that name would be); ``hide`` maps host paths to what the log
-    shows instead (the volume as ``/clients/<volume>``)."""
-    text = dockerfile.read_text(errors="replace")
-    rewritten = rewrite_from(text, resolve)
+def build(store: ImageStore, *, scope: str, resolve: Callable[[str], Image | None], dockerfile: str,
+          context: Path, image: str, hide: dict[str, str]) -> Image:
+    """Build the Dockerfile text ``dockerfile`` with ``context`` into image ``image`` of the
+    owner ``scope`` names, each FROM found by ``resolve`` (as a pod of that name would be);
+    ``hide`` maps host paths to what the log shows instead (the volume as ``/clients/<volume>``)."""
+    rewritten = rewrite_from(dockerfile, resolve)
     work = store.root / "tmp" / f"build-{secrets.token_hex(8)}"
     work.mkdir(parents=True)
     hide = {**hide, str(work / "Dockerfile"): "Dockerfile", str(store.root): "/var/lib/docker"}
@@ -114,7 +114,8 @@ def build(store: ImageStore, *, scope: str, resolve: Callable[[str], Image | Non
         (work / "Dockerfile").write_text(rewritten)
         ref = user_ref(scope, image)
         old = store.inspect(ref)
-        done = store.run("build", "--pull=never", "--network=none", "--format", "docker", "--layers",
+        # No layer cache: intermediate images would pile up nameless in a store every user shares.
+        done = store.run("build", "--pull=never", "--network=none", "--format", "docker", "--layers=false",
                          "--iidfile", str(work / "iid"), "-f", str(work / "Dockerfile"), "-t", ref, str(context),
                          timeout=BUILD_TIMEOUT)
         if done.returncode != 0:
@@ -133,9 +134,9 @@ def build(store: ImageStore, *, scope: str, resolve: Callable[[str], Image | Non
 
 # --- image tars -----------------------------------------------------------------------------
 
-def tar_identity(path: Path) -> tuple[str, list[str]]:
+def tar_identity(source: Path | BinaryIO) -> tuple[str, list[str]]:
     """The image ID (its config's digest) and tags a ``docker save`` or OCI tar declares."""
-    with tarfile.open(path) as archive:
+    with tarfile.open(source) if isinstance(source, Path) else tarfile.open(fileobj=source) as archive:
         names = set(archive.getnames())
 
         def read(name: str) -> object:
@@ -173,7 +174,7 @@ def name_matches(image: str, tags: list[str], user: str) -> bool:
     return any(normalize(tag) in (wanted, f"{user}-{wanted}") for tag in tags)
 
 
-def load(store: ImageStore, *, scope: str, owner: str, tar: Path, image: str, shown: str) -> Image:
+def load(store: ImageStore, *, scope: str, owner: str, tar: BinaryIO, image: str, shown: str) -> Image:
     """Load ``tar`` as image ``image`` of the owner ``scope`` names (whose user name is ``owner``);
     ``shown`` is the tar's path as the log shows it."""
     try:
@@ -185,9 +186,10 @@ def load(store: ImageStore, *, scope: str, owner: str, tar: Path, image: str, sh
     if not name_matches(image, tags, owner):
         raise BuildFailed([f"{shown}: the archive's tags ({', '.join(tags) or 'none'}) do not match the image name "
                            f"{image!r}: tag the image {image} before docker save\n"])
-    done = store.run("load", "-i", str(tar), timeout=BUILD_TIMEOUT)
+    tar.seek(0)
+    done = store.run("load", timeout=BUILD_TIMEOUT, stdin=tar)  # the opened file itself, never a path again
     if done.returncode != 0:
-        raise BuildFailed(_tail(done.stdout + done.stderr, {str(tar): shown, str(store.root): "/var/lib/docker"}))
+        raise BuildFailed(_tail(done.stdout + done.stderr, {str(store.root): "/var/lib/docker"}))
     loaded = store.inspect(image_id)
     if loaded is None:
         raise BuildFailed([f"{shown}: loaded, but its image {image_id[:12]} is not in the store\n"])
@@ -195,7 +197,7 @@ def load(store: ImageStore, *, scope: str, owner: str, tar: Path, image: str, sh
     old = store.inspect(ref)
     store.tag(loaded, ref)
     for tag in loaded.names:  # the tar's own names: only podrun's names are looked up
-        if not tag.startswith("localhost/podrun-"):
+        if not tag.startswith((f"{STOCK_PREFIX}/", f"{USER_PREFIX}/")):
             store.untag(loaded, tag)
     if old is not None and old.id != loaded.id:
         store.remove(old.id)

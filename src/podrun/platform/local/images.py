@@ -30,7 +30,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ...errors import PlatformError
 
@@ -190,13 +190,14 @@ class ImageStore:
                 "LANG": "C.UTF-8", "TMPDIR": str(self.root / "tmp")}
 
     def run(self, *args: str, timeout: float = ENGINE_TIMEOUT, check: bool = False,
-            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        """``podman <store flags> ARGS``; ``check`` raises :class:`ImageStoreError` on failure."""
+            stdin: BinaryIO | None = None) -> subprocess.CompletedProcess[str]:
+        """``podman <store flags> ARGS`` (``stdin``: a file it reads, e.g. an image tar);
+        ``check`` raises :class:`ImageStoreError` on failure."""
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         argv = [*self.engine_argv(), *args]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.engine_env(),
-                                  stdin=subprocess.DEVNULL if input is None else None)
+                                  stdin=subprocess.DEVNULL if stdin is None else stdin)
         except subprocess.TimeoutExpired:
             raise ImageStoreError(f"podman {' '.join(args[:2])} did not finish within {timeout:.0f} s") from None
         if check and done.returncode != 0:
@@ -253,15 +254,19 @@ class ImageStore:
         self.run("untag", image.id if isinstance(image, Image) else image, ref)
 
     def remove_all(self, prefix: str) -> None:
-        """Remove every image named under ``prefix`` (a platform's images when it is discarded)."""
+        """Take every name under ``prefix`` off its image (a platform's images when it is
+        discarded), removing each image left without a name."""
         for image in self.list(prefix):
             for ref in image.names:
                 self.untag(image, ref)
             self.remove(image.id)
 
-    def remove(self, ref: str) -> None:
-        """Remove an image; one a container still uses stays (podman refuses without --force)."""
-        self.run("rmi", "--ignore", ref)
+    def remove(self, image_id: str) -> None:
+        """Remove an image that has no name left (a build ``FROM x`` with no step *is* x, so an
+        image may carry stock and user names at once); one a container still uses stays."""
+        found = self.inspect(image_id)
+        if found is not None and not found.names:
+            self.run("rmi", "--ignore", found.id)
 
     def rootfs(self, image: Image) -> Path:
         """A mount of the image's root file system, for drivers that need a directory (bind

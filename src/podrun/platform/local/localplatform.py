@@ -13,19 +13,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
-import shutil
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from stat import S_ISREG
 from typing import Any, BinaryIO
 
-from ...errors import IllegalPath, InvalidRequest, NotFound, PlatformError
+from ...errors import InvalidRequest, NotFound, PlatformError
 from ..base import Platform, Progress, UplinkFile, content_size
-from ..files import atomic_write
-from ..paths import check_file_name, clean_relative, resolve_in
+from ..files import atomic_write, private_dirs
+from ..paths import check_file_name, clean_relative
 from ..types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
 from . import builds as _builds
 from . import container as _container
@@ -37,6 +34,7 @@ from . import telemetry as _telemetry
 from .drivers import DRIVERS as DRIVERS  # re-exported by the package
 from .images import USER_PREFIX, Image, ImageStore, ImageStoreError, display_name, pod_arch
 from .images import normalize as normalize_image
+from .volumes import Entry, VolumeDir, sha256_of
 
 CHUNK = 1024 * 1024
 STOP_GRACE_SECONDS = 30.0  # Kubernetes' terminationGracePeriodSeconds
@@ -126,8 +124,12 @@ class LocalPlatform(Platform):
     def volume_path(self, pod_name: str | None = None, create: bool = True) -> Path:
         path = self.root / "volumes" / self.user / self.volume_name(pod_name)
         if create:
-            path.mkdir(parents=True, exist_ok=True)
+            private_dirs(path)
         return path
+
+    def _volume(self, pod_name: str | None) -> VolumeDir:
+        """The volume's file operations, each resolved beneath its folder's descriptor (``volumes.py``)."""
+        return VolumeDir(self.volume_path(pod_name))
 
     def _pod_dir(self, pod_name: str | None) -> Path:
         return self.root / "pods" / self.user / self.volume_name(pod_name)
@@ -136,42 +138,29 @@ class LocalPlatform(Platform):
     def uplink(self, files: Sequence[UplinkFile], dest_path: str = "", pod_name: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
         if not files:
             raise InvalidRequest("No files were provided for uplink!", code="NO_FILES", status=400)
-        volume = self.volume_path(pod_name)
-        target_dir = resolve_in(volume, dest_path)
+        clean_relative(dest_path)
         names = [check_file_name(name) for name, _ in files]
         total = sum(content_size(content) or 0 for _, content in files)
         if total > self.max_uplink_bytes:
             raise InvalidRequest(
                 f"Total upload size exceeds {self.max_uplink_bytes} bytes", code="MAX_UPLINK_SIZE_EXCEEDED", status=400
             )
-        target_dir.mkdir(parents=True, exist_ok=True)
-        resolve_in(volume, clean_relative(dest_path))  # the folder just made must still be inside
+        volume = self._volume(pod_name)
         written = 0
-        for name, (_, content) in zip(names, files):
-            written += _write_atomic(target_dir / name, content, progress)
+        for name, (_, content) in zip(names, files, strict=True):
+            written += volume.write(dest_path, name, content, progress)
         return {"file_count": len(files), "total_size_kb": round(written / 1024, 2)}
 
     def open_file(self, path: str, pod_name: str | None = None) -> BinaryIO:
-        """Open a file of the volume for reading. The check is made on the opened file itself,
-        so a pod swapping a path component for a symlink between check and open cannot make
-        podrun (or the emulator) read a file outside the volume."""
-        volume = self.volume_path(pod_name)
-        target = resolve_in(volume, path)
-        missing = NotFound(f"File missing: {path!r} is not a file in volume {self.volume_name(pod_name)!r}", code="FILE_MISSING", status=404)
-        if not clean_relative(path):
-            raise missing
+        """Open a file of the volume for reading, resolved beneath the volume's descriptor with
+        no symlink followed: a pod swapping a path component for a symlink cannot make podrun
+        (or the emulator) read a file outside the volume."""
         try:
-            handle = open(target, "rb")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise missing from None
-        fd_link = f"/proc/self/fd/{handle.fileno()}"
-        real = os.readlink(fd_link) if os.path.islink(fd_link) else os.path.realpath(target)
-        real = real.removesuffix(" (deleted)")  # replaced since we opened it: we hold the old, whole file
-        inside = real.startswith(os.path.realpath(volume) + os.sep)
-        if not inside or not S_ISREG(os.fstat(handle.fileno()).st_mode):
-            handle.close()
-            raise IllegalPath(f"illegal path {path!r}: it leads outside the volume") if not inside else missing
-        return handle
+            return self._volume(pod_name).open_read(path)
+        except NotFound:
+            volume = self.volume_name(pod_name)
+            raise NotFound(f"File missing: {path!r} is not a file in volume {volume!r}", code="FILE_MISSING",
+                           status=404) from None
 
     def downlink_into(self, path: str, sink: BinaryIO, pod_name: str | None = None, progress: Progress | None = None) -> int:
         moved = 0
@@ -184,54 +173,28 @@ class LocalPlatform(Platform):
         return moved
 
     def list_files(self, pod_name: str | None = None) -> list[FileEntry]:
-        return self._list_dir(self.volume_path(pod_name))
-
-    def _list_dir(self, directory: Path) -> list[FileEntry]:
         """Files being written (an uplink's temporary ``.part``) are not listed, and a file
         deleted while the listing runs is simply left out: concurrent writers are normal."""
-        entries: list[FileEntry] = []
-        try:
-            items = sorted(os.scandir(directory), key=lambda e: e.name)
-        except FileNotFoundError:
-            return entries
-        for item in items:
-            if item.name.startswith(".") and item.name.endswith((".part", ".tmp")):
-                continue
-            try:
-                stat = item.stat(follow_symlinks=False)
-                if item.is_dir(follow_symlinks=False):
-                    children = self._list_dir(Path(item.path))
-                    size = sum(child.size for child in children)
-                    entries.append(FileEntry("directory", item.name, size, _minute(stat.st_mtime), None, children))
-                elif item.is_file(follow_symlinks=False):
-                    entries.append(FileEntry("file", item.name, stat.st_size, _minute(stat.st_mtime), self._file_hash(item.path, stat)))
-            except FileNotFoundError:
-                continue
-        return entries
+        volume = self._volume(pod_name)
+        return _entries(volume.walk(lambda path, info, opener: self._file_hash(f"{volume.root}/{path}", info, opener)))
 
-    def _file_hash(self, path: str, stat: os.stat_result) -> int:
-        cached = self._hash_cache.get(path)
+    def _file_hash(self, key: str, stat: os.stat_result, opener: Any) -> int:
+        cached = self._hash_cache.get(key)
         if cached is not None and cached[:2] == (stat.st_size, stat.st_mtime_ns):
             return cached[2]
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-        value = _signed64(digest.digest())
-        self._hash_cache[path] = (stat.st_size, stat.st_mtime_ns, value)
+        with opener() as source:
+            value = _signed64(sha256_of(source))
+        self._hash_cache[key] = (stat.st_size, stat.st_mtime_ns, value)
         return value
 
     def delete(self, path: str, pod_name: str | None = None) -> None:
-        volume = self.volume_path(pod_name)
         if not clean_relative(path):
-            raise InvalidRequest("File delete failed: give a file or folder inside the volume, not its root", code="FILE_DELETE_FAILED", status=400)
-        target = resolve_in(volume, path)
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        else:
-            raise NotFound(f"File delete failed: {path!r} does not exist in volume {self.volume_name(pod_name)!r}", code="FILE_DELETE_FAILED", status=400)
+            raise InvalidRequest("File delete failed: give a file or folder inside the volume, not its root",
+                                 code="FILE_DELETE_FAILED", status=400)
+        if not self._volume(pod_name).delete(path):
+            volume = self.volume_name(pod_name)
+            raise NotFound(f"File delete failed: {path!r} does not exist in volume {volume!r}",
+                           code="FILE_DELETE_FAILED", status=400)
 
     # images --------------------------------------------------------------------------------
     @property
@@ -256,44 +219,55 @@ class LocalPlatform(Platform):
 
     def image_build(self, dockerfile: str, image: str, context: str = ".", pod_name: str | None = None) -> None:
         """Build the Dockerfile offline, as onboard (``builds.py``): every instruction runs,
-        ``RUN`` without a network, ``FROM`` from the local image store only."""
+        ``RUN`` without a network, ``FROM`` from the local image store only. The context is
+        handed to the builder as the folder descriptor opened beneath the volume, so a pod
+        swapping a path component for a symlink cannot point the build at a host folder."""
         _check_image_name(image)
-        volume = self.volume_path(pod_name)
-        ctx = resolve_in(volume, context)
-        if not ctx.is_dir():
-            raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
-                f'unable to prepare context: path "{self._host_volume_path(pod_name, context)}" not found\n'])
-        docker_file = resolve_in(volume, dockerfile)
-        if not docker_file.is_file():
-            raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
-                f"failed to solve with frontend dockerfile.v0: failed to read dockerfile: open {docker_file.name}: no such file or directory\n"])
-        self._mark_images()
+        volume = self._volume(pod_name)
         try:
-            _builds.build(self.images, scope=self.image_scope, resolve=self.resolve_image, dockerfile=docker_file, context=ctx,
-                          image=normalize_image(image), hide=self._log_paths(pod_name))
+            with volume.open_read(dockerfile) as handle:
+                text = handle.read(CHUNK).decode(errors="replace")
+        except NotFound:
+            text = None
+        try:
+            with volume.folder(context) as folder:
+                if text is None:
+                    raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
+                        "failed to solve with frontend dockerfile.v0: failed to read dockerfile: "
+                        f"open {clean_relative(dockerfile).rpartition('/')[2]}: no such file or directory\n"])
+                self._mark_images()
+                held = f"/proc/{os.getpid()}/fd/{folder}"
+                hide = {**self._log_paths(pod_name), held: self._host_volume_path(pod_name, context).rstrip("/")}
+                _builds.build(self.images, scope=self.image_scope, resolve=self.resolve_image, dockerfile=text,
+                              context=Path(held), image=normalize_image(image), hide=hide)
+        except NotFound:
+            raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[
+                f'unable to prepare context: path "{self._host_volume_path(pod_name, context)}" not found\n']) from None
         except _builds.BuildFailed as failed:
             raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=failed.lines) from None
         except ImageStoreError as exc:
             raise InvalidRequest("Docker build failed", code="BUILD_FAILED", status=400, log_tail=[f"{exc.message}\n"]) from None
 
     def image_load(self, tarfile: str, image: str, pod_name: str | None = None) -> None:
-        """Load a ``docker save``/OCI tar of the volume; its tags must name ``image``."""
+        """Load a ``docker save``/OCI tar of the volume (opened beneath it); its tags must name ``image``."""
         _check_image_name(image)
-        volume = self.volume_path(pod_name)
-        path = resolve_in(volume, tarfile)
         shown = self._host_volume_path(pod_name, tarfile)
-        if not path.is_file():
-            raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400, log_tail=[
-                f"sh: line 1: {shown}: No such file or directory\n"])
-        self._mark_images()
         try:
-            _builds.load(self.images, scope=self.image_scope, owner=self.user, tar=path, image=normalize_image(image), shown=shown)
-        except _builds.BuildFailed as failed:
-            raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400,
-                                 log_tail=failed.lines) from None
-        except ImageStoreError as exc:
-            raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400,
-                                 log_tail=[f"{exc.message}\n"]) from None
+            handle = self._volume(pod_name).open_read(tarfile)
+        except NotFound:
+            raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400, log_tail=[
+                f"sh: line 1: {shown}: No such file or directory\n"]) from None
+        self._mark_images()
+        with handle:
+            try:
+                _builds.load(self.images, scope=self.image_scope, owner=self.user, tar=handle,
+                             image=normalize_image(image), shown=shown)
+            except _builds.BuildFailed as failed:
+                raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400,
+                                     log_tail=failed.lines) from None
+            except ImageStoreError as exc:
+                raise InvalidRequest("Docker Image tarfile failed to load", code="IMAGE_LOAD_FAILED", status=400,
+                                     log_tail=[f"{exc.message}\n"]) from None
 
     def image_list(self) -> list[dict[str, Any]]:
         """The user's built and loaded images, in ``docker images``' fields (stock ones are not listed)."""
@@ -387,7 +361,7 @@ class LocalPlatform(Platform):
         if not path.is_dir():
             raise NotFound(f"no volume named {pvc_name!r}", code="PVC_NOT_FOUND", status=404)
         self._stop_pod(self._pod_dir(pod_name))
-        shutil.rmtree(path)
+        VolumeDir(path).remove_volume()
 
     def shutdown(self) -> None:
         """Stop every pod of this user, its telemetry service and its network (tests and the
@@ -399,33 +373,6 @@ class LocalPlatform(Platform):
             _network.remove_network(engine, self.root, self.user)
 
 
-def _write_atomic(target: Path, content: Any, progress: Progress | None) -> int:
-    """Write via a temporary file and rename: a retried or interrupted uplink never leaves a torn file."""
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-    written = 0
-    try:
-        with open(tmp, "wb") as out:
-            if isinstance(content, (bytes, bytearray, memoryview)):
-                out.write(content)
-                written = memoryview(content).nbytes
-                if progress:
-                    progress(written)
-            else:
-                source = open(content, "rb") if isinstance(content, (str, os.PathLike)) else content
-                try:
-                    while chunk := source.read(CHUNK):
-                        out.write(chunk)
-                        written += len(chunk)
-                        if progress:
-                            progress(len(chunk))
-                finally:
-                    if source is not content:
-                        source.close()
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return written
 
 
 def _check_image_name(image: str) -> None:
@@ -433,10 +380,15 @@ def _check_image_name(image: str) -> None:
         raise InvalidRequest(f"Invalid parameters: image name {image!r}: lowercase letters, digits, '.', '_', '-', '/' and an optional :tag", status=400)
 
 
-def _dockerfile_base(text: str) -> str | None:
-    for line in text.splitlines():
-        words = line.strip().split()
-        if words and words[0].upper() == "FROM":
-            rest = [w for w in words[1:] if not w.startswith("--")]
-            return rest[0] if rest else None
-    return None
+def _entries(items: list[Entry]) -> list[FileEntry]:
+    out: list[FileEntry] = []
+    for item in items:
+        if item.children is not None:
+            children = _entries(item.children)
+            size = sum(c.size for c in children)
+            out.append(FileEntry("directory", item.name, size, _minute(item.stat.st_mtime), None, children))
+        else:
+            out.append(FileEntry("file", item.name, item.stat.st_size, _minute(item.stat.st_mtime), item.value))
+    return out
+
+

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InvalidRequest, NotFound
-from ..files import atomic_write
+from ..files import atomic_write, private_dirs
 from ..types import PodSpec, PodState
 from . import container as _container
 
@@ -44,8 +44,7 @@ _children_lock = threading.Lock()
 
 def run(platform: LocalPlatform, spec: PodSpec) -> None:
     """Stop the pod_name's pod, then start the new one, as one step."""
-    pod_dir = platform._pod_dir(spec.pod_name)
-    pod_dir.mkdir(parents=True, exist_ok=True)
+    pod_dir = private_dirs(platform._pod_dir(spec.pod_name))  # 0700: a pod's spec and env file are the host's
     with open(pod_dir / "run.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _replace(platform, spec, pod_dir)

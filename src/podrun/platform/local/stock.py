@@ -42,7 +42,8 @@ _PYTHON_HOOK = ('mkdir -p "$1/usr/local/bin" && for n in python python3 python{v
 _BUSYBOX_HOOK = ('mkdir -p "$1/bin" "$1/sbin" "$1/usr/bin" "$1/usr/sbin" && '
                  'mkdir -p "$1/etc" "$1/root" "$1/proc" "$1/sys" "$1/dev" && '
                  'mkdir -p -m 1777 "$1/tmp" && '
-                 'printf "root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/:/bin/false\\n" > "$1/etc/passwd" && printf "root:x:0:\\nnogroup:x:65534:\\n" > "$1/etc/group" && '
+                 'printf "root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/:/bin/false\\n" > "$1/etc/passwd" && '
+                 'printf "root:x:0:\\nnogroup:x:65534:\\n" > "$1/etc/group" && '
                  'for a in $(chroot "$1" /bin/busybox --list-full); do '
                  '[ -e "$1/$a" ] || [ -L "$1/$a" ] || ln -s /bin/busybox "$1/$a"; done')
 _ML_PACKAGES = ("python3-numpy", "python3-scipy", "python3-pandas", "python3-sklearn", "python3-skimage",
@@ -206,6 +207,9 @@ def prepare(store: ImageStore, name: str, arch: str, *, force: bool = False,
             os.replace(partial, tar)
         finally:
             partial.unlink(missing_ok=True)
+        for stale in cache.glob(f"{recipe.name.replace(':', '_')}-{arch}-*.tar"):  # earlier recipes' bootstraps
+            if stale != tar:
+                stale.unlink(missing_ok=True)
         bootstrapped = True
     progress(f"importing {recipe.name} ({arch}) into the image store")
     changes = [arg for change in recipe.changes(key) for arg in ("--change", change)]
