@@ -25,9 +25,10 @@ def free_port() -> int:
 
 
 def start_emulator(root: str, port: int) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "podrun.emulator", "--host", "127.0.0.1", "--port", str(port),
-            "--root", root, "--user", "demo:demo-password"]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    argv = [sys.executable, "-m", "podrun.emulator", "--host", "127.0.0.1", "--port", str(port), "--root", root]
+    # Accounts never go on the command line (every local user can read it): a users file or this variable.
+    env = {**os.environ, "PODRUN_EMULATOR_USERS": "demo:demo-password"}
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -4,7 +4,7 @@ The process is always stopped by its PID (SIGTERM, then SIGKILL), also when a te
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import os
 import secrets
 import signal
@@ -16,8 +16,6 @@ from pathlib import Path
 
 import httpx
 
-from podrun.platform.local.images import ImageStore, ImageStoreError
-
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -25,36 +23,85 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class EmulatorProcess:
-    """``python -m podrun.emulator`` with a users file; ``add_user()`` makes a fresh account."""
+def small_disk(root: Path, size: int) -> list[str]:
+    """An argv prefix that runs a command with ``root`` on a tmpfs of ``size`` bytes, in a mount
+    namespace of its own: a real full disk, gone with the process (user namespace when not root)."""
+    root.mkdir(parents=True, exist_ok=True)
+    namespaces = ["--mount", "--propagation", "private"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--mount"]
+    return ["unshare", *namespaces, "sh", "-c", f'mount -t tmpfs -o size={size} tmpfs "$0" && exec "$@"', str(root)]
 
-    def __init__(self, workdir: Path, *extra: str, token_lifetime: float = 300.0, users: tuple[str, ...] = ()) -> None:
+
+class EmulatorProcess:
+    """``python -m podrun.emulator`` with a users file (mode 0600; accounts never on its command
+    line); ``add_user()`` makes a fresh account. ``disk_bytes`` puts its root on a tmpfs that
+    small (a real full disk); ``driver`` picks the pod driver (None: the emulator's default)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *extra: str,
+        token_lifetime: float = 300.0,
+        users: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        disk_bytes: int | None = None,
+        driver: str | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.root = self.workdir / "root"
         self.users_file = self.workdir / "users.txt"
         self.users_file.write_text("".join(f"{u}\n" for u in users))
+        self.users_file.chmod(0o600)
+        self.env = dict(env or {})
+        self.disk_bytes = disk_bytes
+        self.driver = driver  # None: the emulator's own default (its isolating driver)
         self.extra = list(extra)
         self.token_lifetime = token_lifetime
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log_path = self.workdir / "emulator.log"
-        self.image_store: str | None = None  # the store the emulator was started with (PODRUN_IMAGE_STORE)
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
         for _attempt in range(3):  # a free port can be taken between probe and bind: try another
             port = free_port()
             self.url = f"http://127.0.0.1:{port}"
-            argv = [sys.executable, "-m", "podrun.emulator", "--host", "127.0.0.1", "--port", str(port),
-                    "--root", str(self.root), "--users-file", str(self.users_file),
-                    "--token-lifetime", str(self.token_lifetime), *_driver_flags(), *self.extra]
-            self.image_store = os.environ.get("PODRUN_IMAGE_STORE")
+            argv = [
+                sys.executable,
+                "-m",
+                "podrun.emulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--root",
+                str(self.root),
+                "--users-file",
+                str(self.users_file),
+                "--token-lifetime",
+                str(self.token_lifetime),
+                *self._driver_options(),
+                *self.extra,
+            ]
+            if self.disk_bytes is not None:
+                argv = small_disk(self.root, self.disk_bytes) + argv
             with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ})
+                self.proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **self.env}
+                )
             if self._wait_ready(timeout):
                 return self
             self.stop()
         raise RuntimeError(f"the emulator did not start; its log:\n{self.log_path.read_text()[-3000:]}")
+
+    def _driver_options(self) -> list[str]:
+        """``--driver``; the process driver isolates nothing, which an emulator that guards its
+        tenants refuses unless told so explicitly."""
+        if not self.driver:
+            return _default_driver_options()
+        from podrun.emulator.command import emulator
+
+        unsafe = self.driver == "process" and "unsafe_host_pods" in inspect.signature(emulator).parameters
+        return ["--driver", self.driver, *(["--unsafe-host-pods"] if unsafe else [])]
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -79,12 +126,6 @@ class EmulatorProcess:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        try:
-            self._stop(proc)
-        finally:
-            remove_images(self.root, self.image_store)
-
-    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
         os.kill(proc.pid, signal.SIGTERM)  # uvicorn shuts down gracefully: the app stops its pods
         try:
             proc.wait(timeout=15)
@@ -99,16 +140,7 @@ class EmulatorProcess:
         self.stop()
 
 
-def remove_images(root: Path, store: str | None) -> None:
-    """Images a platform root's users built or loaded leave the shared store with the root
-    (LocalPlatform names their prefix in ``<root>/images.scope``)."""
-    marker = root / "images.scope"
-    if marker.is_file():
-        with contextlib.suppress(ImageStoreError):
-            ImageStore(store).remove_all(marker.read_text().strip())
-
-
-def _driver_flags() -> list[str]:
+def _default_driver_options() -> list[str]:
     """The emulator's tenants get isolated pods (the container driver) where podman runs here;
     elsewhere host pods, which the emulator only accepts when told so out loud."""
     from .platforms import container_reason

@@ -4,9 +4,12 @@ encodings, GET/POST variants and the pvc_name alias."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -64,9 +67,12 @@ def wait_done(client: httpx.Client, pod_name: str, timeout: float = 20) -> dict:
 
 # auth ------------------------------------------------------------------------------------------
 
+
 def test_login_form_and_json_bodies_and_paths(server):
-    for post in (lambda p: httpx.post(server.url + p, data={"username": "alice", "password": "alice-pw"}),
-                 lambda p: httpx.post(server.url + p, json={"username": "alice", "password": "alice-pw"})):
+    for post in (
+        lambda p: httpx.post(server.url + p, data={"username": "alice", "password": "alice-pw"}),
+        lambda p: httpx.post(server.url + p, json={"username": "alice", "password": "alice-pw"}),
+    ):
         for path in ("/auth/", "/auth", "//auth/"):
             response = post(path)
             assert response.status_code == 200, response.text
@@ -78,7 +84,9 @@ def test_login_failures(server):
     assert wrong.status_code == 401 and wrong.json() == {"detail": "No active account found with the given credentials"}
     missing = httpx.post(f"{server.url}/auth/", data={"username": "alice"})
     assert missing.status_code == 400 and missing.json() == {"password": ["This field is required."]}
-    assert httpx.post(f"{server.url}/auth/", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        httpx.post(f"{server.url}/auth/", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    )
 
 
 def test_em_routes_need_a_valid_bearer_token(server):
@@ -111,6 +119,7 @@ def test_tokens_expire(tmp_path):
 
 # files -----------------------------------------------------------------------------------------
 
+
 def test_uplink_list_downlink_delete_shapes(fresh):
     response = up(fresh, {"a.txt": b"hello", "b.bin": b"x" * 2048}, dest_path="exp-1", pod_name="pod-a")
     assert response.status_code == 200
@@ -132,13 +141,16 @@ def test_uplink_list_downlink_delete_shapes(fresh):
     gone = fresh.get("/em/files/downlink", params={"filepath": "exp-1/a.txt", "pod_name": "pod-a"})
     assert gone.status_code == 404 and gone.json()["error"] == "FILE_MISSING"
     again = fresh.post("/em/files/delete", data={"filepath": "exp-1/a.txt", "pod_name": "pod-a"})
-    assert again.status_code == 404 and set(again.json()) == {"error", "message"}
+    assert again.status_code == 400 and again.json()["error"] == "FILE_DELETE_FAILED"  # as the EM answers it, not 404
+    assert set(again.json()) == {"error", "message"}
 
 
 def test_uplink_without_files(fresh):
-    for response in (fresh.post("/em/files/uplink", data={"pod_name": "pod-a"}),
-                     fresh.post("/em/files/uplink", files=[("other", ("x", b"1"))]),
-                     fresh.post("/em/files/uplink", json={"files": []})):
+    for response in (
+        fresh.post("/em/files/uplink", data={"pod_name": "pod-a"}),
+        fresh.post("/em/files/uplink", files=[("other", ("x", b"1"))]),
+        fresh.post("/em/files/uplink", json={"files": []}),
+    ):
         assert response.status_code == 400
         assert response.json() == {"error": "NO_FILES", "message": "No files were provided for uplink!"}
 
@@ -168,15 +180,37 @@ def test_double_slashes_and_trailing_slashes(fresh):
 
 # pods ------------------------------------------------------------------------------------------
 
+
 def test_run_with_json_and_with_form_bodies(fresh):
-    run = fresh.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "pod-j",
-                                          "command": "/bin/sh", "args": ["-c", "echo $SIZE > /data/j.txt"], "envs": {"SIZE": 1024}})
+    run = fresh.post(
+        "/em/pod/run",
+        json={
+            "image": "alpine",
+            "node": "MPU",
+            "max_duration": 1,
+            "pod_name": "pod-j",
+            "command": "/bin/sh",
+            "args": ["-c", "echo $SIZE > /data/j.txt"],
+            "envs": {"SIZE": 1024},
+        },
+    )
     assert run.status_code == 200 and run.json() == {"message": "Docker run scheduled successfully"}
     state = wait_done(fresh, "pod-j")
     assert state["terminated"]["exitCode"] == 0
     assert fresh.get("/em/files/downlink", params={"filepath": "j.txt", "pod_name": "pod-j"}).content == b"1024\n"
-    form = fresh.post("/em/pod/run", data={"image": "alpine", "node": "fpga", "max_duration": "0.5", "pvc_name": "pod-k",
-                                           "command": "/bin/sh", "args": '["-c", "echo form > /data/k.txt"]', "envs": '{"A": "1"}'})
+    form = fresh.post(
+        "/em/pod/run",
+        headers={"X-Podrun-Extensions": "fractional-minutes"},
+        data={
+            "image": "alpine",
+            "node": "fpga",
+            "max_duration": "0.5",
+            "pvc_name": "pod-k",
+            "command": "/bin/sh",
+            "args": '["-c", "echo form > /data/k.txt"]',
+            "envs": '{"A": "1"}',
+        },
+    )
     assert form.status_code == 200, form.text
     wait_done(fresh, "pod-k")
     status = fresh.post("/em/pod/status?pod_name=pod-k")  # final CLI: POST with a query parameter
@@ -185,16 +219,19 @@ def test_run_with_json_and_with_form_bodies(fresh):
     assert fresh.get("/em/files/downlink", params={"filepath": "k.txt", "pod_name": "pod-k"}).content == b"form\n"
 
 
-@pytest.mark.parametrize("body", [
-    {"image": "alpine", "node": "TPU", "max_duration": 1},
-    {"image": "alpine", "node": "MPU", "max_duration": "soon"},
-    {"image": "alpine", "node": "MPU", "max_duration": -1},
-    {"node": "MPU", "max_duration": 1},
-    {"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "Hey no whitespaces"},
-    {"image": "alpine", "node": "MPU", "max_duration": 1, "ports": ["x"]},
-    {"image": "alpine", "node": "MPU", "max_duration": 1, "envs": [1, 2]},
-    {"image": "alpine", "node": "MPU", "max_duration": 1, "scheduled_time": "tomorrow"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"image": "alpine", "node": "TPU", "max_duration": 1},
+        {"image": "alpine", "node": "MPU", "max_duration": "soon"},
+        {"image": "alpine", "node": "MPU", "max_duration": -1},
+        {"node": "MPU", "max_duration": 1},
+        {"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "Hey no whitespaces"},
+        {"image": "alpine", "node": "MPU", "max_duration": 1, "ports": ["x"]},
+        {"image": "alpine", "node": "MPU", "max_duration": 1, "envs": [1, 2]},
+        {"image": "alpine", "node": "MPU", "max_duration": 1, "scheduled_time": "tomorrow"},
+    ],
+)
 def test_bad_run_parameters_are_400_and_the_server_stays_up(fresh, body):
     response = fresh.post("/em/pod/run", json=body)
     assert response.status_code == 400, response.text
@@ -235,6 +272,7 @@ def test_pvc_list_and_delete(fresh):
 
 # isolation -------------------------------------------------------------------------------------
 
+
 def test_users_are_isolated(alice, bob):
     up(alice, {"secret.txt": b"alice only"})
     up(alice, {"secret.txt": b"alice pod"}, pod_name="shared-name")
@@ -242,10 +280,19 @@ def test_users_are_isolated(alice, bob):
     assert "secret.txt" not in str(bob.get("/em/files/list", params={"pod_name": "shared-name"}).json()["data"])
     assert bob.get("/em/files/downlink", params={"filepath": "secret.txt", "pod_name": "shared-name"}).status_code == 404
     assert bob.get("/em/files/downlink", params={"filepath": "../alice/alice-pvc/secret.txt"}).status_code == 403
-    assert bob.post("/em/files/delete", json={"filepath": "secret.txt", "pod_name": "shared-name"}).status_code == 404
+    assert bob.post("/em/files/delete", json={"filepath": "secret.txt", "pod_name": "shared-name"}).status_code == 400
     assert bob.post("/em/pvc/delete", json={"pvc_name": "alice-pvc"}).status_code in (400, 404)
-    bob.post("/em/pod/run", json={"image": "alpine", "node": "MPU", "max_duration": 1, "pod_name": "shared-name",
-                                  "command": "/bin/sh", "args": ["-c", "ls /data > /data/seen.txt; rm -f /data/secret.txt"]})
+    bob.post(
+        "/em/pod/run",
+        json={
+            "image": "alpine",
+            "node": "MPU",
+            "max_duration": 1,
+            "pod_name": "shared-name",
+            "command": "/bin/sh",
+            "args": ["-c", "ls /data > /data/seen.txt; rm -f /data/secret.txt"],
+        },
+    )
     wait_done(bob, "shared-name")
     assert b"secret" not in bob.get("/em/files/downlink", params={"filepath": "seen.txt", "pod_name": "shared-name"}).content
     assert alice.get("/em/files/downlink", params={"filepath": "secret.txt", "pod_name": "shared-name"}).content == b"alice pod"
@@ -268,7 +315,8 @@ def test_generated_traversal_paths_are_403_or_stay_inside(alice, parts, lead):
         assert (down.status_code, dele.status_code, upl.status_code) == (403, 403, 403)
         assert down.json()["error"] == "ILLEGAL_PATH"
     else:
-        assert down.status_code in (403, 404) and dele.status_code in (200, 400, 404) and upl.status_code == 200
+        assert down.status_code in ((403, 404) if path else (400,))  # no filepath at all: a missing field
+        assert dele.status_code in (200, 400) and upl.status_code == 200
     assert alice.get("/em/nodes/status").status_code == 200
 
 
@@ -280,12 +328,25 @@ def test_bad_uplink_file_names_are_403(fresh):
 
 # docs ------------------------------------------------------------------------------------------
 
+
 def test_openapi_and_docs_list_every_route(server):
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert spec["openapi"].startswith("3.")
-    for path in ("/auth/", "/em/files/uplink", "/em/files/list", "/em/files/downlink", "/em/files/delete",
-                 "/em/pod/image/build", "/em/pod/image/load", "/em/pod/image/list", "/em/pod/run",
-                 "/em/pod/status", "/em/nodes/status", "/em/pvc/list", "/em/pvc/delete"):
+    for path in (
+        "/auth/",
+        "/em/files/uplink",
+        "/em/files/list",
+        "/em/files/downlink",
+        "/em/files/delete",
+        "/em/pod/image/build",
+        "/em/pod/image/load",
+        "/em/pod/image/list",
+        "/em/pod/run",
+        "/em/pod/status",
+        "/em/nodes/status",
+        "/em/pvc/list",
+        "/em/pvc/delete",
+    ):
         assert path in spec["paths"]
     assert set(spec["paths"]["/em/files/list"]) == {"get", "post"}
     page = httpx.get(f"{server.url}/docs")
@@ -300,3 +361,121 @@ def test_flight_model_uplink_limit(tmp_path: Path):
         assert too_big.json() == {"error": "MAX_UPLINK_SIZE_EXCEEDED", "message": "Total upload size exceeds 5 MB"}
         assert up(client, {"a": b"x" * 3_000_000}).status_code == 200
         assert client.get("/em/files/list").status_code == 200
+
+
+# operation -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["critical", "error", "warning", "info", "debug", "trace"])
+def test_every_log_level_starts_and_serves(tmp_path, level):
+    with EmulatorProcess(tmp_path / "em", "--log-level", level, users=("lv:pw",)) as em, login(em.url, "lv", "pw") as client:
+        assert client.get("/em/nodes/status").status_code == 200
+
+
+def test_binding_beyond_loopback_needs_an_explicit_flag_and_warns():
+    from podrun.emulator.server import bind_warning
+
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert bind_warning(host, allow_remote=False) is None
+    for host in ("0.0.0.0", "::", "192.0.2.1"):
+        with pytest.raises(ValueError, match="--allow-remote"):
+            bind_warning(host, allow_remote=False)
+        warning = bind_warning(host, allow_remote=True)
+        assert warning and warning.startswith("WARNING") and host in warning and "clear text" in warning
+
+
+def test_state_under_the_root_is_private(fresh, server):
+    up(fresh, {"a.txt": b"1"}, dest_path="deep/er", pod_name="priv")
+    up(fresh, {"Dockerfile": b"FROM alpine\n"}, pod_name="priv")
+    assert (
+        fresh.post("/em/pod/image/build", json={"dockerfile": "Dockerfile", "image": "priv-img", "pod_name": "priv"}).status_code
+        == 200
+    )
+    fresh.post(
+        "/em/pod/run",
+        json={
+            "image": "alpine",
+            "node": "MPU",
+            "max_duration": 1,
+            "pod_name": "priv",
+            "command": "/bin/sh",
+            "args": ["-c", "mkdir -p /data/made && echo x > /data/made/by-pod"],
+        },
+    )
+    wait_done(fresh, "priv")
+    assert (server.root.stat().st_mode & 0o777) == 0o700
+    loose = []
+    for folder, dirs, files in os.walk(server.root):
+        relative = Path(folder).relative_to(server.root)
+        if relative.parts[:1] == ("volumes",) and len(relative.parts) >= 3:
+            # Inside a volume: what pods write carries the pod's own umask; the volume's own folder
+            # and its parents (checked above this depth) are 0700, so no other local user reaches it.
+            continue
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            if not path.is_symlink() and path.lstat().st_mode & 0o077:
+                loose.append(f"{oct(path.lstat().st_mode)} {path.relative_to(server.root)}")
+    assert not loose, loose
+    uplinked = next(server.root.glob("volumes/*/priv/deep/er/a.txt"))
+    assert uplinked.stat().st_mode & 0o777 == 0o600 and uplinked.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_passwords_stay_off_the_command_line_and_out_of_the_pods(tmp_path):
+    password = "pw-" + "q" * 20
+    with EmulatorProcess(tmp_path / "em", env={"PODRUN_EMULATOR_USERS": f"envuser:{password}"}) as em:
+        assert em.proc is not None
+        assert password.encode() not in Path(f"/proc/{em.proc.pid}/cmdline").read_bytes()
+        client = login(em.url, "envuser", password)
+        client.post(
+            "/em/pod/run",
+            json={
+                "image": "alpine",
+                "node": "MPU",
+                "max_duration": 1,
+                "pod_name": "env",
+                "command": "/bin/sh",
+                "args": ["-c", "cat /proc/$PPID/environ /proc/$PPID/cmdline > /data/parent.txt; env >> /data/parent.txt"],
+            },
+        )
+        wait_done(client, "env")
+        seen = client.get("/em/files/downlink", params={"filepath": "parent.txt", "pod_name": "env"})
+        assert seen.status_code == 200 and len(seen.content) > 20
+        assert password.encode() not in seen.content and b"PODRUN_EMULATOR_USERS" not in seen.content
+
+
+def test_file_names_beyond_latin_1_downlink_with_rfc_6266(fresh):
+    name = "naïve-東京-résumé.txt"
+    assert up(fresh, {name: b"unicode"}, pod_name="names").status_code == 200
+    down = fresh.get("/em/files/downlink", params={"filepath": name, "pod_name": "names"})
+    assert down.status_code == 200 and down.content == b"unicode"
+    disposition = down.headers["content-disposition"]
+    assert "filename*=UTF-8''" in disposition and disposition.isascii()
+    encoded = disposition.split("filename*=UTF-8''", 1)[1].split(";", 1)[0]
+    assert unquote(encoded) == name
+    naive = disposition.split("filename=")[1].strip('"')  # how DPhi's client reads it: a usable ASCII name
+    assert naive.isascii() and naive.endswith(".txt")
+    fresh.post(
+        "/em/pod/run",
+        json={
+            "image": "alpine",
+            "node": "MPU",
+            "max_duration": 1,
+            "pod_name": "names",
+            "command": "/bin/sh",
+            "args": ["-c", "printf x > \"/data/$(printf 'a\\r\\nX-Injected: 1')\""],
+        },
+    )
+    wait_done(fresh, "names")
+    injected = fresh.get("/em/files/downlink", params={"filepath": "a\r\nX-Injected: 1", "pod_name": "names"})
+    assert injected.status_code == 200 and "x-injected" not in injected.headers and injected.content == b"x"
+    assert fresh.get("/em/files/list", params={"pod_name": "names"}).status_code == 200
+
+
+def test_the_scrubber_hides_every_host_path(tmp_path, monkeypatch):
+    from podrun.emulator.answers import Scrubber
+
+    store = tmp_path / "store"
+    monkeypatch.setenv("PODRUN_IMAGE_STORE", str(store))
+    scrub = Scrubber(tmp_path / "root")
+    text = scrub(f"open {tmp_path}/root/volumes/alice/pod-a/x: denied; {store}/overlay; {sys.prefix}/lib; {tmp_path}/other")
+    assert text == "open /clients/pod-a/x: denied; <host>/overlay; <host>/lib; <host>/other"

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     # Host pods: these tests' services live in this module, which imports pytest (no image has it).
-    with EmulatorProcess(tmp_path_factory.mktemp("em-remote"), "--driver", "process", "--unsafe-host-pods") as em:
+    with EmulatorProcess(tmp_path_factory.mktemp("em-remote"), driver="process") as em:
         yield em
 
 
@@ -76,9 +76,18 @@ def test_example_runs(podrun_home):
 
 
 def test_cli_refuses_bad_options():
-    for argv in (["--user", "no-password"], [], ["--user", "a:b", "--chaos-error-rate", "2"]):
-        done = subprocess.run([sys.executable, "-m", "podrun.cli", "emulator", *argv], capture_output=True, text=True, timeout=60)
-        assert done.returncode != 0 and done.stderr, argv
+    env = {**os.environ, "PODRUN_EMULATOR_USERS": "a:b"}
+    for argv, extra_env, says in (
+        (["--user", "a:b"], {}, "command line"),  # a password on argv is refused, with the way to do it instead
+        ([], {}, "PODRUN_EMULATOR_USERS"),
+        ([], {"PODRUN_EMULATOR_USERS": "no-password"}, "NAME:PASSWORD"),
+        (["--chaos-error-rate", "2"], env, "chaos"),
+        (["--log-level", "loud"], env, "log-level"),
+        (["--host", "0.0.0.0"], env, "--allow-remote"),
+    ):
+        done = subprocess.run([sys.executable, "-m", "podrun.cli", "emulator", *argv], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **extra_env})
+        assert done.returncode != 0 and says in done.stderr, (argv, done.stderr[-500:])
 
 
 class Tally:

@@ -1,4 +1,4 @@
-"""``python -m podrun.emulator --port 8000 --user alice:secret``."""
+"""``python -m podrun.emulator --port 8000 --users-file users.txt`` (NAME:PASSWORD lines)."""
 
 import typer
 

@@ -4,7 +4,6 @@ that expire (access and refresh), checked on every ``/em/*`` call."""
 from __future__ import annotations
 
 import hmac
-import os
 import re
 import secrets
 import threading
@@ -29,10 +28,28 @@ def parse_user(spec: str) -> tuple[str, str]:
     return name, password
 
 
+def parse_users(text: str, *, strict: bool) -> dict[str, str]:
+    """``NAME:PASSWORD`` entries, one a line (``#`` comments). ``strict``: a bad entry is a
+    ValueError; otherwise it is skipped, so that one bad line never locks everybody out."""
+    users: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            try:
+                name, password = parse_user(line)
+            except ValueError:
+                if strict:
+                    raise
+                continue
+            users[name] = password
+    return users
+
+
 @dataclass
 class UserStore:
-    """Fixed users plus an optional users file (``NAME:PASSWORD`` lines, ``#`` comments),
-    re-read when it changes, so users can be added without a restart."""
+    """Fixed users (from the environment, never from argv) plus an optional users file
+    (``NAME:PASSWORD`` lines, ``#`` comments), re-read when it changes, so users can be added
+    without a restart."""
 
     fixed: dict[str, str] = field(default_factory=dict)
     users_file: Path | None = None
@@ -51,16 +68,7 @@ class UserStore:
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:
             return
-        users: dict[str, str] = {}
-        for line in self.users_file.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                try:
-                    name, password = parse_user(line)
-                except ValueError:
-                    continue  # one bad line must not lock everybody out
-                users[name] = password
-        self._from_file, self._stamp = users, stamp
+        self._from_file, self._stamp = parse_users(self.users_file.read_text(), strict=False), stamp
 
     def check(self, name: str, password: str) -> bool:
         with self._lock:
@@ -84,7 +92,7 @@ class Tokens:
 
     access_lifetime: float = 300.0
     refresh_lifetime: float = 86400.0
-    secret: str = field(default_factory=lambda: os.environ.get("PODRUN_EMULATOR_SECRET") or secrets.token_hex(32))
+    secret: str = field(default_factory=lambda: secrets.token_hex(32))
 
     def _issue(self, user: str, kind: str, lifetime: float) -> str:
         now = time.time()
@@ -92,7 +100,8 @@ class Tokens:
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     def pair(self, user: str) -> dict[str, str]:
-        return {"refresh": self._issue(user, "refresh", self.refresh_lifetime), "access": self._issue(user, "access", self.access_lifetime)}
+        return {"refresh": self._issue(user, "refresh", self.refresh_lifetime),
+                "access": self._issue(user, "access", self.access_lifetime)}
 
     def access(self, user: str) -> str:
         return self._issue(user, "access", self.access_lifetime)

@@ -1,15 +1,18 @@
 """EMPlatform: the platform contract over DPhi Space's EM API (HTTP, via httpx).
 
-Everything HTTP lives here (layer 2): login and token renewal, the ``/em/...`` routes,
-error bodies mapped to podrun's typed errors, retries of transient failures (423, 5xx,
-dropped connections) with exponential backoff and jitter inside a deadline, streamed
-multipart uplinks split under the per-call size limit, and streamed downlinks.
+Everything HTTP lives here (layer 2): login and token renewal, the ``/em/...`` routes of
+``em_protocol``, error bodies mapped to podrun's typed errors, retries of transient failures
+(423, passing 5xx, dropped connections of a server that answered before) with exponential
+backoff and jitter inside a deadline, streamed multipart uplinks split under the per-call
+size limit, and streamed downlinks. A server that never answered (refused, unresolvable) fails
+the first call at once, naming the URL and the cause.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import threading
@@ -20,6 +23,7 @@ import httpx
 from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_random_exponential
 
 from ..errors import AuthError, IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
+from . import em_protocol as P
 from .base import FileContent, Platform, Progress, UplinkFile, content_size
 from .paths import check_file_name, clean_relative
 from .types import FileEntry, PodSpec, PodState, validate_pod_name
@@ -27,10 +31,10 @@ from .types import FileEntry, PodSpec, PodState, validate_pod_name
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
-DEFAULT_MAX_UPLINK = 2 * 1000**3  # "The total size cannot exceed 2GB per API call" (em-api.md §2.1)
+DEFAULT_MAX_UPLINK = P.DEFAULT_MAX_UPLINK
 ENV_URL, ENV_USERNAME, ENV_PASSWORD = "PODRUN_EM_URL", "PODRUN_EM_USERNAME", "PODRUN_EM_PASSWORD"
 ENV_MAX_UPLINK, ENV_TIMEOUT = "PODRUN_EM_MAX_UPLINK_BYTES", "PODRUN_EM_TIMEOUT"
-TRANSIENT_CODES = frozenset({"LOCKED", "CONNECTION_FAILED", "TIMEOUT"})
+TRANSIENT_CODES = frozenset({"CONNECTION_FAILED", "TIMEOUT"})  # raised only once the server has answered
 
 
 class _Secret:
@@ -60,7 +64,7 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, Locked):
         return True
     if isinstance(exc, PlatformError):
-        return exc.code in TRANSIENT_CODES or (exc.status is not None and exc.status >= 500)
+        return exc.code in TRANSIENT_CODES if exc.status is None else exc.status in P.RETRYABLE_STATUSES
     return False
 
 
@@ -83,7 +87,7 @@ def error_from_response(status: int, body: bytes, route: str) -> PlatformError:
         message = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
     message = f"{route}: {message}"
     kwargs: dict[str, Any] = {"code": code, "status": status, "log_tail": log_tail}
-    if status == 401:
+    if status == P.AUTH_STATUS:
         return AuthError(message, **kwargs)
     if status == 403:
         return IllegalPath(message, **kwargs)
@@ -91,7 +95,7 @@ def error_from_response(status: int, body: bytes, route: str) -> PlatformError:
         return NotFound(message, **kwargs)
     if status == 423:
         return Locked(message, **kwargs)
-    if status == 400 and route == "/em/files/delete" and code == "FILE_DELETE_FAILED":
+    if status == 400 and route == P.FILES_DELETE.path and code == "FILE_DELETE_FAILED":
         # The real EM answers a delete of a missing file with 400 "File delete failed"; the
         # client refuses the volume root itself, so what is left is "not there": NotFound.
         return NotFound(message, **kwargs)
@@ -211,14 +215,15 @@ def plan_uplink_groups(sources: list[_Source], limit: int) -> list[list[_Source]
     return groups
 
 
-def run_body(spec: PodSpec) -> dict[str, Any]:
-    """``/em/pod/run``'s JSON body. Real EM takes whole minutes, so an integral
-    ``max_duration`` travels as an int; fractions are an emulator extension for tests."""
-    minutes = spec.max_duration
+def run_body(spec: PodSpec, fractional: bool = False) -> dict[str, Any]:
+    """``/em/pod/run``'s JSON body. The EM takes whole minutes: ``max_duration`` travels as an
+    int, a fraction rounded up, unless ``fractional`` (the server advertised the emulator's
+    fractional-minutes extension, which tests use)."""
+    minutes = float(spec.max_duration)
     return {
         "image": spec.image,
         "node": spec.node,
-        "max_duration": int(minutes) if float(minutes).is_integer() else float(minutes),
+        "max_duration": int(minutes) if minutes.is_integer() else minutes if fractional else math.ceil(minutes),
         "scheduled_time": spec.scheduled_iso(),
         "command": spec.command,
         "pod_name": spec.pod_name,
@@ -262,6 +267,8 @@ class EMPlatform(Platform):
         self.poll_interval = poll_interval
         self._token: str | None = None
         self._token_lock = threading.Lock()
+        self._answered = False  # the server answered once: from then on a broken connection is transient
+        self.extensions: frozenset[str] = frozenset()  # what the server advertises (the emulator's, never a real EM's)
         self._http = httpx.Client(
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 15.0)),
             transport=transport,
@@ -283,7 +290,8 @@ class EMPlatform(Platform):
         url = url or os.environ.get(ENV_URL)
         username = username or os.environ.get(ENV_USERNAME)
         password = password if password is not None else os.environ.get(ENV_PASSWORD)
-        for value, variable, option in ((url, ENV_URL, "url"), (username, ENV_USERNAME, "username"), (password, ENV_PASSWORD, "password")):
+        settings = ((url, ENV_URL, "url"), (username, ENV_USERNAME, "username"), (password, ENV_PASSWORD, "password"))
+        for value, variable, option in settings:
             if not value:
                 raise InvalidRequest(
                     f"the EM platform needs its {option}: pass podrun.configure(platform='em', {option}=...) or set {variable}",
@@ -306,24 +314,42 @@ class EMPlatform(Platform):
         self._http.close()
 
     # transport -------------------------------------------------------------------------------
+    def _transport_error(self, exc: httpx.TransportError, route: str) -> PlatformError:
+        """A server that never answered is unreachable (no retry: a wrong URL does not heal);
+        one that did answer before had a transient fault."""
+        if not self._answered and isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            cause = str(exc) or type(exc).__name__
+            return PlatformError(f"cannot reach the EM at {self.url}: {cause}; check the URL (url= or {ENV_URL}) and that the "
+                                 "server is up", code="UNREACHABLE")
+        if isinstance(exc, httpx.TimeoutException):
+            return PlatformError(f"{route} timed out after {self.timeout}s ({type(exc).__name__})", code="TIMEOUT")
+        return PlatformError(f"{route}: connection to {self.url} failed ({type(exc).__name__}: {exc})", code="CONNECTION_FAILED")
+
+    def _answer(self, response: httpx.Response) -> httpx.Response:
+        self._answered = True
+        advertised = response.headers.get(P.EXTENSIONS_HEADER)
+        if advertised is not None:
+            self.extensions = P.parse_extensions(advertised)
+        return response
+
     def _login(self) -> str:
         """``POST /auth/`` with form credentials; the access token or AuthError."""
         try:
-            response = self._http.post(f"{self.url}/auth/", data={"username": self.username, "password": self._password.reveal()})
-        except httpx.TimeoutException as exc:
-            raise PlatformError(f"login to {self.url} timed out ({type(exc).__name__})", code="TIMEOUT") from None
+            response = self._answer(self._http.post(f"{self.url}{P.AUTH.path}",
+                                                    data={"username": self.username, "password": self._password.reveal()}))
         except httpx.TransportError as exc:
-            raise PlatformError(f"cannot reach {self.url} to log in ({type(exc).__name__})", code="CONNECTION_FAILED") from None
+            raise self._transport_error(exc, "login") from None
         if response.status_code == 200:
             try:
                 token = response.json()["access"]
             except (ValueError, KeyError, TypeError):
-                raise PlatformError(f"{self.url}/auth/ answered 200 without an access token", code="BAD_RESPONSE", status=200) from None
+                raise PlatformError(f"{self.url}{P.AUTH.path} answered 200 without an access token", code="BAD_RESPONSE",
+                                    status=200) from None
             return str(token)
         if response.status_code in (400, 401, 403):
             raise AuthError(f"login as {self.username!r} at {self.url} was refused (HTTP {response.status_code})",
                             status=response.status_code)
-        raise error_from_response(response.status_code, response.content, "/auth/")
+        raise error_from_response(response.status_code, response.content, P.AUTH.path)
 
     def _auth_header(self, renew: bool = False, stale: str | None = None) -> dict[str, str]:
         with self._token_lock:
@@ -336,15 +362,13 @@ class EMPlatform(Platform):
         Non-2xx answers become typed errors (the response is closed)."""
         headers = self._auth_header()
         try:
-            response = send(headers)
-            if response.status_code == 401:
+            response = self._answer(send(headers))
+            if response.status_code == P.AUTH_STATUS:
                 response.close()
                 stale = headers["Authorization"].split(" ", 1)[1]
-                response = send(self._auth_header(renew=True, stale=stale))
-        except httpx.TimeoutException as exc:
-            raise PlatformError(f"{route} timed out after {self.timeout}s ({type(exc).__name__})", code="TIMEOUT") from None
+                response = self._answer(send(self._auth_header(renew=True, stale=stale)))
         except httpx.TransportError as exc:
-            raise PlatformError(f"{route}: connection to {self.url} failed ({type(exc).__name__}: {exc})", code="CONNECTION_FAILED") from None
+            raise self._transport_error(exc, route) from None
         if response.status_code >= 300:
             body = response.read()
             response.close()
@@ -358,22 +382,28 @@ class EMPlatform(Platform):
             wait=wait_random_exponential(multiplier=self.backoff[0], max=self.backoff[1]),  # full jitter
             retry=retry_if_exception(_is_transient),
             reraise=True,
-            before_sleep=lambda state: log.info("EM call failed (%s), retry %d", state.outcome and state.outcome.exception(), state.attempt_number),
+            before_sleep=lambda state: log.info("EM call failed (%s), retry %d", state.outcome and state.outcome.exception(),
+                                                state.attempt_number),
         )
         return retrying(attempt)
 
-    def _json(self, method: str, route: str, *, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None,
+    def _json(self, endpoint: P.Route, *, method: str | None = None, params: dict[str, Any] | None = None,
+              body: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
               acted: Callable[[], bool] | None = None) -> dict[str, Any]:
-        """One JSON call, retried on transient failures; with ``acted``, a re-send first asks
-        it whether the lost answer's call took effect, and stops there if so."""
+        """One call of ``endpoint`` (its first method unless told), retried on transient failures;
+        its JSON answer. With ``acted``, a re-send first asks it whether the lost answer's call
+        took effect, and stops there if so."""
+        method = method or endpoint.methods[0]
+        route = endpoint.path
         sent = False
         params = {k: v for k, v in (params or {}).items() if v is not None} or None
         body = {k: v for k, v in (body or {}).items() if v is not None}
+        extra = headers or {}
 
-        def send(headers: dict[str, str]) -> httpx.Response:
+        def send(auth: dict[str, str]) -> httpx.Response:
             if method == "GET":
-                return self._http.get(self.url + route, params=params, headers=headers)
-            return self._http.post(self.url + route, params=params, json=body, headers=headers)
+                return self._http.get(self.url + route, params=params, headers={**auth, **extra})
+            return self._http.post(self.url + route, params=params, json=body, headers={**auth, **extra})
 
         def attempt() -> dict[str, Any]:
             nonlocal sent
@@ -407,7 +437,8 @@ class EMPlatform(Platform):
         total["total_size_kb"] = round(total["total_size_kb"], 2)
         return total
 
-    def _uplink_call(self, group: list[_Source], dest_path: str, pod_name: str | None, progress: Progress | None) -> dict[str, Any]:
+    def _uplink_call(self, group: list[_Source], dest_path: str, pod_name: str | None,
+                     progress: Progress | None) -> dict[str, Any]:
         fields = {"dest_path": dest_path or ""}
         if pod_name is not None:
             fields["pod_name"] = pod_name
@@ -416,20 +447,22 @@ class EMPlatform(Platform):
         length = body.length()
         if length is not None:
             headers_extra["Content-Length"] = str(length)
-        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 15.0), read=max(self.timeout, 7200.0) if length and length > 100 * CHUNK else self.timeout)
+        read = max(self.timeout, 7200.0) if length and length > 100 * CHUNK else self.timeout
+        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 15.0), read=read)
 
         def send(headers: dict[str, str]) -> httpx.Response:
-            return self._http.post(f"{self.url}/em/files/uplink", content=iter(body), headers={**headers, **headers_extra}, timeout=timeout)
+            return self._http.post(f"{self.url}{P.FILES_UPLINK.path}", content=iter(body), headers={**headers, **headers_extra},
+                                   timeout=timeout)
 
         def attempt() -> dict[str, Any]:
-            return self._call(send, "/em/files/uplink").json()
+            return self._call(send, P.FILES_UPLINK.path).json()
 
         return self._retrying(attempt)
 
     def downlink_into(self, path: str, sink: BinaryIO, pod_name: str | None = None, progress: Progress | None = None) -> int:
         validate_pod_name(pod_name)
         params = {"filepath": path, **({"pod_name": pod_name} if pod_name is not None else {})}
-        route = "/em/files/downlink"
+        route = P.FILES_DOWNLINK.path
         try:
             start: int | None = sink.tell()
         except (OSError, AttributeError, ValueError):
@@ -443,7 +476,8 @@ class EMPlatform(Platform):
         def attempt() -> int:
             if written[0]:
                 if start is None:
-                    raise _Unreplayable("the downlink broke midway and its sink cannot be rewound", code="DOWNLINK_NOT_REPLAYABLE")
+                    raise _Unreplayable("the downlink broke midway and its sink cannot be rewound",
+                                        code="DOWNLINK_NOT_REPLAYABLE")
                 sink.seek(start)
                 sink.truncate()
                 written[0] = 0
@@ -468,52 +502,67 @@ class EMPlatform(Platform):
 
     def list_files(self, pod_name: str | None = None) -> list[FileEntry]:
         validate_pod_name(pod_name)
-        data = self._json("GET", "/em/files/list", params={"pod_name": pod_name}).get("data") or []
+        data = self._json(P.FILES_LIST, params={"pod_name": pod_name}).get("data") or []
         return [FileEntry.from_dict(item) for item in data]
 
     def delete(self, path: str, pod_name: str | None = None) -> None:
         validate_pod_name(pod_name)
         if not clean_relative(path):
-            raise InvalidRequest("File delete failed: give a file or folder inside the volume, not its root", code="FILE_DELETE_FAILED")
-        self._json("POST", "/em/files/delete", body={"filepath": path, "pod_name": pod_name})
+            raise InvalidRequest("File delete failed: give a file or folder inside the volume, not its root",
+                                 code="FILE_DELETE_FAILED")
+        self._json(P.FILES_DELETE, body={"filepath": path, "pod_name": pod_name})
 
     # images ----------------------------------------------------------------------------------
     def image_build(self, dockerfile: str, image: str, context: str = ".", pod_name: str | None = None) -> None:
         validate_pod_name(pod_name)
-        self._json("POST", "/em/pod/image/build", body={"dockerfile": dockerfile, "image": image, "context": context, "pod_name": pod_name})
+        self._json(P.IMAGE_BUILD, body={"dockerfile": dockerfile, "image": image, "context": context, "pod_name": pod_name})
 
     def image_load(self, tarfile: str, image: str, pod_name: str | None = None) -> None:
         validate_pod_name(pod_name)
-        self._json("POST", "/em/pod/image/load", body={"tarfile": tarfile, "image": image, "pod_name": pod_name})
+        self._json(P.IMAGE_LOAD, body={"tarfile": tarfile, "image": image, "pod_name": pod_name})
 
     def image_list(self) -> list[dict[str, Any]]:
-        return list(self._json("GET", "/em/pod/image/list").get("data") or [])
+        return list(self._json(P.IMAGE_LIST).get("data") or [])
 
     # pods ------------------------------------------------------------------------------------
     def run_pod(self, spec: PodSpec) -> None:
-        self._json("POST", "/em/pod/run", body=run_body(spec))
+        body, headers = self._run_request(spec)
+        self._json(P.POD_RUN, body=body, headers=headers)
+
+    def _run_request(self, spec: PodSpec) -> tuple[dict[str, Any], dict[str, str] | None]:
+        """``/em/pod/run``'s body and extra headers: a fractional ``max_duration`` only to a
+        server that advertised the extension (so logged in first), whole minutes otherwise."""
+        self._retrying(self._auth_header)
+        whole = float(spec.max_duration).is_integer()
+        fractional = not whole and P.FRACTIONAL_MINUTES in self.extensions
+        if not whole and not fractional:
+            log.warning("max_duration=%s: the EM takes whole minutes; sending %d", spec.max_duration,
+                        math.ceil(spec.max_duration))
+        return run_body(spec, fractional), ({P.EXTENSIONS_HEADER: P.FRACTIONAL_MINUTES} if fractional else None)
 
     def run_pod_at_most_once(self, spec: PodSpec, started: Callable[[], bool]) -> None:
-        self._json("POST", "/em/pod/run", body=run_body(spec), acted=started)
+        body, headers = self._run_request(spec)
+        self._json(P.POD_RUN, body=body, headers=headers, acted=started)
 
     def pod_status(self, pod_name: str | None = None) -> PodState:
         validate_pod_name(pod_name)
-        data = self._json("GET", "/em/pod/status", params={"pod_name": pod_name}).get("data") or {}
+        data = self._json(P.POD_STATUS, params={"pod_name": pod_name}).get("data") or {}
         try:
             return PodState(data["state"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise PlatformError(f"/em/pod/status answered an unreadable state {data!r}: {exc}", code="BAD_RESPONSE") from None
+            raise PlatformError(f"{P.POD_STATUS.path} answered an unreadable state {data!r}: {exc}",
+                                code="BAD_RESPONSE") from None
 
     def nodes_status(self) -> list[dict[str, str]]:
-        return [{"name": str(n["name"]), "status": str(n["status"])} for n in self._json("GET", "/em/nodes/status").get("data") or []]
+        return [{"name": str(n["name"]), "status": str(n["status"])} for n in self._json(P.NODES_STATUS).get("data") or []]
 
     # volumes ---------------------------------------------------------------------------------
     def pvc_list(self) -> list[str]:
-        data = self._json("POST", "/em/pvc/list").get("data") or []
+        data = self._json(P.PVC_LIST, method="POST").get("data") or []
         return [str(item["name"]) if isinstance(item, dict) else str(item) for item in data]
 
     def pvc_delete(self, pvc_name: str) -> None:
-        self._json("POST", "/em/pvc/delete", body={"pvc_name": pvc_name})
+        self._json(P.PVC_DELETE, body={"pvc_name": pvc_name})
 
 
 __all__ = ["EMPlatform", "error_from_response", "plan_uplink_groups", "run_body"]
