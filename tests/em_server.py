@@ -4,6 +4,7 @@ The process is always stopped by its PID (SIGTERM, then SIGKILL), also when a te
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import secrets
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from podrun.platform.local.images import ImageStore, ImageStoreError
 
 
 def free_port() -> int:
@@ -60,6 +63,7 @@ class EmulatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log_path = self.workdir / "emulator.log"
+        self.image_store: str | None = None  # the store the emulator was started with (PODRUN_IMAGE_STORE)
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
         for _attempt in range(3):  # a free port can be taken between probe and bind: try another
@@ -84,6 +88,7 @@ class EmulatorProcess:
             ]
             if self.disk_bytes is not None:
                 argv = small_disk(self.root, self.disk_bytes) + argv
+            self.image_store = os.environ.get("PODRUN_IMAGE_STORE")
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **self.env}
@@ -126,6 +131,12 @@ class EmulatorProcess:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
+        try:
+            self._stop(proc)
+        finally:
+            remove_images(self.root, self.image_store)
+
+    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
         os.kill(proc.pid, signal.SIGTERM)  # uvicorn shuts down gracefully: the app stops its pods
         try:
             proc.wait(timeout=15)
@@ -138,6 +149,15 @@ class EmulatorProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def remove_images(root: Path, store: str | None) -> None:
+    """Images a platform root's users built or loaded leave the shared store with the root
+    (LocalPlatform names their prefix in ``<root>/images.scope``)."""
+    marker = root / "images.scope"
+    if marker.is_file():
+        with contextlib.suppress(ImageStoreError):
+            ImageStore(store).remove_all(marker.read_text().strip())
 
 
 def _default_driver_options() -> list[str]:
