@@ -270,3 +270,17 @@ def test_config_show_says_which_driver_pods_get(podrun_home: Path) -> None:
     done = subprocess.run([str(Path(sys.executable).with_name("podrun")), "config", "show"], capture_output=True, text=True,
                           timeout=60, env=env)
     assert done.returncode == 0 and "pods run as" in done.stdout and "NOT isolated" in done.stdout, done.stdout
+
+
+@needs_engine
+@as_root
+def test_handing_the_volume_to_the_pod_never_follows_a_planted_symlink(pods: dict[str, LocalPlatform], tmp_path: Path) -> None:
+    alice = pods["alice"]
+    target = tmp_path / "host-secret"
+    target.write_text("root's")
+    plant = (f"import json, os\nos.symlink({str(target)!r}, '/data/link')\nos.symlink({str(tmp_path)!r}, '/data/dirlink')\n"
+             "json.dump({}, open('/data/report.json', 'w'))")
+    _run(alice, "planter", plant)
+    _run(alice, "planter", "import json; json.dump({}, open('/data/report.json', 'w'))")  # the next start hands /data over
+    assert target.stat().st_uid == 0 and tmp_path.stat().st_uid == 0  # the symlinks' targets stay the host's
+    assert (alice.volume_path("planter") / "link").lstat().st_uid == _container.POD_UID_BASE
