@@ -88,7 +88,7 @@ class EmulatorProcess:
             ]
             if self.disk_bytes is not None:
                 argv = small_disk(self.root, self.disk_bytes) + argv
-            self.image_store = os.environ.get("PODRUN_IMAGE_STORE")
+            self.image_store = {**os.environ, **self.env}.get("PODRUN_IMAGE_STORE")
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **self.env}

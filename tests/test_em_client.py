@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from podrun.errors import AuthError, IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
+from podrun.errors import AuthError, ConfigError, IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
 from podrun.platform.em import EMPlatform, error_from_response, run_body
 from podrun.platform.types import PodSpec, walk_entries
 
@@ -40,7 +40,7 @@ def em(server: EmulatorProcess) -> Iterator[EMPlatform]:
 def test_from_settings_reads_the_environment_and_names_what_is_missing(monkeypatch, server):
     monkeypatch.setenv("PODRUN_EM_URL", server.url)
     monkeypatch.setenv("PODRUN_EM_USERNAME", "dave")
-    with pytest.raises(InvalidRequest, match="PODRUN_EM_PASSWORD"):
+    with pytest.raises(ConfigError, match="PODRUN_EM_PASSWORD"):
         EMPlatform.from_settings()
     monkeypatch.setenv("PODRUN_EM_PASSWORD", SECRET)
     monkeypatch.setenv("PODRUN_EM_MAX_UPLINK_BYTES", "5000000")
@@ -49,7 +49,7 @@ def test_from_settings_reads_the_environment_and_names_what_is_missing(monkeypat
         assert platform.max_uplink_bytes == 5_000_000 and platform.kind == "em"
         assert platform.nodes_status()
     monkeypatch.delenv("PODRUN_EM_URL")
-    with pytest.raises(InvalidRequest, match="PODRUN_EM_URL"):
+    with pytest.raises(ConfigError, match="PODRUN_EM_URL"):
         EMPlatform.from_settings()
     with EMPlatform.from_settings(url=server.url, max_uplink_bytes=123) as explicit:
         assert explicit.max_uplink_bytes == 123
@@ -288,9 +288,9 @@ def _counting(retrying, attempts):
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(ConfigError):
         EMPlatform("ftp://x", "u", "p")
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(ConfigError):
         EMPlatform("http://x", "", "p")
 
 

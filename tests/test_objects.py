@@ -109,15 +109,15 @@ def test_patch_without_base_is_not_found(shared: Path) -> None:
 
 def test_bad_input_gets_typed_errors(shared: Path) -> None:
     ref = podrun.put_object("_default/app", 1)
-    with pytest.raises(podrun.InvalidRequest, match="prefix"):
+    with pytest.raises(podrun.UsageError, match="prefix"):
         podrun.put_object(ref.key, 2)
-    with pytest.raises(podrun.InvalidRequest, match="ObjectRef"):
+    with pytest.raises(podrun.UsageError, match="ObjectRef"):
         podrun.get_object(ref.key)
-    with pytest.raises(podrun.InvalidRequest, match="not both"):
+    with pytest.raises(podrun.UsageError, match="not both"):
         podrun.get_object(ref, deserializer=merge, reducer=merge)
-    with pytest.raises(podrun.InvalidRequest, match="if_version"):
+    with pytest.raises(podrun.UsageError, match="if_version"):
         podrun.update_object(ref, 3, if_version="1")
-    with pytest.raises(podrun.InvalidRequest):
+    with pytest.raises(podrun.UsageError):
         podrun.put_object("a/../b", 1)
     with pytest.raises(podrun.SerializationError):
         podrun.put_object("_default/app", threading.Lock())
@@ -190,9 +190,9 @@ def test_upload_and_download_files(shared: Path, tmp_path: Path) -> None:
     chosen = podrun.upload_object("_default/pkg/wheel-1", source)
     assert chosen == podrun.ObjectRef("_default/pkg/wheel-1", 1)
     assert podrun.upload_object("_default/pkg/wheel-1", source).version == 2
-    with pytest.raises(podrun.InvalidRequest, match="not file bytes"):
+    with pytest.raises(podrun.UsageError, match="not file bytes"):
         podrun.download_object(podrun.put_object("_default/pkg", 5), tmp_path / "x")
-    with pytest.raises(podrun.InvalidRequest, match="not a file"):
+    with pytest.raises(podrun.UsageError, match="not a file"):
         podrun.upload_object("_default/pkg", tmp_path / "missing")
 
 
@@ -284,7 +284,7 @@ def test_compact_folds_patches_and_a_concurrent_patch_is_never_lost(shared: Path
     ref = podrun.put_object("_default/app", [0])
     for i in range(1, 5):
         podrun.patch_object(ref, [i])
-    with pytest.raises(podrun.InvalidRequest, match="deserializer"):
+    with pytest.raises(podrun.UsageError, match="deserializer"):
         podrun.compact_object(ref)
     compacted = podrun.compact_object(ref, merge)
     assert compacted.version == 6

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import podrun
+from podrun.client.resreq import ResourceRequirement, parse_resreq
 from podrun.platform.local import LocalPlatform
+from podrun.wire.bundle import python_version
 
 
 class Counter:
@@ -103,3 +109,125 @@ def test_fail_if_exists():
     LocalPlatform().uplink([("x", b"1")], pod_name="run-taken")
     with pytest.raises(podrun.Conflict, match="fail_if_exists"):
         podrun.Runner("run-taken", fail_if_exists=True)
+
+
+# -- flamepy's keywords: autoscale, warmup, resreq; the constructor's options ----------------
+
+def pod_env():
+    import os
+
+    return {name: os.environ.get(name) for name in ("PODRUN_NODE", "PODRUN_CPU", "PODRUN_MEMORY", "PODRUN_GPU")}
+
+
+def _pod_starts(platform, name, within=60.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if "running" in platform.pod_status(name).to_dict():
+                return True
+        except podrun.NotFound:
+            pass  # not run yet
+        time.sleep(0.05)
+    return False
+
+
+def test_flamepy_keywords_are_the_runners_not_the_constructors():
+    platform = LocalPlatform()
+    with podrun.Runner("run-kw", keep_warm=20) as runner:
+        counter = runner.service(Counter, 100, autoscale=False, warmup=1, resreq="cpu=2,mem=512m")
+        assert _pod_starts(platform, "run-kw")  # warmup: the pod starts with no call made
+        assert counter.add(1).get(timeout=60) == 101  # 100 reached the constructor; the keywords did not
+        assert counter.concurrency == 1 and counter.warmup == 1
+        env = runner.service(pod_env)
+        assert env.concurrency is None  # a function may scale (flamepy's default)
+        assert env().get(timeout=60) == {"PODRUN_NODE": "MPU", "PODRUN_CPU": "2", "PODRUN_MEMORY": str(512 * 1024**2),
+                                         "PODRUN_GPU": None}
+
+
+def test_a_gpu_resreq_picks_the_gpu_node():
+    with podrun.Runner("run-gpu", keep_warm=5) as runner:
+        env = runner.service(pod_env, resreq={"gpu": 1, "mem": "1g"})
+        assert env().get(timeout=60) == {"PODRUN_NODE": "GPU", "PODRUN_CPU": None, "PODRUN_MEMORY": str(1024**3),
+                                         "PODRUN_GPU": "1"}
+        with pytest.raises(podrun.UsageError, match="runs one pod"):
+            runner.service(double, resreq="gpu=0")
+
+
+def test_service_keywords_are_checked_as_flamepy_checks_them():
+    runner = podrun.Runner("run-checks")
+    try:
+        with pytest.raises(ValueError, match="autoscale=True"):
+            runner.service(Counter(), autoscale=True)
+        with pytest.raises(ValueError, match="warmup=2"):
+            runner.service(Counter(), warmup=2)
+        with pytest.raises(ValueError, match="warmup"):
+            runner.service(double, warmup=-1)
+        with pytest.raises(TypeError, match="autoscale"):
+            runner.service(double, autoscale="yes")
+        with pytest.raises(ValueError, match="cpu=1,mem=1g"):
+            runner.service(double, resreq="cpu=lots")
+        with pytest.raises(podrun.UsageError, match="node='GPU'"):
+            podrun.Runner("run-mpu", node="MPU").service(double, resreq="gpu=1")
+        assert runner.service(double, autoscale=False).concurrency == 1
+        assert runner.service(Counter).concurrency is None
+    finally:
+        runner.close()
+
+
+def test_constructor_takes_flamepys_options():
+    runner = podrun.Runner("run-ctor", False, ["six==1.16.0"], python_version())
+    try:
+        assert runner.options.wheels == ("six==1.16.0",)
+        assert runner.options.image == f"python:{python_version()}-slim"
+    finally:
+        runner.close()
+    with pytest.raises(podrun.UsageError, match="python_version='2.7'"):
+        podrun.Runner("run-old", python_version="2.7")
+    LocalPlatform().uplink([("x", b"1")], pod_name="run-taken-2")
+    with pytest.raises(podrun.Conflict):
+        podrun.Runner("run-taken-2", True)
+
+
+# -- resreq strings -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("cpu=1,mem=1g,gpu=0", ResourceRequirement(1.0, 1024**3, 0)),
+    ("cpu=0.5", ResourceRequirement(cpu=0.5)),
+    (" mem = 256Mi , gpu=2 ", ResourceRequirement(memory=256 * 1024**2, gpu=2)),
+    ("memory=1024", ResourceRequirement(memory=1024)),
+    ("MEM=2GB", ResourceRequirement(memory=2 * 1024**3)),
+    ("", ResourceRequirement()),
+])
+def test_resreq_strings_parse_as_flamepy_writes_them(text, expected):
+    assert ResourceRequirement.from_string(text) == expected
+
+
+@pytest.mark.parametrize("text", ["cpu", "cpu=", "cpu=lots", "cpu=0", "cpu=nan", "cpu=inf", "mem=1q", "mem=0", "gpu=-1",
+                                  "gpu=1.5", "disk=1g", "cpu=1,cpu=2", "cpu=1;mem=1g"])
+def test_bad_resreq_strings_are_usage_errors_naming_the_format(text):
+    with pytest.raises(podrun.UsageError, match="cpu=1,mem=1g"):
+        ResourceRequirement.from_string(text)
+
+
+def test_resreq_objects_and_other_types():
+    class FlamepyStyle:  # flamepy's ResourceRequirement has these three attributes
+        cpu, memory, gpu = 2, 1024, 1
+
+    assert parse_resreq(FlamepyStyle()) == ResourceRequirement(2, 1024, 1)
+    assert parse_resreq(None) is None
+    with pytest.raises(TypeError):
+        parse_resreq(5)
+    with pytest.raises(podrun.UsageError, match="unknown key"):
+        parse_resreq({"disk": 1})
+
+
+@given(st.builds(ResourceRequirement,
+                 cpu=st.none() | st.floats(min_value=0.01, max_value=512, allow_nan=False),
+                 memory=st.none() | st.integers(min_value=1, max_value=2**50),
+                 gpu=st.none() | st.integers(min_value=0, max_value=16)))
+def test_resreq_round_trips_through_its_string(resreq):
+    again = ResourceRequirement.from_string(str(resreq))
+    assert again.memory == resreq.memory and again.gpu == resreq.gpu
+    assert (again.cpu is None) == (resreq.cpu is None)
+    if resreq.cpu is not None:
+        assert abs(again.cpu - resreq.cpu) <= 1e-5 * resreq.cpu

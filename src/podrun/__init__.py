@@ -21,20 +21,30 @@ from .errors import (
     AuthError,
     CallTimeout,
     Cancelled,
+    Closed,
     ConfigError,
     Conflict,
+    ContainerUnavailable,
     EnvironmentMismatch,
     IllegalPath,
     IntegrityError,
+    InvalidKey,
     InvalidRequest,
     Locked,
+    MissingFile,
+    NoContainerEngine,
     NotFound,
     PlatformError,
     PodFailed,
     PodrunError,
     RemoteError,
+    RemoteFailure,
+    RemoteTraceback,
     SerializationError,
+    UsageError,
+    UsageTypeError,
     WaitTimeout,
+    WheelError,
     WireFormatError,
 )
 
@@ -50,12 +60,14 @@ if TYPE_CHECKING:  # type checkers see the real objects; at run time they load o
     from .client.accounting import reset_stats, stats
     from .client.attach import attach
     from .client.config import configure
+    from .client.executor import Executor
     from .client.future import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, ObjectFuture, as_completed, get, wait
     from .client.objects import (
         compact_object,
         delete_objects,
         download_object,
         get_object,
+        latest,
         patch_object,
         put_object,
         register_blobs,
@@ -63,6 +75,7 @@ if TYPE_CHECKING:  # type checkers see the real objects; at run time they load o
         upload_object,
     )
     from .client.remote import RemoteFunction, remote
+    from .client.resreq import ResourceRequirement
     from .client.runner import Runner
     from .platform.base import Platform
     from .platform.local import LocalPlatform
@@ -73,6 +86,7 @@ if TYPE_CHECKING:  # type checkers see the real objects; at run time they load o
 _LAZY = {
     "remote": "podrun.client.remote",
     "RemoteFunction": "podrun.client.remote",
+    "Executor": "podrun.client.executor",
     "ObjectFuture": "podrun.client.future",
     "get": "podrun.client.future",
     "wait": "podrun.client.future",
@@ -83,6 +97,7 @@ _LAZY = {
     "configure": "podrun.client.config",
     "attach": "podrun.client.attach",
     "Runner": "podrun.client.runner",
+    "ResourceRequirement": "podrun.client.resreq",
     "method": "podrun.runtime.session",
     "stats": "podrun.client.accounting",
     "reset_stats": "podrun.client.accounting",
@@ -94,6 +109,7 @@ _LAZY = {
     "ObjectKey": "podrun.store.refs",
     "put_object": "podrun.client.objects",
     "get_object": "podrun.client.objects",
+    "latest": "podrun.client.objects",
     "update_object": "podrun.client.objects",
     "patch_object": "podrun.client.objects",
     "upload_object": "podrun.client.objects",
@@ -119,11 +135,16 @@ def __dir__() -> list[str]:
 
 # Spelled out (not built from _LAZY) so linters and type checkers see every public name.
 __all__ = [
-    "AuthError", "CallTimeout", "Cancelled", "ConfigError", "Conflict", "EnvironmentMismatch", "IllegalPath",
-    "IntegrityError", "InvalidRequest", "Locked", "NotFound", "PlatformError", "PodFailed", "PodrunError",
-    "RemoteError", "SerializationError", "WaitTimeout", "WireFormatError", "data_dir", "remote", "RemoteFunction",
+    # errors (podrun.errors: the hierarchy is drawn there)
+    "AuthError", "CallTimeout", "Cancelled", "Closed", "ConfigError", "Conflict", "ContainerUnavailable",
+    "EnvironmentMismatch", "IllegalPath", "IntegrityError", "InvalidKey", "InvalidRequest", "Locked",
+    "MissingFile", "NoContainerEngine", "NotFound", "PlatformError", "PodFailed", "PodrunError",
+    "RemoteError", "RemoteFailure", "RemoteTraceback", "SerializationError", "UsageError", "UsageTypeError",
+    "WaitTimeout", "WheelError", "WireFormatError",
+    "data_dir", "remote", "RemoteFunction", "Executor",
     "ObjectFuture", "get", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
-    "configure", "attach", "Runner", "method", "stats", "reset_stats", "PodSpec", "PodState", "LocalPlatform",
-    "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "update_object", "patch_object",
+    "configure", "attach", "Runner", "ResourceRequirement", "method", "stats", "reset_stats", "PodSpec", "PodState",
+    "LocalPlatform",
+    "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "latest", "update_object", "patch_object",
     "upload_object", "download_object", "delete_objects", "compact_object", "register_blobs",
 ]

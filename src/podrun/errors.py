@@ -1,11 +1,56 @@
-"""podrun's typed errors.
+"""podrun's typed errors: every exception class podrun raises lives here.
 
-Every layer raises these, so a user catches one taxonomy whether the failure came from
-the platform (HTTP or local), the wire format or the remote function itself.
+Three families, so that one ``except`` says what the caller means:
+
+* ``UsageError`` -- the caller's input is wrong (fix the call, retrying cannot help);
+* ``PlatformError`` -- the platform refused or failed a request;
+* ``RemoteFailure`` -- a remote call did not give its result.
+
+The hierarchy::
+
+    PodrunError
+    ├── UsageError (ValueError)         bad node, option, pod_name, key, file, state of use
+    │   ├── ConfigError                 unknown platform or context, bad configuration file
+    │   ├── InvalidKey                  a malformed object key, prefix or ObjectRef
+    │   ├── UsageTypeError (TypeError)  an argument of the wrong kind
+    │   ├── MissingFile (FileNotFoundError)  a local file to read does not exist
+    │   ├── Closed (RuntimeError)       a Runner or Executor used after close/shutdown
+    │   └── WheelError                  a ``wheels=`` entry that cannot be shipped
+    ├── PlatformError                   the platform's answer (``code``, ``status``)
+    │   ├── AuthError
+    │   ├── Locked                      busy (423); retried by podrun
+    │   ├── NotFound
+    │   ├── InvalidRequest              the platform refused the request's content
+    │   │   └── IllegalPath
+    │   ├── Conflict                    a conditional write lost a race
+    │   └── ContainerUnavailable        no container engine can run the local pod driver
+    ├── RemoteFailure                   a call ended without its return value
+    │   ├── RemoteError                 a remote exception whose type cannot be rebuilt here
+    │   ├── PodFailed                   the pod ended without the call's result
+    │   ├── CallTimeout (TimeoutError)  the call ran past its own ``timeout`` in the pod
+    │   └── Cancelled (concurrent.futures.CancelledError)  skipped at the client's request
+    ├── WaitTimeout (TimeoutError)      ``fut.get(timeout=)`` waited that long; the call keeps running
+    ├── SerializationError (TypeError)  a callable, argument or result cannot be (un)pickled
+    ├── IntegrityError                  stored bytes do not match their content hash
+    ├── WireFormatError                 a bundle or record in an unknown format
+    ├── EnvironmentMismatch             the pod cannot load the pickled code
+    └── NoContainerEngine               no docker/podman to build the runtime image
+
+    RemoteTraceback (not raised)        the ``__cause__`` carrying a remote traceback's text
+
+A remote call that raised re-raises the user's own exception type (not a podrun class)
+wherever it unpickles; ``RemoteError`` stands in only where it does not. Usage errors keep
+the builtin base Python would raise (``ValueError``, ``TypeError``, ``FileNotFoundError``,
+``RuntimeError``), so code written against those keeps working.
+
+Not here, on purpose: private control-flow exceptions (the runtime's ``_Stopped``) and the
+emulator server's ``TokenError``, which becomes an HTTP answer and never reaches a user.
+Importable in a pod: standard library only.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import sys
 from typing import Any
 
@@ -14,9 +59,36 @@ class PodrunError(Exception):
     """Base of every error podrun raises on purpose."""
 
 
-class ConfigError(PodrunError, ValueError):
+class UsageError(PodrunError, ValueError):
+    """The caller's input is wrong: a bad node, option, pod_name, key or file. The message
+    names the value and the fix. A ValueError, so ``except ValueError`` keeps working."""
+
+
+class ConfigError(UsageError):
     """The configuration is wrong: an unknown platform or context, a bad configuration file,
     a missing setting. A ValueError too, as the checks of ``configure`` always were."""
+
+
+class InvalidKey(UsageError):
+    """An object key, prefix or ObjectRef that is not well formed (checked before any platform call)."""
+
+
+class UsageTypeError(UsageError, TypeError):
+    """An argument of the wrong kind, where Python itself raises TypeError (not a callable,
+    an unknown keyword option, a method a service does not offer)."""
+
+
+class MissingFile(UsageError, FileNotFoundError):
+    """A local file podrun was asked to read does not exist (or is not a file)."""
+
+
+class Closed(UsageError, RuntimeError):
+    """A Runner or Executor used after ``close()``/``shutdown()``; a RuntimeError, as
+    ``concurrent.futures`` executors raise."""
+
+
+class WheelError(UsageError):
+    """A wheel named in ``wheels=`` cannot be shipped (missing, not a wheel, wrong platform)."""
 
 
 class PlatformError(PodrunError):
@@ -85,6 +157,10 @@ class Conflict(PlatformError):
     default_code = "CONFLICT"
 
 
+class ContainerUnavailable(PlatformError):
+    """No container engine can run a container here; the message says what was tried."""
+
+
 class SerializationError(PodrunError, TypeError):
     """A callable, argument or result cannot be pickled or unpickled."""
 
@@ -105,7 +181,12 @@ class EnvironmentMismatch(PodrunError):
     """The pod's environment cannot load the pickled code (Python version, modules)."""
 
 
-class PodFailed(PodrunError):
+class RemoteFailure(PodrunError):
+    """A remote call ended without giving its return value (the pod, the deadline or a
+    cancel stopped it, or its exception cannot be rebuilt here)."""
+
+
+class PodFailed(RemoteFailure):
     """The pod ended without writing a result for this call.
 
     ``state`` is the pod's Kubernetes-style container state, ``status`` the call's terminal
@@ -118,7 +199,7 @@ class PodFailed(PodrunError):
         self.status = status
 
 
-class CallTimeout(PodrunError, TimeoutError):
+class CallTimeout(RemoteFailure, TimeoutError):
     """A call ran past its own ``timeout`` inside the pod (terminal record ``TIMEOUT``)."""
 
 
@@ -148,11 +229,17 @@ class WaitTimeout(_WaitTimeoutBase):
         return str(self.args[0])
 
 
-class Cancelled(PodrunError):
-    """A call was cancelled before it ran (terminal record ``CANCELLED``)."""
+class Cancelled(RemoteFailure, cf.CancelledError):
+    """A sent call was cancelled before it ran (terminal record ``CANCELLED``). A
+    ``concurrent.futures.CancelledError`` too: the future's ``cancel()`` returned False (the
+    call was already sent, as for a running Future), and the pod then skipped it."""
 
 
-class RemoteError(PodrunError):
+class NoContainerEngine(PodrunError):
+    """No usable docker (with buildx) or podman on this machine (building the runtime image)."""
+
+
+class RemoteError(RemoteFailure):
     """A remote exception whose type could not be re-created here.
 
     Carries the remote type name, message and formatted traceback.
@@ -168,23 +255,45 @@ class RemoteError(PodrunError):
         return f"{self.type_name}: {self.message}\n\nRemote traceback:\n{self.traceback_text}"
 
 
+class RemoteTraceback(Exception):
+    """Not raised: chained as ``__cause__`` of a re-raised remote exception, so the remote
+    traceback prints under it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\nRemote traceback:\n" + self.text
+
+
 __all__ = [
     "AuthError",
     "CallTimeout",
     "Cancelled",
+    "Closed",
     "ConfigError",
     "Conflict",
+    "ContainerUnavailable",
     "EnvironmentMismatch",
     "IllegalPath",
     "IntegrityError",
+    "InvalidKey",
     "InvalidRequest",
     "Locked",
+    "MissingFile",
+    "NoContainerEngine",
     "NotFound",
     "PlatformError",
     "PodFailed",
     "PodrunError",
     "RemoteError",
+    "RemoteFailure",
+    "RemoteTraceback",
     "SerializationError",
+    "UsageError",
+    "UsageTypeError",
     "WaitTimeout",
+    "WheelError",
     "WireFormatError",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from ..errors import PodrunError
+from ..errors import ConfigError, UsageError
 from ..platform.metered import MeteredPlatform
 from ..wire.serialize import Pickled
 from . import config, journal
@@ -49,7 +49,7 @@ def cancel(job_id: str, indexes: list[int] | None = None) -> list[int]:
     wanted = list(range(entry.call_count)) if indexes is None else sorted(set(indexes))
     bad = [i for i in wanted if not 0 <= i < entry.call_count]
     if bad:
-        raise PodrunError(f"job {job_id} has calls 0..{entry.call_count - 1}; no call {bad[0]}")
+        raise UsageError(f"job {job_id} has calls 0..{entry.call_count - 1}; no call {bad[0]}")
     send_cancel(_platform_of(entry), job_id, entry.pod_name, set(wanted))
     return wanted
 
@@ -58,7 +58,7 @@ def _platform_of(entry: journal.JournalEntry) -> MeteredPlatform:
     """The configured platform, which must be the one the job was submitted to."""
     platform = config.current_platform()
     if platform.identity() != entry.platform:
-        raise PodrunError(
+        raise ConfigError(
             f"job {entry.job_id} was submitted to {entry.platform}, but this process is configured for "
             f"{platform.identity()}; podrun.configure(...) that platform (or pick its context) first"
         )

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
 from ..platform.base import Platform
 from ..runtime.pack import build_zipapp
 from ..store.blob_uplink import uplink_frames
@@ -45,7 +46,7 @@ def runtime_mode() -> str:
     e.g. one built from ``runtime_image/``: ``python -m podrun.runtime``)."""
     mode = os.environ.get("PODRUN_RUNTIME", "zipapp")
     if mode not in RUNTIME_MODES:
-        raise ValueError(f"PODRUN_RUNTIME={mode!r}: choose one of {', '.join(RUNTIME_MODES)}")
+        raise ConfigError(f"PODRUN_RUNTIME={mode!r}: choose one of {', '.join(RUNTIME_MODES)}")
     return mode
 
 

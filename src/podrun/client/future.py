@@ -1,8 +1,21 @@
 """``ObjectFuture``: a ``concurrent.futures.Future`` for one remote call.
 
-It works with ``concurrent.futures.wait`` and ``as_completed``. A large result that stayed
-in the volume is fetched on the first ``get()``, not when the job ends, so a result that is
-only passed on (``fut.ref()``) never crosses the link.
+It behaves as ``concurrent.futures.Future`` in every state, and works with
+``concurrent.futures.wait`` and ``as_completed``. podrun's own states refine the Future's:
+
+========================  =====================  =========================================
+podrun                    Future state           ``cancel()``
+========================  =====================  =========================================
+waiting in its lane       pending                True: it is never sent
+sent (in a job, a pod)    running                False; the pod is asked to skip the call,
+                                                 which then ends with ``podrun.Cancelled``
+                                                 (a ``CancelledError``) if it had not started
+finished                  finished               False
+cancelled                 cancelled              True (again)
+========================  =====================  =========================================
+
+A large result that stayed in the volume is fetched on the first ``get()``, not when the
+job ends, so a result that is only passed on (``fut.ref()``) never crosses the link.
 """
 
 from __future__ import annotations
@@ -13,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import WaitTimeout
+from ..errors import UsageTypeError, WaitTimeout
 
 if TYPE_CHECKING:
     from ..store.refs import ObjectRef
@@ -28,6 +41,10 @@ class DeferredValue:
         self._lock = threading.Lock()
         self._loaded = False
         self._value: Any = None
+
+    def describe(self) -> str:
+        """What a repr says of it: the value's type once fetched, without fetching it."""
+        return type(self._value).__name__ if self._loaded else "a result not yet fetched"
 
     def get(self) -> Any:
         with self._lock:
@@ -44,7 +61,7 @@ class ObjectFuture(cf.Future):
     def __init__(self, function_name: str = "") -> None:
         super().__init__()
         self.function_name = function_name
-        self.job: Job | None = None
+        self._job: Job | None = None
         self.index: int | None = None
         self.stdout = ""
         self.stderr = ""
@@ -53,6 +70,40 @@ class ObjectFuture(cf.Future):
         self._record: dict[str, Any] | None = None  # the call's terminal record, once done
         self._ref: ObjectRef | None = None
         self._ref_lock = threading.Lock()
+        self.target: tuple[str, str | None] | None = None  # (platform identity, pod_name), when submitted here
+        self._sent_listeners: list[Callable[[], None]] = []
+        self._cancel_reported = False  # cancel() notified waiters itself; the first caller still hears False
+
+    @property
+    def job(self) -> Job | None:
+        """The job that carries the call, once sent."""
+        return self._job
+
+    @job.setter
+    def job(self, job: Job | None) -> None:
+        # Being put in a job is the Future's "running": from here cancel() cannot unsend it.
+        self._job = job
+        if job is not None:
+            with self._condition:
+                pending = self._state == cf._base.PENDING
+                listeners, self._sent_listeners = self._sent_listeners, []
+            if pending:
+                self.set_running_or_notify_cancel()
+            for listener in listeners:
+                listener()
+
+    def on_sent(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` once the call is in a job (now, if it already is)."""
+        with self._condition:
+            if self._job is None:
+                self._sent_listeners.append(listener)
+                return
+        listener()
+
+    @property
+    def sent(self) -> bool:
+        """True once the call is in a job (the Future's ``running()`` state, or later)."""
+        return self._job is not None
 
     def result(self, timeout: float | None = None) -> Any:
         try:
@@ -109,20 +160,40 @@ class ObjectFuture(cf.Future):
         return bool(done)
 
     def cancel(self) -> bool:
-        """Cancel a call not yet sent (True). A sent call is asked to stop before it starts; it
-        then ends with ``podrun.Cancelled`` and this returns False, as for a running Future."""
-        if self.done():
+        """As ``Future.cancel``: True for a call not yet sent (it never will be) and for one
+        already cancelled; False once sent or finished. A sent call is still asked to stop
+        before it starts: it then ends with ``podrun.Cancelled``."""
+        with self._condition:
+            state = self._state
+        if state in (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED):
+            return True
+        if state == cf._base.FINISHED:
             return False
         hook = self._cancel_hook
-        if hook is not None and hook(self):
-            return super().cancel()
-        return False
+        if self._job is None and (hook is None or hook(self)) and super().cancel():
+            # Nobody will pick it up: notify waiters now, as an executor does when it would have.
+            self.set_running_or_notify_cancel()
+            return True
+        job = self._job  # sent (perhaps while we looked): ask its pod to skip it
+        if job is not None and not self.done():
+            job.request_cancel(self)
+        return self.cancelled()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """As ``Future``'s: False (once) for a cancelled future, else it becomes running.
+        ``cancel()`` notifies waiters at once (no executor will pick the call up later), so
+        the caller who then asks still hears False, exactly as from a plain Future."""
+        with self._condition:
+            if self._state == cf._base.CANCELLED_AND_NOTIFIED and not self._cancel_reported:
+                self._cancel_reported = True
+                return False
+        return super().set_running_or_notify_cancel()
 
     def __reduce__(self) -> tuple:
         """A future pickles to a small handle (job id, index); unpickled in another process it
         re-attaches to the job through the journal."""
         if self.job is None or self.index is None:
-            raise TypeError("an ObjectFuture can be pickled once its call is sent (it has a job id)")
+            raise UsageTypeError("an ObjectFuture can be pickled once its call is sent (it has a job id)")
         from .attach import restore_future
 
         return (restore_future, (self.job.job_id, self.index))
@@ -150,8 +221,21 @@ class ObjectFuture(cf.Future):
         return value
 
     def __repr__(self) -> str:
-        job = self.job.job_id if self.job else "unsent"
-        return f"<ObjectFuture {self.function_name} job={job} index={self.index} state={self._state}>"
+        """As ``Future``'s (``state=finished returned int``), plus the call and its job."""
+        with self._condition:
+            state, exc, value = self._state, self._exception, self._result
+        outcome = _STATE_WORDS[state]
+        if state == cf._base.FINISHED:
+            if exc is not None:
+                outcome += f" raised {type(exc).__name__}"
+            else:
+                outcome += f" returned {value.describe() if isinstance(value, DeferredValue) else type(value).__name__}"
+        job = self._job.job_id if self._job else "unsent"
+        return f"<ObjectFuture at {id(self):#x} state={outcome} function={self.function_name} job={job} index={self.index}>"
+
+
+_STATE_WORDS = {cf._base.PENDING: "pending", cf._base.RUNNING: "running", cf._base.CANCELLED: "cancelled",
+                cf._base.CANCELLED_AND_NOTIFIED: "cancelled", cf._base.FINISHED: "finished"}
 
 
 def get(futures: ObjectFuture | Iterable[ObjectFuture], timeout: float | None = None) -> Any:

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import PodrunError
+from ..errors import NoContainerEngine, PodrunError
 from ..platform.base import Platform, Progress
 from ..platform.local import builds
 from ..platform.local.images import ImageStore, pod_arch
@@ -35,10 +35,6 @@ ONBOARD_BASE = "fpga.dphi.space:5000/dphi-embedded-ml-armv8-py311"
 POD_PLATFORM = "linux/arm64"
 WHEEL_PLATFORM = "manylinux2014_aarch64"
 IMAGES_DIR = ".podrun/images"
-
-
-class NoContainerEngine(PodrunError):
-    """No usable docker (with buildx) or podman on this machine."""
 
 
 def dockerfile_text() -> str:

@@ -28,12 +28,14 @@ from ..errors import (
     PodFailed,
     PodrunError,
     RemoteError,
+    RemoteTraceback,
     SerializationError,
     WireFormatError,
 )
 from ..platform.files import best_effort
 from ..platform.metered import LinkStats, MeteredPlatform, charge_to
 from ..platform.types import PodSpec, PodState
+from ..runtime.upstream import _UpstreamFailed
 from ..store.blob_downlink import downlink_blob
 from ..store.blob_uplink import uplink_frames
 from ..store.manifest import Manifest
@@ -98,17 +100,6 @@ class PendingGroup:
     @property
     def alive(self) -> bool:
         return not all(f.cancelled() for f in self.futures)
-
-
-class RemoteTraceback(Exception):
-    """Chained as ``__cause__`` of a re-raised remote exception, so the remote traceback prints."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return "\n\nRemote traceback:\n" + self.text
 
 
 def new_job_id() -> str:
@@ -457,8 +448,10 @@ def rebuild_exception(info: dict[str, Any], shipped: Collection[str] = ()) -> Ba
 
     A remote ``SystemExit``, ``KeyboardInterrupt`` or other BaseException that is not an
     Exception is never re-raised as itself: it would exit or interrupt this process."""
-    text = render_info(info, shipped)
     exc = _unpickle_exception(info)
+    if isinstance(exc, _UpstreamFailed):  # an ObjectFuture argument's call failed: its error (runtime/upstream.py)
+        return rebuild_exception(exc.info, shipped)
+    text = render_info(info, shipped)
     if isinstance(exc, Exception):
         exc.__cause__ = RemoteTraceback(text)
         exc.remote_traceback = text  # type: ignore[attr-defined]

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import Conflict, InvalidRequest, NotFound
+from ..errors import Conflict, InvalidKey, MissingFile, NotFound, UsageError, UsageTypeError
 from ..platform.files import atomic_write
 from ..store.object_cache import ObjectCache
-from ..store.objects import DirectoryVolume, ObjectStore, PlatformVolume, Snapshot, materialize
+from ..store.objects import DirectoryVolume, ObjectState, ObjectStore, PlatformVolume, Snapshot, materialize
 from ..store.refs import ObjectKey, ObjectRef
 from ..wire import object_image
 from ..wire.compression import compress
@@ -69,26 +69,32 @@ class _Context:
 def _prefix(key_prefix: str | ObjectKey) -> ObjectKey:
     key = key_prefix if isinstance(key_prefix, ObjectKey) else ObjectKey.parse(key_prefix)
     if not key.is_prefix:
-        raise InvalidRequest(f"put_object takes a prefix '<pod_name>/<namespace>', not the full key {key}: "
+        raise InvalidKey(f"put_object takes a prefix '<pod_name>/<namespace>', not the full key {key}: "
                              "the object id is generated; use update_object to write an existing key")
     return key
 
 
 def _ref(ref: Any) -> ObjectRef:
     if not isinstance(ref, ObjectRef):
-        raise InvalidRequest(f"expected a podrun.ObjectRef (from put_object), not {type(ref).__name__}")
+        raise UsageTypeError(f"expected a podrun.ObjectRef (from put_object), not {type(ref).__name__}")
     return ref
 
 
 def _check_if_version(if_version: Any) -> None:
     if if_version is not None and (isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 0):
-        raise InvalidRequest(f"if_version must be None or an integer >= 0 (the version you read), not {if_version!r}")
+        raise UsageError(f"if_version must be None or an integer >= 0 (the version you read), not {if_version!r}")
 
 
-def put_object(key_prefix: str | ObjectKey, obj: Any) -> ObjectRef:
-    """Store ``obj`` as version 1 of a new object under ``<pod_name>/<namespace>``. One uplink."""
+def put_object(key_prefix: str | ObjectKey, obj: Any, name: str | None = None, if_version: int | None = None) -> ObjectRef:
+    """Store ``obj`` as version 1 of a new object under ``<pod_name>/<namespace>``. One uplink.
+
+    ``name``: the object id, chosen (``<prefix>/<name>``) instead of generated, so other
+    processes find it by key (``podrun.latest``). A name already taken raises Conflict,
+    unless ``if_version`` is the version you read: then ``obj`` becomes its next version."""
     prefix = _prefix(key_prefix)
     image = object_image.encode(obj, what="the object")
+    if name is not None or if_version is not None:
+        return _put_named(prefix, name, obj, image, if_version)
     ctx = _Context(prefix)
     ref = ctx.store.create(prefix, image)
     ctx.keep(ref.key, Snapshot(1, 1, image))  # the first get after a put downloads nothing
@@ -99,7 +105,7 @@ def get_object(ref: ObjectRef, deserializer: Deserializer | None = None, reducer
     """The latest value of ``ref``'s object (see the module docstring)."""
     ref = _ref(ref)
     if deserializer is not None and reducer is not None:
-        raise InvalidRequest("pass deserializer= or reducer=, not both")
+        raise UsageError("pass deserializer= or reducer=, not both")
     key = ref.object_key
     ctx = _Context(key)
     known = None if ref.version == 0 else ctx.load(ref.key)
@@ -197,7 +203,7 @@ def compact_object(ref: ObjectRef, deserializer: Deserializer | None = None) -> 
     state = ctx.store.state(key)
     snapshot = ctx.store.fetch(key, ctx.load(ref.key), state=state)
     if snapshot.patches and deserializer is None:
-        raise InvalidRequest(f"object {key} has {len(snapshot.patches)} patch(es): pass deserializer=(base, deltas) -> value "
+        raise UsageError(f"object {key} has {len(snapshot.patches)} patch(es): pass deserializer=(base, deltas) -> value "
                              "to merge them into the new base")
     if not snapshot.patches and state.base is not None and state.base.kind in ("b", "r"):
         ctx.keep(ref.key, snapshot)
@@ -213,7 +219,7 @@ def upload_object(key_or_prefix: str | ObjectKey, file_path: str | os.PathLike[s
     key = key_or_prefix if isinstance(key_or_prefix, ObjectKey) else ObjectKey.parse(key_or_prefix)
     path = Path(file_path)
     if not path.is_file():
-        raise InvalidRequest(f"upload_object: {str(path)!r} is not a file: give the path of an existing file")
+        raise MissingFile(2, f"upload_object: {str(path)!r} is not a file: give the path of an existing file")
     data = path.read_bytes()
     if key.is_prefix:
         return put_object(key, data)
@@ -221,19 +227,52 @@ def upload_object(key_or_prefix: str | ObjectKey, file_path: str | os.PathLike[s
     ctx = _Context(key)
     state = ctx.store.state(key)
     if state.top == 0:
-        # A caller-chosen key can race another uploader: create it through the conditional
-        # commit (if_version=0), so one wins and the other gets Conflict, never a torn v1.
-        version, _ = ctx.store.commit(key, "b", compress(image), state=state, if_version=0)
-        ctx.keep(str(key), Snapshot(version, version, image))
-        return ObjectRef(str(key), version)
+        return _create_named(ctx, key, image, state)
     return update_object(ObjectRef(str(key), state.version), data)
+
+
+def _create_named(ctx: _Context, key: ObjectKey, image: bytearray, state: ObjectState) -> ObjectRef:
+    """Version 1 of a caller-chosen key. It can race another writer: created through the
+    conditional commit (if_version=0), so one wins and the other gets Conflict, never a torn v1."""
+    version, _ = ctx.store.commit(key, "b", compress(image), state=state, if_version=0)
+    ctx.keep(str(key), Snapshot(version, version, image))
+    return ObjectRef(str(key), version)
+
+
+def _put_named(prefix: ObjectKey, name: str | None, obj: Any, image: bytearray, if_version: int | None) -> ObjectRef:
+    if name is None:
+        raise UsageError("put_object(if_version=...) needs name=: a generated key has no version to compare")
+    _check_if_version(if_version)
+    key = ObjectKey(prefix.pod_name, prefix.namespace, name)  # InvalidKey for a name that cannot be a key
+    ctx = _Context(key)
+    state = ctx.store.state(key)
+    if state.top == 0 and not if_version:
+        return _create_named(ctx, key, image, state)
+    if if_version is None:
+        raise Conflict(f"object {key} exists (version {state.version}): pass if_version={state.version} to write its next "
+                       "version, or choose another name")
+    return update_object(ObjectRef(str(key), max(state.version, 1)), obj, if_version=if_version)
+
+
+def latest(key: str | ObjectKey | ObjectRef) -> ObjectRef:
+    """The newest version's ref of a full key (one listing). ``get_object`` of it reuses the
+    on-disk cache and downloads only what the cache lacks; a ref of version 0 still means
+    flamepy's "fetch fresh", a full download."""
+    text = key.key if isinstance(key, ObjectRef) else str(key)
+    parsed = ObjectKey.parse(text)
+    if parsed.is_prefix:
+        raise InvalidKey(f"latest takes a full key '<pod_name>/<namespace>/<object_id>', not the prefix {text!r}")
+    state = _Context(parsed).store.state(parsed)
+    if state.base is None:
+        raise NotFound(f"object {text} does not exist (deleted, or never written in this volume)")
+    return ObjectRef(text, state.version)
 
 
 def download_object(ref: ObjectRef, dest_path: str | os.PathLike[str]) -> Path:
     """Write a bytes object (as made by upload_object) to ``dest_path``; returns the path."""
     value = get_object(ref)
     if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise InvalidRequest(f"object {ref.key} holds a {type(value).__name__}, not file bytes: use get_object for it")
+        raise UsageError(f"object {ref.key} holds a {type(value).__name__}, not file bytes: use get_object for it")
     dest = Path(dest_path)
     atomic_write(dest, value, private=False)  # the user's own file: their umask decides
     return dest

@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import SerializationError
+from ..errors import SerializationError, UsageError, UsageTypeError
 from ..platform.types import normalize_node, validate_max_duration, validate_pod_name
 from ..store.manifest import Manifest
 from ..wire.bundle import python_version
 from ..wire.serialize import dumps, find_unpicklable
-from . import config, preflight
+from . import config, future_args, preflight
 from . import wheels as shipped_wheels
 from .dispatch import dispatcher_for
 from .future import ObjectFuture
@@ -42,14 +42,14 @@ class RemoteOptions:
 
     def validated(self) -> RemoteOptions:
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
+            raise UsageError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
         if isinstance(self.keep_warm, bool) or not isinstance(self.keep_warm, (int, float)) or self.keep_warm < 0:
-            raise ValueError(f"keep_warm must be a number of seconds >= 0 (0: a pod per job), not {self.keep_warm!r}")
+            raise UsageError(f"keep_warm must be a number of seconds >= 0 (0: a pod per job), not {self.keep_warm!r}")
         if not isinstance(self.envs, dict):
-            raise ValueError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
+            raise UsageError(f"envs must be a dict of environment variables, not {type(self.envs).__name__}")
         if isinstance(self.modules, str) or not all(isinstance(m, str) for m in self.modules):
-            raise ValueError(f"modules must be a list of module names, not {self.modules!r}")
-        return replace(self, modules=tuple(self.modules), wheels=shipped_wheels.validate(self.wheels),
+            raise UsageError(f"modules must be a list of module names, not {self.modules!r}")
+        return replace(self, envs=dict(self.envs), modules=tuple(self.modules), wheels=shipped_wheels.validate(self.wheels),
                        node=normalize_node(self.node), max_duration=validate_max_duration(self.max_duration),
                        pod_name=validate_pod_name(self.pod_name))
 
@@ -63,7 +63,7 @@ class RemoteFunction:
 
     def __init__(self, fn: Callable[..., Any], options: RemoteOptions, pickled: PickledCallable | None = None) -> None:
         if not callable(fn):
-            raise TypeError(f"podrun.remote needs a callable, got {type(fn).__name__}")
+            raise UsageTypeError(f"podrun.remote needs a callable, got {type(fn).__name__}")
         self._fn = fn
         self._options = options.validated()
         self._pickled = pickled
@@ -84,7 +84,7 @@ class RemoteFunction:
         """A copy with some options changed (any argument of ``podrun.remote``)."""
         unknown = set(overrides) - set(RemoteOptions.__dataclass_fields__)
         if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)}: choose from {sorted(RemoteOptions.__dataclass_fields__)}")
+            raise UsageTypeError(f"unknown option(s) {sorted(unknown)}: choose from {sorted(RemoteOptions.__dataclass_fields__)}")
         # The pickled callable records the modules and wheels it ships: new ones need a new pickle.
         pickled = None if {"modules", "wheels"} & overrides.keys() else self._pickled
         return RemoteFunction(self._fn, replace(self._options, **overrides), pickled)
@@ -101,7 +101,8 @@ class RemoteFunction:
             self._pickled = PickledCallable(name, payload, modules | frozenset(self._options.modules), optional, shipped)
         return self._pickled
 
-    def _group(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> PendingGroup:
+    def _group(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+               futures: list[ObjectFuture] | None = None) -> PendingGroup:
         """Pickle the calls now (so a bad argument fails here, and later mutation of an
         argument cannot change what runs)."""
         function = self._callable()
@@ -111,7 +112,7 @@ class RemoteFunction:
             named = (find_unpicklable(a, k) for a, k in calls)
             culprit = next((name for name in named if name != "the arguments"), "the arguments")
             raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
-        futures = [ObjectFuture(function.name) for _ in calls]
+        futures = futures or [ObjectFuture(function.name) for _ in calls]
         key = replace(self._options.job_key(), wheels=tuple(sorted(wheel.hash for wheel in function.wheels)))
         group = PendingGroup(function, args, futures, key, self._options.timeout)
         from_wheels = {name for wheel in function.wheels for name in wheel.top_level}
@@ -120,7 +121,21 @@ class RemoteFunction:
         return group
 
     def _submit(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ObjectFuture]:
-        group = self._group(calls)
+        target = (config.current_platform().identity(), self._options.pod_name)
+        if future_args.upstreams(calls):  # ObjectFuture arguments: sent by reference (client/future_args.py)
+            futures = [ObjectFuture(self._callable().name) for _ in calls]
+            for future in futures:
+                future.target = target  # this process's lane for target orders it: it can be an upstream too
+            future_args.submit_after(calls, futures, target, self._send)
+            return futures
+        return self._send(calls)
+
+    def _send(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+              futures: list[ObjectFuture] | None = None) -> list[ObjectFuture]:
+        group = self._group(calls, futures)
+        target = (config.current_platform().identity(), self._options.pod_name)
+        for future in group.futures:
+            future.target = target
         dispatcher_for(config.current_platform(), config.home()).submit(self._options.pod_name, group)
         return group.futures
 
@@ -187,8 +202,8 @@ def remote(
     ``"name==version"`` fetched for the pod's platform, or a ``.whl`` path; each crosses the
     link once per volume.
     """
-    options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name, envs=dict(envs or {}),
-                            timeout=timeout, keep_warm=keep_warm,
+    options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name,
+                            envs={} if envs is None else envs, timeout=timeout, keep_warm=keep_warm,
                             modules=tuple([modules] if isinstance(modules, str) else modules),
                             wheels=shipped_wheels.validate(wheels))
     if fn is None:

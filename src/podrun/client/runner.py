@@ -14,6 +14,7 @@ public methods the class defines. ``close()`` removes exactly what the runner cr
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 import uuid
@@ -21,22 +22,53 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from ..errors import Conflict, NotFound
+from ..errors import Closed, Conflict, NotFound, UsageError, UsageTypeError
 from ..platform.types import validate_pod_name
 from ..runtime.session import CHECKPOINT, TOUCH, ServiceMethod, noop
 from ..store.refs import ObjectRef
+from ..wire.bundle import python_version
 from ..wire.layout import INBOX, STOP_NAME, job_dir
 from ..wire.serialize import dumps
 from . import config
+from . import wheels as shipped_wheels
 from .future import ObjectFuture, as_completed, get, wait
 from .modules import is_shippable
 from .objects import delete_objects, put_object
 from .remote import RemoteFunction, RemoteOptions
+from .resreq import ResourceRequirement, parse_resreq
 from .warm import read_status
 
 DEFAULT_KEEP_WARM = 300.0  # seconds a runner's pod waits for the next call
 DEFAULT_MAX_DURATION = 60.0  # minutes
 STOP_WAIT = 30.0  # seconds close() waits for the warm pod to checkpoint and stop
+
+
+def _check_python_version(version: str) -> str:
+    """flamepy's ``python_version``: on podrun it must be the client's own minor version."""
+    ours = python_version()
+    if not isinstance(version, str) or ".".join(version.strip().split(".")[:2]) != ours:
+        raise UsageError(f"python_version={version!r}, but this client runs Python {ours}: pods must run the client's minor "
+                         f"version (pickled code is bytecode); run the client on that Python, or pass {ours!r}")
+    return ours
+
+
+def _service_kind(target: Any) -> str:
+    if inspect.isclass(target):
+        return "class"
+    if inspect.isfunction(target) or inspect.isbuiltin(target) or isinstance(target, RemoteFunction):
+        return "function"
+    return "instance"
+
+
+def _concurrency(kind: str, autoscale: bool | None) -> int | None:
+    """flamepy's rules: a function or class may scale (default yes); an instance never."""
+    if autoscale is not None and not isinstance(autoscale, bool):
+        raise UsageTypeError(f"autoscale must be True, False or None, not {autoscale!r}")
+    if kind == "instance":
+        if autoscale:
+            raise UsageError("autoscale=True: an instance service is one resident object; its calls run one at a time")
+        return 1
+    return None if autoscale in (None, True) else 1
 
 
 def exposed_methods(cls: type) -> list[str]:
@@ -82,16 +114,17 @@ class Service:
         self.runner = runner
         self.service_id = f"{uuid.uuid4().hex[:12]}"
         self._methods: dict[str, MethodProxy] = {}
-        if inspect.isfunction(target) or inspect.isbuiltin(target) or isinstance(target, RemoteFunction):
+        self.concurrency: int | None = None  # calls that may run at once in the pod (None: no limit); see Runner.service
+        self.warmup = 0
+        self.kind = _service_kind(target)
+        if self.kind == "function":
             if args or kwargs:
-                raise TypeError("a function service takes no constructor arguments; bind them with functools.partial")
+                raise UsageTypeError("a function service takes no constructor arguments; bind them with functools.partial")
             function = target._fn if isinstance(target, RemoteFunction) else target
-            self.kind = "function"
             self._call = runner._proxy(function)
             return
-        self.kind = "class" if inspect.isclass(target) else "instance"
         if self.kind == "instance" and (args or kwargs):
-            raise TypeError("an instance service takes no constructor arguments: it is already constructed")
+            raise UsageTypeError("an instance service takes no constructor arguments: it is already constructed")
         cls = target if self.kind == "class" else type(target)
         spec = ("class", target, args, kwargs) if self.kind == "class" else ("instance", target)
         self.spec_ref = runner.put_object(spec, namespace="services")
@@ -100,18 +133,18 @@ class Service:
         ship = tuple(sorted(name for name in dumps(spec, what="the service").modules if is_shippable(name)))
         self.method_names = exposed_methods(cls)
         if not self.method_names:
-            raise TypeError(f"{cls.__qualname__} has no public methods to serve; mark some with @podrun.method")
+            raise UsageTypeError(f"{cls.__qualname__} has no public methods to serve; mark some with @podrun.method")
         for name in [*self.method_names, CHECKPOINT, TOUCH]:
             self._methods[name] = runner._proxy(ServiceMethod(self.service_id, name, self.spec_ref.key, self.state_key), ship)
 
     def __call__(self, *args: Any, **kwargs: Any) -> ObjectFuture:
         if self.kind != "function":
-            raise TypeError(f"a {self.kind} service is called through its methods: {', '.join(self.method_names)}")
+            raise UsageTypeError(f"a {self.kind} service is called through its methods: {', '.join(self.method_names)}")
         return self._call(*args, **kwargs)
 
     def map(self, iterable: Iterable[Any], *iterables: Iterable[Any], **shared: Any) -> list[ObjectFuture]:
         if self.kind != "function":
-            raise TypeError(f"map a method instead: service.{self.method_names[0]}.map(...)")
+            raise UsageTypeError(f"map a method instead: service.{self.method_names[0]}.map(...)")
         return self._call.map(iterable, *iterables, **shared)
 
     def __getattr__(self, name: str) -> MethodProxy:
@@ -131,28 +164,45 @@ class Service:
         """Save the resident object's state as a new version of its checkpoint object (in the
         pod, zero link bytes); the future's value is the checkpoint's ObjectRef."""
         if self.kind == "function" or not self.state_key:
-            raise TypeError("only a class or instance service created with checkpoint=True has state to save")
+            raise UsageTypeError("only a class or instance service created with checkpoint=True has state to save")
         return self._methods[CHECKPOINT]()
 
     def state_ref(self) -> ObjectRef:
         """The checkpoint object's ref (``podrun.get_object`` it from anywhere)."""
         if not self.state_key:
-            raise TypeError("this service was created without checkpoint=True")
+            raise UsageTypeError("this service was created without checkpoint=True")
         return ObjectRef(self.state_key, 0)
 
 
 class Runner:
-    def __init__(self, name: str, *, node: str = "MPU", fail_if_exists: bool = False, max_duration: float = DEFAULT_MAX_DURATION,
+    """flamepy's ``Runner(name, fail_if_exists=False, dependencies=None, python_version=None)``,
+    plus podrun's pod options (keywords): node, max_duration, keep_warm, image, envs.
+
+    ``dependencies`` are shipped as wheels (``"name"`` or ``"name==version"``; pods cannot
+    resolve ranges). ``python_version`` must be the client's own minor version (pickled code
+    needs it); it picks the stock ``python:X.Y-slim`` image. ``node`` left as None is chosen
+    by the first service's ``resreq`` (``gpu`` > 0: ``"GPU"``), else ``"MPU"``.
+    """
+
+    def __init__(self, name: str, fail_if_exists: bool = False, dependencies: Iterable[str] | None = None,
+                 python_version: str | None = None, *, node: str | None = None, max_duration: float = DEFAULT_MAX_DURATION,
                  keep_warm: float = DEFAULT_KEEP_WARM, image: str | None = None, envs: dict[str, Any] | None = None) -> None:
-        self.name = validate_pod_name(name)  # type: ignore[assignment]
-        if self.name is None:
-            raise ValueError("a Runner needs a name: it is its pod_name and volume")
-        self.options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=name,
-                                     envs=dict(envs or {}), keep_warm=keep_warm).validated()
+        checked = validate_pod_name(name)
+        if checked is None:
+            raise UsageError("a Runner needs a name: it is its pod_name and volume")
+        self.name: str = checked
+        if python_version is not None:
+            image = image or f"python:{_check_python_version(python_version)}-slim"
+        self.node_chosen = node is not None
+        self.options = RemoteOptions(node=node or "MPU", max_duration=max_duration, image=image, pod_name=name,
+                                     envs={} if envs is None else envs, keep_warm=keep_warm,
+                                     wheels=shipped_wheels.validate(dependencies or ())).validated()
+        self.resreq: ResourceRequirement | None = None  # the pod's, from the first service that gave one
         platform = config.current_platform()
         exists = name in platform.pvc_list()
         if exists and fail_if_exists:
-            raise Conflict(f"runner {name!r}: a volume of that name already exists; choose another name or pass fail_if_exists=False")
+            raise Conflict(f"runner {name!r}: a volume of that name already exists; "
+                           "choose another name or pass fail_if_exists=False")
         self.created_volume = not exists
         self.platform = platform
         self._objects: list[str] = []
@@ -169,22 +219,65 @@ class Runner:
         return f"<Runner {self.name} node={self.options.node} closed={self.closed}>"
 
     # services ------------------------------------------------------------------------------
-    def service(self, target: Any, *args: Any, warmup: int = 0, checkpoint: bool = False, **kwargs: Any) -> Service:
+    def service(self, target: Any, *args: Any, autoscale: bool | None = None, warmup: int = 0, resreq: Any = None,
+                checkpoint: bool = False, **kwargs: Any) -> Service:
         """Serve a function, a class (constructed in the pod with ``*args, **kwargs``) or an
-        instance. ``warmup=1`` starts the pod and builds the object now. ``checkpoint=True``:
-        the object's state is saved to the volume on ``service.checkpoint()`` and at shutdown."""
+        instance. flamepy's keywords, on a pod:
+
+        * ``autoscale``: may calls of this service run at once in the pod (default: yes for a
+          function or class, and never for an instance, as in flamepy). Recorded as
+          ``service.concurrency`` (None: as many as the pod runs; 1: one at a time); the pod
+          runs calls one after another today, so both mean the same until it runs them in parallel.
+        * ``warmup``: pods started before the first call. A runner has one pod (its pod_name),
+          so any ``warmup`` >= 1 starts it and builds the object now; an instance takes 0 or 1.
+        * ``resreq``: ``"cpu=1,mem=1g,gpu=0"`` (or a dict, or flamepy's ResourceRequirement):
+          ``gpu`` > 0 needs the GPU node, and the values become the pod's declared limits
+          (``PODRUN_CPU``, ``PODRUN_MEMORY``, ``PODRUN_GPU`` in its environment). All services
+          of a runner share its pod, so they must agree on both.
+
+        ``checkpoint=True``: the object's state is saved to the volume on
+        ``service.checkpoint()`` and at shutdown."""
         self._check_open()
+        kind = _service_kind(target)
+        concurrency = _concurrency(kind, autoscale)
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise UsageError(f"warmup must be a number of pods >= 0, not {warmup!r}")
+        if kind == "instance" and warmup > 1:
+            raise UsageError(f"warmup={warmup}: an instance service has exactly one resident object; use 0 or 1")
+        self._apply_resreq(parse_resreq(resreq))
         service = Service(self, target, args, kwargs, checkpoint)
+        service.concurrency, service.warmup = concurrency, warmup
         if warmup:
             service.warm_up()
         return service
+
+    def _apply_resreq(self, resreq: ResourceRequirement | None) -> None:
+        """A service's resources become the runner's pod's: its node and its declared limits."""
+        if resreq is None:
+            return
+        if self.resreq is not None and resreq != self.resreq:
+            raise UsageError(f"runner {self.name!r} runs one pod, declared with resreq '{self.resreq}'; this service asks for "
+                             f"'{resreq}': give it the same, or serve it from another Runner")
+        node = resreq.node()
+        if node is not None and node != self.options.node:
+            if self.node_chosen or self.resreq is not None or self._jobs:
+                raise UsageError(f"resreq '{resreq}' needs the {node} node, but runner {self.name!r} runs on "
+                                 f"{self.options.node}: create the Runner with node={node!r}")
+            self.options = replace(self.options, node=node)
+        self.node_chosen = True
+        self.resreq = resreq
+        self.options = replace(self.options, envs={**self.options.envs, **resreq.envs()})
 
     def _proxy(self, fn: Callable[..., Any], modules: tuple[str, ...] = ()) -> MethodProxy:
         options = replace(self.options, modules=modules) if modules else self.options
         return MethodProxy(RemoteFunction(fn, options), self._track)
 
     def _track(self, future: ObjectFuture) -> None:
-        future.add_done_callback(lambda f: f.job is not None and self._jobs.add(f.job.job_id))
+        def remember(done: Any) -> None:
+            if done.job is not None:
+                self._jobs.add(done.job.job_id)
+
+        future.add_done_callback(remember)
 
     # objects and futures -------------------------------------------------------------------
     def put_object(self, obj: Any, namespace: str = "shared") -> ObjectRef:
@@ -212,7 +305,7 @@ class Runner:
     # life ----------------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self.closed:
-            raise RuntimeError(f"runner {self.name!r} is closed")
+            raise Closed(f"runner {self.name!r} is closed: make a new Runner")
 
     def close(self, keep_state: bool = False) -> None:
         """Stop the runner's warm pod (its services checkpoint first) and remove exactly what
@@ -223,21 +316,15 @@ class Runner:
         self.closed = True
         self._stop_pod()
         if self.created_volume and not keep_state:
-            try:
+            with contextlib.suppress(NotFound):
                 self.platform.pvc_delete(self.name)
-            except NotFound:
-                pass
             return
         for key in self._objects:
-            try:
+            with contextlib.suppress(NotFound):
                 delete_objects(key)
-            except NotFound:
-                pass
         for job_id in sorted(self._jobs):
-            try:
+            with contextlib.suppress(NotFound):
                 self.platform.delete(job_dir(job_id), self.name)
-            except NotFound:
-                pass
 
     def _stop_pod(self) -> None:
         """Ask a serving pod to checkpoint and exit, and wait (bounded) until it has."""

@@ -22,14 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PodrunError
+from ..errors import PodrunError, UsageError, WheelError
 from ..platform.local.images import pod_arch
 from ..wire.bundle import python_version
 from ..wire.hashing import content_hash
-
-
-class WheelError(PodrunError):
-    """A wheel named in ``wheels=`` cannot be shipped (missing, not a wheel, wrong platform)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ def validate(entries: Iterable[object]) -> tuple[str, ...]:
     out: list[str] = []
     for entry in entries:
         if not isinstance(entry, (str, os.PathLike)) or not str(entry).strip():
-            raise ValueError(f"wheels must be a list of requirements ('name==1.2') or .whl paths, not {entry!r}")
+            raise UsageError(f"wheels must be a list of requirements ('name==1.2') or .whl paths, not {entry!r}")
         out.append(os.fspath(entry))
     return tuple(out)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from ..errors import NotFound
+from ..errors import MissingFile, NotFound
 from ..platform.types import FileEntry, walk_entries
 from ._common import human_size, note, out, platform, pod_name_option, table, transfer
 
@@ -72,7 +72,7 @@ def _plan(paths: list[Path], dest: str) -> list[tuple[str, list[tuple[str, Path]
         elif path.is_file():
             groups.setdefault(base, []).append((path.name, path))
         else:
-            raise FileNotFoundError(2, "no such local file or folder", str(path))
+            raise MissingFile(2, "no such local file or folder", str(path))
     return [(folder, files) for folder, files in groups.items() if files]
 
 

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_random_exponential
 
-from ..errors import AuthError, IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
+from ..errors import AuthError, ConfigError, IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
 from . import em_protocol as P
 from .base import FileContent, Platform, Progress, UplinkFile, content_size
 from .paths import check_file_name, clean_relative
@@ -252,15 +252,15 @@ class EMPlatform(Platform):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if not url or not url.startswith(("http://", "https://")):
-            raise InvalidRequest(f"EM url {url!r} must start with http:// or https://", code="BAD_SETTING")
+            raise ConfigError(f"EM url {url!r} must start with http:// or https://")
         if not username:
-            raise InvalidRequest("EM username is empty", code="BAD_SETTING")
+            raise ConfigError("EM username is empty")
         self.url = url.rstrip("/")
         self.username = username
         self._password = _Secret(password)
         self.max_uplink_bytes = int(max_uplink_bytes) if max_uplink_bytes else DEFAULT_MAX_UPLINK
         if self.max_uplink_bytes <= 0:
-            raise InvalidRequest("max_uplink_bytes must be positive", code="BAD_SETTING")
+            raise ConfigError("max_uplink_bytes must be positive")
         self.timeout = float(timeout)
         self.retry_deadline = float(retry_deadline)
         self.backoff = backoff
@@ -293,9 +293,8 @@ class EMPlatform(Platform):
         settings = ((url, ENV_URL, "url"), (username, ENV_USERNAME, "username"), (password, ENV_PASSWORD, "password"))
         for value, variable, option in settings:
             if not value:
-                raise InvalidRequest(
-                    f"the EM platform needs its {option}: pass podrun.configure(platform='em', {option}=...) or set {variable}",
-                    code="MISSING_SETTING")
+                raise ConfigError(
+                    f"the EM platform needs its {option}: pass podrun.configure(platform='em', {option}=...) or set {variable}")
         if max_uplink_bytes is None and os.environ.get(ENV_MAX_UPLINK):
             max_uplink_bytes = int(os.environ[ENV_MAX_UPLINK])
         if timeout is None and os.environ.get(ENV_TIMEOUT):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..errors import UsageError
+
 NODES = ("FPGA", "GPU", "MPU")
 # nodes_status() names them as Kubernetes does on CG2: lowercase, and the MPU is "mpu1".
 NODE_STATUS_NAMES = {"FPGA": "fpga", "GPU": "gpu", "MPU": "mpu1"}
@@ -23,7 +25,7 @@ def normalize_node(node: str) -> str:
             upper = "MPU"
         if upper in NODES:
             return upper
-    raise ValueError(f"unknown node {node!r}: choose one of {', '.join(NODES)}")
+    raise UsageError(f"unknown node {node!r}: choose one of {', '.join(NODES)}")
 
 
 def validate_pod_name(pod_name: str | None) -> str | None:
@@ -31,7 +33,7 @@ def validate_pod_name(pod_name: str | None) -> str | None:
     if pod_name is None:
         return None
     if not isinstance(pod_name, str) or not _POD_NAME_RE.match(pod_name):
-        raise ValueError(
+        raise UsageError(
             f"invalid pod_name {pod_name!r}: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit (e.g. 'detector-1'), or None for the default volume"
         )
@@ -40,7 +42,7 @@ def validate_pod_name(pod_name: str | None) -> str | None:
 
 def validate_max_duration(minutes: float) -> float:
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
-        raise ValueError(f"max_duration must be a positive number of minutes, not {minutes!r}")
+        raise UsageError(f"max_duration must be a positive number of minutes, not {minutes!r}")
     return minutes
 
 
@@ -68,10 +70,10 @@ class PodSpec:
         validate_max_duration(self.max_duration)
         validate_pod_name(self.pod_name)
         if not self.image or not isinstance(self.image, str):
-            raise ValueError("image must be a non-empty image name, e.g. 'python:3.11-slim'")
+            raise UsageError("image must be a non-empty image name, e.g. 'python:3.11-slim'")
         for port in self.ports:
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-                raise ValueError(f"ports must be integers between 1 and 65535, not {port!r}")
+                raise UsageError(f"ports must be integers between 1 and 65535, not {port!r}")
 
     def scheduled_iso(self) -> str | None:
         value = self.scheduled_time

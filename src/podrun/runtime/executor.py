@@ -295,10 +295,12 @@ def calls_begun(results: Path) -> tuple[set[int], set[int]]:
 
 
 def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """ObjectRef arguments become their values, read from this pod's volume (no link bytes)."""
+    """ObjectRef and upstream-future arguments become their values, read from this pod's
+    volume (no link bytes)."""
     from ..store.objects import resolve_object_refs
+    from .upstream import resolve_upstream
 
-    return resolve_object_refs(args, kwargs, data_dir())
+    return resolve_object_refs(*resolve_upstream(args, kwargs, data_dir()), data_dir())
 
 
 def _raise_timeout(_signum: int, _frame: Any) -> None:

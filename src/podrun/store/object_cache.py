@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgpack
 
+from ..errors import UsageError
 from ..platform.files import atomic_write, best_effort, private_dirs
 from .objects import Snapshot
 from .refs import ObjectKey
@@ -42,7 +43,7 @@ class ObjectCache:
         if max_bytes is None:
             max_bytes = int(os.environ.get("PODRUN_OBJECT_CACHE_BYTES", DEFAULT_MAX_BYTES))
         if max_bytes < 0:
-            raise ValueError(f"object cache max_bytes must be >= 0, not {max_bytes}")
+            raise UsageError(f"object cache max_bytes must be >= 0, not {max_bytes}")
         self.max_bytes = max_bytes
 
     def _entry(self, scope: str, key: str) -> Path:

@@ -53,7 +53,7 @@ from typing import Any
 
 import msgpack
 
-from ..errors import Conflict, IntegrityError, InvalidRequest, NotFound
+from ..errors import Conflict, IntegrityError, InvalidKey, NotFound
 from ..platform.base import Platform
 from ..platform.files import atomic_write
 from ..platform.types import walk_entries
@@ -292,7 +292,7 @@ class ObjectStore:
         buffers = list(buffer_hashes)
         for blob_hash in [payload_hash, *buffers]:
             if not isinstance(blob_hash, str) or not is_content_hash(blob_hash):
-                raise InvalidRequest(f"{blob_hash!r} is not a blob hash: give the hex SHA-256 names VolumeBlobs stores")
+                raise InvalidKey(f"{blob_hash!r} is not a blob hash: give the hex SHA-256 names VolumeBlobs stores")
             if self.volume.has_blob(blob_hash) is False:
                 raise NotFound(f"blob {blob_hash} is not in the volume: store it (VolumeBlobs.write_raw) before registering it")
         key = ObjectKey(prefix.pod_name, prefix.namespace, uuid.uuid4().hex)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import InvalidRequest
+from ..errors import InvalidKey
 
 _COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_POD = "_default"  # the key component naming the user's default volume
@@ -18,7 +18,7 @@ DEFAULT_POD = "_default"  # the key component naming the user's default volume
 
 def _check_component(value: str, what: str) -> str:
     if not isinstance(value, str) or not _COMPONENT.match(value) or ".." in value:
-        raise InvalidRequest(
+        raise InvalidKey(
             f"invalid {what} {value!r} in an object key: use letters, digits, '.', '_' and '-' "
             "(no '/', no '..'), e.g. 'my-pod/shared/model'"
         )
@@ -43,7 +43,7 @@ class ObjectKey:
         """``"pod/ns"`` (a prefix) or ``"pod/ns/id"`` (a full key)."""
         parts = text.split("/") if isinstance(text, str) else []
         if len(parts) not in (2, 3):
-            raise InvalidRequest(
+            raise InvalidKey(
                 f"invalid object key {text!r}: use '<pod_name>/<namespace>' or '<pod_name>/<namespace>/<object_id>'"
             )
         return cls(*parts)
@@ -72,11 +72,11 @@ class ObjectRef:
     def __post_init__(self) -> None:
         parsed = ObjectKey.parse(self.key)
         if parsed.is_prefix:
-            raise InvalidRequest(
+            raise InvalidKey(
                 f"an ObjectRef needs a full key '<pod_name>/<namespace>/<object_id>', not the prefix {self.key!r}"
             )
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 0:
-            raise InvalidRequest(f"ObjectRef version must be an integer >= 0, not {self.version!r}")
+            raise InvalidKey(f"ObjectRef version must be an integer >= 0, not {self.version!r}")
 
     @property
     def object_key(self) -> ObjectKey:

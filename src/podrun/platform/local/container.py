@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import InvalidRequest, PlatformError
+from ...errors import ContainerUnavailable, InvalidRequest, PlatformError
 from .images import ImageStore, host_arch
 
 # Everything podrun runs outside a pod is found on this fixed PATH and started with a fixed
@@ -54,10 +54,6 @@ _PODMAN_FLAGS: tuple[tuple[str, ...], ...] = (
 )
 PROBE_TIMEOUT = 60.0
 CLEANUP_TIMEOUT = 30.0
-
-
-class ContainerUnavailable(PlatformError):
-    """No container engine can run a container here; the message says what was tried."""
 
 
 @dataclass(frozen=True)

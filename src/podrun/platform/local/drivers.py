@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ...errors import InvalidRequest
+from ...errors import InvalidRequest, UsageError
 from . import container as _container
 from .images import ImageStore, host_arch, pod_arch
 
@@ -53,7 +53,7 @@ def _note_once(key: str, message: str) -> None:
 
 def check_driver(driver: str, store: ImageStore | None = None) -> str:
     if driver not in DRIVERS:
-        raise ValueError(f"unknown local pod driver {driver!r}: choose one of {', '.join(DRIVERS)}")
+        raise UsageError(f"unknown local pod driver {driver!r}: choose one of {', '.join(DRIVERS)}")
     if driver == "container":
         _container.find_engine(store)  # ContainerUnavailable says which engine command failed and how
     return driver

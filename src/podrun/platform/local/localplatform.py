@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ...errors import InvalidRequest, NotFound, PlatformError
+from ...errors import InvalidRequest, NotFound, PlatformError, UsageError
 from ..base import Platform, Progress, UplinkFile, content_size
 from ..files import atomic_write, private_dirs
 from ..paths import check_file_name, clean_relative
@@ -89,7 +89,7 @@ class LocalPlatform(Platform):
         self.root = Path(root) if root is not None else default_home() / "local"
         self.user = user or os.environ.get("PODRUN_LOCAL_USER") or "local"
         if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", self.user):
-            raise ValueError(f"invalid local user name {self.user!r}: lowercase letters, digits, '-' and '_'")
+            raise UsageError(f"invalid local user name {self.user!r}: lowercase letters, digits, '-' and '_'")
         # Shared by every user and volume of this machine's podrun home ($PODRUN_IMAGE_STORE overrides).
         self.images = ImageStore(image_store)
         self.arch = pod_arch(arch)  # the architecture of the stock images pods get (PODRUN_LOCAL_ARCH)
@@ -97,13 +97,13 @@ class LocalPlatform(Platform):
         # SIGTERM, then SIGKILL this many seconds later, at max_duration and on replacement.
         grace = stop_grace if stop_grace is not None else float(os.environ.get("PODRUN_STOP_GRACE") or STOP_GRACE_SECONDS)
         if not 0 <= grace <= 3600:
-            raise ValueError(f"stop grace {grace!r} (stop_grace= / PODRUN_STOP_GRACE): seconds between 0 and 3600")
+            raise UsageError(f"stop grace {grace!r} (stop_grace= / PODRUN_STOP_GRACE): seconds between 0 and 3600")
         self.stop_grace = grace
         # The interpreter a pod's ``python`` runs: the host's by default ("images run on the
         # host's tools"); another one (e.g. a bare venv) stands in for a stock Python image.
         self.pod_python = python or os.environ.get("PODRUN_LOCAL_PYTHON") or None
         if self.pod_python and not os.access(self.pod_python, os.X_OK):
-            raise ValueError(f"pod interpreter {self.pod_python!r} (python= / PODRUN_LOCAL_PYTHON) is not an executable file")
+            raise UsageError(f"pod interpreter {self.pod_python!r} (python= / PODRUN_LOCAL_PYTHON) is not an executable file")
         if max_uplink_bytes is not None:
             self.max_uplink_bytes = max_uplink_bytes
         self._hash_cache: dict[str, tuple[int, int, int]] = {}  # path -> (size, mtime_ns, hash): bounded by the files
