@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     repeat = 3 if args.quick else 7
 
-    from podrun.platform.local import LocalPlatform, bwrap_available
+    from podrun.platform.local import LocalPlatform
     from podrun.platform.local import container as _container
     from podrun.platform.local.images import ImageStore, host_arch, stock_ref
 
@@ -63,8 +63,6 @@ def main() -> None:
     rows = []
     with private_home() as home:
         setups = [("process", "host", {})]
-        if bwrap_available():
-            setups.append(("bwrap", "host", {}))
         if _container.available(store):
             setups += [("container", arch, {"arch": arch}) for arch in (host_arch(), "arm64")
                        if store.inspect(stock_ref(IMAGE, arch))]

@@ -43,6 +43,9 @@ def podrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     for name in [n for n in os.environ if n.startswith("PODRUN_") and n != "PODRUN_HOME"]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("PODRUN_IMAGE_STORE", str(TEST_IMAGE_STORE))
+    # Tests that are not about pods in images keep the fast host driver (their pods use the client's
+    # numpy and source files); the container, sandbox, network and telemetry tests ask for "container".
+    monkeypatch.setenv("PODRUN_LOCAL_DRIVER", "process")
     config.reset()
     PROCESS_STATS.reset()
     yield home

@@ -102,7 +102,7 @@ class EmulatorProcess:
         """``--driver``; the process driver isolates nothing, which an emulator that guards its
         tenants refuses unless told so explicitly."""
         if not self.driver:
-            return []
+            return _default_driver_options()
         from podrun.emulator.command import emulator
 
         unsafe = self.driver == "process" and "unsafe_host_pods" in inspect.signature(emulator).parameters
@@ -158,3 +158,11 @@ def remove_images(root: Path, store: str | None) -> None:
     if marker.is_file():
         with contextlib.suppress(ImageStoreError):
             ImageStore(store).remove_all(marker.read_text().strip())
+
+
+def _default_driver_options() -> list[str]:
+    """The emulator's tenants get isolated pods (the container driver) where podman runs here;
+    elsewhere host pods, which the emulator only accepts when told so out loud."""
+    from .platforms import container_reason
+
+    return ["--driver", "container"] if container_reason() is None else ["--driver", "process", "--unsafe-host-pods"]

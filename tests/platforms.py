@@ -22,6 +22,9 @@ from .em_server import EmulatorProcess
 
 
 def _local(_request: pytest.FixtureRequest, home: Path) -> Platform:
+    """The contract is CG2's: the container driver where podman runs, else the host driver."""
+    if container_reason() is None:
+        return container_platform(home / "local", "local", stop_grace=3)
     return LocalPlatform(home / "local")
 
 
@@ -84,3 +87,64 @@ def escapes_volume(parts: list[str]) -> bool:
             depth += 1
     return False
 
+
+
+# --- pods under the container driver (the CG2 driver) ------------------------------------------
+def image_store() -> Path:
+    """The session's prepared image store (``.ci/run`` prepares it; no test prepares images)."""
+    import os
+
+    return Path(os.environ.get("PODRUN_IMAGE_STORE") or os.environ.get("PODRUN_TEST_IMAGE_STORE")
+                or "/var/cache/podrun-test-images")
+
+
+def container_platform(root: Path, user: str, **options: Any) -> LocalPlatform:
+    """A LocalPlatform whose pods run under the container driver on the session's images."""
+    return LocalPlatform(root, user=user, driver="container", image_store=image_store(), **options)
+
+
+def container_reason() -> str | None:
+    """Why the container driver cannot run here (None when it can): its tests skip with it."""
+    from podrun.platform.local import container
+    from podrun.platform.local.images import ImageStore
+
+    return container.reason_unavailable(ImageStore(image_store()))
+
+
+def wait_terminal(platform: Platform, pod_name: str, timeout: float = 120) -> Any:
+    """The pod's state once it has ended (an AssertionError with its last state if it does not)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = platform.pod_status(pod_name)
+        if state.is_terminal:
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"pod {pod_name} did not end within {timeout} s: {platform.pod_status(pod_name)}")
+
+
+def engine_leftovers(root: Path) -> list[str]:
+    """Containers and networks a LocalPlatform root left in the engine (none, after shutdown)."""
+    from podrun.platform.local import container, network
+    from podrun.platform.local.images import ImageStore
+
+    engine = container.find_engine(ImageStore(image_store()))
+    names = engine.run("ps", "--all", "--filter", f"label=podrun.root={root}", "--format", "{{.Names}}").stdout.split()
+    users = {path.name for path in (root / "pods").iterdir()} if (root / "pods").is_dir() else set()
+    nets = [name for name in (network.network_name(root, user) for user in users)
+            if engine.run("network", "exists", name).returncode == 0]
+    return names + nets
+
+
+def cleanup_engine(root: Path) -> None:
+    """Remove whatever a failed test left behind (containers first, then networks)."""
+    from podrun.platform.local import container, network
+    from podrun.platform.local.images import ImageStore
+
+    engine = container.find_engine(ImageStore(image_store()))
+    for name in engine.run("ps", "--all", "--filter", f"label=podrun.root={root}", "--format", "{{.Names}}").stdout.split():
+        container.cleanup(engine.cleanup_argv(name), engine.environment())
+    if (root / "pods").is_dir():
+        for user_dir in (root / "pods").iterdir():
+            network.remove_network(engine, root, user_dir.name)

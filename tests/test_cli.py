@@ -22,7 +22,7 @@ from podrun.client import config, journal
 from podrun.platform.em import EMPlatform
 
 from .conftest import image_tar
-from .platforms import shared_emulator
+from .platforms import container_reason, shared_emulator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +56,8 @@ def context(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     server = shared_emulator(request) if request.param == "em" else None
     user, password = server.add_user("cli") if server else ("", "")
     path = tmp_path / "config.toml"
+    if container_reason() is None:  # the local context's pods run as on CG2 (raw commands write /data)
+        monkeypatch.setenv("PODRUN_LOCAL_DRIVER", "container")
     path.write_text('current-context = "here"\n\n[contexts.here]\nplatform = "local"\n'
                     + (f'\n[contexts.em]\nplatform = "em"\nurl = "{server.url}"\nusername = "{user}"\n'
                        f'password-env = "CLI_TEST_PASSWORD"\n' if server else ""))

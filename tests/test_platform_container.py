@@ -23,7 +23,8 @@ from podrun.platform.local import container as _container
 from podrun.platform.local.images import ImageStore
 from podrun.platform.types import PodSpec
 
-from .conftest import TEST_IMAGE_STORE
+from .platforms import cleanup_engine, engine_leftovers, image_store
+from .platforms import container_platform as make_container_platform
 
 MINOR = f"{sys.version_info[0]}.{sys.version_info[1]}"
 IMAGE = f"python:{MINOR}-slim"
@@ -32,26 +33,51 @@ FAKE = _container.Engine("/usr/bin/podman", "podman", ("--runtime", "runc"))
 
 # --- without an engine ---------------------------------------------------------------------
 
-def test_run_argv_mounts_volume_labels_network_and_passes_env_by_name(tmp_path: Path) -> None:
-    argv = _container.run_argv(FAKE, name="podrun-x", image=IMAGE, volume=tmp_path, network="podrun-alice",
-                               hostnames=["alice-web", "web"], labels={"podrun.node": "MPU"}, env_names=["SECRET"],
-                               env_inline={"PATH": "/x"}, gpu=False, command=["python", "-c", "pass"])
+def _argv(tmp_path: Path, command: list[str], args: list[str], gpu: bool = False) -> list[str]:
+    return _container.run_argv(FAKE, name="podrun-x", image=IMAGE, volume=tmp_path, network="podrun-alice",
+                               hostnames=["alice-web", "web"], labels={"podrun.node": "MPU"}, env_file=tmp_path / "pod.env",
+                               gpu=gpu, command=command, args=args)
+
+
+def test_run_argv_mounts_volume_labels_network_and_hardens(tmp_path: Path) -> None:
+    argv = _argv(tmp_path, ["python", "-c", "pass"], [])
     assert argv[:6] == ["/usr/bin/podman", "run", "--rm", "--init", "--pull=never", "--name"]
     assert argv[7:9] == ["--runtime", "runc"]
     joined = " ".join(argv)
-    assert f"--volume {tmp_path}:/data:rw --workdir /data" in joined
+    assert f"--volume {tmp_path}:/data:rw,nosuid,nodev" in joined and "--workdir" not in joined  # the image's WORKDIR
     assert "--network podrun-alice --hostname alice-web --network-alias alice-web --network-alias web" in joined
     assert "--label podrun.node=MPU" in joined
-    assert "--env SECRET " in joined and "--env PATH=/x" in joined  # a secret's value never shows in argv
-    assert argv[-4:] == [IMAGE, "python", "-c", "pass"]
+    assert "--cap-drop=all" in argv and "no-new-privileges" in argv and "--pids-limit" in argv
+    assert "--ipc private" in joined and "--tmpfs /tmp:rw,nosuid,nodev,mode=1777" in joined
+    assert f"--env-file {tmp_path / 'pod.env'}" in joined and "--env" not in argv  # values never on a command line
+    if os.geteuid() == 0:  # root podman: the pod's root is an unprivileged host uid
+        assert f"--uidmap 0:{_container.POD_UID_BASE}:{_container.POD_UID_COUNT}" in joined
+        assert ":/data:rw,nosuid,nodev,U" in joined
+
+
+def test_command_and_args_override_entrypoint_and_cmd_as_in_kubernetes(tmp_path: Path) -> None:
+    with_command = _argv(tmp_path, ["/bin/sh", "-c"], ["echo hi"])
+    assert with_command[with_command.index("--entrypoint") + 1] == "/bin/sh" and with_command[-3:] == [IMAGE, "-c", "echo hi"]
+    only_args = _argv(tmp_path, [], ["--debug"])
+    assert "--entrypoint" not in only_args and only_args[-2:] == [IMAGE, "--debug"]  # the image's ENTRYPOINT, new CMD
+    neither = _argv(tmp_path, [], [])
+    assert "--entrypoint" not in neither and neither[-1] == IMAGE  # the image's ENTRYPOINT and CMD
+
+
+def test_env_file_is_private_and_refuses_what_it_cannot_carry(tmp_path: Path) -> None:
+    from podrun.errors import InvalidRequest
+
+    path = _container.write_env_file(tmp_path / "pod.env", {"GREETING": "hello world", "A.B-c": "x=y"})
+    assert path.read_text() == "GREETING=hello world\nA.B-c=x=y\n" and (path.stat().st_mode & 0o777) == 0o600
+    for bad in ({"X": "two\nlines"}, {"1X": "v"}, {"A B": "v"}, {"": "v"}, {"#X": "v"}):
+        with pytest.raises(InvalidRequest, match="env"):
+            _container.write_env_file(tmp_path / "bad.env", bad)
 
 
 def test_gpu_devices_only_on_the_gpu_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_container, "gpu_args", lambda engine: ["--device", "/dev/nvidia0"])
-    common = dict(name="n", image=IMAGE, volume=tmp_path, network="net", hostnames=["h"], labels={}, env_names=[],
-                  env_inline={}, command=["true"])
-    assert "/dev/nvidia0" in _container.run_argv(FAKE, gpu=True, **common)
-    assert "/dev/nvidia0" not in _container.run_argv(FAKE, gpu=False, **common)
+    assert "/dev/nvidia0" in _argv(tmp_path, ["true"], [], gpu=True)
+    assert "/dev/nvidia0" not in _argv(tmp_path, ["true"], [], gpu=False)
 
 
 def test_container_names_differ_per_root_and_run(tmp_path: Path) -> None:
@@ -61,25 +87,32 @@ def test_container_names_differ_per_root_and_run(tmp_path: Path) -> None:
     assert len({a, b, c}) == 3 and all(n.startswith("podrun-") for n in (a, b, c))
 
 
-def test_unavailable_engine_is_a_typed_error_naming_what_was_tried(podrun_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(podrun_home))  # no podman, no docker
+def test_unavailable_engine_is_a_typed_error_and_auto_says_it_falls_back(podrun_home: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from podrun.platform.local import drivers
+
+    monkeypatch.setattr(_container, "HOST_PATH", str(podrun_home))  # no podman, no docker on the fixed PATH
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the caller's PATH is never searched
     monkeypatch.setattr(_container, "_probed", {})
+    monkeypatch.setattr(drivers, "_notes", set())
     with pytest.raises(_container.ContainerUnavailable, match="podman: not installed.*apt-get install podman"):
         LocalPlatform(podrun_home / "local", driver="container")
-    monkeypatch.setattr("podrun.platform.local.localplatform.bwrap_available", lambda: False)
-    assert LocalPlatform(podrun_home / "local").effective_driver == "process"
+    with pytest.warns(drivers.HostPodsWarning, match="fall back to the host-process driver, which is not CG2-like"):
+        assert LocalPlatform(podrun_home / "local", driver="auto").effective_driver == "process"
 
 
 # --- with an engine ------------------------------------------------------------------------
 
-STORE = ImageStore(TEST_IMAGE_STORE)
+STORE = ImageStore(image_store())
 UNAVAILABLE = _container.reason_unavailable(STORE)
 needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container driver unavailable: {UNAVAILABLE}")
 
 
 def _containers(platform: LocalPlatform) -> list[dict]:
+    """The platform's pod containers (its telemetry service is not a pod)."""
     engine = _container.find_engine(STORE)
-    done = engine.run("ps", "--all", "--filter", f"label=podrun.root={platform.root}", "--format", "json")
+    done = engine.run("ps", "--all", "--filter", f"label=podrun.root={platform.root}", "--filter", "label=podrun.pod",
+                      "--format", "json")
     text = done.stdout.strip()
     return json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
 
@@ -96,19 +129,18 @@ def _wait(platform: LocalPlatform, pod_name: str, phase: str, timeout: float = 6
 
 @pytest.fixture
 def container_platform(podrun_home: Path):
-    platform = LocalPlatform(podrun_home / "local", driver="container")
+    platform = make_container_platform(podrun_home / "local", "local", stop_grace=3)
     yield platform
     platform.shutdown()
-    leftover = _containers(platform)
-    for item in leftover:  # never leave a container behind, even when the test failed
-        names = item["Names"]
-        _container.cleanup(_container.find_engine(STORE).cleanup_argv(names[0] if isinstance(names, list) else names))
-    assert not leftover, f"containers left running: {leftover}"
+    leftover = engine_leftovers(platform.root)  # pods, the telemetry service, the network
+    cleanup_engine(platform.root)  # never leave anything behind, even when the test failed
+    assert not leftover, f"left in the engine: {leftover}"
 
 
 @needs_engine
 def test_raw_pod_runs_the_image_with_the_volume_at_data(container_platform: LocalPlatform) -> None:
-    code = "import sys, os; open('/data/out.txt', 'w').write(sys.executable + ' ' + os.environ['PODRUN_NODE'] + ' ' + os.environ['GREETING'])"
+    code = ("import sys, os; open('/data/out.txt', 'w')"
+            ".write(sys.executable + ' ' + os.environ['PODRUN_NODE'] + ' ' + os.environ['GREETING'])")
     container_platform.run_pod(PodSpec(image=IMAGE, node="FPGA", max_duration=1, pod_name="raw",
                                        command="python", args=["-c", code], envs={"GREETING": "hello"}))
     state = _wait(container_platform, "raw", "terminated")
@@ -119,7 +151,8 @@ def test_raw_pod_runs_the_image_with_the_volume_at_data(container_platform: Loca
 
 @needs_engine
 def test_labels_and_stop_really_stop_the_container(container_platform: LocalPlatform) -> None:
-    container_platform.run_pod(PodSpec(image=IMAGE, node="GPU", max_duration=1, pod_name="sleeper", command="sleep", args=["300"]))
+    container_platform.run_pod(PodSpec(image=IMAGE, node="GPU", max_duration=1, pod_name="sleeper", command="sleep",
+                                       args=["300"]))
     assert _wait(container_platform, "sleeper", "running").phase == "running"
     deadline = time.monotonic() + 30
     while not (running := _containers(container_platform)) and time.monotonic() < deadline:
@@ -135,7 +168,8 @@ def test_labels_and_stop_really_stop_the_container(container_platform: LocalPlat
 
 @needs_engine
 def test_max_duration_stops_the_container(container_platform: LocalPlatform) -> None:
-    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.03, pod_name="long", command="sleep", args=["300"]))
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.03, pod_name="long", command="sleep",
+                                       args=["300"]))
     state = _wait(container_platform, "long", "terminated", timeout=30)
     assert state.detail["reason"] == "DeadlineExceeded"
     assert not _containers(container_platform)
@@ -170,7 +204,9 @@ def test_pods_of_a_user_reach_each_other_by_name(container_platform: LocalPlatfo
                                        command="python3", args=["-m", "http.server", "80", "--directory", "/data"]))
     code = ("import sys, time, urllib.request\n"
             "for _ in range(100):\n"
-            "    try: body = [urllib.request.urlopen(f'http://{h}:80/hello.txt', timeout=5).read() for h in sys.argv[1:]]; break\n"
+            "    try:\n"
+            "        body = [urllib.request.urlopen(f'http://{h}:80/hello.txt', timeout=5).read() for h in sys.argv[1:]]\n"
+            "        break\n"
             "    except OSError: time.sleep(0.1)\n"
             "open('/data/got', 'wb').write(b'|'.join(body))")
     container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="client",
@@ -207,3 +243,65 @@ def test_c_extension_wheel_loads_in_the_real_image(container_platform: LocalPlat
     wheel = _c_wheel(tmp_path)
     value, where = podrun.remote(use_ctriple, image=IMAGE, wheels=[str(wheel)]).remote(5).get(timeout=120)
     assert value == 15 and where.startswith("/data/.podrun/site/") and where.endswith(".so")
+
+
+# --- graceful stops ----------------------------------------------------------------------------
+
+TERM_HANDLER = """
+import signal, sys, time
+def stop(signum, frame):
+    open("/data/term.txt", "w").write("got SIGTERM, saved my work")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop if sys.argv[1] == "handle" else signal.SIG_IGN)
+open("/data/ready", "w").write("ready")
+time.sleep(600)
+"""
+
+
+def _wait_file(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@needs_engine
+def test_max_duration_sends_sigterm_first_and_the_handler_writes_the_volume(container_platform: LocalPlatform) -> None:
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.05, pod_name="grace", command="python3",
+                                       args=["-c", TERM_HANDLER, "handle"]))
+    state = _wait(container_platform, "grace", "terminated", timeout=60)
+    assert state.detail["reason"] == "DeadlineExceeded" and state.detail["exitCode"] == 0
+    assert "max_duration" in state.detail["message"]
+    assert (container_platform.volume_path("grace") / "term.txt").read_text() == "got SIGTERM, saved my work"
+
+
+@needs_engine
+def test_replacement_is_graceful_and_the_state_says_why(container_platform: LocalPlatform) -> None:
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="swap", command="python3",
+                                       args=["-c", TERM_HANDLER, "handle"]))
+    _wait_file(container_platform.volume_path("swap") / "ready")
+    supervisor = int((container_platform._pod_dir("swap") / "supervisor.pid").read_text())
+    container_platform._stop_pod(container_platform._pod_dir("swap"))  # what a new run of "swap" does first
+    state = container_platform.pod_status("swap")
+    assert state.detail["reason"] == "Replaced" and state.detail["exitCode"] == 0, state.detail
+    assert not container_platform._supervisor_alive(supervisor)
+    assert (container_platform.volume_path("swap") / "term.txt").read_text() == "got SIGTERM, saved my work"
+
+
+@needs_engine
+def test_a_workload_ignoring_sigterm_is_killed_after_the_grace(container_platform: LocalPlatform) -> None:
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.05, pod_name="stubborn", command="python3",
+                                       args=["-c", TERM_HANDLER, "ignore"]))
+    state = _wait(container_platform, "stubborn", "terminated", timeout=60)
+    assert state.detail["reason"] == "DeadlineExceeded" and state.detail["exitCode"] == 137
+    assert not (container_platform.volume_path("stubborn") / "term.txt").exists()
+    assert not _containers(container_platform)
+
+
+def test_stop_grace_is_settable_and_checked(podrun_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert LocalPlatform(podrun_home / "local", driver="process").stop_grace == 30.0  # Kubernetes' default
+    monkeypatch.setenv("PODRUN_STOP_GRACE", "2.5")
+    assert LocalPlatform(podrun_home / "local", driver="process").stop_grace == 2.5
+    for bad in (-1, 3601):
+        with pytest.raises(ValueError, match="stop grace"):
+            LocalPlatform(podrun_home / "local", driver="process", stop_grace=bad)

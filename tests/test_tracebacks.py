@@ -3,7 +3,7 @@
 The pod never has the user's source (in a container it cannot see the client's files; with
 cloudpickle 3.1.3 and later by-value code names no file at all), so these tests also look at
 the record the pod sent: by-value frames carry a code id and no source line, and the client
-renders them from its own files. Runs on each local driver this machine has (bwrap, process,
+renders them from its own files. Runs on each local driver this machine has (process,
 container); a driver that cannot run here is skipped with the reason.
 """
 
@@ -24,31 +24,23 @@ from hypothesis import strategies as st
 import podrun
 from podrun.errors import WireFormatError
 from podrun.platform.local import LocalPlatform
-from podrun.platform.local import container as _container
-from podrun.platform.local.localplatform import bwrap_available
 from podrun.wire.tracebacks import ORIGINS, ExceptionEntry, Frame, TraceRecord, code_id
 
 from . import traceback_helper
+from .platforms import container_platform, container_reason
 
 HERE = str(Path(__file__).resolve())
 HELPER = str(Path(traceback_helper.__file__).resolve())
 IMAGE = f"python:{sys.version_info[0]}.{sys.version_info[1]}-slim"
 
 
-def _unavailable(driver: str) -> str | None:
-    if driver == "bwrap":
-        return None if bwrap_available() else "bubblewrap cannot create a sandbox here"
-    if driver == "container":
-        return _container.reason_unavailable()
-    return None
-
-
-@pytest.fixture(params=["bwrap", "process", "container"])
+@pytest.fixture(params=["process", "container"])
 def driver_platform(request: pytest.FixtureRequest, podrun_home: Path):
-    reason = _unavailable(request.param)
+    reason = container_reason() if request.param == "container" else None
     if reason is not None:
         pytest.skip(f"driver {request.param} unavailable: {reason}")
-    platform = LocalPlatform(podrun_home / "local", driver=request.param)
+    platform = (container_platform(podrun_home / "local", "local") if request.param == "container"
+                else LocalPlatform(podrun_home / "local", driver=request.param))
     podrun.configure(platform)
     yield platform
     platform.shutdown()

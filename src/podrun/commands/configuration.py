@@ -18,6 +18,16 @@ def show() -> None:
     rows = [["config file", f"{resolved.path}" + ("" if resolved.path.is_file() else " (absent)"), ""],
             ["context", resolved.context or "(none)", resolved.context_source]]
     rows += [[name, resolved.shown(name), resolved.sources.get(name, "")] for name in resolved.sources]
+    if resolved.platform == "local":
+        from ..errors import PlatformError
+        from ..platform.local import drivers
+
+        driver = str(resolved.values.get("driver") or "auto")
+        try:
+            pods = drivers.describe(driver)
+        except (ValueError, PlatformError) as exc:  # a bad driver name, or an engine that cannot run
+            pods = f"none: {exc}"
+        rows.append(["pods run as", pods, f"driver {driver}"])
     out().print(table(f"podrun configuration ({resolved.platform})", ["setting", "value", "from"], rows))
     note(f"podrun home (journal, caches, local volumes): {config.home()}")
 

@@ -28,7 +28,11 @@ def emulator(
     root: Path | None = typer.Option(None, help="where volumes, pods and images live (default: $PODRUN_HOME/emulator)"),
     token_lifetime: float = typer.Option(300.0, help="seconds an access token stays valid"),
     refresh_lifetime: float = typer.Option(86400.0, help="seconds a refresh token stays valid"),
-    driver: str = typer.Option("auto", help="LocalPlatform pod driver: auto, bwrap, container or process"),
+    driver: str = typer.Option("auto", envvar="PODRUN_LOCAL_DRIVER",
+                               help="LocalPlatform pod driver: auto (container where podman runs), container or process"),
+    unsafe_host_pods: bool = typer.Option(False, "--unsafe-host-pods", envvar="PODRUN_UNSAFE_HOST_PODS",
+                                          help="UNSAFE: allow the 'process' driver, whose pods run on this host with its "
+                                               "rights, its files and every tenant's volumes in reach"),
     max_uplink_bytes: int = typer.Option(
         2 * 1000**3, help="largest total size of one uplink call (CG2 EM: 2 GB; flight model: 5 MB)"
     ),
@@ -79,6 +83,7 @@ def emulator(
         typer.echo(f"WARNING: {users_file} can be read by other users; chmod 600 it", err=True)
     if token_lifetime <= 0 or max_uplink_bytes <= 0:
         raise typer.BadParameter("--token-lifetime and --max-uplink-bytes must be positive")
+    driver = _pod_driver(driver, unsafe_host_pods)
     config = EmulatorConfig(
         root=(root or default_home() / "emulator").resolve(),
         users=UserStore(fixed=fixed, users_file=users_file.resolve() if users_file else None),
@@ -94,3 +99,26 @@ def emulator(
         typer.echo(warning, err=True)
     typer.echo(f"podrun EM emulator on http://{host}:{port} (root {config.root}; docs at /docs)", err=True)
     serve(config, host, port, level, timeouts)
+
+
+def _pod_driver(driver: str, unsafe_host_pods: bool) -> str:
+    """The emulator's tenants are hostile: their pods run on an isolating driver, never on the
+    host (no silent fallback), unless the operator says --unsafe-host-pods."""
+    from ..errors import PlatformError
+    from ..platform.local import drivers
+
+    try:
+        drivers.check_driver(driver)
+        chosen = drivers.effective(driver)
+    except (ValueError, PlatformError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if chosen in drivers.ISOLATING:
+        return chosen
+    if not unsafe_host_pods:
+        raise typer.BadParameter(
+            f"pod driver {driver!r} gives {chosen!r}, which runs tenants' pods on this host with its rights (any tenant "
+            "reads the others' volumes and this machine's files). Install podman and prepare images "
+            "(podrun images prepare) for isolated pods, or start the emulator with --unsafe-host-pods to accept this.")
+    typer.echo("WARNING: --unsafe-host-pods: pods run on this host, NOT isolated; every tenant can read every other "
+               "tenant's volumes and this machine's files. Never expose this emulator to untrusted users.", err=True)
+    return chosen

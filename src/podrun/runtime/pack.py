@@ -31,8 +31,8 @@ from ..wire.hashing import content_hash
 # module-level function, ``podrun.get_object`` inside a call). The HTTP client and the surfaces
 # stay out: a pod never talks to the EM API.
 PODRUN_PARTS = ("__init__.py", "errors.py", "wire", "store", "runtime", "platform", "client")
-# Not needed in a pod: the EM API client (httpx).
-EXCLUDE = frozenset({"podrun/platform/em.py"})
+# Not needed in a pod: the EM API client (httpx), the telemetry server (a script run in its own container).
+EXCLUDE = frozenset({"podrun/platform/em.py", "podrun/platform/local/telemetry_server.py"})
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 MAIN_TEMPLATE = """\

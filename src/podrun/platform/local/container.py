@@ -1,11 +1,12 @@
-"""The ``container`` pod driver of LocalPlatform: pods run a real image under podman or docker.
+"""The ``container`` pod driver of LocalPlatform (the CG2 driver): pods run inside their image under podman.
 
-Why: the ``process`` and ``bwrap`` drivers run a pod on the host's own Python, so they cannot
-show what a stock ``python:3.11-slim`` pod lacks (no podrun, no cloudpickle, no zstandard).
-Here the image is real: the volume is bind-mounted at ``/data``, each user's pods share one
-network (``podrun-<user>``, where a pod is reachable as ``<pod_name>`` and
+Why: a pod must be what it is on CG2: its image's root file system and Python, nothing of the
+host. Here the volume is bind-mounted at ``/data``, ``/tmp`` is private, the image's ENV,
+WORKDIR, ENTRYPOINT and CMD apply (``command``/``args`` override them as in Kubernetes), each
+user's pods share one air-gapped network (``network.py``: reachable as ``<pod_name>`` and
 ``<user>-<pod_name>``), every container carries ``podrun.*`` labels (node, user, pod), and only
-the GPU node gets the machine's GPU.
+the GPU node gets the machine's GPU. A pod is a sandbox also when podrun runs as root
+(:func:`hardening_args`): no capabilities, no privilege gain, a user namespace, a pids limit.
 
 The supervisor stays in charge of time: it runs ``<engine> run --rm --init --name NAME ...`` in
 the foreground, in its own process group. SIGTERM of that group reaches the container (the
@@ -20,9 +21,10 @@ its image by ID, so nothing is ever pulled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -31,8 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import ContainerUnavailable, PlatformError
+from ...errors import ContainerUnavailable, InvalidRequest, PlatformError
 from .images import ImageStore, host_arch
+
+# Everything podrun runs outside a pod is found on this fixed PATH and started with a fixed
+# environment: nothing a user or a pod chose (PATH, LD_PRELOAD, CONTAINERS_CONF, ...) can pick
+# the program that runs as root on the host or change how it runs.
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PIDS_LIMIT = 1024
+POD_UID_BASE = 524288  # host uids of a pod's user namespace under root podman: 524288-589823
+POD_UID_COUNT = 65536
 
 # Flag sets tried in order until a container starts. Podman 4.3 on hosts with hybrid cgroups:
 # crun fails, runc works, and only lowered rlimits may be set by the container's init.
@@ -54,29 +64,35 @@ class Engine:
     name: str
     flags: tuple[str, ...]
     store_flags: tuple[str, ...] = ()  # podman's global flags for the image store (ImageStore.engine_argv)
+    env_items: tuple[tuple[str, str], ...] = ()  # its fixed environment (ImageStore.engine_env)
 
     @property
     def prefix(self) -> list[str]:
         return [self.exe, *self.store_flags]
 
+    def environment(self) -> dict[str, str]:
+        """The fixed environment every engine command runs with: never the caller's."""
+        return dict(self.env_items) or engine_env()
+
     def run(self, *args: str, timeout: float = PROBE_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.prefix, *args], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-
-    def ensure_network(self, name: str) -> None:
-        """Create the user's network once; a concurrent creator winning the race is fine."""
-        exists = ["network", "exists", name] if self.name == "podman" else ["network", "inspect", name]
-        if self.run(*exists).returncode == 0:
-            return
-        made = self.run("network", "create", "--label", "podrun=1", name)
-        if made.returncode != 0 and self.run(*exists).returncode != 0:
-            raise PlatformError(f"{self.name} network create {name} failed: {made.stderr.strip()[-500:]}")
+                              stdin=subprocess.DEVNULL, env=self.environment())
 
     def cleanup_argv(self, container: str) -> list[str]:
         """Kill and remove a container, succeeding when it is already gone."""
         if self.name == "podman":
             return [*self.prefix, "rm", "--force", "--ignore", "--time", "0", container]
         return [self.exe, "rm", "--force", container]
+
+
+def engine_env() -> dict[str, str]:
+    """The fixed environment of the processes podrun starts outside pods (the supervisor, an
+    engine without a store of its own): nothing of the caller's reaches them."""
+    uid = os.geteuid()
+    env = {"PATH": HOST_PATH, "LANG": "C.UTF-8", "HOME": pwd.getpwuid(uid).pw_dir}
+    if uid != 0 and os.path.isdir(f"/run/user/{uid}"):
+        env["XDG_RUNTIME_DIR"] = f"/run/user/{uid}"
+    return env
 
 
 _probed: dict[str, Engine | str] = {}
@@ -105,7 +121,7 @@ def find_engine(store: ImageStore | None = None) -> Engine:
 
 
 def _probe(store: ImageStore, problems: list[str]) -> Engine | None:
-    exe = shutil.which("podman")
+    exe = shutil.which("podman", path=HOST_PATH)
     if not exe:
         problems.append("podman: not installed")
         return None
@@ -122,7 +138,7 @@ def _probe(store: ImageStore, problems: list[str]) -> Engine | None:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL,
                                   env=store.engine_env())
             if done.returncode == 0:
-                return Engine(exe, "podman", tuple(flags), store_flags)
+                return Engine(exe, "podman", tuple(flags), store_flags, tuple(sorted(store.engine_env().items())))
             shown = image.names[0] if image.names else image.short_id
             last = f"`podman run {' '.join(flags)} {shown} true` failed: {_last_line(done.stderr)}"
         problems.append(last)
@@ -161,7 +177,7 @@ def container_name(root: Path, user: str, volume: str, run_id: str) -> str:
 
 def gpu_args(engine: Engine) -> list[str]:
     """The machine's GPU for the GPU node: CDI where configured, else the NVIDIA device nodes."""
-    if engine.name == "docker" and shutil.which("nvidia-container-runtime-hook"):
+    if engine.name == "docker" and shutil.which("nvidia-container-runtime-hook", path=HOST_PATH):
         return ["--gpus", "all"]
     if engine.name == "podman" and any(Path(p).is_file() for p in ("/etc/cdi/nvidia.yaml", "/var/run/cdi/nvidia.yaml")):
         return ["--device", "nvidia.com/gpu=all"]
@@ -172,52 +188,87 @@ def gpu_args(engine: Engine) -> list[str]:
     return args
 
 
+def hardening_args(engine: Engine) -> list[str]:
+    """What makes a pod a sandbox, also when podrun runs as root: no capabilities, no way to
+    gain any (setuid files do nothing), a bounded number of processes, private PID, IPC, UTS,
+    mount and network namespaces (the engine's defaults, IPC made explicit), and, under root
+    podman, a user namespace: the pod's root is host uid POD_UID_BASE, owner of nothing else."""
+    args = ["--cap-drop=all", "--security-opt", "no-new-privileges", "--pids-limit", str(PIDS_LIMIT),
+            "--ipc", "private", "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777",
+            # a pod's root may serve port 80 (DPhi's examples do) without CAP_NET_BIND_SERVICE
+            "--sysctl", "net.ipv4.ip_unprivileged_port_start=0"]
+    if engine.name == "podman" and os.geteuid() == 0:
+        args += ["--uidmap", f"0:{POD_UID_BASE}:{POD_UID_COUNT}", "--gidmap", f"0:{POD_UID_BASE}:{POD_UID_COUNT}"]
+    return args
+
+
+def volume_arg(engine: Engine, volume: Path) -> str:
+    """The volume at ``/data``; under a user namespace ``U`` hands its files to the pod's root
+    (host uid POD_UID_BASE) at each start, so the pod can write what the client uplinked."""
+    remapped = engine.name == "podman" and os.geteuid() == 0
+    return f"{volume}:/data:rw,nosuid,nodev" + (",U" if remapped else "")
+
+
 def run_argv(engine: Engine, *, name: str, image: str, volume: Path, network: str, hostnames: Sequence[str],
-             labels: dict[str, str], env_names: Sequence[str], env_inline: dict[str, str], gpu: bool,
-             command: Sequence[str], entrypoint: Sequence[str] | None = None) -> list[str]:
-    """``<engine> run`` in the foreground for one pod. Pod variables are passed by name only
-    (``-e NAME``: the engine reads the value from its own environment), so none shows in ``ps``."""
+             labels: dict[str, str], env_file: Path, gpu: bool, command: Sequence[str], args: Sequence[str]) -> list[str]:
+    """``<engine> run`` in the foreground for one pod. The pod's variables come from
+    ``env_file`` (private to the host), so none shows in ``ps`` or reaches the engine's own
+    environment. ``command`` replaces the image's ENTRYPOINT and ``args`` its CMD, as in
+    Kubernetes; with neither the image's own ENTRYPOINT and CMD run."""
     argv = [*engine.prefix, "run", "--rm", "--init", "--pull=never", "--name", name, *engine.flags,
             "--network", network, "--hostname", hostnames[0]]
     for alias in hostnames:
         argv += ["--network-alias", alias]
     for key, value in labels.items():
         argv += ["--label", f"{key}={value}"]
-    argv += ["--volume", f"{volume}:/data:rw", "--workdir", "/data"]
-    for key in env_names:
-        argv += ["--env", key]
-    for key, value in env_inline.items():
-        argv += ["--env", f"{key}={value}"]
+    argv += hardening_args(engine)
+    argv += ["--volume", volume_arg(engine, volume), "--env-file", str(env_file)]
     if gpu:
         argv += gpu_args(engine)
-    if entrypoint:  # a pod's ``command`` replaces the image's ENTRYPOINT, its ``args`` the CMD (Kubernetes' rule)
-        argv += ["--entrypoint", json.dumps(list(entrypoint))]
-    return [*argv, image, *command]
+    if command:
+        argv += ["--entrypoint", command[0]]
+        return [*argv, image, *command[1:], *args]
+    return [*argv, image, *args]
+
+
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")  # Kubernetes' rule for variable names
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> Path:
+    """The pod's variables as an engine ``--env-file`` (mode 0600). Names follow Kubernetes'
+    rule; a value may not hold a newline or NUL (the file format has no quoting)."""
+    lines = []
+    for key, value in env.items():
+        if not _ENV_NAME.match(key):
+            raise InvalidRequest(f"Invalid parameters: env name {key!r}: letters, digits, '-', '.', '_', "
+                                 "not starting with a digit", status=400)
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise InvalidRequest(f"Invalid parameters: the value of env {key!r} holds a newline or NUL, "
+                                 "which a pod's variables cannot carry", status=400)
+        lines.append(f"{key}={value}\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("".join(lines))
+    return path
 
 
 def pod_process(engine: Engine, *, root: Path, user: str, volume_name: str, volume: Path, image: str,
-                node: str, pod_name: str | None, argv: Sequence[str], pod_env: dict[str, str],
-                host_env: dict[str, str], entrypoint: Sequence[str] | None = None) -> dict[str, Any]:
+                node: str, pod_name: str | None, command: Sequence[str], args: Sequence[str],
+                pod_env: dict[str, str], pod_dir: Path, network: str) -> dict[str, Any]:
     """The supervisor's spec entries (argv, env, cwd, cleanup_argv) for one container pod."""
-    network = f"podrun-{user}"
-    engine.ensure_network(network)
     name = container_name(root, user, volume_name, os.urandom(8).hex())
     hostnames = [f"{user}-{pod_name}", pod_name] if pod_name else [f"{user}-{volume_name}"]
-    env_names = [key for key in pod_env if key not in host_env and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key)]
-    inline = {key: value for key, value in pod_env.items() if key not in env_names}
     labels = {"podrun.node": node, "podrun.user": user, "podrun.pod": volume_name, "podrun.root": str(root)}
-    command = run_argv(engine, name=name, image=image, volume=volume, network=network, hostnames=hostnames,
-                       labels=labels, env_names=env_names, env_inline=inline, gpu=node == "GPU", command=argv,
-                       entrypoint=entrypoint)
-    env = {**host_env, **{key: pod_env[key] for key in env_names}}
-    return {"argv": command, "env": env, "cwd": str(volume), "driver": "container", "container": name,
+    env_file = write_env_file(pod_dir / "pod.env", pod_env)
+    argv = run_argv(engine, name=name, image=image, volume=volume, network=network, hostnames=hostnames,
+                    labels=labels, env_file=env_file, gpu=node == "GPU", command=command, args=args)
+    return {"argv": argv, "env": engine.environment(), "cwd": "/", "driver": "container", "container": name,
             "cleanup_argv": engine.cleanup_argv(name)}
 
 
-def cleanup(argv: Sequence[str] | None) -> None:
+def cleanup(argv: Sequence[str] | None, env: dict[str, str] | None = None) -> None:
     """Run a pod's ``cleanup_argv`` (kill and remove its container); never raises."""
     if argv:
-        try:
-            subprocess.run(list(argv), capture_output=True, timeout=CLEANUP_TIMEOUT, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(list(argv), capture_output=True, timeout=CLEANUP_TIMEOUT, stdin=subprocess.DEVNULL,
+                           env=env or engine_env())

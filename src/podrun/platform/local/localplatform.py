@@ -1,34 +1,19 @@
 """LocalPlatform: the EM API's semantics on this machine, with no server and no account.
 
 Volumes are directories, one per (user, pod_name); pods are processes started by a small
-detached supervisor (``supervisor.py``) that enforces ``max_duration`` and records the pod's
-state, so pods outlive the client exactly as they do on CG2. Three drivers run a pod:
-
-* ``bwrap`` (where bubblewrap works): the host's file system read-only, the volume mounted
-  at ``/data`` read-write, a private ``/tmp`` and PID namespace. Faithful to CG2's ``/data``.
-* ``process``: a plain child process with ``PODRUN_DATA`` pointing at the volume; any
-  ``/data`` in the command line is rewritten to the volume so a raw command never touches the
-  host's ``/data``. Not isolation: the pod runs with the client user's rights.
-* ``container`` (where podman or docker can start a container, see ``container.py``): the real
-  image, the volume bind-mounted at ``/data``, one network per user. ``auto`` prefers ``bwrap``
-  (milliseconds to start), then ``container``, then ``process``.
+detached supervisor (``pods.py`` starts it, ``supervisor.py`` is it) that enforces
+``max_duration`` (SIGTERM, a grace period, SIGKILL) and records the pod's state, so pods outlive
+the client exactly as they do on CG2. ``drivers.py`` says what runs a pod: ``container``
+(inside its image, isolated: the default wherever podman runs) or ``process`` (an explicit,
+never silent host mode).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import os
 import re
-import secrets
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,14 +26,18 @@ from ..paths import check_file_name, clean_relative
 from ..types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
 from . import builds as _builds
 from . import container as _container
+from . import drivers as _drivers
+from . import network as _network
+from . import pods as _pods
 from . import stock as _stock
+from . import telemetry as _telemetry
+from .drivers import DRIVERS as DRIVERS  # re-exported by the package
 from .images import USER_PREFIX, Image, ImageStore, ImageStoreError, display_name, pod_arch
 from .images import normalize as normalize_image
 from .volumes import Entry, VolumeDir, sha256_of
 
-SUPERVISOR = Path(__file__).with_name("supervisor.py")
 CHUNK = 1024 * 1024
-DRIVERS = ("auto", "bwrap", "container", "process")
+STOP_GRACE_SECONDS = 30.0  # Kubernetes' terminationGracePeriodSeconds
 
 # The Python-capable images CG2 carries onboard (em-api.md §5), plus the shells. Anything
 # else must be built or loaded first, or the pod waits in ImagePullBackOff as on CG2.
@@ -56,8 +45,6 @@ STOCK_IMAGES = frozenset(
     [f"python:{v}{s}" for v in ("3.10", "3.11", "3.12") for s in ("", "-slim", "-alpine")]
     + ["dphi-embedded-ml-armv8-py311", "distroless-python3-debian12", "alpine", "busybox"]
 )
-_DATA_TOKEN = re.compile(r"(?<![\w./-])/data(?=/|$|[\s'\";|&)>])")
-_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "TZ")
 
 
 def default_home() -> Path:
@@ -81,25 +68,6 @@ def _signed64(digest: bytes) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-_bwrap_works: bool | None = None
-# Supervisors this process started, by pid: whichever LocalPlatform instance asks about a pod,
-# a supervisor that is our child must be polled (and so reaped), never probed with kill(0),
-# which succeeds on a zombie.
-_children: dict[int, subprocess.Popen] = {}
-_children_lock = threading.Lock()
-
-
-def bwrap_available() -> bool:
-    """True when ``bwrap`` exists and can create a sandbox here (user namespaces allowed)."""
-    global _bwrap_works
-    if _bwrap_works is None:
-        exe = shutil.which("bwrap")
-        _bwrap_works = bool(exe) and subprocess.run(
-            [exe, "--ro-bind", "/", "/", "--unshare-pid", "true"], capture_output=True
-        ).returncode == 0
-    return _bwrap_works
-
-
 class LocalPlatform(Platform):
     """The embedded platform. ``root`` holds volumes, pod records and images; one
     LocalPlatform serves one ``user`` (the emulator makes one per authenticated user)."""
@@ -114,6 +82,7 @@ class LocalPlatform(Platform):
         driver: str | None = None,
         max_uplink_bytes: int | None = None,
         python: str | None = None,
+        stop_grace: float | None = None,
         image_store: str | os.PathLike[str] | None = None,
         arch: str | None = None,
     ) -> None:
@@ -121,17 +90,15 @@ class LocalPlatform(Platform):
         self.user = user or os.environ.get("PODRUN_LOCAL_USER") or "local"
         if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", self.user):
             raise UsageError(f"invalid local user name {self.user!r}: lowercase letters, digits, '-' and '_'")
-        driver = driver or os.environ.get("PODRUN_LOCAL_DRIVER") or "auto"
-        if driver not in DRIVERS:
-            raise UsageError(f"unknown local pod driver {driver!r}: choose one of {', '.join(DRIVERS)}")
-        if driver == "bwrap" and not bwrap_available():
-            raise PlatformError("the bwrap driver needs bubblewrap with user namespaces; install 'bubblewrap' or use driver='process'")
         # Shared by every user and volume of this machine's podrun home ($PODRUN_IMAGE_STORE overrides).
         self.images = ImageStore(image_store)
         self.arch = pod_arch(arch)  # the architecture of the stock images pods get (PODRUN_LOCAL_ARCH)
-        if driver == "container":
-            _container.find_engine(self.images)  # ContainerUnavailable says which engine command failed and how
-        self.driver = driver
+        self.driver = _drivers.check_driver(driver or os.environ.get("PODRUN_LOCAL_DRIVER") or "auto", self.images)
+        # SIGTERM, then SIGKILL this many seconds later, at max_duration and on replacement.
+        grace = stop_grace if stop_grace is not None else float(os.environ.get("PODRUN_STOP_GRACE") or STOP_GRACE_SECONDS)
+        if not 0 <= grace <= 3600:
+            raise UsageError(f"stop grace {grace!r} (stop_grace= / PODRUN_STOP_GRACE): seconds between 0 and 3600")
+        self.stop_grace = grace
         # The interpreter a pod's ``python`` runs: the host's by default ("images run on the
         # host's tools"); another one (e.g. a bare venv) stands in for a stock Python image.
         self.pod_python = python or os.environ.get("PODRUN_LOCAL_PYTHON") or None
@@ -148,9 +115,7 @@ class LocalPlatform(Platform):
 
     @property
     def effective_driver(self) -> str:
-        if self.driver == "auto":
-            return "bwrap" if bwrap_available() else "container" if _container.available(self.images) else "process"
-        return self.driver
+        return _drivers.effective(self.driver, self.images)
 
     def volume_name(self, pod_name: str | None) -> str:
         validate_pod_name(pod_name)
@@ -348,149 +313,39 @@ class LocalPlatform(Platform):
             f"Stock images that can be prepared here: {', '.join(sorted(_stock.PREPARABLE))} "
             f"(`podrun images prepare NAME --arch arm64|host`; Debian has Python 3.11 and 3.13 only)")}
 
-    # pods ----------------------------------------------------------------------------------
+    # pods (pods.py) ------------------------------------------------------------------------
     def run_pod(self, spec: PodSpec) -> None:
-        """Stop the pod_name's pod, then start the new one, as one step: a file lock makes two
-        concurrent runs (two processes, two emulator requests) replace each other in turn."""
-        pod_dir = private_dirs(self._pod_dir(spec.pod_name))
-        with open(pod_dir / "run.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            self._replace_pod(spec, pod_dir)
+        _pods.run(self, spec)
 
-    def _replace_pod(self, spec: PodSpec, pod_dir: Path) -> None:
-        volume = self.volume_path(spec.pod_name)
-        self._stop_pod(pod_dir)
-        run_id = secrets.token_hex(8)
-        record: dict[str, Any] = {"run_id": run_id, "image": spec.image, "node": spec.node, "pod_name": spec.pod_name,
-                                  "max_duration": spec.max_duration, "scheduled_time": spec.scheduled_iso()}
-        (pod_dir / "current_run").write_text(run_id)
-        in_image = self.effective_driver == "container"
-        if not (self.resolve_image(spec.image) is not None if in_image else self.image_runnable(spec.image)):
-            _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None,
-                                                 "state": {"waiting": self.unpullable_state(spec.image)}})
-            _write_json(pod_dir / "spec.json", record)
-            return
-        record.update(self._pod_process(spec, volume))
-        record["start_at"] = _parse_schedule(spec.scheduled_time)
-        _write_json(pod_dir / "spec.json", record)
-        _write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None,
-                                             "state": {"waiting": {"reason": "ContainerCreating", "message": "starting"}}})
-        child = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(SUPERVISOR), str(pod_dir)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        (pod_dir / "supervisor.pid").write_text(str(child.pid))
-        with _children_lock:
-            for pid in [pid for pid, c in _children.items() if c.poll() is not None]:
-                del _children[pid]
-            _children[child.pid] = child
+    def pod_status(self, pod_name: str | None = None) -> PodState:
+        return _pods.status(self, pod_name)
 
-    def _pod_process(self, spec: PodSpec, volume: Path) -> dict[str, Any]:
+    def _stop_pod(self, pod_dir: Path) -> None:
+        _pods.stop(self, pod_dir)
+
+    def _supervisor_alive(self, pid: int | None) -> bool:
+        return _pods.supervisor_alive(pid)
+
+    def pod_process(self, spec: PodSpec, volume: Path, pod_dir: Path) -> dict[str, Any]:
         """argv, env and cwd of the pod's process for the chosen driver."""
-        driver = self.effective_driver
-        argv = _split_command(spec.command) + [str(arg) for arg in spec.args]
-        if not argv:
-            argv = ["python"]  # the stock Python images' default CMD
-        if argv[0] in ("python", "python3", "/usr/local/bin/python", "/usr/bin/python3"):
-            argv[0] = self.pod_python or sys.executable  # "images run on the host's tools": the host's Python
-        env = {key: os.environ[key] for key in _PASS_ENV if key in os.environ}
-        if self.pod_python:
-            env.pop("PYTHONPATH", None)  # a stand-in image sees nothing of the host's packages
-        env.update({str(k): str(v) for k, v in spec.envs.items()})
-        env["PODRUN_NODE"] = spec.node
-        if spec.pod_name:
-            env["HOSTNAME"] = f"{self.user}-{spec.pod_name}"
-        if spec.node != "GPU":
-            env["CUDA_VISIBLE_DEVICES"] = ""  # only the GPU node has the GPU, as on CG2
-        else:
-            env.update({k: v for k, v in os.environ.items() if k.startswith(("CUDA_", "NVIDIA_"))})
-        if driver == "container":
-            host = {key: os.environ[key] for key in (*_PASS_ENV, "XDG_RUNTIME_DIR", "DOCKER_HOST", "CONTAINER_HOST") if key in os.environ}
-            pod_env = {k: v for k, v in env.items() if k not in _PASS_ENV and k != "HOSTNAME"}
-            pod_env["PODRUN_DATA"] = "/data"
-            return _container.pod_process(
-                _container.find_engine(self.images), root=self.root, user=self.user, volume_name=self.volume_name(spec.pod_name),
-                volume=volume, image=self._engine_image(spec.image),
-                node=spec.node, pod_name=spec.pod_name, entrypoint=_split_command(spec.command) or None,
-                argv=[str(a) for a in spec.args],
-                pod_env=pod_env, host_env=host)
-        if driver == "bwrap":
-            env["PODRUN_DATA"] = "/data"
-            return {"argv": _bwrap_prefix(volume, gpu=spec.node == "GPU", python=self.pod_python) + argv, "env": env, "cwd": "/", "driver": driver}
-        env["PODRUN_DATA"] = str(volume)
-        argv = [_DATA_TOKEN.sub(lambda _m: str(volume), arg) for arg in argv]
-        return {"argv": argv, "env": env, "cwd": str(volume), "driver": driver}
+        if self.effective_driver != "container":
+            return _drivers.process_pod(spec, volume, self.user, self.pod_python)
+        engine = _container.find_engine(self.images)
+        network = _network.ensure_network(engine, self.root, self.user)
+        _telemetry.ensure_telemetry(engine, self.root, self.user, network, self.images)
+        pod_env = _drivers.pod_env(spec, self.user)
+        pod_env["PODRUN_DATA"] = "/data"
+        return _container.pod_process(
+            engine, root=self.root, user=self.user, volume_name=self.volume_name(spec.pod_name), volume=volume,
+            image=self._engine_image(spec.image), node=spec.node, pod_name=spec.pod_name,
+            command=_drivers.split_command(spec.command), args=[str(a) for a in spec.args],
+            pod_env=pod_env, pod_dir=pod_dir, network=network)
 
     def _engine_image(self, image: str) -> str:
         found = self.resolve_image(image)
         if found is None:
             raise PlatformError(f"image {image!r} left the local image store while its pod was starting")
         return found.id
-
-    def _supervisor_alive(self, pid: int | None) -> bool:
-        if not pid:
-            return False
-        with _children_lock:
-            child = _children.get(pid)
-            if child is not None:
-                return child.poll() is None
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-
-    def _stop_pod(self, pod_dir: Path, timeout: float = 10.0) -> None:
-        """Stop the pod_name's running pod (a new run replaces it) and wait for its supervisor."""
-        record = _read_json(pod_dir / "state.json")
-        if record and "terminated" in record.get("state", {}):
-            return
-        pid = record.get("supervisor_pid") if record else None
-        if pid is None:
-            try:
-                pid = int((pod_dir / "supervisor.pid").read_text())
-            except (FileNotFoundError, ValueError):
-                return
-        if not self._supervisor_alive(pid):
-            # It died without recording an end: a container it ran may still be up.
-            _container.cleanup((_read_json(pod_dir / "spec.json") or {}).get("cleanup_argv"))
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while self._supervisor_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self._supervisor_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            # A killed supervisor cannot stop its container: do it here.
-            _container.cleanup((_read_json(pod_dir / "spec.json") or {}).get("cleanup_argv"))
-
-    def pod_status(self, pod_name: str | None = None) -> PodState:
-        pod_dir = self._pod_dir(pod_name)
-        record = _read_json(pod_dir / "state.json")
-        if record is None:
-            raise NotFound(f"no pod named {self.volume_name(pod_name)!r} has been run", code="POD_NOT_FOUND", status=404)
-        state = PodState(record["state"])
-        pid = record.get("supervisor_pid")
-        spec = _read_json(pod_dir / "spec.json") or {}
-        starting = pid is None and state.phase == "waiting" and state.reason == "ContainerCreating"
-        if starting:
-            try:
-                pid = int((pod_dir / "supervisor.pid").read_text())
-            except (FileNotFoundError, ValueError):
-                pid = None
-        if not state.is_terminal and not state.is_stuck and pid and not self._supervisor_alive(pid):
-            # The supervisor died without recording an end (killed, machine rebooted): say so
-            # rather than report "running" forever. Re-read first: it may have just finished.
-            record = _read_json(pod_dir / "state.json") or record
-            state = PodState(record["state"])
-            if not state.is_terminal and record.get("run_id") == spec.get("run_id"):
-                state = PodState({"terminated": {"exitCode": 137, "reason": "Lost",
-                                                 "message": "the pod's supervisor ended without recording an exit",
-                                                 "startedAt": state.detail.get("startedAt"), "finishedAt": None}})
-        return state
 
     def nodes_status(self) -> list[dict[str, str]]:
         return [{"name": NODE_STATUS_NAMES[node], "status": "True"} for node in NODES]
@@ -509,69 +364,20 @@ class LocalPlatform(Platform):
         VolumeDir(path).remove_volume()
 
     def shutdown(self) -> None:
-        """Stop every pod of this user (tests and the emulator call it on exit)."""
-        base = self.root / "pods" / self.user
-        if base.is_dir():
-            for pod_dir in base.iterdir():
-                self._stop_pod(pod_dir)
-        with _children_lock:
-            for pid in [pid for pid, c in _children.items() if c.poll() is not None]:
-                del _children[pid]
+        """Stop every pod of this user, its telemetry service and its network (tests and the
+        emulator call it on exit)."""
+        _pods.shutdown(self)
+        if _container.available(self.images):
+            engine = _container.find_engine(self.images)
+            _telemetry.stop_telemetry(engine, self.root, self.user)
+            _network.remove_network(engine, self.root, self.user)
 
 
-def _split_command(command: str | list[str] | None) -> list[str]:
-    if command is None or command == "":
-        return []
-    if isinstance(command, list):
-        return [str(c) for c in command]
-    try:
-        return shlex.split(command)
-    except ValueError as exc:
-        raise InvalidRequest(f"Invalid parameters: command {command!r} cannot be split: {exc}", status=400) from None
-
-
-def _parse_schedule(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidRequest(f"Invalid parameters: scheduled_time {value!r} is not an ISO-8601 timestamp with timezone", status=400) from None
-    if moment.tzinfo is None:
-        raise InvalidRequest(f"Invalid parameters: scheduled_time {value!r} needs a timezone, e.g. +00:00", status=400)
-    return moment.timestamp()
 
 
 def _check_image_name(image: str) -> None:
     if not isinstance(image, str) or not re.match(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[\w][\w.-]{0,127})?$", image):
         raise InvalidRequest(f"Invalid parameters: image name {image!r}: lowercase letters, digits, '.', '_', '-', '/' and an optional :tag", status=400)
-
-
-def _bwrap_prefix(volume: Path, gpu: bool, python: str | None = None) -> list[str]:
-    """Host file system read-only, the volume at /data, private /tmp; the interpreter and
-    podrun's own code stay visible even when they live under /tmp."""
-    args = ["bwrap"]
-    for entry in sorted(os.scandir("/"), key=lambda e: e.name):
-        if entry.name in ("proc", "dev", "tmp", "data", "sys"):
-            continue
-        if entry.is_symlink():
-            args += ["--symlink", os.readlink(entry.path), entry.path]
-        else:
-            args += ["--ro-bind", entry.path, entry.path]
-    args += ["--proc", "/proc", "--tmpfs", "/tmp"]
-    args += ["--dev-bind", "/dev", "/dev", "--ro-bind", "/sys", "/sys"] if gpu else ["--dev", "/dev"]
-    keep = {sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2])}
-    keep.update(p for p in sys.path if p and os.path.isdir(p))
-    if python:  # a stand-in pod interpreter (a venv): its tree must stay visible too
-        keep.add(str(Path(python).absolute().parents[1]))
-    for path in sorted(keep):
-        if path.startswith("/tmp/") and os.path.exists(path):
-            args += ["--ro-bind", path, path]
-    args += ["--bind", str(volume), "/data", "--chdir", "/data", "--unshare-pid", "--die-with-parent", "--"]
-    return args
 
 
 def _entries(items: list[Entry]) -> list[FileEntry]:
@@ -586,12 +392,3 @@ def _entries(items: list[Entry]) -> list[FileEntry]:
     return out
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write(path, json.dumps(data))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None

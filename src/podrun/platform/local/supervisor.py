@@ -3,8 +3,12 @@
 Standard library only and no imports from podrun, so it starts in a few milliseconds and
 keeps supervising after the client that started it has gone (a pod outlives its client).
 It waits for the scheduled time, runs the pod's argv in its own process group, stops it
-gracefully at ``max_duration`` (SIGTERM, then SIGKILL after a grace period) and records
-every transition in ``state.json`` in the Kubernetes container-state shape.
+gracefully at ``max_duration`` and when the pod is replaced (SIGTERM, then SIGKILL after the
+spec's ``grace_seconds``, Kubernetes' 30 s by default) and records every transition in
+``state.json`` in the Kubernetes container-state shape, with the reason it stopped.
+
+LocalPlatform starts it with a fixed environment and ``-I -S``; the pod's argv[0] is an
+absolute path resolved before, so nothing a pod's envs hold can choose what runs here.
 
 A container pod's spec carries ``cleanup_argv`` (``podman rm --force ...``): killing the
 engine's client process does not stop its container, so whenever the supervisor had to stop
@@ -13,6 +17,7 @@ the pod it runs that command before recording the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +26,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-GRACE_SECONDS = 3.0
+GRACE_SECONDS = 30.0  # when the spec names none: Kubernetes' terminationGracePeriodSeconds
 
 
 def _now() -> str:
@@ -34,6 +39,7 @@ class Supervisor:
         with open(os.path.join(pod_dir, "spec.json")) as f:
             self.spec = json.load(f)
         self.run_id = self.spec["run_id"]
+        self.grace = float(self.spec.get("grace_seconds", GRACE_SECONDS))
         self.child: subprocess.Popen | None = None
         self.stop_reason: str | None = None
         self.stop_requested_at = 0.0
@@ -57,14 +63,14 @@ class Supervisor:
         if self.child is not None:
             self._signal_child(signal.SIGTERM)
         else:
-            self.write_state({"terminated": {"exitCode": 137, "reason": self.stop_reason, "startedAt": None, "finishedAt": _now()}})
+            self.write_state({"terminated": {"exitCode": 137, "reason": self.stop_reason, "startedAt": None,
+                                             "finishedAt": _now()}})
             sys.exit(0)
 
     def _signal_child(self, signum: int) -> None:
-        try:
+        assert self.child is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.child.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
         if signum == signal.SIGKILL:
             self.cleanup()
 
@@ -72,16 +78,16 @@ class Supervisor:
         """Kill and remove the pod's container, if it has one (never raises)."""
         argv = self.spec.get("cleanup_argv")
         if argv:
-            try:
-                subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=30, env=self.spec.get("env"))
 
     def stop_child(self) -> int:
         """SIGTERM the pod's process group, SIGKILL it after the grace period."""
+        assert self.child is not None
         self._signal_child(signal.SIGTERM)
         try:
-            return self.child.wait(GRACE_SECONDS)
+            return self.child.wait(self.grace)
         except subprocess.TimeoutExpired:
             self._signal_child(signal.SIGKILL)
             return self.child.wait()
@@ -91,7 +97,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.on_signal)
         start_at = self.spec.get("start_at")
         if start_at:
-            self.write_state({"waiting": {"reason": "ContainerCreating", "message": f"scheduled for {self.spec['scheduled_time']}"}})
+            self.write_state({"waiting": {"reason": "ContainerCreating",
+                                          "message": f"scheduled for {self.spec['scheduled_time']}"}})
             while time.time() < start_at and self.stop_reason is None:
                 time.sleep(min(0.2, max(0.0, start_at - time.time())))
         if self.stop_reason:
@@ -101,19 +108,21 @@ class Supervisor:
         # so it always reaches the child (else the child would outlive its supervisor).
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
-            self.child = subprocess.Popen(
-                self.spec["argv"],
-                cwd=self.spec["cwd"],
-                env=self.spec["env"],
-                stdin=subprocess.DEVNULL,
-                stdout=open(os.path.join(self.pod_dir, "stdout.log"), "wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                # the child must not inherit the blocked mask: it stops gracefully on SIGTERM
-                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT}),
-            )
+            with open(os.path.join(self.pod_dir, "stdout.log"), "wb") as log:  # the child keeps its own copy
+                self.child = subprocess.Popen(
+                    self.spec["argv"],
+                    cwd=self.spec["cwd"],
+                    env=self.spec["env"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    # the child must not inherit the blocked mask: it stops gracefully on SIGTERM
+                    preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT}),
+                )
         except OSError as exc:
-            self.write_state({"terminated": {"exitCode": 127, "reason": "StartError", "message": str(exc), "startedAt": started, "finishedAt": _now()}})
+            self.write_state({"terminated": {"exitCode": 127, "reason": "StartError", "message": str(exc),
+                                             "startedAt": started, "finishedAt": _now()}})
             return
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
@@ -125,7 +134,7 @@ class Supervisor:
                 code = self.child.wait(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
                 break
             except subprocess.TimeoutExpired:
-                if self.stop_reason and time.monotonic() - self.stop_requested_at > GRACE_SECONDS:
+                if self.stop_reason and time.monotonic() - self.stop_requested_at > self.grace:
                     self._signal_child(signal.SIGKILL)
                     continue
                 if time.monotonic() >= deadline and not self.stop_reason:

@@ -1,0 +1,114 @@
+"""Pod networks of the container driver: one air-gapped network per user, as on CG2.
+
+Why: CG2's pods of one user reach each other by name (``server:80``) and nothing else: not
+another user's pods, not the ground, not the internet. Here each user of a LocalPlatform root
+gets one podman network created ``--internal`` (netavark gives it no default route and no NAT,
+so nothing beyond the bridge is reachable; aardvark-dns answers the pods' names and network
+aliases). Two users' networks are separate bridges with no route between them, so both can
+serve port 80. An internal network still gives the host an address on the bridge (the
+gateway, where aardvark-dns listens): under root, a firewall chain of podrun's own drops
+everything a pod sends to the host through that bridge except DNS, so a host service
+listening on all addresses is out of reach too.
+
+Not done: a port a pod did not declare in ``ports`` is still reachable by that user's other
+pods (traffic inside one bridge does not cross the host's IP firewall unless br_netfilter is
+loaded, which podrun does not impose on the machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from ...errors import PlatformError
+from .container import HOST_PATH, Engine, engine_env
+
+CHAIN = "PODRUN-INPUT"
+_FIREWALLS = ("iptables", "ip6tables")
+
+
+def network_name(root: Path, user: str) -> str:
+    """One network per (LocalPlatform root, user): two roots (two test sessions, an emulator and
+    a client) never share pods' names."""
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"podrun-{tag}-{user}")
+
+
+def ensure_network(engine: Engine, root: Path, user: str) -> str:
+    """Create the user's internal network once (a concurrent creator winning the race is fine)
+    and close the host to it; returns its name."""
+    name = network_name(root, user)
+    exists = ["network", "exists", name] if engine.name == "podman" else ["network", "inspect", name]
+    if engine.run(*exists).returncode != 0:
+        made = engine.run("network", "create", "--internal", "--label", "podrun=1", "--label", f"podrun.root={root}",
+                          "--label", f"podrun.user={user}", name)
+        if made.returncode != 0 and engine.run(*exists).returncode != 0:
+            raise PlatformError(f"{engine.name} network create {name} failed: {made.stderr.strip()[-500:]}")
+    if engine.name == "podman" and os.geteuid() == 0:
+        close_host(bridge_of(engine, name))
+    return name
+
+
+def bridge_of(engine: Engine, name: str) -> str:
+    """The host interface of a podman network (``podman3``)."""
+    done = engine.run("network", "inspect", name)
+    try:
+        return str(json.loads(done.stdout)[0]["network_interface"])
+    except (ValueError, LookupError, TypeError):
+        raise PlatformError(f"podman network inspect {name} gave no interface: {done.stderr.strip()[-300:]}") from None
+
+
+def _firewall(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which(tool, path=HOST_PATH)
+    if exe is None:
+        raise PlatformError(f"pod networks need {tool} to keep pods off the host: apt-get install iptables")
+    return subprocess.run([exe, "-w", "10", *args], capture_output=True, text=True, env=engine_env(),
+                          stdin=subprocess.DEVNULL, timeout=30)
+
+
+def close_host(bridge: str) -> None:
+    """Drop what pods send to the host through ``bridge``, DNS to aardvark-dns excepted
+    (idempotent: the rules are added once per bridge)."""
+    if not re.match(r"^[a-zA-Z0-9_.-]{1,15}$", bridge):
+        raise PlatformError(f"unexpected bridge interface name {bridge!r}")
+    for tool in _FIREWALLS:
+        if _firewall(tool, "-n", "-L", CHAIN).returncode != 0:
+            _firewall(tool, "-N", CHAIN)
+        if _firewall(tool, "-C", "INPUT", "-j", CHAIN).returncode != 0:
+            _firewall(tool, "-I", "INPUT", "1", "-j", CHAIN)
+        if _firewall(tool, "-C", CHAIN, "-i", bridge, "-j", "DROP").returncode == 0:
+            continue
+        for proto in ("udp", "tcp"):
+            _firewall(tool, "-A", CHAIN, "-i", bridge, "-p", proto, "--dport", "53", "-j", "RETURN")
+        done = _firewall(tool, "-A", CHAIN, "-i", bridge, "-j", "DROP")
+        if done.returncode != 0:
+            raise PlatformError(f"{tool} could not close the host to pod network {bridge}: {done.stderr.strip()[-300:]}")
+
+
+def open_host(bridge: str) -> None:
+    """Remove ``bridge``'s rules (the network is gone; netavark may reuse the name)."""
+    for tool in _FIREWALLS:
+        for rule in (["-p", "udp", "--dport", "53", "-j", "RETURN"], ["-p", "tcp", "--dport", "53", "-j", "RETURN"],
+                     ["-j", "DROP"]):
+            while _firewall(tool, "-D", CHAIN, "-i", bridge, *rule).returncode == 0:
+                pass
+
+
+def remove_network(engine: Engine, root: Path, user: str) -> None:
+    """Remove the user's network and its firewall rules when no container uses it any more."""
+    name = network_name(root, user)
+    if engine.run(*(["network", "exists", name] if engine.name == "podman" else ["network", "inspect", name])).returncode != 0:
+        return
+    bridge = None
+    if engine.name == "podman" and os.geteuid() == 0:
+        try:
+            bridge = bridge_of(engine, name)
+        except PlatformError:
+            bridge = None
+    if engine.run("network", "rm", name).returncode == 0 and bridge:
+        open_host(bridge)
