@@ -15,7 +15,14 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Where podman and mmdebstrap are installed, pods run inside a real python:3.X-slim image made
+# from Debian's packages (about a minute the first time, kept in $$PODRUN_HOME/images); elsewhere
+# they run on the host's Python and podrun says so.
 demo: $(STAMP)
+	@if command -v podman >/dev/null 2>&1 && command -v mmdebstrap >/dev/null 2>&1; then \
+		$(VENV)/bin/podrun images prepare "python:$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')-slim" \
+			|| echo "note: no image prepared; pods run on the host's Python"; \
+	fi
 	$(PY) examples/quickstart.py
 
 # The default suite; suites marked slow (arm64 under emulation) run in `make test-slow` and in CI.

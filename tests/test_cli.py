@@ -3,12 +3,9 @@ server subprocess), picked through a contexts file, with real effects checked ea
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path

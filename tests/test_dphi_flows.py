@@ -12,7 +12,6 @@ has ``wget``) stands in for it; ``alpine`` is the busybox stand-in.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import time
 from collections.abc import Iterator
@@ -23,14 +22,10 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
+from .conftest import require_image
 from .em_server import EmulatorProcess
 
 PYTHON_IMAGE = "python:3.11"
-# Image builds that execute the Dockerfile, pods inside their image with K8s command/args, and
-# per-user pod networks come with the local image store and the container driver. Until this
-# checkout has both, the flows that need them may fail; once it has, they must pass.
-WITHOUT_CG2_PODS = any(importlib.util.find_spec(f"podrun.platform.local.{m}") is None for m in ("images", "drivers"))
-needs_images = pytest.mark.xfail(WITHOUT_CG2_PODS, reason="needs the local image store and the container driver")
 ECHO_SCRIPT = b"""#!/bin/sh
 echo "is it this simple to run in space? $(date -u +%Y)" > /data/downlink.txt
 """
@@ -123,6 +118,8 @@ def filename_of(disposition: str) -> str:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DphiStyleClient]:
+    for image in ("busybox", PYTHON_IMAGE):  # the script's alpine and python images
+        require_image(image)
     with EmulatorProcess(tmp_path_factory.mktemp("dphi"), users=("client1:space-pw",)) as em:
         dphi = DphiStyleClient(em.url, "client1", "space-pw")
         yield dphi
@@ -134,7 +131,6 @@ def completed(state: dict[str, Any]) -> None:
     assert "terminated" in state and state["terminated"]["exitCode"] == 0 and state["terminated"]["reason"] == "Completed", state
 
 
-@needs_images
 def test_simple_operations(client):
     """Nodes, list, uplink a Dockerfile and its ENTRYPOINT script, build, run with the image's
     own entrypoint, run on the GPU with a command, a scheduled run, downlinks, deletes."""
@@ -196,7 +192,6 @@ def test_pod_volumes(client):
     assert client.downlink("hello-space.txt", pod_name="pod-a") == ("hello-space.txt", b"Is this the final frontier?\n")
 
 
-@needs_images
 def test_pod_intercommunication(client):
     server = client.run(PYTHON_IMAGE, pod_name="server", max_duration=2, ports=[80], command="python -m http.server 80")
     assert server.status_code == 200

@@ -378,9 +378,12 @@ def test_concurrent_calls_of_one_user_get_423_and_the_client_rides_through(serve
     busy = _slow_uplink(server.url, token)
     try:
         deadline = time.monotonic() + 10
-        while (
-            locked := httpx.get(f"{server.url}/em/files/list", headers={"Authorization": f"Bearer {token}"})
-        ).status_code != 423:
+
+        def probe() -> httpx.Response:  # a fresh token each time: this server's tokens live 1 s
+            fresh = httpx.post(f"{server.url}/auth/", data={"username": user, "password": password}).json()["access"]
+            return httpx.get(f"{server.url}/em/files/list", headers={"Authorization": f"Bearer {fresh}"})
+
+        while (locked := probe()).status_code != 423:
             assert time.monotonic() < deadline, locked.text  # the slow uplink has reached its handler
             time.sleep(0.05)
         assert locked.json() == {"error": "LOCKED", "message": "CG2 is busy with another request of this user; try again"}

@@ -203,10 +203,12 @@ def test_only_the_gpu_node_sees_the_gpu(platform):
 
 def test_image_build_then_run(platform, pod_architecture):
     require_image("python:3.11-slim", pod_architecture)  # FROM it: builds run against the image store
-    platform.uplink([("Dockerfile", b"FROM fpga.dphi.space:5000/python:3.11-slim\nCOPY . /app\n")], dest_path="echo-test", pod_name="pod-b")
+    dockerfile = b"FROM fpga.dphi.space:5000/python:3.11-slim\nCOPY . /app\n"
+    platform.uplink([("Dockerfile", dockerfile)], dest_path="echo-test", pod_name="pod-b")
     platform.image_build("echo-test/Dockerfile", "echo-test", "echo-test/", pod_name="pod-b")
     assert any("echo-test" in item["Repository"] for item in platform.image_list())
-    platform.run_pod(PodSpec(image="echo-test", node="FPGA", max_duration=1, command="/bin/sh", args=["-c", "echo built > /data/b"], pod_name="pod-b"))
+    platform.run_pod(PodSpec(image="echo-test", node="FPGA", max_duration=1, command="/bin/sh",
+                             args=["-c", "echo built > /data/b"], pod_name="pod-b"))
     assert wait_terminal(platform, "pod-b").exit_code == 0
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..platform.base import Platform
-from ..platform.local import LocalPlatform, default_home
+from ..platform.home import default_home
 from ..platform.metered import MeteredPlatform
 
 PLATFORMS = ("local", "em")
@@ -267,11 +267,14 @@ def _build() -> Platform:
             setting = next(s for s in SETTINGS if s.platform == resolved.platform and s.name == name)
             raise ConfigError(
                 f"the {resolved.platform} platform needs its {name}: put it in a context of {resolved.path} "
-                f"({name.replace('_', '-')} = ...), set {setting.env}, or podrun.configure(platform={resolved.platform!r}, {name}=...)")
+                f"({name.replace('_', '-')} = ...), set {setting.env}, "
+                f"or podrun.configure(platform={resolved.platform!r}, {name}=...)")
     if resolved.platform == "em":
         from ..platform.em import EMPlatform
 
         return EMPlatform.from_settings(**resolved.options())
+    from ..platform.local import LocalPlatform  # not in a pod's zipapp: pods never start pods
+
     return LocalPlatform(**resolved.options())
 
 

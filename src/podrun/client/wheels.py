@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PodrunError, UsageError, WheelError
-from ..platform.local.images import pod_arch
 from ..wire.bundle import python_version
 from ..wire.hashing import content_hash
 
@@ -48,6 +47,8 @@ def wheel_platform(platform_kind: str) -> str:
     if os.environ.get("PODRUN_WHEEL_PLATFORM"):
         return os.environ["PODRUN_WHEEL_PLATFORM"]
     if platform_kind == "local":  # the local pods' architecture (PODRUN_LOCAL_ARCH), the host's by default
+        from ..platform.local.images import pod_arch  # the client's side only: not in a pod's zipapp
+
         return f"manylinux2014_{ {'arm64': 'aarch64', 'amd64': 'x86_64'}.get(pod_arch(), host.machine())}"
     return "manylinux2014_aarch64"
 

@@ -19,6 +19,7 @@ import h11
 from uvicorn.config import LOG_LEVELS
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..platform import em_protocol as P
 from ..platform.em_protocol import error_body
 from .app import EmulatorConfig, create_app
 
@@ -137,18 +138,17 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         self._disarm()
+        # h11 refuses a head still incomplete past its limit; whether it gets there or the
+        # whole head arrives first depends on how the bytes were split in transit, so the
+        # answer is decided by what is pending, not by which check fired.
+        if len(self.conn.trailing_data[0]) > P.MAX_HEADER_BYTES:
+            events = _answer(431, b"Request Header Fields Too Large", "HEADERS_TOO_LARGE",
+                             f"the request's headers are over {P.MAX_HEADER_BYTES} bytes")
+        else:
+            events = _answer(400, b"Bad Request", "BAD_REQUEST",
+                             "Invalid HTTP request received (request line or headers malformed)")
         with contextlib.suppress(h11.LocalProtocolError):
-            self.transport.write(
-                b"".join(
-                    self.conn.send(e) or b""
-                    for e in _answer(
-                        400,
-                        b"Bad Request",
-                        "BAD_REQUEST",
-                        "Invalid HTTP request received (request line or headers malformed, or the headers are over 16 KiB)",
-                    )
-                )
-            )
+            self.transport.write(b"".join(self.conn.send(e) or b"" for e in events))
         self.transport.close()
 
 
@@ -178,7 +178,7 @@ def serve(config: EmulatorConfig, host: str, port: int, log_level: str, timeouts
         lifespan="on",
         http=GuardedH11Protocol,
         timeout_keep_alive=int(max(1, timeouts.keep_alive)),
-        h11_max_incomplete_event_size=16 * 1024,
+        h11_max_incomplete_event_size=P.MAX_HEADER_BYTES,
         ws="none",
         server_header=False,
     )

@@ -31,8 +31,10 @@ from ..wire.hashing import content_hash
 # module-level function, ``podrun.get_object`` inside a call). The HTTP client and the surfaces
 # stay out: a pod never talks to the EM API.
 PODRUN_PARTS = ("__init__.py", "errors.py", "wire", "store", "runtime", "platform", "client")
-# Not needed in a pod: the EM API client (httpx), the telemetry server (a script run in its own container).
-EXCLUDE = frozenset({"podrun/platform/em.py", "podrun/platform/local/telemetry_server.py"})
+# Not needed in a pod, which talks to no EM API: its client (httpx) and its protocol table, and
+# the telemetry server (a script run in its own container). The local platform stays: shipped
+# modules may import it at import time, as this project's own tests do.
+EXCLUDE_PREFIXES = ("podrun/platform/em.py", "podrun/platform/em_protocol.py", "podrun/platform/local/telemetry_server.py")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 MAIN_TEMPLATE = """\
@@ -99,7 +101,7 @@ def _package_sources(package_dir: Path, prefix: str, parts: tuple[str, ...] | No
             if "__pycache__" in path.parts:
                 continue
             name = f"{prefix}/{path.relative_to(package_dir).as_posix()}"
-            if name not in EXCLUDE:
+            if not name.startswith(EXCLUDE_PREFIXES):
                 sources[name] = path.read_bytes()
     return sources
 

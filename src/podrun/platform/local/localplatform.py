@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 from ...errors import InvalidRequest, NotFound, PlatformError, UsageError
 from ..base import Platform, Progress, UplinkFile, content_size
 from ..files import atomic_write, private_dirs
+from ..home import default_home
 from ..paths import check_file_name, clean_relative
 from ..types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
 from . import builds as _builds
@@ -45,14 +46,6 @@ STOCK_IMAGES = frozenset(
     [f"python:{v}{s}" for v in ("3.10", "3.11", "3.12") for s in ("", "-slim", "-alpine")]
     + ["dphi-embedded-ml-armv8-py311", "distroless-python3-debian12", "alpine", "busybox"]
 )
-
-
-def default_home() -> Path:
-    """``$PODRUN_HOME``, else ``$XDG_DATA_HOME/podrun``, else ``~/.local/share/podrun``."""
-    if os.environ.get("PODRUN_HOME"):
-        return Path(os.environ["PODRUN_HOME"])
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "podrun"
 
 
 def image_root_tag(root: Path) -> str:
@@ -135,7 +128,8 @@ class LocalPlatform(Platform):
         return self.root / "pods" / self.user / self.volume_name(pod_name)
 
     # files ---------------------------------------------------------------------------------
-    def uplink(self, files: Sequence[UplinkFile], dest_path: str = "", pod_name: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    def uplink(self, files: Sequence[UplinkFile], dest_path: str = "", pod_name: str | None = None,
+               progress: Progress | None = None) -> dict[str, Any]:
         if not files:
             raise InvalidRequest("No files were provided for uplink!", code="NO_FILES", status=400)
         clean_relative(dest_path)
@@ -210,7 +204,8 @@ class LocalPlatform(Platform):
             atomic_write(marker, f"{USER_PREFIX}/{image_root_tag(self.root)}/\n")
 
     def _host_volume_path(self, pod_name: str | None, path: str) -> str:
-        return f"/clients/{self.user}-pvc/{clean_relative(path)}" if pod_name is None else f"/clients/{pod_name}/{clean_relative(path)}"
+        volume = f"{self.user}-pvc" if pod_name is None else pod_name
+        return f"/clients/{volume}/{clean_relative(path)}"
 
     def _log_paths(self, pod_name: str | None) -> dict[str, str]:
         """Host paths a build or load log may show, and what CG2's log shows instead."""
@@ -377,7 +372,8 @@ class LocalPlatform(Platform):
 
 def _check_image_name(image: str) -> None:
     if not isinstance(image, str) or not re.match(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[\w][\w.-]{0,127})?$", image):
-        raise InvalidRequest(f"Invalid parameters: image name {image!r}: lowercase letters, digits, '.', '_', '-', '/' and an optional :tag", status=400)
+        raise InvalidRequest(f"Invalid parameters: image name {image!r}: lowercase letters, digits, '.', '_', '-', '/' "
+                             "and an optional :tag", status=400)
 
 
 def _entries(items: list[Entry]) -> list[FileEntry]:
