@@ -8,8 +8,9 @@ as a fresh user per test, so tests never see each other's volumes or pods.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +112,33 @@ def container_reason() -> str | None:
     return container.reason_unavailable(ImageStore(image_store()))
 
 
-def wait_terminal(platform: Platform, pod_name: str, timeout: float = 120) -> Any:
-    """The pod's state once it has ended (an AssertionError with its last state if it does not)."""
+def wait_terminal(platform: Platform, pod_name: str | None = None, timeout: float = 120) -> Any:
+    """The pod's state once it has ended or is stuck (e.g. ImagePullBackOff); an AssertionError
+    with its last state if neither happens in time."""
     import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = platform.pod_status(pod_name)
-        if state.is_terminal:
+        if state.is_terminal or state.is_stuck:
             return state
         time.sleep(0.05)
     raise AssertionError(f"pod {pod_name} did not end within {timeout} s: {platform.pod_status(pod_name)}")
+
+
+@contextlib.contextmanager
+def two_tenants(root: Path, stop_grace: float) -> Iterator[dict[str, LocalPlatform]]:
+    """alice and bob on one root (as in a shared emulator), container driver; afterwards both
+    are shut down and the engine is checked for leftovers (and cleaned if a test left any)."""
+    made = {user: container_platform(root, user, stop_grace=stop_grace) for user in ("alice", "bob")}
+    try:
+        yield made
+    finally:
+        for platform in made.values():
+            platform.shutdown()
+        left = engine_leftovers(root)
+        cleanup_engine(root)
+        assert not left, f"left in the engine: {left}"
 
 
 def engine_leftovers(root: Path) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from podrun.platform.local.images import Image, ImageStore, normalize, pod_arch,
 from podrun.platform.types import PodSpec
 
 from .conftest import TEST_IMAGE_STORE, require_image
+from .platforms import wait_terminal
 
 REGISTRY = "fpga.dphi.space:5000/"
 _MACHINE = {"arm64": "aarch64", "amd64": "x86_64"}
@@ -99,16 +99,6 @@ def store() -> ImageStore:
     return ImageStore(TEST_IMAGE_STORE)
 
 
-def _wait(platform: LocalPlatform, pod_name: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = platform.pod_status(pod_name)
-        if state.is_terminal or state.is_stuck:
-            return state
-        time.sleep(0.05)
-    raise AssertionError(f"pod {pod_name} did not end: {platform.pod_status(pod_name)}")
-
-
 @pytest.fixture
 def container(podrun_home: Path):
     require_image("busybox")
@@ -121,7 +111,7 @@ def _run(platform: LocalPlatform, image: str, script: str, pod_name: str = "p", 
     """Run ``script`` with the image's /bin/sh; its stdout goes to the volume (CG2 keeps none)."""
     platform.run_pod(PodSpec(image=image, node="MPU", max_duration=1, pod_name=pod_name, command="/bin/sh",
                              args=["-c", f"({script}) > /data/out.txt 2>&1"], **kw))
-    state = _wait(platform, pod_name)
+    state = wait_terminal(platform, pod_name)
     out = (platform.volume_path(pod_name) / "out.txt").read_text() if state.is_terminal else ""
     assert state.is_terminal and state.exit_code == 0, (state, out)
     return out

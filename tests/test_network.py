@@ -21,7 +21,7 @@ from podrun.platform.local import container as _container
 from podrun.platform.local import network as _network
 from podrun.platform.types import PodSpec
 
-from .platforms import cleanup_engine, container_platform, container_reason, engine_leftovers, wait_terminal
+from .platforms import container_reason, two_tenants, wait_terminal
 
 IMAGE = "python:3.11-slim"
 UNAVAILABLE = container_reason()
@@ -45,16 +45,8 @@ json.dump(out, open("/data/fetched.json", "w"))
 
 @pytest.fixture
 def tenants(podrun_home: Path) -> Iterator[dict[str, LocalPlatform]]:
-    root = podrun_home / "local"
-    made = {user: container_platform(root, user, stop_grace=1) for user in ("alice", "bob")}
-    try:
+    with two_tenants(podrun_home / "local", stop_grace=1) as made:
         yield made
-    finally:
-        for platform in made.values():
-            platform.shutdown()
-        left = engine_leftovers(root)
-        cleanup_engine(root)
-        assert not left, f"left in the engine: {left}"
 
 
 def _serve(platform: LocalPlatform, text: str, args: tuple[str, ...] = ("--directory", "/data")) -> None:

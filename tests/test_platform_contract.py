@@ -11,20 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podrun.errors import IllegalPath, InvalidRequest, NotFound
-from podrun.platform.types import PodSpec, PodState, walk_entries
+from podrun.platform.types import PodSpec, walk_entries
 
 from .conftest import require_image
-from .platforms import escapes_volume
-
-
-def wait_terminal(platform, pod_name=None, timeout=30.0) -> PodState:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = platform.pod_status(pod_name)
-        if state.is_terminal or state.is_stuck:
-            return state
-        time.sleep(0.05)
-    raise AssertionError(f"pod {pod_name} did not end within {timeout}s: {state}")
+from .platforms import escapes_volume, wait_terminal
 
 
 def sh(script: str, pod_name: str | None = None, **kw) -> PodSpec:

@@ -24,7 +24,7 @@ from podrun.platform.local import LocalPlatform, drivers
 from podrun.platform.local import container as _container
 from podrun.platform.types import PodSpec
 
-from .platforms import cleanup_engine, container_platform, container_reason, engine_leftovers, wait_terminal
+from .platforms import container_reason, two_tenants, wait_terminal
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "python:3.11-slim"
@@ -36,16 +36,8 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the escapes were found w
 @pytest.fixture
 def pods(podrun_home: Path) -> Iterator[dict[str, LocalPlatform]]:
     """Two tenants of one root (as in a shared emulator), stopped and checked for leftovers."""
-    root = podrun_home / "local"
-    made = {user: container_platform(root, user, stop_grace=2) for user in ("alice", "bob")}
-    try:
+    with two_tenants(podrun_home / "local", stop_grace=2) as made:
         yield made
-    finally:
-        for platform in made.values():
-            platform.shutdown()
-        left = engine_leftovers(root)
-        cleanup_engine(root)
-        assert not left, f"left in the engine: {left}"
 
 
 def _run(platform: LocalPlatform, pod_name: str, code: str, **extra: object) -> dict:
