@@ -17,7 +17,7 @@ from podrun.platform.local.images import Image, ImageStore, ImageStoreError, pod
 from podrun.platform.metered import PROCESS_STATS
 
 from .em_server import remove_images
-from .platforms import PLATFORM_KINDS, make_platform
+from .platforms import PLATFORM_KINDS, make_platform, require_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 # One image store for the whole session, prepared once (``.ci/run`` does it): no test prepares
@@ -149,3 +149,9 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 12
     """Run ``code`` in a fresh interpreter of this environment (a second client process)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+@pytest.fixture
+def _require_engine() -> None:
+    """Behind ``platforms.needs_engine``: the container driver must run here (a failure in CI)."""
+    require_engine()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -110,6 +112,26 @@ def container_reason() -> str | None:
     from podrun.platform.local.images import ImageStore
 
     return container.reason_unavailable(ImageStore(image_store()))
+
+
+@functools.cache
+def _engine_reason() -> str | None:
+    return container_reason()
+
+
+def require_engine() -> None:
+    """Skip, saying why, where the container driver cannot run here; in CI (``CI`` set, where
+    ``.ci/run`` installs podman and prepares the images) that is a failure, never a skip."""
+    reason = _engine_reason()
+    if reason is not None:
+        message = f"container driver unavailable: {reason}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+# A marker for whole tests and modules (its fixture is in conftest.py); see require_engine.
+needs_engine = pytest.mark.usefixtures("_require_engine")
 
 
 def wait_terminal(platform: Platform, pod_name: str | None = None, timeout: float = 120) -> Any:

@@ -21,11 +21,10 @@ from podrun.platform.local import container as _container
 from podrun.platform.local import network as _network
 from podrun.platform.types import PodSpec
 
-from .platforms import container_reason, two_tenants, wait_terminal
+from .platforms import needs_engine, two_tenants, wait_terminal
 
 IMAGE = "python:3.11-slim"
-UNAVAILABLE = container_reason()
-pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container driver unavailable: {UNAVAILABLE}")
+pytestmark = needs_engine
 
 # Fetch each URL (retrying while the server starts), write {url: body or error} to /data/fetched.json.
 FETCH = """

@@ -23,7 +23,7 @@ from podrun.platform.local import container as _container
 from podrun.platform.local.images import ImageStore
 from podrun.platform.types import PodSpec
 
-from .platforms import cleanup_engine, engine_leftovers, image_store
+from .platforms import cleanup_engine, engine_leftovers, image_store, needs_engine
 from .platforms import container_platform as make_container_platform
 
 MINOR = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -104,8 +104,6 @@ def test_unavailable_engine_is_a_typed_error_and_auto_says_it_falls_back(podrun_
 # --- with an engine ------------------------------------------------------------------------
 
 STORE = ImageStore(image_store())
-UNAVAILABLE = _container.reason_unavailable(STORE)
-needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container driver unavailable: {UNAVAILABLE}")
 
 
 def _containers(platform: LocalPlatform) -> list[dict]:

@@ -24,12 +24,10 @@ from podrun.platform.local import LocalPlatform, drivers
 from podrun.platform.local import container as _container
 from podrun.platform.types import PodSpec
 
-from .platforms import container_reason, two_tenants, wait_terminal
+from .platforms import needs_engine, two_tenants, wait_terminal
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "python:3.11-slim"
-UNAVAILABLE = container_reason()
-needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container driver unavailable: {UNAVAILABLE}")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the escapes were found with podrun running as root")
 
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from podrun.platform.local import LocalPlatform, telemetry
 from podrun.platform.types import PodSpec
 
-from .platforms import cleanup_engine, container_platform, container_reason, engine_leftovers, wait_terminal
+from .platforms import cleanup_engine, container_platform, engine_leftovers, needs_engine, wait_terminal
 
 sgp4 = pytest.importorskip("sgp4.api", reason="the telemetry service needs sgp4 (in the test extra)")
 
@@ -148,8 +148,6 @@ def test_images_come_as_a_png_or_a_stored_zip_and_bad_requests_are_400(service: 
 
 # --- from pods -------------------------------------------------------------------------------
 
-UNAVAILABLE = container_reason()
-needs_engine = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"container driver unavailable: {UNAVAILABLE}")
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from podrun.platform.local import LocalPlatform
 from podrun.wire.tracebacks import ORIGINS, ExceptionEntry, Frame, TraceRecord, code_id
 
 from . import traceback_helper
-from .platforms import container_platform, container_reason
+from .platforms import container_platform, require_engine
 
 HERE = str(Path(__file__).resolve())
 HELPER = str(Path(traceback_helper.__file__).resolve())
@@ -36,9 +36,8 @@ IMAGE = f"python:{sys.version_info[0]}.{sys.version_info[1]}-slim"
 
 @pytest.fixture(params=["process", "container"])
 def driver_platform(request: pytest.FixtureRequest, podrun_home: Path):
-    reason = container_reason() if request.param == "container" else None
-    if reason is not None:
-        pytest.skip(f"driver {request.param} unavailable: {reason}")
+    if request.param == "container":
+        require_engine()
     platform = (container_platform(podrun_home / "local", "local") if request.param == "container"
                 else LocalPlatform(podrun_home / "local", driver=request.param))
     podrun.configure(platform)

@@ -21,10 +21,11 @@ import podrun
 from podrun.client import wheels
 from podrun.client.remote import RemoteOptions
 from podrun.platform.local import LocalPlatform
-from podrun.platform.local import container as _container
 from podrun.runtime import wheels as runtime_wheels
 from podrun.store.volume_blobs import VolumeBlobs
 from podrun.wire.hashing import content_hash
+
+from .platforms import require_engine
 
 
 def make_wheel(directory: Path, name: str = "tinywheel", version: str = "1.0", value: int = 7, data_scheme: bool = False) -> Path:
@@ -236,8 +237,8 @@ def test_shipped_msgpack_wins_over_the_runtimes_and_the_images(pod: str, podrun_
     # "host": the pod's interpreter has msgpack of its own (the image's copy) and the runtime has
     # imported it; "bare" and "container" (the real python:3.X-slim image): only the zipapp's
     # pure-Python msgpack, which the runtime imported.
-    if pod == "container" and _container.reason_unavailable():
-        pytest.skip(f"container driver unavailable: {_container.reason_unavailable()}")
+    if pod == "container":
+        require_engine()
     platform = LocalPlatform(podrun_home / "local", python=bare_python if pod == "bare" else None,
                              driver="container" if pod == "container" else None)
     podrun.configure(platform)
