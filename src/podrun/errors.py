@@ -29,6 +29,7 @@ The hierarchy::
     ├── RemoteFailure                   a call ended without its return value
     │   ├── RemoteError                 a remote exception whose type cannot be rebuilt here
     │   ├── PodFailed                   the pod ended without the call's result
+    │   ├── PodBusy (TimeoutError)      the pod_name stayed held by other clients' jobs past the wait
     │   ├── CallTimeout (TimeoutError)  the call ran past its own ``timeout`` in the pod
     │   └── Cancelled (concurrent.futures.CancelledError)  skipped at the client's request
     ├── WaitTimeout (TimeoutError)      ``fut.get(timeout=)`` waited that long; the call keeps running
@@ -219,6 +220,15 @@ class PodFailed(RemoteFailure):
         self.status = status
 
 
+class PodBusy(RemoteFailure, TimeoutError):
+    """The pod_name's pod stayed held by other clients' jobs (of another kind) past the wait;
+    the call never ran. ``holders`` lists who held it (client, job, since)."""
+
+    def __init__(self, message: str, *, holders: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.holders = holders or []
+
+
 class CallTimeout(RemoteFailure, TimeoutError):
     """A call ran past its own ``timeout`` inside the pod (terminal record ``TIMEOUT``)."""
 
@@ -308,6 +318,7 @@ __all__ = [
     "NotFound",
     "PlatformError",
     "PodFailed",
+    "PodBusy",
     "PodrunError",
     "PrepareError",
     "RemoteError",

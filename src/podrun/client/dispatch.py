@@ -13,24 +13,54 @@ lane that runs its jobs one after another. The packing rule users can rely on:
 A job with ``keep_warm`` goes to the lane's warm pod when one of its kind is serving (an
 uplink into the inbox, no pod start), and starts one otherwise.
 
+Other clients, on this machine or others, share the pod_name: before its first job a lane
+takes the pod_name's lease (``store/pod_lease.py``) and holds it, renewed, while jobs keep
+coming; it releases it when idle, when a job of another kind needs the pod, and at exit. A
+lane that cannot have the pod (other clients' jobs of another kind hold it) waits, and past
+``PODRUN_POD_WAIT`` fails the job's calls with ``PodBusy`` naming the holders.
+
 One thread per busy lane (not per call or future); it ends after ``IDLE`` seconds idle.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from collections import deque
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PodFailed
+from ..errors import PodBusy, PodFailed
 from ..platform.metered import MeteredPlatform
+from ..store.pod_lease import Grant, PodLease, Renewer
+from ..wire.hashing import content_hash
 from .future import ObjectFuture
-from .job import Job, PendingGroup
+from .job import Job, JobKey, PendingGroup
 from .warm import WarmPod
 
 LINGER = 0.005
 IDLE = 2.0
+
+
+@dataclass
+class Held:
+    """The pod_name's lease as a lane holds it: for jobs of one kind, renewed meanwhile."""
+
+    lease: PodLease
+    grant: Grant
+    renewer: Renewer
+    key: JobKey
+
+    def release(self) -> None:
+        self.renewer.stop()
+        with suppress(Exception):  # best effort: an unreleased lease lapses after its ttl
+            self.lease.release(self.grant)
+
+
+_LANES: weakref.WeakSet[Lane] = weakref.WeakSet()
 
 
 class Lane:
@@ -42,6 +72,9 @@ class Lane:
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
         self.warm = WarmPod()  # the warm pod this lane believes serves its pod_name
+        self.held: Held | None = None  # the pod_name's lease, while this lane has jobs
+        self.busy = False  # a job of this lane is out (its lease must not be given back at exit)
+        _LANES.add(self)
 
     def submit(self, group: PendingGroup) -> None:
         for future in group.futures:
@@ -62,6 +95,30 @@ class Lane:
             future.job.request_cancel(future)
         return False
 
+    def _hold(self, job: Job) -> Held:
+        """The lease for ``job``: the one this lane holds for jobs of its kind, else a new one
+        (waiting for other clients' jobs of another kind). What it grants decides whether the
+        job starts a pod or joins the warm pod serving."""
+        held = self.held
+        if held is not None and held.key == job.key and not held.renewer.lost:
+            held.renewer.job_id = job.job_id
+            if not job.key.keep_warm:
+                self.warm.key = None  # one pod per job: each job starts its own
+            return held
+        self.release()
+        lease = PodLease.on(self.platform, self.pod_name)
+        kind = content_hash(repr(job.key).encode())[:16]  # the key's values (envs) stay out of the shared record
+        grant = lease.acquire(job.job_id, kind, bool(job.key.keep_warm), image=job.key.image, node=job.key.node)
+        self.warm.key = None if grant.start_pod else job.key
+        held = self.held = Held(lease, grant, Renewer(lease, grant), job.key)
+        return held
+
+    def release(self) -> None:
+        """Give the pod_name's lease back (idle, another kind next, or exit)."""
+        held, self.held = self.held, None
+        if held is not None:
+            held.release()
+
     def _take(self) -> list[PendingGroup]:
         live = [g for g in self.pending if g.alive]
         self.pending.clear()
@@ -81,6 +138,7 @@ class Lane:
                         self.cond.wait(IDLE)
                         if not self.pending:
                             self.thread = None
+                            self.release()
                             return
                     first = self.pending[0].submitted_at
                 time.sleep(max(0.0, first + LINGER - time.monotonic()))
@@ -90,7 +148,17 @@ class Lane:
                         continue
                     # Built under the lock: from here a cancel finds its call in this job.
                     job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home, warm=self.warm)
-                retry = job.run()
+                try:
+                    job.lease = self._hold(job)
+                except PodBusy as busy:
+                    job.fail(busy)
+                    batch = []
+                    continue
+                self.busy = True
+                try:
+                    retry = job.run()
+                finally:
+                    self.busy = False
                 batch = []
                 if retry:
                     with self.cond:
@@ -131,6 +199,15 @@ class Dispatcher:
             if lane is None:
                 lane = self.lanes[pod_name] = Lane(self.platform, pod_name, self.home)
         lane.submit(group)
+
+
+@atexit.register
+def _release_all() -> None:
+    """At exit every idle lane gives its lease back, so other clients need not wait for it to
+    lapse; a lane whose job is still out keeps it until it lapses (the job runs on in its pod)."""
+    for lane in list(_LANES):
+        if not lane.busy:
+            lane.release()
 
 
 _dispatchers: dict[str, Dispatcher] = {}

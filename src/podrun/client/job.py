@@ -15,7 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import msgpack
@@ -53,6 +53,9 @@ from .future import DeferredValue, ObjectFuture
 from .tracebacks import render_info
 from .warm import WarmPod, await_warm_job
 from .wheels import ShippedWheel
+
+if TYPE_CHECKING:
+    from .dispatch import Held
 
 LIVE_JOBS: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()  # this process's jobs
 MAX_ATTEMPTS = 2  # a group whose blobs vanished from the volume is re-sent once, with them
@@ -123,6 +126,7 @@ class Job:
         self.runtime_from_volume: str | None = None  # the zipapp's hash when the pod runs it from the volume
         self.shipped: frozenset[str] = frozenset()  # modules shipped by source: their traceback frames render from here
         self._command = ""
+        self.lease: Held | None = None  # the pod_name's lease its lane holds for it (dispatch.py)
         self._cancel_lock = threading.Lock()
         self._cancel_wanted: set[int] = set()
         self._cancel_sent: set[int] = set()
@@ -170,6 +174,10 @@ class Job:
                 return
             self._journal_outcomes()
 
+    def fail(self, exc: Exception) -> None:
+        """End every call of a job that never reached the pod (``PodBusy``)."""
+        self._fail_all(exc)
+
     def _fail_all(self, exc: Exception) -> None:
         """Every call of the job ends with the platform's error itself (typed: podrun.errors),
         or a PodFailed that names and chains an error of another kind."""
@@ -207,15 +215,15 @@ class Job:
             boot.uplink_apart(self.platform, self.pod_name)
             bundle = encode_bundle(packed.header, {})
         self.embedded += boot.installs
-        if self.key.keep_warm:
-            # A warm pod's job waits in the inbox; a pod is started only if none of this kind serves.
+        if self.key.keep_warm and self.warm.key == self.key:
+            # A warm pod of this kind serves: the job waits in its inbox, no pod is started.
             boot.in_inbox = True
             self._command = f"{boot.command} --serve {self.key.keep_warm:g}"
             self.platform.uplink([(self.job_id, bundle)], dest_path=INBOX, pod_name=self.pod_name)
-            if self.warm.key != self.key:
-                self._start_pod()
             return
-        self._command = boot.command
+        # A new warm pod runs this job first, from the job's folder: never from the inbox, where
+        # a pod of another kind, serving until it is replaced, could take it.
+        self._command = boot.command + (f" --serve {self.key.keep_warm:g}" if self.key.keep_warm else "")
         self.platform.uplink([(BUNDLE_NAME, bundle)], dest_path=job_dir(self.job_id), pod_name=self.pod_name)
         self._start_pod()
 
@@ -254,8 +262,14 @@ class Job:
             return False
         return state.phase == "running" or (state.phase == "waiting" and not state.is_stuck)
 
+    def _restart(self) -> None:
+        """The warm pod ended before taking this job: start one, unless another holder of the
+        lease already did or the pod was stopped on purpose (``PodLease.claim_restart``)."""
+        if self.lease is None or self.lease.lease.claim_restart(self.lease.grant):
+            self._start_pod()
+
     def _await_warm(self) -> PodState | None:
-        state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._start_pod, on_tick=self._send_cancels)
+        state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._restart, on_tick=self._send_cancels)
         if state is not None:
             self.warm.key = None  # that pod is gone
         return state
@@ -352,11 +366,22 @@ class Job:
                 message += ("; fix: 'podrun images ls' lists your images; build one with 'podrun images build' "
                             "(then 'podrun images push'), or pick a stock image with image= "
                             f"(e.g. image='python:{python_version()}-slim')")
+        elif (stopped := self._stopped_by()) is not None:
+            status, message = rec.KILLED, f"{stopped} before this call finished; {detail}"
         elif status == rec.KILLED:
             message = f"the pod was stopped ({reason}) before this call finished; {detail}"
         else:
             message = f"the pod ended without a result for this call; {detail}"
         return PodFailed(f"job {self.job_id}: {message}", state=state, status=status)
+
+    def _stopped_by(self) -> str | None:
+        """Who stopped or replaced this job's pod, from the pod_name's lease (None: nobody did)."""
+        if self.lease is None:
+            return None
+        try:
+            return self.lease.lease.ended_by(self.job_id, self.lease.grant)
+        except Exception:  # noqa: BLE001 - the lease is unreadable: the pod state alone must do
+            return None
 
     def _apply(self, future: ObjectFuture, record: dict[str, Any]) -> None:
         future.status = record["s"]

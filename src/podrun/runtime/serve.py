@@ -42,6 +42,11 @@ class Server:
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.idle = idle
         self.first = first_bundle
+        # The first bundle is a job's own (jobs/<id>/bundle: a client that started this pod put it
+        # there, out of reach of a pod of another kind serving the inbox) or, from older clients,
+        # the inbox's <id>.
+        in_job_dir = first_bundle is not None and first_bundle.name == BUNDLE_NAME
+        self.first_id = (first_bundle.parent.name if in_job_dir else first_bundle.name) if first_bundle else ""
         self.done: list[str] = []  # in order, for the status file
         self.taken: set[str] = set()
         self.beat = 0
@@ -95,7 +100,7 @@ class Server:
     def serve(self) -> int:
         signal.signal(signal.SIGTERM, self.on_term)
         if self.first is not None:
-            self.run_job(self.first, self.first.name)
+            self.run_job(self.first, self.first_id)
         last_work = time.monotonic()
         delay = POLL_MIN
         while not self.stopping:
@@ -117,7 +122,7 @@ class Server:
         self.status("stopped")
         if self.first is not None:  # nothing is imported any more: the first bundle can join its job
             with contextlib.suppress(OSError):
-                os.replace(self.first, self.root / job_dir(self.first.name) / BUNDLE_NAME)
+                os.replace(self.first, self.root / job_dir(self.first_id) / BUNDLE_NAME)
         return 0
 
 
