@@ -81,6 +81,7 @@ if TYPE_CHECKING:  # type checkers see the real objects; at run time they load o
     from .client.remote import RemoteFunction, remote
     from .client.resreq import ResourceRequirement
     from .client.runner import Runner
+    from .client.stop import cancel
     from .platform.base import Platform
     from .platform.local import LocalPlatform
     from .platform.types import PodSpec, PodState
@@ -100,6 +101,7 @@ _LAZY = {
     "ALL_COMPLETED": "podrun.client.future",
     "configure": "podrun.client.config",
     "attach": "podrun.client.attach",
+    "cancel": "podrun.client.stop",
     "Runner": "podrun.client.runner",
     "ResourceRequirement": "podrun.client.resreq",
     "method": "podrun.runtime.session",
@@ -147,7 +149,7 @@ __all__ = [
     "WaitTimeout", "WheelError", "WireFormatError",
     "data_dir", "remote", "RemoteFunction", "Executor",
     "ObjectFuture", "get", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
-    "configure", "attach", "Runner", "ResourceRequirement", "method", "stats", "reset_stats", "PodSpec", "PodState",
+    "configure", "attach", "cancel", "Runner", "ResourceRequirement", "method", "stats", "reset_stats", "PodSpec", "PodState",
     "LocalPlatform",
     "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "latest", "update_object", "patch_object",
     "upload_object", "download_object", "delete_objects", "compact_object", "register_blobs",

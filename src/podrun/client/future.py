@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageTypeError, WaitTimeout
+from . import interrupt
 
 if TYPE_CHECKING:
     from ..store.refs import ObjectRef
@@ -107,7 +108,8 @@ class ObjectFuture(cf.Future):
 
     def result(self, timeout: float | None = None) -> Any:
         try:
-            value = super().result(timeout)
+            with interrupt.reporting(self.job.futures if self.job is not None else [self]):
+                value = super().result(timeout)
         except cf.TimeoutError as exc:
             if self._is_outcome(exc):  # the call's own TimeoutError (CallTimeout, a user's): not the wait's
                 raise
@@ -156,7 +158,8 @@ class ObjectFuture(cf.Future):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the call ends (whatever its outcome); False if ``timeout`` passed first."""
-        done, _ = cf.wait([self], timeout)
+        with interrupt.reporting(self.job.futures if self.job is not None else [self]):
+            done, _ = cf.wait([self], timeout)
         return bool(done)
 
     def cancel(self) -> bool:
@@ -242,18 +245,23 @@ def get(futures: ObjectFuture | Iterable[ObjectFuture], timeout: float | None = 
     """The value of one future, or the values of several in order."""
     if isinstance(futures, cf.Future):
         return futures.result(timeout)
-    return [future.result(timeout) for future in futures]
+    futures = list(futures)
+    with interrupt.reporting(futures):
+        return [future.result(timeout) for future in futures]
 
 
 def wait(futures: Iterable[ObjectFuture], timeout: float | None = None,
          return_when: str = cf.ALL_COMPLETED) -> tuple[set[ObjectFuture], set[ObjectFuture]]:
     """``concurrent.futures.wait`` for ObjectFutures: ``(done, not_done)``."""
-    return cf.wait(list(futures), timeout, return_when)  # type: ignore[return-value]
+    futures = list(futures)
+    with interrupt.reporting(futures):
+        return cf.wait(futures, timeout, return_when)  # type: ignore[return-value]
 
 
 def as_completed(futures: Iterable[ObjectFuture], timeout: float | None = None) -> Iterator[ObjectFuture]:
     """Yield futures as their calls end."""
-    return cf.as_completed(list(futures), timeout)  # type: ignore[return-value]
+    futures = list(futures)
+    return interrupt.iterate(futures, cf.as_completed(futures, timeout))  # type: ignore[arg-type]
 
 
 FIRST_COMPLETED = cf.FIRST_COMPLETED

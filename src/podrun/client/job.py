@@ -127,6 +127,7 @@ class Job:
         self.shipped: frozenset[str] = frozenset()  # modules shipped by source: their traceback frames render from here
         self._command = ""
         self.lease: Held | None = None  # the pod_name's lease its lane holds for it (dispatch.py)
+        self._stop_note: str | None | bool = False  # who stopped the pod (False: not read yet)
         self._cancel_lock = threading.Lock()
         self._cancel_wanted: set[int] = set()
         self._cancel_sent: set[int] = set()
@@ -375,13 +376,21 @@ class Job:
         return PodFailed(f"job {self.job_id}: {message}", state=state, status=status)
 
     def _stopped_by(self) -> str | None:
-        """Who stopped or replaced this job's pod, from the pod_name's lease (None: nobody did)."""
+        """Who stopped or replaced this job's pod, from the pod_name's lease (None: nobody did);
+        read once per job."""
         if self.lease is None:
             return None
+        if self._stop_note is not False:
+            return self._stop_note  # type: ignore[return-value]
+        self._stop_note = None
         try:
-            return self.lease.lease.ended_by(self.job_id, self.lease.grant)
+            ended = self.lease.lease.ended_by(self.job_id, self.lease.grant)
         except Exception:  # noqa: BLE001 - the lease is unreadable: the pod state alone must do
             return None
+        if ended is not None:
+            self.lease.renewer.lost = True  # the stopper took the lease: the lane's next job asks again
+        self._stop_note = ended
+        return ended
 
     def _apply(self, future: ObjectFuture, record: dict[str, Any]) -> None:
         future.status = record["s"]
@@ -399,7 +408,10 @@ class Job:
             _settle(future, exc=Cancelled(f"call {future.index} of job {self.job_id} was cancelled before it ran"))
         else:
             state = self.state.to_dict() if self.state else {}
-            _settle(future, exc=PodFailed(f"job {self.job_id}: {record['e']['message']}", state=state, status=status))
+            message = record["e"]["message"]
+            if status == rec.KILLED and (stopped := self._stopped_by()) is not None:
+                message = f"{stopped}; {message}"
+            _settle(future, exc=PodFailed(f"job {self.job_id}: {message}", state=state, status=status))
 
     def _load_value(self, record: dict[str, Any]) -> Any:
         payload = self.fetch_blob(record["vb"]) if "vb" in record else decompress(record["v"])

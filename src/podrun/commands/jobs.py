@@ -11,6 +11,7 @@ from rich.pretty import pretty_repr
 from ..client import attach as attaching
 from ..client import config, journal
 from ..client.future import wait as wait_futures
+from ..client.stop import kill_job
 from ..wire import records as rec
 from ._common import describe, note, out, table
 
@@ -85,9 +86,20 @@ def attach(
 def cancel(
     job_id: str = typer.Argument(..., help="a job id from 'podrun jobs ls'"),
     call: list[int] = typer.Option([], "--call", help="cancel only this call index; repeatable (default: all)"),
+    kill: bool = typer.Option(False, "--kill", help="also stop the job's pod, so running calls end now (KILLED); "
+                              "the EM API has no stop route: the pod is replaced by one that exits at once"),
 ) -> None:
     """Ask the job's pod to skip its calls not yet started (they end CANCELLED); finished
-    calls keep their results. One uplink of the job's cancel file."""
+    calls keep their results. One uplink of the job's cancel file. With --kill the pod is
+    stopped too ('podrun pods stop' on the job's pod name, while the job is unfinished)."""
+    if kill:
+        stopped = kill_job(job_id)
+        if stopped is None:
+            note(f"job {job_id} is done: nothing left to stop ('podrun jobs attach {job_id}' shows its results)")
+            return
+        note(f"stopped the pod of job {job_id} ({stopped.pod_name or '(default)'}): its unfinished calls end KILLED; "
+             f"'podrun jobs attach {job_id}' shows what ran")
+        return
     asked = attaching.cancel(job_id, list(call) or None)
     if not asked:
         note(f"job {job_id} is done: nothing left to cancel ('podrun jobs attach {job_id}' shows its results)")

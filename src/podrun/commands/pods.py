@@ -1,4 +1,4 @@
-"""``podrun pods run|status`` and ``podrun nodes``: raw pods, as the EM API runs them."""
+"""``podrun pods run|status|stop`` and ``podrun nodes``: raw pods, as the EM API runs them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 
 import typer
 
+from ..client.stop import stop_pod
 from ..platform.types import NODES, PodSpec, PodState
 from ._common import note, out, platform, pod_name_option, table
 
@@ -75,6 +76,25 @@ def status(
 ) -> None:
     """Show the pod's container state (waiting, running, or terminated with its exit code)."""
     show_state(wait_terminal(pod_name, timeout) if wait else platform().pod_status(pod_name), pod_name)
+
+
+@app.command("stop")
+def stop(
+    pod_name: str | None = pod_name_option(),
+    image: str | None = typer.Option(None, "--image", help="image of the replacement pod (default: the stopped pod's, "
+                                     "else python:X.Y-slim); it must have a 'true' program"),
+) -> None:
+    """Stop the pod. The EM API has no stop route: podrun replaces the pod with one that exits
+    at once ('true'), as a new run of a pod name replaces its pod (SIGTERM, grace, SIGKILL).
+    The stop takes the pod name's lease whoever holds it: calls running there end KILLED, and
+    their clients' PodFailed names you; jobs queued in a warm pod's inbox are dropped."""
+    stopped = stop_pod(platform(), pod_name, "podrun pods stop", image=image)
+    name = pod_name or "(default)"
+    if not stopped.was_running:
+        note(f"pod {name} is not running: nothing to stop")
+        return
+    ended = f"; jobs ended: {', '.join(stopped.jobs)}" if stopped.jobs else ""
+    note(f"pod {name} stopped (replaced by a pod that exited at once){ended}")
 
 
 def nodes() -> None:

@@ -337,9 +337,10 @@ class PodLease:
                     f"(this client's lease of the pod had lapsed: it was not renewed for {self.ttl:g} s)")
         return None
 
-    def take_for_stop(self, how: str, jobs: list[str] | None = None) -> tuple[Grant, Record]:
-        """Protocol step 6: the stopper holds the lease whoever held it; returns the record as
-        it was (its pod entry says what ran) and the grant to release once the pod is stopped."""
+    def take_for_stop(self, how: str, jobs: list[str] | None = None) -> tuple[Grant, Record, list[str]]:
+        """Protocol step 6: the stopper holds the lease whoever held it; returns the grant to
+        release once the pod is stopped, the record as it was (its pod entry says what ran) and
+        the jobs the stop ends."""
         me = Holder(secrets.token_hex(8), client_id(), "(stop)", "stop", False, time.time(), time.time())
         before: list[Record] = []
 
@@ -348,10 +349,11 @@ class PodLease:
             ended = {h.job for h in record.holders} | set(jobs or ()) | {(record.pod or {}).get("job", "")}
             ended -= {"", me.job}
             stop = {"by": me.client, "how": how, "at": time.time(), "jobs": sorted(ended)}
-            return Record([me], record.pod, stop)
+            return Record([me], None, stop)  # the pod that ran is gone: no warm pod serves any kind
 
-        self._change(edit)
-        return Grant(me, True, before[0].pod), before[0]
+        written = self._change(edit)
+        ended = list(written.stop["jobs"]) if written is not None and written.stop else []
+        return Grant(me, True, before[0].pod), before[0], ended
 
 
 class Renewer:

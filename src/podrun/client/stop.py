@@ -1,0 +1,112 @@
+"""Stopping a pod: ``podrun pods stop``, ``podrun jobs cancel ID --kill``, ``podrun.cancel(futs, force=True)``.
+
+The EM API has no route that stops a pod, but a new run of a pod_name replaces its pod (the
+old one gets SIGTERM, a grace period, then SIGKILL). So a pod is stopped by replacing it with
+a pod that exits at once (``true`` in the same image), which is also how it is done on CG2.
+
+A stop honours the pod_name's lease (``store/pod_lease.py``): the stopper takes the lease
+whoever held it, recording who stopped the pod, how and when, and which jobs that ended; it
+drops those jobs' bundles still queued in the warm pod's inbox (they would run in the next
+pod otherwise), replaces the pod, waits for the replacement to end, and releases the lease.
+Clients whose jobs were in the pod fail those calls with ``PodFailed`` naming the stopper.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from ..errors import NotFound
+from ..platform.metered import MeteredPlatform
+from ..platform.types import PodSpec, PodState
+from ..store.pod_lease import PodLease
+from ..wire import records as rec
+from ..wire.bundle import python_version
+from ..wire.layout import INBOX, RESULTS_NAME, job_file
+from . import config, journal
+from .attach import _platform_of
+from .future import ObjectFuture
+
+EXIT_COMMAND = "true"  # in every stock image (coreutils or busybox), and on the host for the process driver
+STOP_WAIT = 120.0  # seconds to wait for the replacement pod to end
+
+
+@dataclass
+class Stopped:
+    """What a stop did: whether a pod was running, and the jobs it ended."""
+
+    pod_name: str | None
+    was_running: bool
+    jobs: list[str] = field(default_factory=list)
+    state: PodState | None = None
+
+
+def stop_pod(platform: MeteredPlatform, pod_name: str | None, how: str, jobs: Iterable[str] = (),
+             image: str | None = None) -> Stopped:
+    """Stop ``pod_name``'s pod by replacement, under its lease; ``how`` says what asked for it
+    (shown to the clients whose calls it ends), ``jobs`` are job ids it ends besides the holders'."""
+    try:
+        state = platform.pod_status(pod_name)
+    except NotFound:
+        return Stopped(pod_name, False)
+    if state.is_terminal:
+        return Stopped(pod_name, False, [], state)
+    lease = PodLease.on(platform, pod_name)
+    grant, before, ended = lease.take_for_stop(how, list(jobs))
+    try:
+        for job_id in ended:  # queued, not yet taken: it must not run in a later pod
+            with suppress(NotFound):
+                platform.delete(f"{INBOX}/{job_id}", pod_name)
+        pod = before.pod or {}
+        spec = PodSpec(image=image or pod.get("image") or f"python:{python_version()}-slim", node=pod.get("node") or "MPU",
+                       max_duration=1, command=EXIT_COMMAND, pod_name=pod_name)
+        platform.run_pod(spec)
+        return Stopped(pod_name, True, ended, _await_end(platform, pod_name))
+    finally:
+        lease.release(grant)
+
+
+def _await_end(platform: MeteredPlatform, pod_name: str | None) -> PodState:
+    first, ceiling = platform.poll_interval
+    delay, deadline = first, time.monotonic() + STOP_WAIT
+    while True:
+        state = platform.pod_status(pod_name)
+        if state.is_terminal or state.is_stuck or time.monotonic() >= deadline:
+            return state
+        time.sleep(delay)
+        delay = min(ceiling, delay * 1.5)
+
+
+def cancel(futures: Iterable[ObjectFuture], force: bool = False) -> int:
+    """Cancel calls: each future's ``cancel()`` (a call not sent never is; a sent one not yet
+    started is skipped by its pod). ``force=True`` also stops the pods of the jobs carrying
+    sent calls, so running calls end at once (``PodFailed``, status ``KILLED``, naming this
+    client). Returns how many of the calls had not finished."""
+    pending = [f for f in futures if not f.done()]
+    pods: dict[tuple[int, str | None], tuple[MeteredPlatform, set[str]]] = {}
+    for future in pending:
+        future.cancel()
+        job = future.job
+        if force and job is not None and not future.done():
+            pods.setdefault((id(job.platform), job.pod_name), (job.platform, set()))[1].add(job.job_id)
+    for (_, pod_name), (platform, job_ids) in pods.items():
+        stop_pod(platform, pod_name, "podrun.cancel(force=True)", sorted(job_ids))
+    return len(pending)
+
+
+def kill_job(job_id: str) -> Stopped | None:
+    """``podrun jobs cancel ID --kill``: stop the pod of a journaled job that has not ended
+    (a job that has is never another's pod to stop); None when it has."""
+    entry = journal.read(config.home(), job_id)
+    if entry.status == "done":
+        return None
+    platform = _platform_of(entry)
+    try:
+        records = rec.iter_records(platform.downlink(job_file(job_id, RESULTS_NAME), entry.pod_name))
+        if any(r.get("k") == "end" for r in records):
+            return None
+    except NotFound:
+        pass  # not begun yet (queued, or its pod starting): stopping still ends it
+    return stop_pod(platform, entry.pod_name, f"podrun jobs cancel {job_id} --kill", [job_id])
