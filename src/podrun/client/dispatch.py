@@ -29,35 +29,19 @@ import threading
 import time
 import weakref
 from collections import deque
-from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PodBusy, PodFailed
 from ..platform.metered import MeteredPlatform
-from ..store.pod_lease import Grant, PodLease, Renewer
+from ..store.pod_lease import Held, PodLease, Renewer
 from ..wire.hashing import content_hash
 from .future import ObjectFuture
-from .job import Job, JobKey, PendingGroup
+from .jobs.job import Job
+from .jobs.key import PendingGroup
 from .warm import WarmPod
 
 LINGER = 0.005
 IDLE = 2.0
-
-
-@dataclass
-class Held:
-    """The pod_name's lease as a lane holds it: for jobs of one kind, renewed meanwhile."""
-
-    lease: PodLease
-    grant: Grant
-    renewer: Renewer
-    key: JobKey
-
-    def release(self) -> None:
-        self.renewer.stop()
-        with suppress(Exception):  # best effort: an unreleased lease lapses after its ttl
-            self.lease.release(self.grant)
 
 
 _LANES: weakref.WeakSet[Lane] = weakref.WeakSet()

@@ -53,7 +53,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -380,3 +380,18 @@ class Renewer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=self.lease.ttl)
+
+
+@dataclass
+class Held:
+    """A lease as a client's lane holds it: for jobs of one kind (``key``), renewed meanwhile."""
+
+    lease: PodLease
+    grant: Grant
+    renewer: Renewer
+    key: Hashable
+
+    def release(self) -> None:
+        self.renewer.stop()
+        with suppress(Exception):  # best effort: an unreleased lease lapses after its ttl
+            self.lease.release(self.grant)
