@@ -57,7 +57,7 @@ class Lane:
         self.thread: threading.Thread | None = None
         self.warm = WarmPod()  # the warm pod this lane believes serves its pod_name
         self.held: Held | None = None  # the pod_name's lease, while this lane has jobs
-        self.busy = False  # a job of this lane is out (its lease must not be given back at exit)
+        self.job: Job | None = None  # the job out now (its lease must not be given back at exit before it ends)
         _LANES.add(self)
 
     def submit(self, group: PendingGroup) -> None:
@@ -138,11 +138,11 @@ class Lane:
                     job.fail(busy)
                     batch = []
                     continue
-                self.busy = True
+                self.job = job
                 try:
                     retry = job.run()
                 finally:
-                    self.busy = False
+                    self.job = None
                 batch = []
                 if retry:
                     with self.cond:
@@ -187,10 +187,12 @@ class Dispatcher:
 
 @atexit.register
 def _release_all() -> None:
-    """At exit every idle lane gives its lease back, so other clients need not wait for it to
-    lapse; a lane whose job is still out keeps it until it lapses (the job runs on in its pod)."""
+    """At exit every lane whose calls have all ended gives its lease back, so other clients need
+    not wait for it to lapse; one whose job still has calls out keeps it until it lapses (the
+    job runs on in its pod, and can be attached to)."""
     for lane in list(_LANES):
-        if not lane.busy:
+        job = lane.job
+        if job is None or all(future.done() for future in job.futures):
             lane.release()
 
 

@@ -15,10 +15,9 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from .future import ObjectFuture
+ObjectFuture = Any  # client/future.py's, which imports this module (not the other way: no cycle)
 
 ENV_CANCEL = "PODRUN_CANCEL_ON_INTERRUPT"
 

@@ -1,0 +1,194 @@
+"""One pod_name shared by many client processes (``store/pod_lease.py``): real processes, each
+its own podrun client, on the local platform and through the emulator (a real subprocess).
+
+Every call appends ``<tag>-<index>`` to a ledger file in the shared volume, so the ledger
+proves at-most-once: each call of every client is there exactly once, or the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from podrun.client import config
+from podrun.errors import NotFound
+from podrun.store.pod_lease import PodLease
+
+from .em_server import EmulatorProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+POD = "shared"
+
+CLIENT = r'''
+import json, sys, time
+import podrun
+
+tag, count, max_duration, keep_warm, nap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+
+@podrun.remote(pod_name="shared", max_duration=max_duration, keep_warm=keep_warm)
+def call(tag, index, nap):
+    time.sleep(nap)
+    with open(podrun.data_dir() / "ledger.txt", "a") as ledger:
+        ledger.write(f"{tag}-{index}\n")
+    return [tag, index]
+
+futures = call.map([tag] * count, range(count), [nap] * count)
+print("SENT", flush=True)
+outcome = {"ok": [], "failed": []}
+for future in futures:
+    try:
+        outcome["ok"].append(future.get(timeout=600))
+    except Exception as exc:
+        outcome["failed"].append(f"{type(exc).__name__}: {exc}")
+print(json.dumps(outcome), flush=True)
+'''
+
+
+class Clients:
+    """Client processes of one test; every one is killed (by its pid) when the test ends."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.script = workdir / "client.py"
+        self.script.write_text(CLIENT)
+        self.env = {**os.environ, **env}
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, tag: str, count: int, *, max_duration: float = 2, keep_warm: float = 0, nap: float = 0.1,
+              **env: str) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-W", "ignore", str(self.script), tag, str(count), str(max_duration), str(keep_warm), str(nap)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                env={**self.env, **env})
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def outcome(proc: subprocess.Popen[str], timeout: float = 300) -> dict[str, list]:
+        out, err = proc.communicate(timeout=timeout)
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        assert proc.returncode == 0 and lines, f"client failed ({proc.returncode}):\n{out}\n{err}"
+        return json.loads(lines[-1])
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture
+def clients(tmp_path: Path) -> Iterator[Clients]:
+    group = Clients(tmp_path, {})
+    yield group
+    group.close()
+
+
+def ledger() -> Counter[str]:
+    try:
+        text = config.current_platform().downlink("ledger.txt", POD).decode()
+    except NotFound:
+        return Counter()
+    return Counter(text.split())
+
+
+def expect(*runs: tuple[str, int]) -> Counter[str]:
+    return Counter(f"{tag}-{i}" for tag, count in runs for i in range(count))
+
+
+def assert_all_ran_once(outcomes: dict[str, dict[str, list]], runs: list[tuple[str, int]]) -> None:
+    for (tag, count) in runs:
+        assert outcomes[tag]["failed"] == [], f"client {tag}: {outcomes[tag]['failed'][:3]}"
+        assert outcomes[tag]["ok"] == [[tag, i] for i in range(count)]
+    assert ledger() == expect(*runs)  # every call ran, and none twice
+
+
+def wait_sent(proc: subprocess.Popen[str]) -> None:
+    """Until the client printed SENT (its calls are in its lane, about to be a job)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "SENT", line
+
+
+def test_two_clients_of_different_kinds_take_turns(clients: Clients) -> None:
+    """The issue's reproduction: A's 20 calls are not replaced by B's 3 (another max_duration)."""
+    a = clients.start("A", 20, nap=0.2)
+    wait_sent(a)
+    time.sleep(1.5)
+    b = clients.start("B", 3, max_duration=3)
+    outcomes = {"A": clients.outcome(a), "B": clients.outcome(b)}
+    assert_all_ran_once(outcomes, [("A", 20), ("B", 3)])
+
+
+def test_four_clients_mixed_kinds_warm_and_cold(clients: Clients) -> None:
+    """Two warm clients of one kind share the warm pod; two cold ones of other kinds wait their turn."""
+    runs = [("cold1", 8), ("warm1", 6), ("warm2", 6), ("cold2", 4)]
+    procs = {
+        "cold1": clients.start("cold1", 8),
+        "warm1": clients.start("warm1", 6, keep_warm=5, max_duration=3),
+        "warm2": clients.start("warm2", 6, keep_warm=5, max_duration=3),
+        "cold2": clients.start("cold2", 4, max_duration=4),
+    }
+    outcomes = {tag: clients.outcome(proc) for tag, proc in procs.items()}
+    assert_all_ran_once(outcomes, runs)
+    record, _ = PodLease.on(config.current_platform(), POD).read()
+    assert record.holders == []  # every client gave its lease back when it was done
+
+
+def test_a_killed_clients_lease_lapses(clients: Clients) -> None:
+    """A client killed while its job runs blocks the pod_name only until its lease lapses;
+    while it lived, another kind's job waited and, past its wait, failed with PodBusy naming it."""
+    a = clients.start("A", 1, nap=120, max_duration=5, PODRUN_LEASE_TTL="2")
+    wait_sent(a)
+    lease = PodLease.on(config.current_platform(), POD, ttl=2)
+    for _ in range(600):
+        holders = lease.read()[0].holders
+        if holders:
+            break
+        time.sleep(0.05)
+    assert [h.client.endswith(f"pid {a.pid}") for h in holders] == [True]
+    busy = clients.outcome(clients.start("busy", 1, max_duration=3, PODRUN_LEASE_TTL="2", PODRUN_POD_WAIT="1"))
+    assert busy["ok"] == [] and len(busy["failed"]) == 1
+    assert busy["failed"][0].startswith("PodBusy") and f"pid {a.pid}" in busy["failed"][0] and holders[0].job in busy["failed"][0]
+    os.kill(a.pid, signal.SIGKILL)
+    a.communicate()
+    b = clients.outcome(clients.start("B", 2, max_duration=3, PODRUN_LEASE_TTL="2"))
+    assert b == {"ok": [["B", 0], ["B", 1]], "failed": []}
+    assert ledger() == expect(("B", 2))  # A's call never finished: it was replaced once its lease lapsed
+    assert all(f"pid {a.pid}" not in h.client for h in lease.read()[0].holders)
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[dict[str, str]]:
+    # Host pods: the ledger script's pods need only the standard library and podrun.
+    with EmulatorProcess(tmp_path / "em", driver="process") as em:
+        user, password = em.add_user("share")
+        env = {"PODRUN_PLATFORM": "em", "PODRUN_EM_URL": em.url, "PODRUN_EM_USERNAME": user, "PODRUN_EM_PASSWORD": password}
+        yield env
+
+
+def test_clients_share_a_pod_name_through_the_emulator(tmp_path: Path, emulator: dict[str, str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in emulator.items():
+        monkeypatch.setenv(name, value)
+    config.reset()
+    group = Clients(tmp_path, emulator)
+    try:
+        runs = [("A", 10), ("W1", 4), ("W2", 4), ("B", 3)]
+        procs = {
+            "A": group.start("A", 10),
+            "W1": group.start("W1", 4, keep_warm=5, max_duration=3),
+            "W2": group.start("W2", 4, keep_warm=5, max_duration=3),
+            "B": group.start("B", 3, max_duration=4),
+        }
+        outcomes = {tag: group.outcome(proc) for tag, proc in procs.items()}
+    finally:
+        group.close()
+    assert_all_ran_once(outcomes, runs)
