@@ -7,100 +7,19 @@ proves at-most-once: each call of every client is there exactly once, or the tes
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from podrun.client import config
-from podrun.errors import NotFound
 from podrun.store.pod_lease import PodLease
 
+from .clients import POD, Clients, expect, ledger, wait_holder, wait_sent
 from .em_server import EmulatorProcess
-
-ROOT = Path(__file__).resolve().parents[1]
-POD = "shared"
-
-CLIENT = r'''
-import json, sys, time
-import podrun
-
-tag, count, max_duration, keep_warm, nap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-
-@podrun.remote(pod_name="shared", max_duration=max_duration, keep_warm=keep_warm)
-def call(tag, index, nap):
-    time.sleep(nap)
-    with open(podrun.data_dir() / "ledger.txt", "a") as ledger:
-        ledger.write(f"{tag}-{index}\n")
-    return [tag, index]
-
-futures = call.map([tag] * count, range(count), [nap] * count)
-print("SENT", flush=True)
-outcome = {"ok": [], "failed": []}
-for future in futures:
-    try:
-        outcome["ok"].append(future.get(timeout=600))
-    except Exception as exc:
-        outcome["failed"].append(f"{type(exc).__name__}: {exc}")
-print(json.dumps(outcome), flush=True)
-'''
-
-
-class Clients:
-    """Client processes of one test; every one is killed (by its pid) when the test ends."""
-
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.script = workdir / "client.py"
-        self.script.write_text(CLIENT)
-        self.env = {**os.environ, **env}
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, tag: str, count: int, *, max_duration: float = 2, keep_warm: float = 0, nap: float = 0.1,
-              **env: str) -> subprocess.Popen[str]:
-        argv = [sys.executable, "-W", "ignore", str(self.script), tag, str(count), str(max_duration), str(keep_warm), str(nap)]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                env={**self.env, **env})
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def outcome(proc: subprocess.Popen[str], timeout: float = 300) -> dict[str, list]:
-        out, err = proc.communicate(timeout=timeout)
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        assert proc.returncode == 0 and lines, f"client failed ({proc.returncode}):\n{out}\n{err}"
-        return json.loads(lines[-1])
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
-
-
-@pytest.fixture
-def clients(tmp_path: Path) -> Iterator[Clients]:
-    group = Clients(tmp_path, {})
-    yield group
-    group.close()
-
-
-def ledger() -> Counter[str]:
-    try:
-        text = config.current_platform().downlink("ledger.txt", POD).decode()
-    except NotFound:
-        return Counter()
-    return Counter(text.split())
-
-
-def expect(*runs: tuple[str, int]) -> Counter[str]:
-    return Counter(f"{tag}-{i}" for tag, count in runs for i in range(count))
 
 
 def assert_all_ran_once(outcomes: dict[str, dict[str, list]], runs: list[tuple[str, int]]) -> None:
@@ -110,11 +29,10 @@ def assert_all_ran_once(outcomes: dict[str, dict[str, list]], runs: list[tuple[s
     assert ledger() == expect(*runs)  # every call ran, and none twice
 
 
-def wait_sent(proc: subprocess.Popen[str]) -> None:
-    """Until the client printed SENT (its calls are in its lane, about to be a job)."""
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.strip() == "SENT", line
+@pytest.fixture
+def clients(tmp_path: Path) -> Iterator[Clients]:
+    with Clients(tmp_path) as group:
+        yield group
 
 
 def test_two_clients_of_different_kinds_take_turns(clients: Clients) -> None:
@@ -147,22 +65,16 @@ def test_a_killed_clients_lease_lapses(clients: Clients) -> None:
     while it lived, another kind's job waited and, past its wait, failed with PodBusy naming it."""
     a = clients.start("A", 1, nap=120, max_duration=5, PODRUN_LEASE_TTL="2")
     wait_sent(a)
-    lease = PodLease.on(config.current_platform(), POD, ttl=2)
-    for _ in range(600):
-        holders = lease.read()[0].holders
-        if holders:
-            break
-        time.sleep(0.05)
-    assert [h.client.endswith(f"pid {a.pid}") for h in holders] == [True]
+    holder = wait_holder(a.pid, ttl=2)
     busy = clients.outcome(clients.start("busy", 1, max_duration=3, PODRUN_LEASE_TTL="2", PODRUN_POD_WAIT="1"))
     assert busy["ok"] == [] and len(busy["failed"]) == 1
-    assert busy["failed"][0].startswith("PodBusy") and f"pid {a.pid}" in busy["failed"][0] and holders[0].job in busy["failed"][0]
+    assert busy["failed"][0].startswith("PodBusy") and f"pid {a.pid}" in busy["failed"][0] and holder.job in busy["failed"][0]
     os.kill(a.pid, signal.SIGKILL)
     a.communicate()
     b = clients.outcome(clients.start("B", 2, max_duration=3, PODRUN_LEASE_TTL="2"))
     assert b == {"ok": [["B", 0], ["B", 1]], "failed": []}
     assert ledger() == expect(("B", 2))  # A's call never finished: it was replaced once its lease lapsed
-    assert all(f"pid {a.pid}" not in h.client for h in lease.read()[0].holders)
+    assert all(f"pid {a.pid}" not in h.client for h in PodLease.on(config.current_platform(), POD).read()[0].holders)
 
 
 @pytest.fixture

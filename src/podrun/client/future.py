@@ -47,6 +47,8 @@ class Job(Protocol):
 
     def request_cancel(self, future: ObjectFuture) -> None: ...
 
+    def send_cancels(self) -> None: ...
+
 
 class DeferredValue:
     """A result still in the volume: ``load()`` fetches and unpickles it once."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 ObjectFuture = Any  # client/future.py's, which imports this module (not the other way: no cycle)
@@ -34,6 +34,9 @@ def interrupted(futures: Iterable[ObjectFuture]) -> str:
     if cancel_on_interrupt():
         for future in pending:
             future.cancel()
+        for job in {id(f.job): f.job for f in pending if f.job is not None}.values():
+            with suppress(Exception):  # sent now: the process may be about to exit
+                job.send_cancels()
         what = f"jobs {', '.join(jobs)}" if len(jobs) > 1 else f"job {jobs[0]}" if jobs else "calls not yet sent"
         return f"podrun: interrupted: cancelled {len(pending)} call(s) of {what} ({ENV_CANCEL} is set)"
     if not jobs:

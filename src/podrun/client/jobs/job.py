@@ -138,13 +138,13 @@ class Job:
             self._start_pod()
 
     def _await_warm(self) -> PodState | None:
-        state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._restart, on_tick=self._send_cancels)
+        state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._restart, on_tick=self.send_cancels)
         if state is not None:
             self.launch.warm.key = None  # that pod is gone
         return state
 
     def _await_pod(self) -> PodState:
-        return await_pod(self.platform, self.pod_name, on_tick=self._send_cancels)
+        return await_pod(self.platform, self.pod_name, on_tick=self.send_cancels)
 
     def _fetch_records(self) -> list[dict[str, Any]]:
         return fetch_records(self.platform, self.job_id, self.pod_name)
@@ -154,7 +154,8 @@ class Job:
         with self._cancel_lock:
             self._cancel_wanted.add(future.index)  # type: ignore[arg-type]
 
-    def _send_cancels(self) -> None:
+    def send_cancels(self) -> None:
+        """Send the cancels asked for since the last send (each poll tick, and on Ctrl-C)."""
         with self._cancel_lock:
             if self._cancel_wanted <= self._cancel_sent:
                 return

@@ -1,0 +1,178 @@
+"""Stopping pods (``client/stop.py``): ``podrun pods stop``, ``podrun jobs cancel ID --kill``,
+``podrun.cancel(futs, force=True)``, and Ctrl-C while waiting (``client/interrupt.py``).
+
+The EM API has no stop route, so each stop is a replacement by a pod that exits at once; the
+clients whose calls it ends hear who stopped them. Real pods, real client processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+import podrun
+from podrun.client import config
+
+from .clients import POD, Clients, ledger, wait_holder, wait_sent
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def podrun_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``podrun ARGS`` as its own process: another client than the one whose pod it stops."""
+    return subprocess.run([sys.executable, "-W", "ignore", "-m", "podrun.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "COLUMNS": "250"})
+
+
+@pytest.fixture(autouse=True)
+def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replaced pod gets 3 s between SIGTERM and SIGKILL here, not Kubernetes' 30 (also in
+    the client processes, which inherit the environment)."""
+    monkeypatch.setenv("PODRUN_STOP_GRACE", "3")
+    config.reset()
+
+
+@pytest.fixture
+def clients(tmp_path: Path) -> Iterator[Clients]:
+    with Clients(tmp_path) as group:
+        yield group
+
+
+def test_pods_stop_ends_another_clients_calls_naming_the_stopper(clients: Clients) -> None:
+    victim = clients.start("V", 3, nap=120, max_duration=5)
+    wait_sent(victim)
+    wait_holder(victim.pid)
+    stopped = podrun_cli("pods", "stop", "-p", POD)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped" in stopped.stderr and "exited at once" in stopped.stderr
+    outcome = clients.outcome(victim)
+    assert outcome["ok"] == [] and len(outcome["failed"]) == 3
+    for failure in outcome["failed"]:
+        assert failure.startswith("PodFailed") and "stopped by" in failure and "(podrun pods stop)" in failure, failure
+    assert ledger() == {}  # no call finished, and none ran again after the stop
+    assert config.current_platform().pod_status(POD).is_terminal
+    again = podrun_cli("pods", "stop", "-p", POD)
+    assert again.returncode == 0 and "not running: nothing to stop" in again.stderr
+
+
+def test_help_says_how_a_pod_is_stopped() -> None:
+    shown = podrun_cli("pods", "stop", "--help")
+    assert shown.returncode == 0
+    assert "no stop route" in shown.stdout and "exits" in shown.stdout
+
+
+@podrun.remote(pod_name=POD, max_duration=5)
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def pod_phase() -> str | None:
+    try:
+        return config.current_platform().pod_status(POD).phase
+    except podrun.NotFound:
+        return None  # not run yet
+
+
+def _await_running(futures: Sequence[podrun.ObjectFuture] = ()) -> None:
+    for _ in range(1200):
+        if all(f.sent for f in futures) and pod_phase() == "running":
+            return
+        time.sleep(0.05)
+    raise AssertionError("the calls' pod never ran")
+
+
+def test_cancel_force_stops_the_pod() -> None:
+    futures = nap.map([120, 120, 120])
+    _await_running(futures)
+    assert podrun.cancel(futures, force=True) == 3
+    for future in futures:
+        error = future.exception(timeout=120)
+        assert isinstance(error, podrun.PodFailed) and error.status == "KILLED"
+        assert "podrun.cancel(force=True)" in str(error)
+    assert config.current_platform().pod_status(POD).is_terminal
+
+
+def test_cancel_without_force_leaves_the_pod() -> None:
+    futures = nap.map([0.5, 0.5])
+    _await_running(futures)
+    podrun.cancel(futures)
+    outcomes = [f.exception(timeout=120) for f in futures]
+    assert all(e is None or isinstance(e, podrun.Cancelled) for e in outcomes)  # none was stopped: KILLED never
+
+
+def test_jobs_cancel_kill_stops_the_jobs_pod() -> None:
+    futures = nap.map([120, 120])
+    _await_running(futures)
+    job_id = futures[0].job.job_id
+    killed = podrun_cli("jobs", "cancel", job_id, "--kill")
+    assert killed.returncode == 0, killed.stderr
+    assert f"stopped the pod of job {job_id}" in killed.stderr
+    for future in futures:
+        error = future.exception(timeout=120)
+        assert isinstance(error, podrun.PodFailed) and error.status == "KILLED"
+        assert f"podrun jobs cancel {job_id} --kill" in str(error)
+    done = podrun_cli("jobs", "cancel", job_id, "--kill")
+    assert done.returncode == 0 and "nothing left to stop" in done.stderr
+
+
+WAITER = r'''
+import sys, time
+import podrun
+
+@podrun.remote(pod_name="shared", max_duration=5)
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+futures = nap.map([float(s) for s in sys.argv[1:]])
+while not futures[0].sent:
+    time.sleep(0.01)
+print(futures[0].job.job_id, flush=True)
+podrun.get(futures)
+'''
+
+
+def _interrupted(tmp_path: Path, naps: list[str], **env: str) -> tuple[str, list[str]]:
+    """Run WAITER, Ctrl-C it once its job's pod runs; its job id and its stderr lines."""
+    script = tmp_path / "waiter.py"
+    script.write_text(WAITER)
+    proc = subprocess.Popen([sys.executable, "-W", "ignore", str(script), *naps], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **env})
+    try:
+        assert proc.stdout is not None
+        job_id = proc.stdout.readline().strip()
+        wait_holder(proc.pid)
+        _await_running()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0  # KeyboardInterrupt still ends the program
+    return job_id, [line for line in err.splitlines() if line.startswith("podrun: interrupted")]
+
+
+def test_ctrl_c_names_the_job_and_the_command_that_stops_it(tmp_path: Path) -> None:
+    job_id, lines = _interrupted(tmp_path, ["120", "120"])
+    assert len(lines) == 1, lines
+    assert job_id in lines[0] and f"podrun jobs cancel {job_id} --kill" in lines[0]
+    assert config.current_platform().pod_status(POD).phase == "running"  # it keeps running: nothing was cancelled
+    stopped = podrun_cli("jobs", "cancel", job_id, "--kill")  # the command the line gave
+    assert stopped.returncode == 0, stopped.stderr
+    assert config.current_platform().pod_status(POD).is_terminal
+
+
+def test_ctrl_c_cancels_the_calls_when_asked(tmp_path: Path) -> None:
+    job_id, lines = _interrupted(tmp_path, ["1", "60", "60"], PODRUN_CANCEL_ON_INTERRUPT="1")
+    assert len(lines) == 1 and "cancelled 3 call(s)" in lines[0] and job_id in lines[0], lines
+    futures = podrun.attach(job_id)
+    outcomes = [f.exception(timeout=120) for f in futures]
+    assert all(isinstance(e, podrun.Cancelled) for e in outcomes[1:]), outcomes  # skipped: never started
