@@ -277,7 +277,7 @@ def wait(futures: Iterable[ObjectFuture], timeout: float | None = None,
 def as_completed(futures: Iterable[ObjectFuture], timeout: float | None = None) -> Iterator[ObjectFuture]:
     """Yield futures as their calls end."""
     futures = list(futures)
-    return interrupt.iterate(futures, cf.as_completed(futures, timeout))  # type: ignore[arg-type]
+    return interrupt.iterate(futures, cf.as_completed(futures, timeout))
 
 
 FIRST_COMPLETED = cf.FIRST_COMPLETED
