@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from podrun.client import config
-from podrun.store.pod_lease import PodLease
+from podrun.errors import PodBusy
+from podrun.platform.local import LocalPlatform
+from podrun.store.pod_lease import PodLease, Record, Renewer
 
 from .clients import POD, Clients, expect, ledger, wait_holder, wait_sent
 from .em_server import EmulatorProcess
@@ -104,3 +109,52 @@ def test_clients_share_a_pod_name_through_the_emulator(tmp_path: Path, emulator:
     finally:
         group.close()
     assert_all_ran_once(outcomes, runs)
+
+
+# --- the protocol itself, in one process (threads as clients) -------------------------------
+@given(st.binary(max_size=512) | st.text(max_size=200).map(str.encode))
+def test_any_lease_file_reads_as_a_record(data: bytes) -> None:
+    """A lease file of any content is read, never a crash (what cannot be read counts as free)."""
+    record = Record.parse(data)
+    assert isinstance(record.holders, list)
+    assert Record.parse(record.dump()) == record
+
+
+def test_holders_of_other_kinds_never_overlap(local_platform: LocalPlatform) -> None:
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def client(kind: str) -> None:
+        lease = PodLease.on(local_platform, "threads", ttl=30)
+        grant = lease.acquire(f"job-{kind}", kind, False, image="python:3.11-slim", node="MPU", wait=120)
+        began = time.monotonic()
+        time.sleep(0.2)
+        with lock:
+            spans.append((began, time.monotonic()))
+        lease.release(grant)
+
+    threads = [threading.Thread(target=client, args=(f"K{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spans.sort()
+    assert len(spans) == 4
+    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:], strict=False))  # one holder at a time
+
+
+def test_a_renewed_lease_outlives_its_ttl_and_warm_jobs_of_one_kind_join(local_platform: LocalPlatform) -> None:
+    holder = PodLease.on(local_platform, "renewed", ttl=1)
+    grant = holder.acquire("job-a", "W", True, image="python:3.11-slim", node="MPU")
+    renewer = Renewer(holder, grant)
+    try:
+        time.sleep(2.5)  # past the ttl: alive only because it renews
+        other = PodLease.on(local_platform, "renewed", ttl=1)
+        with pytest.raises(PodBusy, match="job job-a"):
+            other.acquire("job-b", "K", False, image="python:3.11-slim", node="MPU", wait=1.5)
+        joined = other.acquire("job-c", "W", True, image="python:3.11-slim", node="MPU", wait=1.5)
+        assert not joined.start_pod  # the warm pod of its kind serves it
+        assert {h.job for h in holder.read()[0].holders} == {"job-a", "job-c"}
+    finally:
+        renewer.stop()
+    assert not renewer.lost

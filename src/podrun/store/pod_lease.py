@@ -133,9 +133,11 @@ class Record:
     def parse(cls, data: bytes | bytearray | memoryview) -> Record:
         try:
             raw = json.loads(bytes(data))
-            return cls([Holder(**h) for h in raw.get("holders", [])], raw.get("pod"), raw.get("stop"))
+            names = set(Holder.__dataclass_fields__)
+            holders = [Holder(**{k: v for k, v in h.items() if k in names}) for h in raw.get("holders", [])]
+            return cls(holders, raw.get("pod"), raw.get("stop"))
         except (ValueError, TypeError, AttributeError):
-            return cls()  # not ours to read (a hand-edited file): treated as free, overwritten by the next writer
+            return cls()  # not a record (a hand-edited file): treated as free, overwritten by the next writer
 
     def dump(self) -> bytes:
         body = {"v": 1, "holders": [vars(h) for h in self.holders], "pod": self.pod, "stop": self.stop}
