@@ -31,7 +31,7 @@ import weakref
 from collections import deque
 from pathlib import Path
 
-from ..errors import PodBusy, PodFailed
+from ..errors import PodFailed
 from ..platform.metered import MeteredPlatform
 from ..store.pod_lease import Held, PodLease, Renewer
 from ..wire.hashing import content_hash
@@ -134,8 +134,8 @@ class Lane:
                     job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home, warm=self.warm)
                 try:
                     job.lease = self._hold(job)
-                except PodBusy as busy:
-                    job.fail(busy)
+                except Exception as exc:  # PodBusy, or the platform failing the lease's calls: the job's calls end so
+                    job.fail(exc)
                     batch = []
                     continue
                 self.job = job

@@ -2,7 +2,9 @@
 
 A lane remembers which warm pod it believes is serving its pod_name (``WarmPod``). A warm
 job is uplinked into the volume's inbox; only when no warm pod of the job's kind is serving
-does the job also start one. The job then polls the pod's small status file, not the pod
+does the job also start one. Which pod serves a pod_name shared with other clients, and who may
+start one, is the pod_name's lease's to say (``store/pod_lease.py``); the lane sets ``WarmPod``
+from what its lease grants. The job then polls the pod's small status file, not the pod
 status, and looks at the pod status only when the status file stops changing.
 """
 

@@ -4,7 +4,9 @@ it). A call on a warm pod then costs an uplink and a downlink, not a pod start, 
 services keep their objects in memory between calls.
 
 Protocol, all through the volume:
-* the client uplinks a bundle as ``.podrun/inbox/<job_id>``;
+* the client uplinks a bundle as ``.podrun/inbox/<job_id>``; the bundle of the job that starts
+  the pod is its first argument, in ``.podrun/jobs/<job_id>/bundle`` (never the inbox, where a
+  pod of another kind serving until it is replaced could take it);
 * the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, then moves the
   bundle there too (all but the first, which may be the zipapp the pod runs from: a job whose
   results file exists is never taken again, by this pod or the next);
