@@ -20,6 +20,7 @@ import podrun
 from podrun.client import config
 
 from .clients import POD, Clients, ledger, wait_holder, wait_sent
+from .em_server import EmulatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,3 +177,24 @@ def test_ctrl_c_cancels_the_calls_when_asked(tmp_path: Path) -> None:
     futures = podrun.attach(job_id)
     outcomes = [f.exception(timeout=120) for f in futures]
     assert all(isinstance(e, podrun.Cancelled) for e in outcomes[1:]), outcomes  # skipped: never started
+
+
+def test_pods_stop_through_the_emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same stop over the EM API, which has no stop route: a replacement pod, and the lease."""
+    with EmulatorProcess(tmp_path / "em", driver="process", env={"PODRUN_STOP_GRACE": "3"}) as em:
+        user, password = em.add_user("stop")
+        env = {"PODRUN_PLATFORM": "em", "PODRUN_EM_URL": em.url, "PODRUN_EM_USERNAME": user, "PODRUN_EM_PASSWORD": password}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        config.reset()
+        with Clients(tmp_path) as group:
+            victim = group.start("V", 2, nap=120, max_duration=5)
+            wait_sent(victim)
+            wait_holder(victim.pid)
+            _await_running()
+            stopped = podrun_cli("pods", "stop", "-p", POD)
+            assert stopped.returncode == 0, stopped.stderr
+            outcome = group.outcome(victim)
+        assert outcome["ok"] == [] and len(outcome["failed"]) == 2
+        assert all("stopped by" in f and "(podrun pods stop)" in f for f in outcome["failed"]), outcome
+        assert config.current_platform().pod_status(POD).is_terminal
