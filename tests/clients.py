@@ -53,6 +53,7 @@ class Clients:
         self.script.write_text(CLIENT)
         self.env = {**os.environ, **(env or {})}
         self.procs: list[subprocess.Popen[str]] = []
+        self.stderr: dict[int, str] = {}
 
     def start(self, tag: str, count: int, *, max_duration: float = 2, keep_warm: float = 0, nap: float = 0.1,
               **env: str) -> subprocess.Popen[str]:
@@ -62,9 +63,10 @@ class Clients:
         self.procs.append(proc)
         return proc
 
-    @staticmethod
-    def outcome(proc: subprocess.Popen[str], timeout: float = 300) -> dict[str, list]:
+    def outcome(self, proc: subprocess.Popen[str], timeout: float = 300) -> dict[str, list]:
+        """The client's outcomes (its stderr is kept in ``self.stderr[pid]``)."""
         out, err = proc.communicate(timeout=timeout)
+        self.stderr[proc.pid] = err
         lines = [line for line in out.splitlines() if line.startswith("{")]
         assert proc.returncode == 0 and lines, f"client failed ({proc.returncode}):\n{out}\n{err}"
         return json.loads(lines[-1])

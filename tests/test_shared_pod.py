@@ -71,7 +71,10 @@ def test_a_killed_clients_lease_lapses(clients: Clients) -> None:
     a = clients.start("A", 1, nap=120, max_duration=5, PODRUN_LEASE_TTL="2")
     wait_sent(a)
     holder = wait_holder(a.pid, ttl=2)
-    busy = clients.outcome(clients.start("busy", 1, max_duration=3, PODRUN_LEASE_TTL="2", PODRUN_POD_WAIT="1"))
+    waiter = clients.start("busy", 1, max_duration=3, PODRUN_LEASE_TTL="2", PODRUN_POD_WAIT="1")
+    busy = clients.outcome(waiter)
+    notes = [line for line in clients.stderr[waiter.pid].splitlines() if "waits for pod_name 'shared', held by" in line]
+    assert len(notes) == 1 and f"pid {a.pid}" in notes[0]  # said once, naming the holder
     assert busy["ok"] == [] and len(busy["failed"]) == 1
     assert busy["failed"][0].startswith("PodBusy") and f"pid {a.pid}" in busy["failed"][0] and holder.job in busy["failed"][0]
     os.kill(a.pid, signal.SIGKILL)

@@ -25,15 +25,17 @@ One thread per busy lane (not per call or future); it ends after ``IDLE`` second
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import PodFailed
 from ..platform.metered import MeteredPlatform
-from ..store.pod_lease import Held, PodLease, Renewer
+from ..store.pod_lease import ENV_WAIT, Held, Holder, PodLease, Renewer, pod_wait
 from ..wire.hashing import content_hash
 from .future import ObjectFuture
 from .jobs.job import Job
@@ -92,10 +94,24 @@ class Lane:
         self.release()
         lease = PodLease.on(self.platform, self.pod_name)
         kind = content_hash(repr(job.key).encode())[:16]  # the key's values (envs) stay out of the shared record
-        grant = lease.acquire(job.job_id, kind, bool(job.key.keep_warm), image=job.key.image, node=job.key.node)
+        grant = lease.acquire(job.job_id, kind, bool(job.key.keep_warm), image=job.key.image, node=job.key.node,
+                              on_wait=self._waiting(job))
         self.warm.key = None if grant.start_pod else job.key
         held = self.held = Held(lease, grant, Renewer(lease, grant), job.key)
         return held
+
+    def _waiting(self, job: Job) -> Callable[[list[Holder]], None]:
+        """Says once on stderr that ``job`` waits its turn, and for whom (a wait can be long)."""
+        said: list[bool] = []
+
+        def note(holders: list[Holder]) -> None:
+            if not said:
+                said.append(True)
+                who = "; ".join(h.describe() for h in holders) or "another client"
+                print(f"podrun: job {job.job_id} waits for pod_name {self.pod_name or '(default)'!r}, held by {who} "
+                      f"(at most {pod_wait():g} s: {ENV_WAIT})", file=sys.stderr, flush=True)
+
+        return note
 
     def release(self) -> None:
         """Give the pod_name's lease back (idle, another kind next, or exit)."""

@@ -380,8 +380,10 @@ class Renewer:
                 continue
 
     def stop(self) -> None:
+        """No more renewals. A renewal in flight may finish after this returns: it writes
+        nothing once the holder has been released (``renew`` finds it gone)."""
         self._stop.set()
-        self._thread.join(timeout=self.lease.ttl)
+        self._thread.join(timeout=2.0)
 
 
 @dataclass
