@@ -18,6 +18,7 @@ import pytest
 
 import podrun
 from podrun.client import config
+from podrun.platform.types import walk_entries
 
 from .clients import POD, Clients, ledger, wait_holder, wait_sent
 from .em_server import EmulatorProcess
@@ -198,3 +199,24 @@ def test_pods_stop_through_the_emulator(tmp_path: Path, monkeypatch: pytest.Monk
         assert outcome["ok"] == [] and len(outcome["failed"]) == 2
         assert all("stopped by" in f and "(podrun pods stop)" in f for f in outcome["failed"]), outcome
         assert config.current_platform().pod_status(POD).is_terminal
+
+
+def test_kill_of_a_warm_job_queued_behind_another_clients_cancels_it_alone(clients: Clients) -> None:
+    """--kill never stops a warm pod for a job still waiting in its inbox: the pod runs
+    another client's job, which finishes; the queued job's calls end CANCELLED."""
+    running = clients.start("A", 1, nap=20, keep_warm=5, max_duration=3)
+    wait_sent(running)
+    wait_holder(running.pid)
+    queued = clients.start("B", 2, keep_warm=5, max_duration=3)
+    job_id = wait_holder(queued.pid).job
+    platform = config.current_platform()
+    for _ in range(1200):
+        if any(path.endswith(f"inbox/{job_id}") for path in walk_entries(platform.list_files(POD))):
+            break
+        time.sleep(0.05)
+    killed = podrun_cli("jobs", "cancel", job_id, "--kill")
+    assert killed.returncode == 0 and "waits in a warm pod's inbox" in killed.stderr, killed.stderr
+    assert clients.outcome(running) == {"ok": [["A", 0]], "failed": []}
+    outcome = clients.outcome(queued)
+    assert outcome["ok"] == [] and all(f.startswith("Cancelled") for f in outcome["failed"]), outcome
+    assert ledger() == {"A-0": 1}

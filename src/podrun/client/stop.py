@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..errors import NotFound
 from ..platform.metered import MeteredPlatform
-from ..platform.types import PodSpec, PodState
+from ..platform.types import PodSpec, PodState, walk_entries
 from ..store.pod_lease import PodLease
 from ..wire import records as rec
 from ..wire.bundle import python_version
@@ -28,6 +28,7 @@ from ..wire.layout import INBOX, RESULTS_NAME, job_file
 from . import config, journal
 from .attach import _platform_of
 from .future import ObjectFuture
+from .jobs.submit import send_cancel
 
 EXIT_COMMAND = "true"  # in every stock image (coreutils or busybox), and on the host for the process driver
 STOP_WAIT = 120.0  # seconds to wait for the replacement pod to end
@@ -83,30 +84,49 @@ def cancel(futures: Iterable[ObjectFuture], force: bool = False) -> int:
     """Cancel calls: each future's ``cancel()`` (a call not sent never is; a sent one not yet
     started is skipped by its pod). ``force=True`` also stops the pods of the jobs carrying
     sent calls, so running calls end at once (``PodFailed``, status ``KILLED``, naming this
-    client). Returns how many of the calls had not finished."""
+    client); a warm job still queued behind other jobs is only cancelled, since its pod runs
+    others'. Returns how many of the calls had not finished."""
     pending = [f for f in futures if not f.done()]
-    pods: dict[tuple[int, str | None], tuple[MeteredPlatform, set[str]]] = {}
+    jobs: dict[str, ObjectFuture] = {}
     for future in pending:
         future.cancel()
-        job = future.job
-        if force and job is not None and not future.done():
-            pods.setdefault((id(job.platform), job.pod_name), (job.platform, set()))[1].add(job.job_id)
-    for (_, pod_name), (platform, job_ids) in pods.items():
-        stop_pod(platform, pod_name, "podrun.cancel(force=True)", sorted(job_ids))
+        if force and future.job is not None and not future.done():
+            jobs.setdefault(future.job.job_id, future)
+    for job_id, future in jobs.items():
+        assert future.job is not None
+        kill(future.job.platform, future.job.pod_name, job_id, "podrun.cancel(force=True)")
     return len(pending)
 
 
 def kill_job(job_id: str) -> Stopped | None:
-    """``podrun jobs cancel ID --kill``: stop the pod of a journaled job that has not ended
-    (a job that has is never another's pod to stop); None when it has."""
+    """``podrun jobs cancel ID --kill`` for a journaled job, from any process (``kill``)."""
     entry = journal.read(config.home(), job_id)
     if entry.status == "done":
         return None
-    platform = _platform_of(entry)
+    return kill(_platform_of(entry), entry.pod_name, job_id, f"podrun jobs cancel {job_id} --kill")
+
+
+def kill(platform: MeteredPlatform, pod_name: str | None, job_id: str, how: str) -> Stopped | None:
+    """End ``job_id`` now: None when it has ended already (its pod is no longer its own to
+    stop). A warm job still queued in the inbox has its calls cancelled (each ends CANCELLED
+    when the pod takes the job, which runs other jobs first: ``was_running`` False); any
+    other job has its pod stopped."""
     try:
-        records = rec.iter_records(platform.downlink(job_file(job_id, RESULTS_NAME), entry.pod_name))
-        if any(r.get("k") == "end" for r in records):
-            return None
+        data = platform.downlink(job_file(job_id, RESULTS_NAME), pod_name)
     except NotFound:
-        pass  # not begun yet (queued, or its pod starting): stopping still ends it
-    return stop_pod(platform, entry.pod_name, f"podrun jobs cancel {job_id} --kill", [job_id])
+        data = None  # not begun: queued, or its own pod starting
+    if data is not None and any(r.get("k") == "end" for r in rec.iter_records(data)):
+        return None
+    try:
+        entry: journal.JournalEntry | None = journal.read(config.home(), job_id)
+    except NotFound:
+        entry = None  # journaled elsewhere: what is not known to be queued is stopped
+    if data is None and entry is not None and entry.keep_warm and _queued(platform, pod_name, job_id):
+        send_cancel(platform, job_id, pod_name, set(range(entry.call_count)))
+        return Stopped(pod_name, False, [job_id])
+    return stop_pod(platform, pod_name, how, [job_id])
+
+
+def _queued(platform: MeteredPlatform, pod_name: str | None, job_id: str) -> bool:
+    """Whether the job's bundle waits in the inbox (a warm pod takes it later)."""
+    return any(path == f"{INBOX}/{job_id}" for path in walk_entries(platform.list_files(pod_name)))

@@ -97,6 +97,10 @@ def cancel(
         if stopped is None:
             note(f"job {job_id} is done: nothing left to stop ('podrun jobs attach {job_id}' shows its results)")
             return
+        if not stopped.was_running:
+            note(f"job {job_id} waits in a warm pod's inbox behind other jobs: its calls are cancelled (they end "
+                 "CANCELLED) and the pod, which runs others' jobs, keeps running")
+            return
         note(f"stopped the pod of job {job_id} ({stopped.pod_name or '(default)'}): its unfinished calls end KILLED; "
              f"'podrun jobs attach {job_id}' shows what ran")
         return
