@@ -21,7 +21,9 @@ from podrun.client import config
 from podrun.platform.types import walk_entries
 
 from .clients import POD, Clients, ledger, wait_holder, wait_sent
+from .conftest import require_image
 from .em_server import EmulatorProcess
+from .platforms import needs_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -220,3 +222,19 @@ def test_kill_of_a_warm_job_queued_behind_another_clients_cancels_it_alone(clien
     outcome = clients.outcome(queued)
     assert outcome["ok"] == [] and all(f.startswith("Cancelled") for f in outcome["failed"]), outcome
     assert ledger() == {"A-0": 1}
+
+
+@needs_engine
+def test_cancel_force_stops_a_container_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replacement pod runs in the stopped pod's image (its 'true'), as it would on CG2."""
+    require_image("python:3.11-slim")
+    monkeypatch.setenv("PODRUN_LOCAL_DRIVER", "container")
+    config.reset()
+    futures = nap.options(image="python:3.11-slim").map([120, 120])
+    _await_running(futures)
+    assert podrun.cancel(futures, force=True) == 2
+    for future in futures:
+        error = future.exception(timeout=120)
+        assert isinstance(error, podrun.PodFailed) and "podrun.cancel(force=True)" in str(error)
+    state = config.current_platform().pod_status(POD)
+    assert state.is_terminal and state.exit_code == 0  # the replacement ran and exited at once
