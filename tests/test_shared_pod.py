@@ -24,7 +24,9 @@ from podrun.platform.local import LocalPlatform
 from podrun.store.pod_lease import PodLease, Record, Renewer
 
 from .clients import POD, Clients, expect, ledger, wait_holder, wait_sent
+from .conftest import require_image
 from .em_server import EmulatorProcess
+from .platforms import needs_engine
 
 
 def assert_all_ran_once(outcomes: dict[str, dict[str, list]], runs: list[tuple[str, int]]) -> None:
@@ -161,3 +163,15 @@ def test_a_renewed_lease_outlives_its_ttl_and_warm_jobs_of_one_kind_join(local_p
     finally:
         renewer.stop()
     assert not renewer.lost
+
+
+@needs_engine
+def test_two_clients_take_turns_on_container_pods(clients: Clients) -> None:
+    """The same turn-taking with pods in python:3.11-slim under the container driver, CG2's kind."""
+    require_image("python:3.11-slim")
+    images = {"PODRUN_LOCAL_DRIVER": "container"}
+    a = clients.start("A", 10, nap=0.2, **images)
+    wait_sent(a)
+    b = clients.start("B", 3, max_duration=3, **images)
+    outcomes = {"A": clients.outcome(a), "B": clients.outcome(b)}
+    assert_all_ran_once(outcomes, [("A", 10), ("B", 3)])
