@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from podrun.client import config
+from podrun.client import config, dispatch
 from podrun.platform.local import LocalPlatform
 from podrun.platform.local.images import Image, ImageStore, ImageStoreError, pod_arch
 from podrun.platform.metered import PROCESS_STATS
@@ -49,6 +49,7 @@ def podrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     config.reset()
     PROCESS_STATS.reset()
     yield home
+    dispatch.release_leases()  # now, not when the lanes idle: a later test's link counts stay its own
     config.reset()
     _stop_all_pods(home)
     remove_images(home / "local", str(TEST_IMAGE_STORE))

@@ -11,6 +11,7 @@ import pytest
 import podrun
 from podrun.platform.local import LocalPlatform
 from podrun.runtime.pack import build_zipapp
+from podrun.store.pod_lease import LEASE_DIR
 from podrun.wire.layout import BLOBS, RESULTS_NAME, job_file
 
 from .conftest import run_python
@@ -32,6 +33,11 @@ def volume() -> LocalPlatform:
     return LocalPlatform()
 
 
+def lease_bytes() -> int:
+    """The lease record a lane took for its first job (held while it idles a moment): one file."""
+    return sum(p.stat().st_size for p in (volume().volume_path(None) / LEASE_DIR).rglob("*") if p.is_file())
+
+
 def blob_files() -> set[str]:
     path = volume().volume_path(None) / BLOBS
     return {p.name for p in path.iterdir() if not p.name.startswith(".")} if path.is_dir() else set()
@@ -42,13 +48,13 @@ def test_a_shared_argument_crosses_once_per_volume():
     assert podrun.get(futures, timeout=60) == [float(SHARED[i]) for i in range(200)]
     first = futures[0].job.stats.as_dict()
     assert SHARED.nbytes <= first["bytes_up"] <= SHARED.nbytes * 1.05 + 1024 * 200
-    assert first["calls"] - first["polls"] <= 4  # list (fresh manifest), uplink, run, downlink
+    assert first["calls"] - first["polls"] <= 4 + 3  # list (fresh manifest), uplink, run, downlink; the lease: list, uplink, list
 
     again = head.map(range(200), array=SHARED)
     podrun.get(again, timeout=60)
     second = again[0].job.stats.as_dict()
     assert second["bytes_up"] <= 1024 * 200 / 10  # the call table only: well under 1 KB a call
-    assert second["calls"] - second["polls"] == 3  # uplink, run, downlink: no listing when fresh
+    assert second["calls"] - second["polls"] == 3  # uplink, run, downlink: no listing when fresh, the lane's lease held
 
 
 def test_dedup_across_processes(podrun_home):
@@ -70,7 +76,7 @@ def test_estimate_is_what_is_sent():
     estimate = head.estimate(1, SHARED)
     future = head.remote(1, SHARED)
     future.get(timeout=60)
-    assert future.job.stats.bytes_up == estimate
+    assert future.job.stats.bytes_up == estimate + lease_bytes()  # and the pod_name's lease, taken for it
     assert head.estimate(1, SHARED) < 1024  # now the volume holds the array
 
 
@@ -128,9 +134,9 @@ def test_accounting_is_exact_for_a_known_job():
     platform = volume()
     bundle_size = (platform.volume_path(None) / job_file(job.job_id, "bundle")).stat().st_size
     results_size = (platform.volume_path(None) / job_file(job.job_id, RESULTS_NAME)).stat().st_size
-    assert stats["bytes_up"] == bundle_size
+    assert stats["bytes_up"] == bundle_size + lease_bytes()
     assert stats["bytes_down"] == results_size
-    assert stats["calls"] == 4 + stats["polls"]  # list_files (new manifest), uplink, run_pod, downlink
+    assert stats["calls"] == 4 + 3 + stats["polls"]  # list (new manifest), uplink, run_pod, downlink; lease: list, uplink, list
     assert podrun.stats() == stats
     podrun.reset_stats()
     assert podrun.stats() == {"calls": 0, "polls": 0, "bytes_up": 0, "bytes_down": 0}

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import PodFailed
-from ..platform.metered import MeteredPlatform
+from ..platform.metered import MeteredPlatform, charge_to
 from ..store.pod_lease import ENV_WAIT, Held, Holder, PodLease, Renewer, pod_wait
 from ..wire.hashing import content_hash
 from .future import ObjectFuture
@@ -149,7 +149,8 @@ class Lane:
                     # Built under the lock: from here a cancel finds its call in this job.
                     job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home, warm=self.warm)
                 try:
-                    job.lease = self._hold(job)
+                    with charge_to(job.stats):  # taking the lease is this job's link cost
+                        job.lease = self._hold(job)
                 except Exception as exc:  # PodBusy, or the platform failing the lease's calls: the job's calls end so
                     job.fail(exc)
                     batch = []
@@ -202,10 +203,10 @@ class Dispatcher:
 
 
 @atexit.register
-def _release_all() -> None:
-    """At exit every lane whose calls have all ended gives its lease back, so other clients need
-    not wait for it to lapse; one whose job still has calls out keeps it until it lapses (the
-    job runs on in its pod, and can be attached to)."""
+def release_leases() -> None:
+    """Every lane whose calls have all ended gives its lease back now (at exit, so other clients
+    need not wait for it to lapse); one whose job still has calls out keeps it until it lapses
+    (the job runs on in its pod, and can be attached to)."""
     for lane in list(_LANES):
         job = lane.job
         if job is None or all(future.done() for future in job.futures):
