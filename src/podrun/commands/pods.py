@@ -84,8 +84,8 @@ def stop(
     image: str | None = typer.Option(None, "--image", help="image of the replacement pod (default: the stopped pod's, "
                                      "else python:X.Y-slim); it must have a 'true' program"),
 ) -> None:
-    """Stop the pod. The EM API has no stop route: podrun replaces the pod with one that exits
-    at once ('true'), as a new run of a pod name replaces its pod (SIGTERM, grace, SIGKILL).
+    """Stop the pod. The EM API has no stop route: the pod is replaced by one that exits at
+    once ('true'), as a new run of a pod name replaces its pod (SIGTERM, grace, SIGKILL).
     The stop takes the pod name's lease whoever holds it: calls running there end KILLED, and
     their clients' PodFailed names you; jobs queued in a warm pod's inbox are dropped."""
     stopped = stop_pod(platform(), pod_name, "podrun pods stop", image=image)
