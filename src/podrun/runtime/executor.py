@@ -29,7 +29,7 @@ from ..wire import records as rec
 from ..wire.bundle import JobHeader, python_version, read_header
 from ..wire.compression import best_codec, compress, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
-from ..wire.serialize import dumps
+from ..wire.serialize import dumps, loads
 from . import environment, modules, tracebacks, wheels
 from .capture import capture_output
 from .session import CURRENT, Session
@@ -180,7 +180,7 @@ class JobRunner:
                 if group.function not in functions:
                     functions[group.function] = cloudpickle.loads(self.blobs.read(group.function))
                 function = functions[group.function]
-                calls = cloudpickle.loads(decompress(group.args), buffers=[self.blobs.read(h) for h in group.buffers])
+                calls = loads(decompress(group.args), [self.blobs.read(h) for h in group.buffers])
             except _Stopped:
                 raise
             except IntegrityError as exc:
