@@ -365,7 +365,7 @@ class Job:
         future.stderr = record.get("err", "")
         status = record["s"]
         if status == rec.OK:
-            _settle(future, value=DeferredValue(lambda: self._load_value(record)))
+            _settle(future, value=DeferredValue(self._load_value, record))
         elif status == rec.RAISED:
             _settle(future, exc=rebuild_exception(record["e"], self.shipped))
         elif status == rec.TIMEOUT:
