@@ -41,7 +41,7 @@ def time_it(fn, repeat: int) -> list[float]:
 def client_stages(n: int, repeat: int) -> dict[str, float]:
     """µs per call of the client's submit and settle stages (min over ``repeat`` maps of ``n``)."""
     import podrun
-    from podrun.client import job as job_module
+    from podrun.client.jobs import job as job_module
 
     settle_s: list[float] = []
     resolve = job_module.Job._resolve
