@@ -16,6 +16,7 @@ from . import config, future_args, preflight
 from . import wheels as shipped_wheels
 from .dispatch import dispatcher_for
 from .future import ObjectFuture
+from .gc_pause import BULK, paused_gc
 from .jobs.key import JobKey, PendingGroup, PickledCallable
 from .jobs.pack import estimate_uplink
 from .modules import closure, pickle_callable
@@ -132,8 +133,9 @@ class RemoteFunction:
 
     def _send(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
               futures: list[ObjectFuture] | None = None) -> list[ObjectFuture]:
-        group = self._group(calls, futures, (config.current_platform().identity(), self._options.pod_name))
-        dispatcher_for(config.current_platform(), config.home()).submit(self._options.pod_name, group)
+        with paused_gc(len(calls)):
+            group = self._group(calls, futures, (config.current_platform().identity(), self._options.pod_name))
+            dispatcher_for(config.current_platform(), config.home()).submit(self._options.pod_name, group)
         return group.futures
 
     def estimate(self, *args: Any, **kwargs: Any) -> int:
@@ -152,11 +154,12 @@ class RemoteFunction:
     def map(self, iterable: Iterable[Any], *iterables: Iterable[Any], **shared_kwargs: Any) -> list[ObjectFuture]:
         """``fn(x)`` for each ``x`` (or ``fn(x, y)`` over zipped iterables, like ``map``), all in
         one job. ``shared_kwargs`` go to every call and are pickled once."""
-        if iterables:
-            calls = [(row, shared_kwargs) for row in zip(iterable, *iterables, strict=False)]
-        else:
-            calls = [((item,), shared_kwargs) for item in iterable]
-        return self._submit(calls) if calls else []
+        with paused_gc(BULK):  # a map is a burst, however long its iterable turns out to be
+            if iterables:
+                calls = [(row, shared_kwargs) for row in zip(iterable, *iterables, strict=False)]
+            else:
+                calls = [((item,), shared_kwargs) for item in iterable]
+            return self._submit(calls) if calls else []
 
 
 class _Submitter:
