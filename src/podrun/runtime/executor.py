@@ -10,9 +10,7 @@ call as RAISED, with the loading error.
 from __future__ import annotations
 
 import os
-import platform
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -81,8 +79,9 @@ class JobRunner:
 
     def _run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
+        host = os.uname()  # socket.gethostname() and platform.machine() say the same, at an import's cost
         self.emit({"k": "start", "t": time.time(), "python": python_version(), "pid": os.getpid(),
-                   "host": socket.gethostname(), "machine": platform.machine(), "node": os.environ.get("PODRUN_NODE")})
+                   "host": host.nodename, "machine": host.machine, "node": os.environ.get("PODRUN_NODE")})
         try:
             with open(self.bundle_path, "rb") as stream:
                 header, frames_at = read_header(stream)
