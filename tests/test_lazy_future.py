@@ -93,7 +93,7 @@ def test_a_callback_added_while_another_thread_settles_runs_exactly_once():
         seen: list[int] = []
         racer = threading.Thread(target=future.set_result, args=(1,))
         racer.start()
-        future.add_done_callback(lambda f: seen.append(f.result()))
+        future.add_done_callback(lambda f, seen=seen: seen.append(f.result()))
         racer.join()
         assert seen == [1]
 
