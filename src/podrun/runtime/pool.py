@@ -190,9 +190,10 @@ class _JobRun:
 
     def loop(self) -> None:
         while (self.left > 0 or any(w.chunks for w in self.pool.workers)) and not self.job.stopping:
-            for worker in self.pool.workers:
-                while len(worker.chunks) < 2 and self._hand_out(worker):
-                    pass
+            for depth in (1, 2):  # every worker one chunk first, then one more each, queued behind it
+                for worker in self.pool.workers:
+                    while len(worker.chunks) < depth and self._hand_out(worker):
+                        pass
             busy = {w.recv: w for w in self.pool.workers if w.chunks}
             if not busy:
                 continue  # everything left was cancelled or already done: handed out as nothing
