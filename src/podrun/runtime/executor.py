@@ -97,7 +97,7 @@ class JobRunner:
                 f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")})
             return 3
         self.emit({"k": "env", **self._environment(header)})
-        self._finish_range_of(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
+        self._finish_begun(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
         modules.install(self.blobs, header.options.get("modules"))
         folders, lost = wheels.install(self.blobs, data_dir(), header.options.get("wheels"))
         missing.update(lost)
@@ -215,9 +215,11 @@ class JobRunner:
             if i not in self.done:
                 self._emit_call(ended_record(i, status, message, **extra))
 
-    def _finish_range_of(self, indexes: set[int], status: str, message: str) -> None:
+    def _finish_begun(self, indexes: set[int], status: str, message: str) -> None:
+        """Records for calls an earlier pod began and never finished (they are in ``done``:
+        never run again, but each still gets its one terminal record)."""
         for i in sorted(indexes):
-            self._finish_range(i, i + 1, status, message)
+            self._emit_call(ended_record(i, status, message))
 
     def _finish_remaining(self, header: JobHeader, status: str, message: str) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish writing the records we owe
