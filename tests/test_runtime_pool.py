@@ -189,3 +189,26 @@ def test_a_sigkilled_pool_keeps_every_call_at_most_once(tmp_path: Path):
     ran = {int(name) for name in os.listdir(volume / "ran")}
     assert {r["i"] for r in records if r["s"] == rec.OK} <= ran
     assert any(r["s"] == rec.KILLED for r in records) and len(ran) < 120 + 1
+
+
+def test_max_duration_stops_the_workers_and_keeps_what_finished():
+    """SIGTERM reaches the workers: a finished call keeps its result, the running one ends KILLED
+    with its output, and nothing is left running."""
+    futures = fragile.options(max_duration=0.1).map(["ok", "slow"])
+    kind, worker = futures[0].get(timeout=60)
+    assert kind == "ok"
+    with pytest.raises(podrun.PodFailed, match="stopped while this call ran") as info:
+        futures[1].get(timeout=60)
+    assert info.value.status == "KILLED" and futures[1].stdout == "running slow\n"
+    deadline = time.monotonic() + 30  # the process driver shares this host's pids: the worker is gone
+    while _alive(worker):
+        assert time.monotonic() < deadline, f"worker {worker} outlived its pod"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -54,11 +54,9 @@ class CallRunner:
         self.watch = watch
         self.data = data_dir()
         self.captured = capture_output()  # one set of buffers for every call
-        from ..store.objects import resolve_object_refs
         from ..store.refs import ObjectRef
         from .upstream import UpstreamResult, resolve_upstream
 
-        self._resolve_objects = resolve_object_refs
         self._resolve_upstream = resolve_upstream
         self._references = (ObjectRef, UpstreamResult)
 
@@ -69,7 +67,9 @@ class CallRunner:
         if not any(isinstance(a, references) for a in args) and not (
                 kwargs and any(isinstance(v, references) for v in kwargs.values())):
             return args, kwargs
-        return self._resolve_objects(*self._resolve_upstream(args, kwargs, self.data), self.data)
+        from ..store.objects import resolve_object_refs  # the object store only for calls that name objects
+
+        return resolve_object_refs(*self._resolve_upstream(args, kwargs, self.data), self.data)
 
     def run(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             timeout: float | None) -> dict[str, Any]:

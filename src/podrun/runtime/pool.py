@@ -28,6 +28,7 @@ blob's hash instead, for the job's end record.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import select
@@ -120,8 +121,14 @@ class Pool:
         self.workers: list[Worker] = []
 
     def grow(self, size: int) -> None:
-        while len(self.workers) < size:
-            self.workers.append(self._fork())
+        if len(self.workers) < size:
+            from ..store import refs  # noqa: F401 - what every worker imports (calls.py), imported once before the forks
+            from . import upstream  # noqa: F401
+
+            gc.freeze()  # the collector leaves the pod's objects alone in the workers: fewer pages copied
+            while len(self.workers) < size:
+                self.workers.append(self._fork())
+            gc.unfreeze()
 
     def _fork(self) -> Worker:
         to_worker_r, to_worker_w = os.pipe()
