@@ -212,3 +212,31 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.one_of(st.integers(max_value=0), st.booleans(), st.floats(), st.text(max_size=3)))
+def test_workers_must_be_a_count_of_processes(bad):
+    with pytest.raises(podrun.UsageError, match="workers must be a number of worker processes"):
+        podrun.remote(lambda: None, workers=bad).options()
+    with pytest.raises(podrun.UsageError, match="workers must be"):
+        podrun.Executor(workers=bad)
+
+
+def test_a_class_service_keeps_its_one_object_in_the_pods_own_process():
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def add(self):
+            self.n += 1
+            return self.n
+
+    with podrun.Runner("pool-service", keep_warm=5) as runner:
+        with pytest.raises(podrun.UsageError, match="one object in the pod's own process"):
+            runner.service(Counter, workers=2)
+        counter = runner.service(Counter)
+        assert [f.get(timeout=60) for f in [counter.add() for _ in range(6)]] == [1, 2, 3, 4, 5, 6]
+        square = runner.service(lambda x: (x * x, os.getpid()), workers=2)
+        results = [f.get(timeout=60) for f in square.map(range(8))]
+        assert [value for value, _ in results] == [x * x for x in range(8)]
