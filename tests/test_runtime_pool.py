@@ -240,3 +240,17 @@ def test_a_class_service_keeps_its_one_object_in_the_pods_own_process():
         square = runner.service(lambda x: (x * x, os.getpid()), workers=2)
         results = [f.get(timeout=60) for f in square.map(range(8))]
         assert [value for value, _ in results] == [x * x for x in range(8)]
+
+
+def test_a_worker_that_died_between_jobs_is_replaced_without_failing_a_call():
+    def leave(delay):
+        import threading
+
+        threading.Timer(delay, os._exit, (3,)).start()  # after its record: the worker dies idle
+        return os.getpid()
+
+    quitter = podrun.remote(leave, max_duration=1, pod_name="pool-idle-death", keep_warm=20, workers=2)
+    gone = {f.get(timeout=60) for f in quitter.map([0.2, 0.2])}
+    time.sleep(1)
+    again = [f.get(timeout=60) for f in quitter.map([30, 30, 30])]  # ends the job before the timers fire
+    assert not gone & set(again)  # new workers ran them

@@ -59,6 +59,7 @@ CHUNK_SECONDS = 0.002  # a chunk lasts about this long: the pod's round trip per
 RECORD_SECONDS = 5e-6  # a worker's own time per call, beside the call's
 STOP_WAIT = 2.0  # seconds the pod waits, once stopped, for the workers' KILLED records
 FLUSH_SECONDS = 0.001  # a worker's finished records wait at most about this long to be sent (unless a call runs)
+REAP_WAIT = 2.0  # seconds a worker whose pipe closed has to end before the pod kills it
 STOP_LOOK = 0.1  # seconds between looks at the stop flag while every worker is busy
 _LEN = struct.Struct("<I")  # the record frames' own length prefix (wire/records.py)
 NOTICE = 1 << 31  # set in a frame's length: a note to the pod (a missing blob), not a record
@@ -95,6 +96,7 @@ class Worker:
     buffer: bytearray = field(default_factory=bytearray)
     chunks: deque[tuple[str, deque[int], list[tuple[int, int]]]] = field(default_factory=deque)  # function, left, all
     job: str | None = None  # the job it was last told about
+    alive: bool = True
 
     @property
     def outstanding(self) -> Iterator[int]:
@@ -181,7 +183,8 @@ class Pool:
             signal.signal(signal.SIGTERM, previous)
             for worker in self.workers:
                 if worker.job == job_id:
-                    _send(worker.send, ("end",))
+                    with contextlib.suppress(OSError):  # one that died since: the next job replaces it
+                        _send(worker.send, ("end",))
                     worker.job = None
 
 
@@ -201,15 +204,20 @@ class _JobRun:
     def loop(self) -> None:
         while (self.left > 0 or any(w.chunks for w in self.pool.workers)) and not self.job.stopping:
             for depth in (1, 2):  # every worker one chunk first, then one more each, queued behind it
-                for worker in self.pool.workers:
-                    while len(worker.chunks) < depth and self._hand_out(worker):
+                for worker in list(self.pool.workers):
+                    while worker.alive and len(worker.chunks) < depth and self._hand_out(worker):
                         pass
             busy = {w.recv: w for w in self.pool.workers if w.chunks}
             if not busy:
                 continue  # everything left was cancelled or already done: handed out as nothing
             readable, _, _ = select.select(list(busy), [], [], STOP_LOOK)
             for fd in readable:
-                self._receive(busy[fd])
+                if busy[fd].alive:
+                    self._receive(busy[fd])
+            if not readable:  # a worker whose pipe outlives it (a child of the call holds it) is dead all the same
+                for worker in list(busy.values()):
+                    if worker.alive and _exited(worker.pid) is not None:
+                        self._lost(worker)
 
     def _chunk_size(self) -> int:
         share = max(1, self.left // (2 * len(self.pool.workers)))  # the tail stays balanced
@@ -246,13 +254,16 @@ class _JobRun:
         indexes = [i for _, i in chunk]
         # Before it runs: a re-run pod of this job never runs these again (at most once).
         self.job.write_frames(_run_frames(indexes))
-        if worker.job != self.setup[0]:
-            _send(worker.send, ("job", *self.setup))
-            worker.job = self.setup[0]
-        _send(worker.send, ("run", chunk))
         if not any(held == function for held, _, _ in worker.chunks):
             self.running[function] = self.running.get(function, 0) + 1
         worker.chunks.append((function, deque(indexes), chunk))
+        try:
+            if worker.job != self.setup[0]:
+                _send(worker.send, ("job", *self.setup))
+                worker.job = self.setup[0]
+            _send(worker.send, ("run", chunk))
+        except OSError:  # it died after its last record: this chunk never reached it
+            self._lost(worker, running=len(worker.chunks) > 1)
 
     def _receive(self, worker: Worker) -> None:
         data = _read(worker.recv)
@@ -311,8 +322,10 @@ class _JobRun:
             return
         self.per_call = seconds if self.per_call <= 0 else 0.7 * self.per_call + 0.3 * seconds
 
-    def _lost(self, worker: Worker) -> None:
-        """The worker died: its running call is LOST, the rest of its calls go back to the queue."""
+    def _lost(self, worker: Worker, running: bool = True) -> None:
+        """The worker died: its running call is LOST, the rest of its calls go back to the queue
+        (all of them, where it was not ``running`` any)."""
+        worker.alive = False
         how = _reap(worker.pid)
         os.close(worker.send)
         os.close(worker.recv)
@@ -320,12 +333,15 @@ class _JobRun:
         outstanding = list(worker.outstanding)
         for function in {function for function, _, _ in worker.chunks}:
             self.running[function] -= 1
-        if outstanding:
+        if outstanding and not running:
+            self._requeue(worker, set(outstanding))
+        elif outstanding:
             crashed = outstanding[0]
             self.job.done.add(crashed)
             self.job.emit(ended_record(crashed, rec.LOST, f"the worker process running this call (pid {worker.pid}) "
                                        f"died: {how}; the pod replaced it and ran the job's other calls"))
             self._requeue(worker, set(outstanding[1:]))
+        worker.chunks.clear()
         self.pool.workers.append(self.pool._fork())
 
     def _requeue(self, worker: Worker, indexes: set[int]) -> None:
@@ -391,12 +407,40 @@ def _run_frames(indexes: list[int]) -> bytes:
     return b"".join(frames)
 
 
-def _reap(pid: int) -> str:
-    """Wait for a worker's end; how it ended, in words."""
+def _exited(pid: int) -> int | None:
+    """A worker's wait status if it has ended (collected now, kept for ``_reap``), else None."""
+    if pid in _EXITED:
+        return _EXITED[pid]
     try:
-        _, status = os.waitpid(pid, 0)
+        done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return "it ended (its status was already collected)"
+        return None
+    if not done:
+        return None
+    _EXITED[pid] = status
+    return status
+
+
+_EXITED: dict[int, int] = {}  # wait statuses collected by _exited, for _reap to describe
+
+
+def _reap(pid: int) -> str:
+    """Wait for a worker's end (killing it first if it still runs: its pipe broke); how it
+    ended, in words."""
+    status = _exited(pid)
+    deadline = time.monotonic() + REAP_WAIT
+    while status is None and time.monotonic() < deadline:  # its pipe closes a moment before it can be waited for
+        time.sleep(0.005)
+        status = _exited(pid)
+    _EXITED.pop(pid, None)
+    if status is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            return "it ended (its status was already collected)"
+        return "its pipe to the pod broke while it ran; the pod killed it"
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         try:
