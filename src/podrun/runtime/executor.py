@@ -64,7 +64,11 @@ class JobRunner:
         return self.watch.cancelled(i)
 
     def write_frames(self, frames: bytes) -> None:
-        """Record frames encoded elsewhere (a pool worker's), in one unbuffered write."""
+        """Call records encoded elsewhere (a pool worker's), in one unbuffered write."""
+        self.results.write(frames)
+
+    def write_runs(self, frames: bytes) -> None:
+        """Run markers encoded elsewhere (a pool's chunk), in one unbuffered write."""
         self.results.write(frames)
 
     def emit(self, record: dict[str, Any]) -> None:

@@ -113,6 +113,7 @@ class JobSink(Protocol):
 
     def emit(self, record: dict[str, Any]) -> None: ...
     def write_frames(self, frames: bytes) -> None: ...
+    def write_runs(self, frames: bytes) -> None: ...
     def cancelled(self, i: int) -> bool: ...
 
 
@@ -253,7 +254,7 @@ class _JobRun:
     def _start(self, worker: Worker, function: str, chunk: list[tuple[int, int]]) -> None:
         indexes = [i for _, i in chunk]
         # Before it runs: a re-run pod of this job never runs these again (at most once).
-        self.job.write_frames(_run_frames(indexes))
+        self.job.write_runs(_run_frames(indexes))
         if not any(held == function for held, _, _ in worker.chunks):
             self.running[function] = self.running.get(function, 0) + 1
         worker.chunks.append((function, deque(indexes), chunk))
