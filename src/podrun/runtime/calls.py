@@ -22,25 +22,25 @@ from ..wire import records as rec
 from ..wire.compression import MIN_COMPRESS_BYTES, RAW, compress
 from ..wire.serialize import BLOB_THRESHOLD, PROTOCOL, dumps
 from . import tracebacks
-from .cancel import CallCancelled, CancelWatch, drop_innermost_frame
+from .cancel import CancelWatch, _CallCancelled, drop_innermost_frame
 from .capture import capture_output
 
 INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
 
 
-class Stopped(BaseException):
+class _Stopped(BaseException):
     """Raised in the main thread by SIGTERM: the pod is being stopped. Leaving a call, it
     carries that call's KILLED record, which the caller writes before it stops."""
 
     record: dict[str, Any] | None = None
 
 
-class TimedOut(BaseException):
+class _TimedOut(BaseException):
     """Raised in the main thread by SIGALRM: the call ran past its timeout."""
 
 
 def raise_timeout(_signum: int, _frame: Any) -> None:
-    raise TimedOut()
+    raise _TimedOut()
 
 
 class CallRunner:
@@ -73,7 +73,7 @@ class CallRunner:
 
     def run(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             timeout: float | None) -> dict[str, Any]:
-        """The call's record; ``Stopped`` (carrying the record) when the pod is stopped while it runs."""
+        """The call's record; ``_Stopped`` (carrying the record) when the pod is stopped while it runs."""
         record: dict[str, Any] = {"k": "call", "i": i}
         started = time.time()
         with self.captured as captured:
@@ -90,14 +90,14 @@ class CallRunner:
                         signal.setitimer(signal.ITIMER_REAL, 0)
                     self.watch.current = None
                 record.update(self.encode_value(value))
-            except Stopped as stop:
+            except _Stopped as stop:
                 record.update({"s": rec.KILLED, "e": error_info(None, "KILLED", "the pod was stopped while this call ran")})
                 stop.record = close_call(record, started, captured)
                 raise
-            except TimedOut:
+            except _TimedOut:
                 error = error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")
                 record.update({"s": rec.TIMEOUT, "e": error})
-            except CallCancelled as exc:
+            except _CallCancelled as exc:
                 drop_innermost_frame(exc)  # the signal handler's own frame: the call was where the one before it is
                 record.update({"s": rec.CANCELLED, "e": error_info(exc, skip_runtime_frame=True)})
             except BaseException as exc:  # noqa: BLE001 - the user's exception is the call's outcome

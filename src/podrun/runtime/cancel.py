@@ -2,7 +2,7 @@
 the calls the client wants stopped. A call not yet started is skipped (``CANCELLED``); a call
 running is interrupted where it is: a watcher thread looks at the file every ``CANCEL_CHECK``
 seconds while a call runs and signals the main thread (``SIGUSR1``), whose handler raises
-``CallCancelled`` in the call's own frame, so the record's traceback shows where it stopped.
+``_CallCancelled`` in the call's own frame, so the record's traceback shows where it stopped.
 
 Each process that runs calls (the pod's own, or a pool worker) has its own watch; the file is
 re-read only when it changed, so a 100k-call job does not read it 100k times.
@@ -23,7 +23,7 @@ CANCEL_CHECK = 0.05  # seconds between looks at the client's cancel file
 CANCEL_SIGNAL = signal.SIGUSR1
 
 
-class CallCancelled(BaseException):
+class _CallCancelled(BaseException):
     """Raised in the call's frame when the client cancels a running call (a BaseException, as
     KeyboardInterrupt is, so that ``except Exception`` in user code lets it through)."""
 
@@ -94,7 +94,7 @@ class CancelWatch:
         target = self._target
         if target is not None and target == self.current:
             self._target = None
-            raise CallCancelled(f"call {target} was cancelled by the client while it ran")
+            raise _CallCancelled(f"call {target} was cancelled by the client while it ran")
 
 
 def drop_innermost_frame(exc: BaseException) -> None:

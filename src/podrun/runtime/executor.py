@@ -29,7 +29,7 @@ from ..wire.bundle import CallGroup, JobHeader, python_version, read_header
 from ..wire.compression import best_codec, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
 from . import environment, modules, pool, wheels
-from .calls import CallRunner, Stopped, ended_record, error_info
+from .calls import CallRunner, _Stopped, ended_record, error_info
 from .cancel import CancelWatch
 from .session import CURRENT, Session
 
@@ -37,9 +37,7 @@ REPLACED_MESSAGE = ("an earlier pod of this job took this call (it may have begu
                     "finished; it is not run again (at most once)")
 MARK_AHEAD = 0.002  # seconds of calls one run record covers, at most
 RECORD_SECONDS = 5e-6  # the runtime's own time per call, beside the call's: trivial calls still batch
-# Kept under their old names: tests and callers outside the runtime use them.
-_error_info = error_info
-_Stopped = Stopped
+_error_info = error_info  # its old name here: tests/test_remote.py renders one through the client
 
 
 class JobRunner:
@@ -114,7 +112,7 @@ class JobRunner:
         try:
             with wheels.active(folders):  # the job's wheels win over the runtime's and the image's copies
                 self._run_groups(header, missing, folders)
-        except Stopped as stop:
+        except _Stopped as stop:
             if stop.record is not None:
                 self._emit_call(stop.record)
         self._finish_remaining(header, rec.KILLED if self.stopping else rec.LOST, "the pod was stopped before this call finished")
@@ -139,7 +137,7 @@ class JobRunner:
     def _on_term(self, _signum: int, _frame: Any) -> None:
         if not self.stopping:
             self.stopping = True
-            raise Stopped()
+            raise _Stopped()
 
     def _store_blobs(self, stream: Any, frames_at: int) -> set[str]:
         """Write embedded blobs into the volume's store; return the required ones still missing."""
@@ -183,7 +181,7 @@ class JobRunner:
                 functions[group.function] = cloudpickle.loads(self.blobs.read(group.function))
             function = functions[group.function]
             calls = cloudpickle.loads(decompress(group.args), buffers=[self.blobs.read(h) for h in group.buffers])
-        except Stopped:
+        except _Stopped:
             raise
         except IntegrityError as exc:
             # A blob rotted in the volume: drop it and report it missing, so the client

@@ -51,7 +51,7 @@ from ..wire.bundle import JobHeader, read_header
 from ..wire.compression import best_codec, decompress
 from ..wire.layout import CANCEL_NAME
 from . import modules, wheels
-from .calls import CallRunner, Stopped, ended_record, error_info
+from .calls import CallRunner, _Stopped, ended_record, error_info
 from .cancel import CancelWatch
 
 MAX_CHUNK = 512  # calls per chunk, at most
@@ -167,7 +167,7 @@ class Pool:
     def run(self, job: JobSink, job_id: str, bundle: Path, job_dir: Path, folders: list[Path],
             groups: list[PoolGroup]) -> None:
         """Run these groups' calls on the workers; returns when each has its record. Raises
-        ``Stopped`` (after the workers' KILLED records are written) when the pod is stopped."""
+        ``_Stopped`` (after the workers' KILLED records are written) when the pod is stopped."""
         self.grow(max((g.limit for g in groups), default=1))
         run = _JobRun(self, job, (job_id, str(bundle), str(job_dir), [str(f) for f in folders]), groups)
 
@@ -179,7 +179,7 @@ class Pool:
             run.loop()
             if job.stopping:
                 run.stop()
-                raise Stopped()
+                raise _Stopped()
         finally:
             signal.signal(signal.SIGTERM, previous)
             for worker in self.workers:
@@ -517,7 +517,7 @@ class _WorkerJob:
                     self.functions[group.function] = cloudpickle.loads(self.blobs.read(group.function))
                 calls = cloudpickle.loads(decompress(group.args), buffers=[self.blobs.read(h) for h in group.buffers])
                 self.tables[group_index] = (self.functions[group.function], calls)
-            except Stopped:
+            except _Stopped:
                 raise
             except IntegrityError as exc:
                 # A blob rotted in the volume: drop it and report it missing, so the client re-sends it.
@@ -584,7 +584,7 @@ _HELD = {signal.SIGTERM, signal.SIGUSR1}
 
 def _on_term(_signum: int, _frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the KILLED record must get out
-    raise Stopped()
+    raise _Stopped()
 
 
 def _worker_main(recv: int, send: int) -> None:
@@ -620,7 +620,7 @@ def _worker_main(recv: int, send: int) -> None:
                 job = None
             elif message[0] == "quit":
                 return
-    except Stopped as stop:
+    except _Stopped as stop:
         with contextlib.suppress(OSError):
             if stop.record is not None:
                 outbox.add(rec.encode_record(stop.record))
