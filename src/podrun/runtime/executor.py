@@ -10,9 +10,7 @@ call as RAISED, with the loading error.
 from __future__ import annotations
 
 import os
-import platform
 import signal
-import socket
 import sys
 import time
 from collections import deque
@@ -28,6 +26,7 @@ from ..wire import records as rec
 from ..wire.bundle import CallGroup, JobHeader, python_version, read_header
 from ..wire.compression import best_codec, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
+from ..wire.serialize import loads
 from . import environment, modules, pool, wheels
 from .calls import CallRunner, _Stopped, ended_record, error_info
 from .cancel import CancelWatch
@@ -82,8 +81,9 @@ class JobRunner:
 
     def _run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
+        host = os.uname()  # socket.gethostname() and platform.machine() say the same, at an import's cost
         self.emit({"k": "start", "t": time.time(), "python": python_version(), "pid": os.getpid(),
-                   "host": socket.gethostname(), "machine": platform.machine(), "node": os.environ.get("PODRUN_NODE")})
+                   "host": host.nodename, "machine": host.machine, "node": os.environ.get("PODRUN_NODE")})
         try:
             with open(self.bundle_path, "rb") as stream:
                 header, frames_at = read_header(stream)
@@ -180,7 +180,7 @@ class JobRunner:
             if group.function not in functions:
                 functions[group.function] = cloudpickle.loads(self.blobs.read(group.function))
             function = functions[group.function]
-            calls = cloudpickle.loads(decompress(group.args), buffers=[self.blobs.read(h) for h in group.buffers])
+            calls = loads(decompress(group.args), [self.blobs.read(h) for h in group.buffers])
         except _Stopped:
             raise
         except IntegrityError as exc:

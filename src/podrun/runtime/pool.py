@@ -50,6 +50,7 @@ from ..wire import records as rec
 from ..wire.bundle import JobHeader, read_header
 from ..wire.compression import best_codec, decompress
 from ..wire.layout import CANCEL_NAME
+from ..wire.serialize import loads
 from . import modules, wheels
 from .calls import CallRunner, _Stopped, ended_record, error_info
 from .cancel import CancelWatch
@@ -515,7 +516,7 @@ class _WorkerJob:
             try:
                 if group.function not in self.functions:
                     self.functions[group.function] = cloudpickle.loads(self.blobs.read(group.function))
-                calls = cloudpickle.loads(decompress(group.args), buffers=[self.blobs.read(h) for h in group.buffers])
+                calls = loads(decompress(group.args), [self.blobs.read(h) for h in group.buffers])
                 self.tables[group_index] = (self.functions[group.function], calls)
             except _Stopped:
                 raise

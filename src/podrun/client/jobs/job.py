@@ -26,6 +26,7 @@ from ...wire.compression import decompress
 from ...wire.serialize import loads
 from .. import journal, preflight
 from ..future import ObjectFuture
+from ..gc_pause import paused_gc
 from ..warm import WarmPod, await_warm_job
 from .follow import await_pod, fetch_records
 from .key import JobKey, PendingGroup, new_job_id
@@ -162,7 +163,8 @@ class Job:
     # results -------------------------------------------------------------------------------
     def _resolve(self, records: list[dict[str, Any]], manifest: Manifest) -> list[PendingGroup]:
         resolver = Resolver(self.job_id, self.groups, self.state, self.launch.shipped, self._load_value)
-        return resolver.resolve(records, manifest, self.launch.embedded, self.launch.runtime_from_volume)
+        with paused_gc(len(self.futures)):
+            return resolver.resolve(records, manifest, self.launch.embedded, self.launch.runtime_from_volume)
 
     def _load_value(self, record: dict[str, Any]) -> Any:
         payload = self.fetch_blob(record["vb"]) if "vb" in record else decompress(record["v"])

@@ -113,7 +113,7 @@ class Resolver:
         future.stderr = record.get("err", "")
         status = record["s"]
         if status == rec.OK:
-            settle(future, value=DeferredValue(lambda: self.load_value(record)))
+            settle(future, value=DeferredValue(self.load_value, record))
         elif status == rec.RAISED:
             settle(future, exc=rebuild_exception(record["e"], self.shipped))
         elif status == rec.TIMEOUT:
