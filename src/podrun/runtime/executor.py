@@ -83,6 +83,12 @@ class JobRunner:
         signal.signal(signal.SIGTERM, self._on_term)
         self.emit({"k": "start", "t": time.time(), "python": python_version(), "pid": os.getpid(),
                    "host": socket.gethostname(), "machine": platform.machine(), "node": os.environ.get("PODRUN_NODE")})
+        if (self.done or self.interrupted) and not self.bundle_path.exists():
+            # An earlier pod of this job unpacked it and removed its bundle (drop_bundle): what
+            # it began is settled as stopped, and nothing runs again (at most once).
+            self._finish_range_of(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
+            self.emit({"k": "end", "t": time.time(), "missing": [], "stopped": False})
+            return 0
         try:
             with open(self.bundle_path, "rb") as stream:
                 header, frames_at = read_header(stream)
@@ -92,6 +98,7 @@ class JobRunner:
         except (WireFormatError, IntegrityError, OSError) as exc:
             self.emit({"k": "end", "t": time.time(), "fatal": f"{type(exc).__name__}: {exc}"})
             return 3
+        drop_bundle(self.bundle_path)
         if header.python != python_version():
             # The environment first: the client caches it and refuses the next call before a byte is sent.
             self.emit({"k": "env", **self._environment(header)})
@@ -273,6 +280,15 @@ class JobRunner:
     def _finish_remaining(self, header: JobHeader, status: str, message: str) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish writing the records we owe
         self._finish_range(0, header.call_count, status, message)
+
+
+def drop_bundle(bundle: Path) -> None:
+    """Bounded storage: once its blobs are stored and its header read, a job needs its bundle no
+    more, so it leaves the volume (a re-run pod of the job then ends at once: see ``_run``).
+    Kept only where it is still the zipapp this process imports from (``runtime/pack.py``
+    unpacks itself into the volume and imports from there unless the volume is read-only)."""
+    if str(bundle) not in sys.path:
+        bundle.unlink(missing_ok=True)
 
 
 def calls_begun(results: Path) -> tuple[set[int], set[int]]:

@@ -5,9 +5,9 @@ services keep their objects in memory between calls.
 
 Protocol, all through the volume:
 * the client uplinks a bundle as ``.podrun/inbox/<job_id>``;
-* the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, then moves the
-  bundle there too (all but the first, which may be the zipapp the pod runs from: a job whose
-  results file exists is never taken again, by this pod or the next);
+* the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, removing the
+  bundle once unpacked (``executor.drop_bundle``); a job whose results file exists is never
+  taken again, by this pod or the next;
 * ``.podrun/serve/status`` (small JSON, rewritten atomically) says what the pod is doing:
   ``state`` (serving | stopped), ``current`` job, the recently ``done`` ones, ``beat``.
   The client polls this one small file instead of the pod status.
@@ -17,7 +17,6 @@ Protocol, all through the volume:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -27,7 +26,7 @@ from typing import Any
 
 from .. import data_dir
 from ..platform.files import atomic_write
-from ..wire.layout import BUNDLE_NAME, INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
+from ..wire.layout import INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
 from .executor import JobRunner
 from .session import CURRENT, checkpoint_all
 
@@ -65,9 +64,6 @@ class Server:
         signal.signal(signal.SIGTERM, self.on_term)  # JobRunner installs its own while a job runs
         if runner.stopping:
             self.stopping = True
-        if bundle != self.first:  # the first bundle may be the zipapp this process runs from
-            with contextlib.suppress(OSError):
-                os.replace(bundle, self.root / job_dir(job_id) / BUNDLE_NAME)
         self.done.append(job_id)
         del self.done[:-RECENT]
         self.status("serving")
@@ -115,9 +111,6 @@ class Server:
         while not self.stopping and (job := self.next_job()) is not None:
             self.run_job(*job)
         self.status("stopped")
-        if self.first is not None:  # nothing is imported any more: the first bundle can join its job
-            with contextlib.suppress(OSError):
-                os.replace(self.first, self.root / job_dir(self.first.name) / BUNDLE_NAME)
         return 0
 
 
