@@ -160,6 +160,17 @@ class Conflict(PlatformError):
     default_code = "CONFLICT"
 
 
+class NameTaken(Conflict):
+    """``Runner(name, fail_if_exists=True)``: another Runner holds that name (its marker is in
+    the volume); ``holder`` says who (host, pid, since)."""
+
+    default_code = "NAME_TAKEN"
+
+    def __init__(self, message: str, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.holder = dict(holder or {})
+
+
 class ContainerUnavailable(PlatformError):
     """No container engine can run a container here; the message says what was tried."""
 
