@@ -169,7 +169,10 @@ class JobRunner:
         for blob_hash, (offset, length) in self.header.embedded.items():
             stream.seek(frames_at + offset)
             self.blobs.write_frame(blob_hash, stream.read(length))
-        return {h for h in self.header.required_blobs() if not self.blobs.has(h)}
+        missing = {h for h in self.header.required_blobs() if not self.blobs.has(h)}
+        for blob_hash in set(self.header.required_blobs()) - missing - set(self.header.embedded):
+            self.blobs.touch(blob_hash)  # used now: gc's grace period runs from here
+        return missing
 
     def _run_groups(self, header: JobHeader, missing: set[str]) -> None:
         functions = self.session.functions
