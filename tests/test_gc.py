@@ -243,3 +243,15 @@ def test_listing_times_and_job_ids_read_back_as_utc(stamp):
     assert collecting.entry_time(entry) == stamp - stamp % 60
     assert collecting.job_submitted(moment.strftime("%Y%m%d-%H%M%S-") + "0a1b2c3d") == stamp
     assert collecting.entry_time(FileEntry("file", "x", 1, "yesterday")) is None
+
+
+@given(st.lists(st.one_of(
+    st.dictionaries(st.sampled_from(["k", "s", "vb", "b", "i"]),
+                    st.one_of(st.none(), st.integers(), st.text(max_size=70), st.sampled_from(["call", "OK", "a" * 64]),
+                              st.lists(st.one_of(st.integers(), st.sampled_from(["b" * 64, "not a hash"]))))),
+    st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=3)), max_size=8))
+def test_result_records_from_a_hostile_pod_name_only_well_formed_blobs(records):
+    named = collecting.result_blobs(records)
+    assert named <= {"a" * 64, "b" * 64}
+    good = {"k": "call", "s": "OK", "vb": "a" * 64, "b": ["b" * 64, 7]}
+    assert collecting.result_blobs([*records, good]) == {"a" * 64, "b" * 64}

@@ -104,7 +104,7 @@ def plan(platform: MeteredPlatform, pod_name: str | None, home: Path, older_than
         times = [t for t in (job_submitted(job_id), *map(entry_time, entries.values())) if t is not None]
         old = bool(times) and max(times) < now - older_than
         records = [] if old and not busy else _read_results(platform, pod_name, job_id, entries, result)
-        if old and (not busy or any(r.get("k") == "end" for r in records)):
+        if old and (not busy or any(isinstance(r, dict) and r.get("k") == "end" for r in records)):
             removed_jobs.add(job_id)
             result.removals.append(Removal("job", f"{JOBS}/{job_id}", sum(e.size for e in entries.values()),
                                            f"finished, last active {_age(now - max(times))} ago"))
@@ -135,11 +135,14 @@ def apply(platform: MeteredPlatform, home: Path, planned: Plan) -> int:
 
 
 def result_blobs(records: Iterable[dict[str, Any]]) -> set[str]:
-    """Blobs a job's result records name: large values (``vb``) and their buffers (``b``)."""
+    """Blobs a job's result records name: large values (``vb``) and their buffers (``b``).
+    The records were written in a pod: anything malformed names nothing."""
     named: set[str] = set()
     for record in records:
-        if record.get("k") == "call" and record.get("s") == rec.OK:
-            named.update(h for h in [record.get("vb"), *(record.get("b") or [])] if isinstance(h, str))
+        if isinstance(record, dict) and record.get("k") == "call" and record.get("s") == rec.OK:
+            buffers = record.get("b")
+            named.update(h for h in [record.get("vb"), *(buffers if isinstance(buffers, list) else [])]
+                         if isinstance(h, str) and is_content_hash(h))
     return named
 
 
