@@ -78,14 +78,15 @@ class JobRunner:
             return self._run()
         finally:
             self.results.close()  # a warm pod runs many jobs: one descriptor each, closed
+            drop_bundle(self.bundle_path)
 
     def _run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
         self.emit({"k": "start", "t": time.time(), "python": python_version(), "pid": os.getpid(),
                    "host": socket.gethostname(), "machine": platform.machine(), "node": os.environ.get("PODRUN_NODE")})
         if (self.done or self.interrupted) and not self.bundle_path.exists():
-            # An earlier pod of this job unpacked it and removed its bundle (drop_bundle): what
-            # it began is settled as stopped, and nothing runs again (at most once).
+            # An earlier pod of this job ran it and removed its bundle (drop_bundle): what it
+            # began is settled as stopped, and nothing runs again (at most once).
             self._finish_range_of(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
             self.emit({"k": "end", "t": time.time(), "missing": [], "stopped": False})
             return 0
@@ -98,7 +99,6 @@ class JobRunner:
         except (WireFormatError, IntegrityError, OSError) as exc:
             self.emit({"k": "end", "t": time.time(), "fatal": f"{type(exc).__name__}: {exc}"})
             return 3
-        drop_bundle(self.bundle_path)
         if header.python != python_version():
             # The environment first: the client caches it and refuses the next call before a byte is sent.
             self.emit({"k": "env", **self._environment(header)})
@@ -286,10 +286,11 @@ class JobRunner:
 
 
 def drop_bundle(bundle: Path) -> None:
-    """Bounded storage: once its blobs are stored and its header read, a job needs its bundle no
-    more, so it leaves the volume (a re-run pod of the job then ends at once: see ``_run``).
-    Kept only where it is still the zipapp this process imports from (``runtime/pack.py``
-    unpacks itself into the volume and imports from there unless the volume is read-only)."""
+    """Bounded storage: once its job has run, its blobs are in the store and its bundle leaves
+    the volume (a re-run pod of the job then ends at once: see ``_run``). Not earlier: the
+    calls' argument tables are read from it as they run. Kept only where it is still the zipapp
+    this process imports from (``runtime/pack.py`` unpacks itself into the volume and imports
+    from there unless the volume is read-only)."""
     if str(bundle) not in sys.path:
         bundle.unlink(missing_ok=True)
 

@@ -5,9 +5,9 @@ services keep their objects in memory between calls.
 
 Protocol, all through the volume:
 * the client uplinks a bundle as ``.podrun/inbox/<job_id>``;
-* the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, removing the
-  bundle once unpacked (``executor.drop_bundle``); a job whose results file exists is never
-  taken again, by this pod or the next;
+* the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, and removes the
+  bundle when the job has run (``executor.drop_bundle``); a job whose results file exists is
+  never taken again, by this pod or the next;
 * ``.podrun/serve/status`` (small JSON, rewritten atomically) says what the pod is doing:
   ``state`` (serving | stopped), ``current`` job, the recently ``done`` ones, ``beat``.
   The client polls this one small file instead of the pod status.
