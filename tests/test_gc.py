@@ -140,7 +140,7 @@ def ten_jobs(pod_name: str, count: int = 10) -> list[podrun.ObjectFuture]:
     return futures
 
 
-def test_gc_after_ten_jobs_removes_jobs_and_blobs_no_one_references(target, capsys):
+def test_gc_after_ten_jobs_removes_jobs_and_blobs_no_one_references(target):
     ten_jobs("gc-ten")
     kept = podrun.remote(big_result, max_duration=1, pod_name="gc-ten").remote(400 * 1024)
     ref = kept.ref(timeout=120)  # a blob-backed object: its blobs stay
@@ -155,9 +155,6 @@ def test_gc_after_ten_jobs_removes_jobs_and_blobs_no_one_references(target, caps
 
     freed = collecting.apply(target, config.home(), dry)
     after = footprint(target, "gc-ten")
-    with capsys.disabled():
-        print(f"\n[gc-ten {target.kind}] before: {before[0]} files, {before[1]} B; after: {after[0]} files, "
-              f"{after[1]} B; freed {freed} B")
     assert freed == dry.freed and after[1] == before[1] - freed
     assert paths(target, "gc-ten", JOBS) == []
     assert podrun.get_object(podrun.ObjectRef(ref.key, 0)) == value  # referenced: kept
