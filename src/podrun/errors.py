@@ -23,6 +23,7 @@ The hierarchy::
     │   ├── InvalidRequest              the platform refused the request's content
     │   │   └── IllegalPath
     │   ├── Conflict                    a conditional write lost a race
+    │   │   └── NameTaken               another Runner holds the name (fail_if_exists)
     │   ├── ContainerUnavailable        no container engine can run the local pod driver
     │   └── ImageStoreError             the local image store (podman) failed
     │       └── PrepareError            a stock image cannot be made here
@@ -315,6 +316,7 @@ __all__ = [
     "InvalidRequest",
     "Locked",
     "MissingFile",
+    "NameTaken",
     "NoContainerEngine",
     "NotFound",
     "PlatformError",
