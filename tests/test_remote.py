@@ -278,7 +278,7 @@ attributes = st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=Tru
 def test_any_exception_state_comes_back_as_its_class(attrs, extra_args):
     """The pod's side (executor._error_info) and the client's (rebuild_exception) in one process:
     whatever ``__init__`` takes, the client gets the class, its ``args`` and its attributes."""
-    from podrun.client.job import rebuild_exception
+    from podrun.client.jobs.resolve import rebuild_exception
     from podrun.runtime.executor import _error_info
 
     error = CalibrationError("s", 1.5)

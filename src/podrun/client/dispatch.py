@@ -26,7 +26,8 @@ from pathlib import Path
 from ..errors import PodFailed
 from ..platform.metered import MeteredPlatform
 from .future import ObjectFuture
-from .job import Job, PendingGroup
+from .jobs.job import Job
+from .jobs.key import PendingGroup
 from .warm import WarmPod
 
 LINGER = 0.005
@@ -44,8 +45,9 @@ class Lane:
         self.warm = WarmPod()  # the warm pod this lane believes serves its pod_name
 
     def submit(self, group: PendingGroup) -> None:
+        hook = self._cancel  # one bound method for the group, not one per call
         for future in group.futures:
-            future._cancel_hook = self._cancel
+            future._cancel_hook = hook
         with self.cond:
             self.pending.append(group)
             if self.thread is None:

@@ -4,7 +4,7 @@ The client sends an ``UpstreamResult`` (the upstream call's job id and index) in
 future; the pod reads that call's record from the job's results file in its own volume and
 passes the value on, so the result never crosses the link. An upstream call that raised
 fails this one with ``_UpstreamFailed`` carrying the upstream's error record, which the
-client rebuilds as it rebuilds any remote exception (client/job.py): the dependent call ends
+client rebuilds as it rebuilds any remote exception (client/jobs/resolve.py): the dependent call ends
 with the upstream's own exception type and remote traceback.
 """
 
@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from ..errors import CallTimeout, Cancelled, PodFailed
 from ..store.volume_blobs import VolumeBlobs
 from ..wire import records as rec
 from ..wire.compression import decompress
 from ..wire.layout import RESULTS_NAME, job_file
+from ..wire.serialize import loads
 
 _JOB_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$")
 
@@ -87,7 +86,7 @@ def _outcome(record: dict[str, Any], blobs: VolumeBlobs, item: UpstreamResult) -
     status = record["s"]
     if status == rec.OK:
         payload = blobs.read(record["vb"]) if "vb" in record else decompress(record["v"])
-        return cloudpickle.loads(payload, buffers=[blobs.read(h) for h in record.get("b", [])])
+        return loads(payload, [blobs.read(h) for h in record.get("b", [])])
     info = record.get("e") or {}
     where = f"call {item.index} of job {item.job_id} (an argument of this call)"
     if status == rec.RAISED:
