@@ -117,7 +117,7 @@ def test_a_pod_re_run_for_a_job_whose_bundle_is_gone_runs_nothing_again(runtime)
     target = config.current_platform()
     before = list(rec.iter_records(target.downlink(job_file(job.job_id, RESULTS_NAME), "gc-rerun")))
     # The same pod again (a re-sent run_pod, a replaced pod): the bundle is gone.
-    target.run_pod(PodSpec(image=job.key.image, node=job.key.node, max_duration=1, command=job._command,
+    target.run_pod(PodSpec(image=job.key.image, node=job.key.node, max_duration=1, command=job.launch.command,
                            envs=dict(job.key.envs), pod_name="gc-rerun"))
     state = wait_terminal(target, "gc-rerun")
     after = list(rec.iter_records(target.downlink(job_file(job.job_id, RESULTS_NAME), "gc-rerun")))
