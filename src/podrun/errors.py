@@ -23,6 +23,7 @@ The hierarchy::
     │   ├── InvalidRequest              the platform refused the request's content
     │   │   └── IllegalPath
     │   ├── Conflict                    a conditional write lost a race
+    │   │   └── NameTaken               another Runner holds the name (fail_if_exists)
     │   ├── ContainerUnavailable        no container engine can run the local pod driver
     │   └── ImageStoreError             the local image store (podman) failed
     │       └── PrepareError            a stock image cannot be made here
@@ -158,6 +159,17 @@ class Conflict(PlatformError):
     """A conditional write lost a race: the stored version is not the one expected."""
 
     default_code = "CONFLICT"
+
+
+class NameTaken(Conflict):
+    """``Runner(name, fail_if_exists=True)``: another Runner holds that name (its marker is in
+    the volume); ``holder`` says who (host, pid, since)."""
+
+    default_code = "NAME_TAKEN"
+
+    def __init__(self, message: str, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.holder = dict(holder or {})
 
 
 class ContainerUnavailable(PlatformError):
@@ -305,6 +317,7 @@ __all__ = [
     "InvalidRequest",
     "Locked",
     "MissingFile",
+    "NameTaken",
     "NoContainerEngine",
     "NotFound",
     "PlatformError",

@@ -78,12 +78,19 @@ class JobRunner:
             return self._run()
         finally:
             self.results.close()  # a warm pod runs many jobs: one descriptor each, closed
+            drop_bundle(self.bundle_path)
 
     def _run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
         host = os.uname()  # socket.gethostname() and platform.machine() say the same, at an import's cost
         self.emit({"k": "start", "t": time.time(), "python": python_version(), "pid": os.getpid(),
                    "host": host.nodename, "machine": host.machine, "node": os.environ.get("PODRUN_NODE")})
+        if (self.done or self.interrupted) and not self.bundle_path.exists():
+            # An earlier pod of this job ran it and removed its bundle (drop_bundle): what it
+            # began is settled as stopped, and nothing runs again (at most once).
+            self._finish_begun(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
+            self.emit({"k": "end", "t": time.time(), "missing": [], "stopped": False})
+            return 0
         try:
             with open(self.bundle_path, "rb") as stream:
                 header, frames_at = read_header(stream)
@@ -145,7 +152,10 @@ class JobRunner:
         for blob_hash, (offset, length) in self.header.embedded.items():
             stream.seek(frames_at + offset)
             self.blobs.write_frame(blob_hash, stream.read(length))
-        return {h for h in self.header.required_blobs() if not self.blobs.has(h)}
+        missing = {h for h in self.header.required_blobs() if not self.blobs.has(h)}
+        for blob_hash in set(self.header.required_blobs()) - missing - set(self.header.embedded):
+            self.blobs.touch(blob_hash)  # used now: gc's grace period runs from here
+        return missing
 
     def _run_groups(self, header: JobHeader, missing: set[str], folders: list[Path]) -> None:
         """Groups in order: a run of groups with ``workers`` > 1 goes to the pod's pool of worker
@@ -238,6 +248,16 @@ class JobRunner:
     def _finish_remaining(self, header: JobHeader, status: str, message: str) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish writing the records we owe
         self._finish_range(0, header.call_count, status, message)
+
+
+def drop_bundle(bundle: Path) -> None:
+    """Bounded storage: once its job has run, its blobs are in the store and its bundle leaves
+    the volume (a re-run pod of the job then ends at once: see ``_run``). Not earlier: the
+    calls' argument tables are read from it as they run. Kept only where it is still the zipapp
+    this process imports from (``runtime/pack.py`` unpacks itself into the volume and imports
+    from there unless the volume is read-only)."""
+    if str(bundle) not in sys.path:
+        bundle.unlink(missing_ok=True)
 
 
 def calls_begun(results: Path) -> tuple[set[int], set[int]]:

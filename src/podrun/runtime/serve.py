@@ -6,9 +6,9 @@ services keep their objects in memory between calls; the pool of worker processe
 
 Protocol, all through the volume:
 * the client uplinks a bundle as ``.podrun/inbox/<job_id>``;
-* the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, then moves the
-  bundle there too (all but the first, which may be the zipapp the pod runs from: a job whose
-  results file exists is never taken again, by this pod or the next);
+* the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, and removes the
+  bundle when the job has run (``executor.drop_bundle``); a job whose results file exists is
+  never taken again, by this pod or the next;
 * ``.podrun/serve/status`` (small JSON, rewritten atomically) says what the pod is doing:
   ``state`` (serving | stopped), ``current`` job, the recently ``done`` ones, ``beat``.
   The client polls this one small file instead of the pod status.
@@ -20,7 +20,6 @@ Protocol, all through the volume:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -30,7 +29,7 @@ from typing import Any
 
 from .. import data_dir
 from ..platform.files import atomic_write
-from ..wire.layout import BUNDLE_NAME, INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
+from ..wire.layout import INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
 from . import pool
 from .executor import JobRunner
 from .inbox_watch import InboxWatch
@@ -70,9 +69,6 @@ class Server:
         signal.signal(signal.SIGTERM, self.on_term)  # JobRunner installs its own while a job runs
         if runner.stopping:
             self.stopping = True
-        if bundle != self.first:  # the first bundle may be the zipapp this process runs from
-            with contextlib.suppress(OSError):
-                os.replace(bundle, self.root / job_dir(job_id) / BUNDLE_NAME)
         self.done.append(job_id)
         del self.done[:-RECENT]
         self.status("serving")
@@ -123,9 +119,6 @@ class Server:
             self.run_job(*job)
         pool.shared().close()  # the workers served every job of this pod; they end with it
         self.status("stopped")
-        if self.first is not None:  # nothing is imported any more: the first bundle can join its job
-            with contextlib.suppress(OSError):
-                os.replace(self.first, self.root / job_dir(self.first.name) / BUNDLE_NAME)
         return 0
 
 
