@@ -126,13 +126,23 @@ def test_corrupt_result_blob_raises_integrity_error_naming_it():
     assert info.value.blob in record_blobs and info.value.blob in str(info.value)
 
 
-def test_accounting_is_exact_for_a_known_job():
+def test_accounting_is_exact_for_a_known_job(monkeypatch: pytest.MonkeyPatch):
+    stored: list[int] = []  # what each uplink left in the volume, measured there as it returns
+    real_uplink = LocalPlatform.uplink
+
+    def uplink(self, files, dest_path="", pod_name=None, progress=None):
+        answer = real_uplink(self, files, dest_path, pod_name, progress)
+        stored.extend((self.volume_path(pod_name) / dest_path / name).stat().st_size for name, _ in files)
+        return answer
+
+    monkeypatch.setattr(LocalPlatform, "uplink", uplink)  # the real uplink, watched: the pod removes the bundle later
     future = head.remote(2, np.arange(10))
     future.get(timeout=60)
     job = future.job
     stats = job.stats.as_dict()
     platform = volume()
-    bundle_size = (platform.volume_path(None) / job_file(job.job_id, "bundle")).stat().st_size
+    assert not (platform.volume_path(None) / job_file(job.job_id, "bundle")).exists()  # gone once the job ran
+    bundle_size, = stored
     results_size = (platform.volume_path(None) / job_file(job.job_id, RESULTS_NAME)).stat().st_size
     assert stats["bytes_up"] == bundle_size + lease_bytes()
     assert stats["bytes_down"] == results_size

@@ -148,7 +148,9 @@ def test_remote_exit_or_interrupt_never_stops_the_client(kind, type_name):
 
 
 def test_pod_dying_without_results_is_pod_failed_not_a_hang():
-    futures = fail.map(["ok", "exit", "never"])
+    # workers=1: the calls run in the pod's own process, so os._exit ends the pod (a pool
+    # worker's death fails only its call: tests/test_runtime_pool.py).
+    futures = fail.options(workers=1).map(["ok", "exit", "never"])
     assert futures[0].get(timeout=60) == "ok"  # finished before the crash: not lost
     for future in futures[1:]:
         with pytest.raises(podrun.PodFailed) as info:
@@ -164,8 +166,9 @@ def test_unknown_image_fails_with_the_pod_state():
 
 
 def test_max_duration_kills_and_keeps_what_finished(pod_architecture):
-    # A 1.8 s pod limit; under qemu (arm64) the runtime alone takes longer to start: 18 s.
-    futures = nap.options(max_duration=0.03 if pod_architecture == "host" else 0.3).map([0.01, 60])
+    # A 1.8 s pod limit; under qemu (arm64) the runtime alone takes longer to start: 18 s. In the
+    # pod's own process (workers=1), the quickest start; the pool's stop: tests/test_runtime_pool.py.
+    futures = nap.options(max_duration=0.03 if pod_architecture == "host" else 0.3, workers=1).map([0.01, 60])
     assert futures[0].get(timeout=60) == 0.01
     with pytest.raises(podrun.PodFailed) as info:
         futures[1].get(timeout=60)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,6 +15,8 @@ import podrun
 from podrun.client.resreq import ResourceRequirement, parse_resreq
 from podrun.platform.local import LocalPlatform
 from podrun.wire.bundle import python_version
+
+from .conftest import ROOT, run_python
 
 
 class Counter:
@@ -231,3 +236,120 @@ def test_resreq_round_trips_through_its_string(resreq):
     assert (again.cpu is None) == (resreq.cpu is None)
     if resreq.cpu is not None:
         assert abs(again.cpu - resreq.cpu) <= 1e-5 * resreq.cpu
+
+
+# -- services that resume; close() settles its calls; fail_if_exists reserves the name ---------
+
+class Slow:
+    def nap(self, seconds):
+        time.sleep(seconds)
+        return seconds
+
+
+def _object_files(platform, runner_name, namespace):
+    folder = platform.volume_path(runner_name) / ".podrun" / "objects" / runner_name / namespace
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def _no_pod_running(platform, name):
+    try:
+        return platform.pod_status(name).is_terminal
+    except podrun.NotFound:
+        return True
+
+
+def test_a_checkpointed_service_resumes_in_a_new_runner_after_keep_state():
+    platform = LocalPlatform()
+    with podrun.Runner("run-resume", keep_warm=20) as first:
+        counter = first.service(Counter, 5, checkpoint=True)
+        assert counter.add(3).get(timeout=60) == 8
+        key = counter.state_ref().key
+        first.close(keep_state=True)  # the pod checkpoints at its shutdown; the state stays
+    assert "run-resume" in platform.pvc_list()
+    second = podrun.Runner("run-resume", keep_warm=20)
+    again = second.service(Counter, 5, checkpoint=True)
+    assert again.state_ref().key == key  # the same identity in a new session
+    assert again.value().get(timeout=60) == 8  # resumed, not rebuilt from Counter(5)
+    other = second.service(Counter, 100, checkpoint=True, name="other")  # a second Counter needs its own name
+    assert other.value().get(timeout=60) == 100
+    with pytest.raises(podrun.UsageError, match="name="):
+        second.service(Counter, checkpoint=True)
+    second.close()
+    # The volume existed before this runner: it stays, but every state object it wrote is gone.
+    assert "run-resume" in platform.pvc_list()
+    assert _object_files(platform, "run-resume", "services") == []
+    assert _no_pod_running(platform, "run-resume")
+
+
+def test_close_without_keep_state_removes_the_state_objects_of_a_shared_volume():
+    platform = LocalPlatform()
+    platform.uplink([("keep.txt", b"mine")], pod_name="run-state")
+    with podrun.Runner("run-state", keep_warm=20) as runner:
+        counter = runner.service(Counter, checkpoint=True)
+        assert counter.add(2).get(timeout=60) == 2
+        assert counter.checkpoint().get(timeout=60).version >= 1
+        assert _object_files(platform, "run-state", "services")
+    assert _object_files(platform, "run-state", "services") == []
+    assert platform.downlink("keep.txt", "run-state") == b"mine"
+
+
+def test_fail_if_exists_reserves_the_name_at_construction():
+    platform = LocalPlatform()
+    holder = podrun.Runner("run-held", fail_if_exists=True)  # no call yet: the marker is the reservation
+    assert "run-held" in platform.pvc_list()
+    with pytest.raises(podrun.NameTaken, match=f"pid {os.getpid()} on ") as caught:
+        podrun.Runner("run-held", fail_if_exists=True)
+    assert caught.value.holder["pid"] == os.getpid()
+    other = run_python("import podrun\ntry:\n    podrun.Runner('run-held', fail_if_exists=True)\n"
+                       "except podrun.NameTaken as exc:\n    print('taken', exc.holder['pid'])\n")
+    assert other.stdout.split() == ["taken", str(os.getpid())], other.stderr
+    holder.close()
+    assert "run-held" not in platform.pvc_list()  # it made the volume: the volume goes, the name is free
+    podrun.Runner("run-held", fail_if_exists=True).close()
+
+
+def test_two_processes_reserving_one_name_at_once_never_both_win():
+    code = ("import sys, time, podrun\n"
+            "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))\n"
+            "try:\n    r = podrun.Runner('run-race', fail_if_exists=True)\n"
+            "except podrun.Conflict as exc:\n    print('lost', type(exc).__name__)\n"
+            "else:\n    print('won'); sys.stdout.flush(); time.sleep(3); r.close()\n")
+    start = str(time.time() + 2.0)
+    procs = [subprocess.Popen([sys.executable, "-c", code, start], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT) for _ in range(4)]
+    try:
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    words = [out.split() for out, _ in outputs]
+    assert all(w and w[0] in ("won", "lost") for w in words), outputs
+    assert sum(w[0] == "won" for w in words) <= 1, words
+
+
+def test_close_waits_for_a_call_in_flight_and_leaves_no_pod_or_volume():
+    platform = LocalPlatform()
+    runner = podrun.Runner("run-inflight", keep_warm=20)
+    slow = runner.service(Slow)
+    future = slow.nap(1.0)
+    runner.close()
+    assert future.done() and future.result() == 1.0
+    assert _no_pod_running(platform, "run-inflight")
+    time.sleep(1.0)  # nothing re-sends the call into a re-created volume
+    assert "run-inflight" not in platform.pvc_list()
+
+
+def test_close_with_cancel_cancels_calls_not_yet_running():
+    platform = LocalPlatform()
+    runner = podrun.Runner("run-cancel", keep_warm=20)
+    slow = runner.service(Slow)
+    assert slow.nap(0).get(timeout=60) == 0  # the pod serves
+    futures = slow.nap.map([0.5] * 6)
+    runner.close(cancel=True)
+    assert all(f.done() for f in futures)
+    # Each call either ran (its value) or was cancelled: before it was sent, or in the pod before it ran.
+    outcomes = ["cancelled" if f.cancelled() or isinstance(f.exception(), podrun.Cancelled) else f.result()
+                for f in futures]
+    assert set(outcomes) <= {"cancelled", 0.5} and "cancelled" in outcomes, outcomes
+    assert _no_pod_running(platform, "run-cancel")
+    assert "run-cancel" not in platform.pvc_list()

@@ -92,4 +92,5 @@ def test_a_new_warm_pod_never_runs_an_old_job_again():
     time.sleep(1.2)
     volume = LocalPlatform().volume_path("warm-once")
     assert (volume / "marks.txt").read_text().split() == ["one", "two"]
-    assert not [p for p in (volume / ".podrun" / "inbox").iterdir() if not p.name.startswith(".")]  # bundles joined their jobs
+    # The bundles left the volume once their jobs had run.
+    assert not [p for p in (volume / ".podrun" / "inbox").iterdir() if not p.name.startswith(".")]

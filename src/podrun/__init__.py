@@ -34,6 +34,7 @@ from .errors import (
     InvalidRequest,
     Locked,
     MissingFile,
+    NameTaken,
     NoContainerEngine,
     NotFound,
     PlatformError,
@@ -144,7 +145,8 @@ __all__ = [
     # errors (podrun.errors: the hierarchy is drawn there)
     "AuthError", "BuildFailed", "CallTimeout", "Cancelled", "Closed", "ConfigError", "Conflict", "ContainerUnavailable",
     "EnvironmentMismatch", "IllegalPath", "ImageStoreError", "IntegrityError", "InvalidKey", "InvalidRequest", "Locked",
-    "MissingFile", "NoContainerEngine", "NotFound", "PlatformError", "PodBusy", "PodFailed", "PodrunError", "PrepareError",
+    "MissingFile", "NameTaken", "NoContainerEngine", "NotFound", "PlatformError", "PodBusy", "PodFailed", "PodrunError",
+    "PrepareError",
     "RemoteError", "RemoteFailure", "RemoteTraceback", "SerializationError", "UsageError", "UsageTypeError",
     "WaitTimeout", "WheelError", "WireFormatError",
     "data_dir", "remote", "RemoteFunction", "Executor",

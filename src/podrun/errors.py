@@ -23,6 +23,7 @@ The hierarchy::
     │   ├── InvalidRequest              the platform refused the request's content
     │   │   └── IllegalPath
     │   ├── Conflict                    a conditional write lost a race
+    │   │   └── NameTaken               another Runner holds the name (fail_if_exists)
     │   ├── ContainerUnavailable        no container engine can run the local pod driver
     │   └── ImageStoreError             the local image store (podman) failed
     │       └── PrepareError            a stock image cannot be made here
@@ -161,6 +162,17 @@ class Conflict(PlatformError):
     default_code = "CONFLICT"
 
 
+class NameTaken(Conflict):
+    """``Runner(name, fail_if_exists=True)``: another Runner holds that name (its marker is in
+    the volume); ``holder`` says who (host, pid, since)."""
+
+    default_code = "NAME_TAKEN"
+
+    def __init__(self, message: str, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.holder = dict(holder or {})
+
+
 class ContainerUnavailable(PlatformError):
     """No container engine can run a container here; the message says what was tried."""
 
@@ -260,9 +272,10 @@ class WaitTimeout(_WaitTimeoutBase):
 
 
 class Cancelled(RemoteFailure, cf.CancelledError):
-    """A sent call was cancelled before it ran (terminal record ``CANCELLED``). A
-    ``concurrent.futures.CancelledError`` too: the future's ``cancel()`` returned False (the
-    call was already sent, as for a running Future), and the pod then skipped it."""
+    """A sent call was cancelled (terminal record ``CANCELLED``): skipped before it ran, or
+    interrupted while it ran (then with the remote traceback of where it was, as
+    ``__cause__``). A ``concurrent.futures.CancelledError`` too: the future's ``cancel()``
+    returned False (the call was already sent, as for a running Future)."""
 
 
 class NoContainerEngine(PodrunError):
@@ -314,6 +327,7 @@ __all__ = [
     "InvalidRequest",
     "Locked",
     "MissingFile",
+    "NameTaken",
     "NoContainerEngine",
     "NotFound",
     "PlatformError",

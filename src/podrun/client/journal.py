@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,16 @@ def entries(home: Path, limit: int | None = None) -> list[JournalEntry]:
         return []
     names = sorted((p.stem for p in directory.glob("*.json")), reverse=True)
     return [read(home, name) for name in names[:limit]]
+
+
+def forget(home: Path, job_ids: Iterable[str]) -> int:
+    """Remove the entries of ``job_ids`` (``podrun gc`` prunes old ones); returns how many
+    were there. A job forgotten can no longer be attached by id."""
+    removed = 0
+    for job_id in job_ids:
+        if isinstance(job_id, str) and "/" not in job_id and not job_id.startswith("."):
+            path = journal_dir(home) / f"{job_id}.json"
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed

@@ -10,19 +10,27 @@ Service kinds follow flamepy: a function is stateless; a class is constructed in
 (with the given arguments) and its instance stays resident; an instance is shipped once and
 stays resident. Methods exposed: those marked ``@podrun.method`` if any are, else the
 public methods the class defines. ``close()`` removes exactly what the runner created.
+
+A stateful service's identity is stable across sessions: the runner's name, the class's
+qualified name and an optional ``name=``. Its checkpoint object is named by it, so
+``close(keep_state=True)`` and a new Runner of the same name resume that state.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
+import os
+import re
+import socket
 import time
-import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from ..errors import Closed, Conflict, NotFound, UsageError, UsageTypeError
+from ..errors import Closed, Conflict, NameTaken, NotFound, UsageError, UsageTypeError
 from ..platform.types import validate_pod_name
 from ..runtime.session import CHECKPOINT, TOUCH, ServiceMethod, noop
 from ..store.refs import ObjectRef
@@ -33,7 +41,7 @@ from . import config
 from . import wheels as shipped_wheels
 from .future import ObjectFuture, as_completed, get, wait
 from .modules import is_shippable
-from .objects import delete_objects, put_object
+from .objects import delete_objects, get_object, put_object
 from .remote import RemoteFunction, RemoteOptions
 from .resreq import ResourceRequirement, parse_resreq
 from .warm import read_status
@@ -41,6 +49,8 @@ from .warm import read_status
 DEFAULT_KEEP_WARM = 300.0  # seconds a runner's pod waits for the next call
 DEFAULT_MAX_DURATION = 60.0  # minutes
 STOP_WAIT = 30.0  # seconds close() waits for the warm pod to checkpoint and stop
+HOLDER = ("runner", "holder")  # namespace and id of the fail_if_exists marker object
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _check_python_version(version: str) -> str:
@@ -50,6 +60,12 @@ def _check_python_version(version: str) -> str:
         raise UsageError(f"python_version={version!r}, but this client runs Python {ours}: pods must run the client's minor "
                          f"version (pickled code is bytecode); run the client on that Python, or pass {ours!r}")
     return ours
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    since = holder.get("since")
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if isinstance(since, (int, float)) else "?"
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} (since {when})"
 
 
 def _service_kind(target: Any) -> str:
@@ -69,6 +85,17 @@ def _concurrency(kind: str, autoscale: bool | None) -> int | None:
             raise UsageError("autoscale=True: an instance service is one resident object; its calls run one at a time")
         return 1
     return None if autoscale in (None, True) else 1
+
+
+def service_identity(runner: str, cls: type, name: str | None) -> str:
+    """The id of a stateful service, the same in every session: readable (the class's name)
+    and unique (a hash of runner, module-qualified class name and ``name``)."""
+    if name is not None and (not isinstance(name, str) or not _SERVICE_NAME.match(name)):
+        raise UsageError(f"service name={name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    qualified = f"{cls.__module__}.{cls.__qualname__}"
+    digest = hashlib.sha256(f"{runner}\0{qualified}\0{name or ''}".encode()).hexdigest()[:12]
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", cls.__qualname__)[:48]
+    return f"{readable}-{name}-{digest}" if name else f"{readable}-{digest}"
 
 
 def exposed_methods(cls: type) -> list[str]:
@@ -110,9 +137,9 @@ class MethodProxy:
 class Service:
     """The client-side proxy of a service; attribute access gives method proxies."""
 
-    def __init__(self, runner: Runner, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], checkpoint: bool) -> None:
+    def __init__(self, runner: Runner, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], checkpoint: bool,
+                 name: str | None = None, workers: int | None = None) -> None:
         self.runner = runner
-        self.service_id = f"{uuid.uuid4().hex[:12]}"
         self._methods: dict[str, MethodProxy] = {}
         self.concurrency: int | None = None  # calls that may run at once in the pod (None: no limit); see Runner.service
         self.warmup = 0
@@ -121,21 +148,26 @@ class Service:
             if args or kwargs:
                 raise UsageTypeError("a function service takes no constructor arguments; bind them with functools.partial")
             function = target._fn if isinstance(target, RemoteFunction) else target
-            self._call = runner._proxy(function)
+            self._call = runner._proxy(function, workers=workers)
             return
         if self.kind == "instance" and (args or kwargs):
             raise UsageTypeError("an instance service takes no constructor arguments: it is already constructed")
         cls = target if self.kind == "class" else type(target)
+        self.service_id = service_identity(runner.name, cls, name)
+        runner._claim_service(self.service_id, cls, name)
         spec = ("class", target, args, kwargs) if self.kind == "class" else ("instance", target)
         self.spec_ref = runner.put_object(spec, namespace="services")
         self.state_key = f"{runner.name}/services/{self.service_id}-state" if checkpoint else None
+        if self.state_key:
+            runner._state_keys.append(self.state_key)
         # The spec travels as an object, so the code of its class must travel with the calls.
         ship = tuple(sorted(name for name in dumps(spec, what="the service").modules if is_shippable(name)))
         self.method_names = exposed_methods(cls)
         if not self.method_names:
             raise UsageTypeError(f"{cls.__qualname__} has no public methods to serve; mark some with @podrun.method")
         for name in [*self.method_names, CHECKPOINT, TOUCH]:
-            self._methods[name] = runner._proxy(ServiceMethod(self.service_id, name, self.spec_ref.key, self.state_key), ship)
+            self._methods[name] = runner._proxy(ServiceMethod(self.service_id, name, self.spec_ref.key, self.state_key), ship,
+                                                workers=1)
 
     def __call__(self, *args: Any, **kwargs: Any) -> ObjectFuture:
         if self.kind != "function":
@@ -201,12 +233,20 @@ class Runner:
         platform = config.current_platform()
         exists = name in platform.pvc_list()
         if exists and fail_if_exists:
+            holder = self._holder()
+            if holder is not None:
+                raise NameTaken(f"runner {name!r} is held by {_describe(holder)}; close that Runner, or choose another "
+                                "name (or pass fail_if_exists=False to share it)", holder)
             raise Conflict(f"runner {name!r}: a volume of that name already exists; "
                            "choose another name or pass fail_if_exists=False")
         self.created_volume = not exists
         self.platform = platform
         self._objects: list[str] = []
+        self._state_keys: list[str] = []  # checkpoint objects of this runner's services
+        self._services: dict[str, str] = {}  # service id -> what it serves, for a clear error on a duplicate
         self._jobs: set[str] = set()
+        self._in_flight: set[ObjectFuture] = set()
+        self.reserved = self._reserve() if fail_if_exists else False
         self.closed = False
 
     def __enter__(self) -> Runner:
@@ -220,14 +260,18 @@ class Runner:
 
     # services ------------------------------------------------------------------------------
     def service(self, target: Any, *args: Any, autoscale: bool | None = None, warmup: int = 0, resreq: Any = None,
-                checkpoint: bool = False, **kwargs: Any) -> Service:
+                checkpoint: bool = False, name: str | None = None, workers: int | None = None,
+                **kwargs: Any) -> Service:
         """Serve a function, a class (constructed in the pod with ``*args, **kwargs``) or an
         instance. flamepy's keywords, on a pod:
 
         * ``autoscale``: may calls of this service run at once in the pod (default: yes for a
           function or class, and never for an instance, as in flamepy). Recorded as
-          ``service.concurrency`` (None: as many as the pod runs; 1: one at a time); the pod
-          runs calls one after another today, so both mean the same until it runs them in parallel.
+          ``service.concurrency`` (None: as many as the pod runs; 1: one at a time).
+        * ``workers`` (podrun's): worker processes in the pod that run a function service's calls
+          at once (default None: the node's core count; 1, or ``autoscale=False``: one after
+          another in the pod's own process). A class or instance service lives as one object in
+          the pod's own process, so its calls run there one at a time: it takes only 1.
         * ``warmup``: pods started before the first call. A runner has one pod (its pod_name),
           so any ``warmup`` >= 1 starts it and builds the object now; an instance takes 0 or 1.
         * ``resreq``: ``"cpu=1,mem=1g,gpu=0"`` (or a dict, or flamepy's ResourceRequirement):
@@ -236,7 +280,9 @@ class Runner:
           of a runner share its pod, so they must agree on both.
 
         ``checkpoint=True``: the object's state is saved to the volume on
-        ``service.checkpoint()`` and at shutdown."""
+        ``service.checkpoint()`` and at shutdown, under the service's stable identity (the
+        runner's name, the class's qualified name and ``name``, which tells apart two services
+        of one class), so a later session of this runner resumes it."""
         self._check_open()
         kind = _service_kind(target)
         concurrency = _concurrency(kind, autoscale)
@@ -244,8 +290,13 @@ class Runner:
             raise UsageError(f"warmup must be a number of pods >= 0, not {warmup!r}")
         if kind == "instance" and warmup > 1:
             raise UsageError(f"warmup={warmup}: an instance service has exactly one resident object; use 0 or 1")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise UsageError(f"workers must be a number of worker processes >= 1 (or None: the node's cores), not {workers!r}")
+        if kind != "function" and workers not in (None, 1):
+            raise UsageError(f"workers={workers}: a {kind} service is one object in the pod's own process, so its calls "
+                             "run one at a time there; serve a function for parallel calls, or leave workers out")
         self._apply_resreq(parse_resreq(resreq))
-        service = Service(self, target, args, kwargs, checkpoint)
+        service = Service(self, target, args, kwargs, checkpoint, name, 1 if concurrency == 1 else workers)
         service.concurrency, service.warmup = concurrency, warmup
         if warmup:
             service.warm_up()
@@ -268,16 +319,49 @@ class Runner:
         self.resreq = resreq
         self.options = replace(self.options, envs={**self.options.envs, **resreq.envs()})
 
-    def _proxy(self, fn: Callable[..., Any], modules: tuple[str, ...] = ()) -> MethodProxy:
-        options = replace(self.options, modules=modules) if modules else self.options
+    def _proxy(self, fn: Callable[..., Any], modules: tuple[str, ...] = (), workers: int | None = None) -> MethodProxy:
+        options = replace(self.options, modules=modules or self.options.modules, workers=workers)
         return MethodProxy(RemoteFunction(fn, options), self._track)
 
     def _track(self, future: ObjectFuture) -> None:
+        self._in_flight.add(future)
+
         def remember(done: Any) -> None:
+            self._in_flight.discard(done)
             if done.job is not None:
                 self._jobs.add(done.job.job_id)
 
         future.add_done_callback(remember)
+
+    def _claim_service(self, service_id: str, cls: type, name: str | None) -> None:
+        """Two services of one identity would share one resident object and one checkpoint."""
+        if service_id in self._services:
+            raise UsageError(f"runner {self.name!r} already serves {cls.__qualname__}"
+                             f"{f' named {name!r}' if name else ''}: give each instance its own name=")
+        self._services[service_id] = cls.__qualname__
+
+    # the name's marker (fail_if_exists) ----------------------------------------------------
+    def _holder_key(self) -> str:
+        return f"{self.name}/{HOLDER[0]}/{HOLDER[1]}"
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            holder = get_object(ObjectRef(self._holder_key(), 0))
+        except NotFound:
+            return None
+        return holder if isinstance(holder, dict) else {"holder": repr(holder)}
+
+    def _reserve(self) -> bool:
+        """Write the name's marker as version 1 through the conditional-write protocol
+        (``store/objects.py``): of two Runners reserving one name at once, at most one wins."""
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        try:
+            put_object(f"{self.name}/{HOLDER[0]}", me, name=HOLDER[1], if_version=0)
+        except Conflict:
+            holder = self._holder() or {}
+            raise NameTaken(f"runner {self.name!r} was reserved by {_describe(holder)} just now; close that Runner, or "
+                            "choose another name (or pass fail_if_exists=False to share it)", holder) from None
+        return True
 
     # objects and futures -------------------------------------------------------------------
     def put_object(self, obj: Any, namespace: str = "shared") -> ObjectRef:
@@ -307,19 +391,28 @@ class Runner:
         if self.closed:
             raise Closed(f"runner {self.name!r} is closed: make a new Runner")
 
-    def close(self, keep_state: bool = False) -> None:
-        """Stop the runner's warm pod (its services checkpoint first) and remove exactly what
-        this runner created: the whole volume if it made it (unless ``keep_state``), else its
-        jobs and objects. Blobs stay: they are shared by content and may serve others."""
+    def close(self, keep_state: bool = False, cancel: bool = False) -> None:
+        """Settle the calls in flight (wait for them; with ``cancel``, cancel those not yet
+        running first), stop the runner's warm pod (its services checkpoint first), then remove
+        exactly what this runner created: the whole volume if it made it, else its jobs, its
+        objects and its services' checkpoints. ``keep_state`` keeps the volume and the
+        checkpoints, which a new Runner of this name resumes. Blobs stay: they are shared by
+        content and may serve others. The name's marker (``fail_if_exists``) is released."""
         if self.closed:
             return
         self.closed = True
+        in_flight = list(self._in_flight)
+        if cancel:
+            for future in in_flight:
+                future.cancel()
+        wait(in_flight)  # nothing of ours is then re-sent (a retry would re-create the volume)
         self._stop_pod()
         if self.created_volume and not keep_state:
             with contextlib.suppress(NotFound):
                 self.platform.pvc_delete(self.name)
             return
-        for key in self._objects:
+        keys = self._objects + ([] if keep_state else self._state_keys) + ([self._holder_key()] if self.reserved else [])
+        for key in keys:
             with contextlib.suppress(NotFound):
                 delete_objects(key)
         for job_id in sorted(self._jobs):
@@ -327,21 +420,32 @@ class Runner:
                 self.platform.delete(job_dir(job_id), self.name)
 
     def _stop_pod(self) -> None:
-        """Ask a serving pod to checkpoint and exit, and wait (bounded) until it has."""
+        """Ask a serving pod to checkpoint and exit, and wait (bounded) until it has; a pod
+        still running after that is named in a warning, never left silently."""
         status = read_status(self.platform, self.name)
         if status is None or status.get("state") == "stopped":
             return
-        try:
-            if self.platform.pod_status(self.name).is_terminal:
-                return  # it died without saying so: a STOP would only wait for nobody
-        except NotFound:
-            return
+        if self._pod_ended():
+            return  # it died without saying so: a STOP would only wait for nobody
         self.platform.uplink([(STOP_NAME, b"")], dest_path=INBOX, pod_name=self.name)
         deadline = time.monotonic() + STOP_WAIT
         delay = self.platform.poll_interval[0]
+        said_stopped = False
         while time.monotonic() < deadline:
             time.sleep(delay)
-            status = read_status(self.platform, self.name)
-            if status is None or status.get("state") == "stopped":
+            if not said_stopped:  # the small status file first; then the pod itself, until it has ended
+                status = read_status(self.platform, self.name)
+                said_stopped = status is None or status.get("state") == "stopped"
+            if said_stopped and self._pod_ended():
                 return
             delay = min(self.platform.poll_interval[1], delay * 1.5)
+        warnings.warn(f"runner {self.name!r}: its pod did not stop within {STOP_WAIT:g} s of being asked (another "
+                      "client's job may be running there); it stops at its keep_warm idle time or max_duration",
+                      RuntimeWarning, stacklevel=3)
+
+    def _pod_ended(self) -> bool:
+        try:
+            return self.platform.pod_status(self.name).is_terminal
+        except NotFound:
+            return True
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, configuration, files, images, jobs, objects, pods
+from . import bench, configuration, files, gc, images, jobs, objects, pods, volumes
 
 
 def register(app: typer.Typer) -> None:
@@ -15,5 +15,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(pods.app, name="pods")
     app.add_typer(jobs.app, name="jobs")
     app.add_typer(objects.app, name="objects")
+    app.add_typer(volumes.app, name="volumes")
+    app.command("gc")(gc.gc)
     app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(bench.bench)
     app.add_typer(configuration.app, name="config")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -27,17 +28,31 @@ def find(entries: list[FileEntry], path: str) -> FileEntry | None:
     return node
 
 
-def _rows(entries: list[FileEntry], depth: int, show_all: bool) -> list[list[object]]:
+def visible(entries: list[FileEntry], show_all: bool) -> list[FileEntry]:
+    """The tree ``ls`` shows: hidden entries (and all beneath them) left out unless ``show_all``."""
+    return [replace(entry, contents=visible(entry.contents, show_all)) for entry in entries
+            if show_all or not entry.name.startswith(".")]
+
+
+def _rows(entries: list[FileEntry], depth: int) -> list[list[object]]:
     rows: list[list[object]] = []
     for entry in sorted(entries, key=lambda e: (e.type != "directory", e.name)):
-        if entry.name.startswith(".") and not show_all:
-            continue
         folder = entry.type == "directory"
         name = Text("  " * depth + entry.name + ("/" if folder else ""), style="bold blue" if folder else "")
         rows.append([name, human_size(entry.size), entry.time])
         if folder:
-            rows.extend(_rows(entry.contents, depth + 1, show_all))
+            rows.extend(_rows(entry.contents, depth + 1))
     return rows
+
+
+def footer(shown: list[FileEntry], every: list[FileEntry]) -> str:
+    """What the table shows, counted; then what it leaves out and how to see it."""
+    files, total = walk_entries(shown), walk_entries(every)
+    line = f"{len(files)} files, {human_size(sum(e.size for e in files.values()))}"
+    hidden = {path: entry for path, entry in total.items() if path not in files}
+    if hidden:
+        line += f" (and {len(hidden)} hidden, {human_size(sum(e.size for e in hidden.values()))}: --all shows them)"
+    return line
 
 
 @app.command("ls")
@@ -51,10 +66,10 @@ def ls(
     if entry is None:
         raise NotFound(f"{path!r} is not in the volume {pod_name or '(default)'}")
     entries = entry.contents if entry.type == "directory" else [entry]
-    rows = _rows(entries, 0, show_all or path.strip("/").startswith("."))
-    files = walk_entries(entries)
-    out().print(table(f"volume {pod_name or '(default)'}:/{path.strip('/')}", ["name", "size", "modified"], rows, right=["size"]))
-    note(f"{len(files)} files, {human_size(sum(e.size for e in files.values()))}")
+    shown = visible(entries, show_all or path.strip("/").startswith("."))
+    out().print(table(f"volume {pod_name or '(default)'}:/{path.strip('/')}", ["name", "size", "modified"], _rows(shown, 0),
+                      right=["size"]))
+    note(footer(shown, entries))
 
 
 def _plan(paths: list[Path], dest: str) -> list[tuple[str, list[tuple[str, Path]]]]:

@@ -119,6 +119,11 @@ class Platform(ABC):
     def pvc_delete(self, pvc_name: str) -> None:
         """Delete one of the user's volumes and everything in it."""
 
+    def default_volume(self) -> str | None:
+        """The name ``pvc_list`` gives the default volume (the EM's ``<username>-pvc``); every
+        other volume is named by its pod_name. None where the platform does not say."""
+        return None
+
     def close(self) -> None:
         """Release connections. Pods keep running: they outlive the client by design.
 

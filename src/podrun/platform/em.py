@@ -560,6 +560,9 @@ class EMPlatform(Platform):
         data = self._json(P.PVC_LIST, method="POST").get("data") or []
         return [str(item["name"]) if isinstance(item, dict) else str(item) for item in data]
 
+    def default_volume(self) -> str | None:
+        return f"{self.username}-pvc"
+
     def pvc_delete(self, pvc_name: str) -> None:
         self._json(P.PVC_DELETE, body={"pvc_name": pvc_name})
 

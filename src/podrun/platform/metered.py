@@ -149,6 +149,9 @@ class MeteredPlatform(Platform):
         _count(calls=1)
         return self.inner.pvc_list()
 
+    def default_volume(self) -> str | None:
+        return self.inner.default_volume()
+
     def pvc_delete(self, pvc_name: str) -> None:
         _count(calls=1)
         self.inner.pvc_delete(pvc_name)

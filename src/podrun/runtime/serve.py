@@ -1,15 +1,16 @@
 """A warm pod: after its first job, the runtime keeps serving jobs that arrive in the
 volume's inbox until it has been idle for ``idle`` seconds (or the pod's max_duration stops
 it). A call on a warm pod then costs an uplink and a downlink, not a pod start, and stateful
-services keep their objects in memory between calls.
+services keep their objects in memory between calls; the pool of worker processes
+(``pool.py``) started by its first job with ``workers`` > 1 serves its later jobs too.
 
 Protocol, all through the volume:
 * the client uplinks a bundle as ``.podrun/inbox/<job_id>``; the bundle of the job that starts
   the pod is its first argument, in ``.podrun/jobs/<job_id>/bundle`` (never the inbox, where a
   pod of another kind serving until it is replaced could take it);
-* the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, then moves the
-  bundle there too (all but the first, which may be the zipapp the pod runs from: a job whose
-  results file exists is never taken again, by this pod or the next);
+* the pod runs it with its results in ``.podrun/jobs/<job_id>/`` as usual, and removes the
+  bundle when the job has run (``executor.drop_bundle``); a job whose results file exists is
+  never taken again, by this pod or the next;
 * ``.podrun/serve/status`` (small JSON, rewritten atomically) says what the pod is doing:
   ``state`` (serving | stopped), ``current`` job, the recently ``done`` ones, ``beat``.
   The client polls this one small file instead of the pod status.
@@ -21,7 +22,6 @@ Protocol, all through the volume:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -32,6 +32,7 @@ from typing import Any
 from .. import data_dir
 from ..platform.files import atomic_write
 from ..wire.layout import BUNDLE_NAME, INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
+from . import pool
 from .executor import JobRunner
 from .inbox_watch import InboxWatch
 from .session import CURRENT, checkpoint_all
@@ -75,9 +76,6 @@ class Server:
         signal.signal(signal.SIGTERM, self.on_term)  # JobRunner installs its own while a job runs
         if runner.stopping:
             self.stopping = True
-        if bundle != self.first:  # the first bundle may be the zipapp this process runs from
-            with contextlib.suppress(OSError):
-                os.replace(bundle, self.root / job_dir(job_id) / BUNDLE_NAME)
         self.done.append(job_id)
         del self.done[:-RECENT]
         self.status("serving")
@@ -126,10 +124,8 @@ class Server:
         # A job that arrived while we decided to stop is still served: the client saw "serving".
         while not self.stopping and (job := self.next_job()) is not None:
             self.run_job(*job)
+        pool.shared().close()  # the workers served every job of this pod; they end with it
         self.status("stopped")
-        if self.first is not None:  # nothing is imported any more: the first bundle can join its job
-            with contextlib.suppress(OSError):
-                os.replace(self.first, self.root / job_dir(self.first_id) / BUNDLE_NAME)
         return 0
 
 

@@ -3,6 +3,7 @@ volume's directory). Blobs are compressed frames named by the hash of their raw 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,12 @@ class VolumeBlobs:
     def has(self, blob_hash: str) -> bool:
         """Present whole, or as a complete set of uplinked chunks (assembled now)."""
         return self.path(blob_hash).is_file() or self._assemble(blob_hash)
+
+    def touch(self, blob_hash: str) -> None:
+        """Mark a stored blob as just used: ``podrun gc`` removes unreferenced blobs only once
+        unused for its grace period, so one that jobs keep using is never re-sent."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path(blob_hash))
 
     def _assemble(self, blob_hash: str) -> bool:
         """Join ``<hash>.<i>of<n>`` chunks (a blob larger than one uplink call may carry) into

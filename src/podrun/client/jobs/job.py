@@ -7,6 +7,7 @@ backoff, one downlink of the results file (plus, on ``get()``, one per large res
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from pathlib import Path
@@ -152,8 +153,16 @@ class Job:
 
     # cancellation --------------------------------------------------------------------------
     def request_cancel(self, future: ObjectFuture) -> None:
+        """Ask the pod, now (not at the next poll), to stop this call: a call not started is
+        skipped, a running one interrupted; either ends ``CANCELLED``. Sent from a short
+        thread, so ``cancel()`` never waits on the link."""
         with self._cancel_lock:
             self._cancel_wanted.add(future.index)  # type: ignore[arg-type]
+        threading.Thread(target=self._send_cancels_charged, name=f"podrun-cancel-{self.job_id}", daemon=True).start()
+
+    def _send_cancels_charged(self) -> None:
+        with charge_to(self.stats), contextlib.suppress(PodrunError):  # else the poll loop sends it at its next tick
+            self._send_cancels()
 
     def send_cancels(self) -> None:
         """Send the cancels asked for since the last send (each poll tick, and on Ctrl-C)."""

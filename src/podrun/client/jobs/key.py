@@ -49,6 +49,7 @@ class PendingGroup:
     futures: list[ObjectFuture]
     key: JobKey
     timeout: float | None = None
+    workers: int | None = None  # pod worker processes for these calls (None: the node's cores); see CallGroup
     attempts: int = 0
     submitted_at: float = field(default_factory=time.monotonic)
 

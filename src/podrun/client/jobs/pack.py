@@ -33,7 +33,8 @@ def pack_job(job_id: str, groups: list[PendingGroup], platform: MeteredPlatform,
         raw[group.function.hash] = group.function.payload
         raw.update(group.args.blobs)
         args = compress(group.args.payload, codec)
-        table.append(CallGroup(group.function.hash, args, group.args.buffers, len(group.futures), group.timeout))
+        table.append(CallGroup(group.function.hash, args, group.args.buffers, len(group.futures), group.timeout,
+                               group.workers))
     header = JobHeader(job_id, table)
     boot = bootstrap.prepare(platform, key, groups, header, raw, manifest, refresh)  # runtime, modules
     embedded = manifest.missing(header.required_blobs(), refresh=refresh)

@@ -122,7 +122,7 @@ class Resolver:
         elif status == rec.TIMEOUT:
             settle(future, exc=CallTimeout(record["e"]["message"]))
         elif status == rec.CANCELLED:
-            settle(future, exc=Cancelled(f"call {future.index} of job {self.job_id} was cancelled before it ran"))
+            settle(future, exc=cancelled_error(record.get("e") or {}, f"call {future.index} of job {self.job_id}", self.shipped))
         else:
             state = self.state.to_dict() if self.state else {}
             message = record["e"]["message"]
@@ -149,6 +149,18 @@ def rebuild_exception(info: dict[str, Any], shipped: Collection[str] = ()) -> Ba
     if isinstance(exc, BaseException):
         message = f"{message} (a {type(exc).__name__} in the pod: not re-raised here, where it would stop this process)"
     return RemoteError(info.get("type") or "Exception", message, text)
+
+
+def cancelled_error(info: dict[str, Any], call: str, shipped: Collection[str] = ()) -> Cancelled:
+    """``Cancelled`` for a call's CANCELLED record: one interrupted while it ran carries the
+    traceback of where it was (rendered from this client's source), as a raised call does."""
+    if not info.get("tb"):
+        return Cancelled(f"{call} was cancelled before it ran")
+    text = render_info(info, shipped)
+    error = Cancelled(f"{call} was cancelled while it ran: interrupted in the pod")
+    error.__cause__ = RemoteTraceback(text)
+    error.remote_traceback = text  # type: ignore[attr-defined]
+    return error
 
 
 def _unpickle_exception(info: dict[str, Any]) -> BaseException | None:

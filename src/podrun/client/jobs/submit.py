@@ -100,6 +100,7 @@ class Launch:
 
 
 def send_cancel(platform: MeteredPlatform, job_id: str, pod_name: str | None, indexes: set[int]) -> None:
-    """Ask a job's pod to skip calls: the runtime re-reads the job's cancel file between calls
-    and ends each listed call not yet started as CANCELLED. The file lists every index wanted."""
+    """Ask a job's pod to stop calls: the runtime looks at the job's cancel file while calls
+    run (``runtime/cancel.py``), skips each listed call not yet started and interrupts a
+    running one; both end CANCELLED. The file lists every index wanted."""
     platform.uplink([(CANCEL_NAME, msgpack.packb(sorted(indexes)))], dest_path=job_dir(job_id), pod_name=pod_name)

@@ -367,6 +367,9 @@ class LocalPlatform(Platform):
         base = self.root / "volumes" / self.user
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
+    def default_volume(self) -> str | None:
+        return self.volume_name(None)
+
     def pvc_delete(self, pvc_name: str) -> None:
         pod_name = None if pvc_name == f"{self.user}-pvc" else validate_pod_name(pvc_name)
         path = self.volume_path(pod_name, create=False)
