@@ -162,7 +162,7 @@ class Job:
 
     def _send_cancels_charged(self) -> None:
         with charge_to(self.stats), contextlib.suppress(PodrunError):  # else the poll loop sends it at its next tick
-            self._send_cancels()
+            self.send_cancels()
 
     def send_cancels(self) -> None:
         """Send the cancels asked for since the last send (each poll tick, and on Ctrl-C)."""
