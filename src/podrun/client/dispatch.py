@@ -27,7 +27,7 @@ from ..errors import PodFailed
 from ..platform.metered import MeteredPlatform
 from .future import ObjectFuture
 from .jobs.job import Job
-from .jobs.key import PendingGroup
+from .jobs.key import JobKey, PendingGroup, new_job_id
 from .warm import WarmPod
 
 LINGER = 0.005
@@ -43,11 +43,20 @@ class Lane:
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
         self.warm = WarmPod()  # the warm pod this lane believes serves its pod_name
+        self.next_ids: dict[JobKey, str] = {}  # the id of the job each key's pending calls will form
+
+    def _reserve_id(self, group: PendingGroup) -> None:
+        """Give the group's futures the id of the job they will be sent in (``fut.job_id`` as
+        soon as ``.remote()``/``.map()`` return); caller holds the lock."""
+        job_id = self.next_ids.setdefault(group.key, new_job_id())
+        for future in group.futures:
+            future.reserved_job_id = job_id
 
     def submit(self, group: PendingGroup) -> None:
         for future in group.futures:
             future._cancel_hook = self._cancel
         with self.cond:
+            self._reserve_id(group)
             self.pending.append(group)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._work, name=f"podrun-lane-{self.pod_name or 'default'}", daemon=True)
@@ -90,11 +99,14 @@ class Lane:
                     if not batch:
                         continue
                     # Built under the lock: from here a cancel finds its call in this job.
-                    job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home, warm=self.warm)
+                    job_id = self.next_ids.pop(batch[0].key, None)
+                    job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home, job_id=job_id, warm=self.warm)
                 retry = job.run()
                 batch = []
                 if retry:
                     with self.cond:
+                        for group in retry:  # re-sent in a new job
+                            self._reserve_id(group)
                         self.pending.extendleft(reversed(retry))
         except BaseException as exc:
             # A lane must never die silently: settle what it held and let the next call start a new one.

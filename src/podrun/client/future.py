@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +32,7 @@ from ..errors import UsageTypeError, WaitTimeout
 if TYPE_CHECKING:
     from ..platform.metered import MeteredPlatform
     from ..store.refs import ObjectRef
+    from ..wire.records import CallRecord
 
 
 class Job(Protocol):
@@ -41,7 +43,7 @@ class Job(Protocol):
     platform: MeteredPlatform
     pod_name: str | None
 
-    def make_ref(self, record: dict[str, Any]) -> ObjectRef: ...
+    def make_ref(self, record: CallRecord) -> ObjectRef: ...
 
     def request_cancel(self, future: ObjectFuture) -> None: ...
 
@@ -80,12 +82,19 @@ class ObjectFuture(cf.Future):
         self.stderr = ""
         self.status: str | None = None  # the terminal record's status once done
         self._cancel_hook: Callable[[ObjectFuture], bool] | None = None
-        self._record: dict[str, Any] | None = None  # the call's terminal record, once done
+        self._record: CallRecord | None = None  # the call's terminal record, once done
+        self.reserved_job_id: str | None = None  # the id of the job it will be sent in, from submission
         self._ref: ObjectRef | None = None
         self._ref_lock = threading.Lock()
         self.target: tuple[str, str | None] | None = None  # (platform identity, pod_name), when submitted here
         self._sent_listeners: list[Callable[[], None]] = []
         self._cancel_reported = False  # cancel() notified waiters itself; the first caller still hears False
+
+    @property
+    def job_id(self) -> str | None:
+        """The id of the job that carries the call (``podrun.attach``, ``podrun jobs``): known
+        once ``.remote()``/``.map()`` return; a call re-sent (its blobs had gone) gets a new one."""
+        return self._job.job_id if self._job is not None else self.reserved_job_id
 
     @property
     def job(self) -> Job | None:
@@ -267,6 +276,22 @@ def wait(futures: Iterable[ObjectFuture], timeout: float | None = None,
 def as_completed(futures: Iterable[ObjectFuture], timeout: float | None = None) -> Iterator[ObjectFuture]:
     """Yield futures as their calls end."""
     return cf.as_completed(list(futures), timeout)  # type: ignore[return-value]
+
+
+def iter_results(futures: Iterable[ObjectFuture], ordered: bool = True, timeout: float | None = None) -> Iterator[Any]:
+    """The futures' values as their calls end: in the futures' order (``ordered``, each as soon
+    as it and every one before it has ended: results stream in while a job runs), else in the
+    order they end. A failed call raises its error when its turn comes; ``timeout`` bounds the
+    whole iteration (a TimeoutError past it; the calls keep running)."""
+    futures = list(futures)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if not ordered:
+        for future in as_completed(futures, timeout):
+            yield future.get(timeout=0)
+        return
+    for future in futures:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        yield future.get(timeout=left)
 
 
 FIRST_COMPLETED = cf.FIRST_COMPLETED

@@ -32,6 +32,7 @@ from ..wire.layout import CANCEL_NAME, RESULTS_NAME
 from ..wire.serialize import dumps
 from . import environment, modules, tracebacks, wheels
 from .capture import capture_output
+from .results import Segments
 from .session import CURRENT, Session
 
 INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
@@ -60,6 +61,7 @@ class JobRunner:
         self.done, self.interrupted = calls_begun(self.job_dir / RESULTS_NAME)
         fd = os.open(self.job_dir / RESULTS_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.results = os.fdopen(fd, "ab", buffering=0)
+        self.segments = Segments(self.job_dir)  # what the client downlinks while the job runs
         self.stopping = False
         self.header: JobHeader | None = None
         self.codec = best_codec(None)
@@ -68,21 +70,25 @@ class JobRunner:
         self.cancel_mtime = 0
         self.cancelled: set[int] = set()
 
-    def emit(self, record: dict[str, Any]) -> None:
+    def emit(self, record: rec.Record) -> None:
         """Write one record straight to the OS (one unbuffered write per call outcome): a pod
-        that dies any way at all, even by os._exit or SIGKILL, keeps every finished call."""
-        rec.append_record(self.results, record)
+        that dies any way at all, even by os._exit or SIGKILL, keeps every finished call; then
+        the same frame into the open result segment (the run markers stay in the pod)."""
+        frame = rec.encode_record(record)
+        self.results.write(frame)
+        self.segments.add(record, frame)
 
     def run(self) -> int:
         try:
             return self._run()
         finally:
+            self.segments.close()
             self.results.close()  # a warm pod runs many jobs: one descriptor each, closed
 
     def _run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
-        self.emit({"k": "start", "t": time.time(), "python": python_version(), "pid": os.getpid(),
-                   "host": socket.gethostname(), "machine": platform.machine(), "node": os.environ.get("PODRUN_NODE")})
+        self.emit(rec.StartRecord(time.time(), python_version(), os.getpid(), socket.gethostname(), platform.machine(),
+                                  os.environ.get("PODRUN_NODE")))
         try:
             with open(self.bundle_path, "rb") as stream:
                 header, frames_at = read_header(stream)
@@ -90,23 +96,23 @@ class JobRunner:
                 self.codec = best_codec(header.codecs)
                 missing = self._store_blobs(stream, frames_at)
         except (WireFormatError, IntegrityError, OSError) as exc:
-            self.emit({"k": "end", "t": time.time(), "fatal": f"{type(exc).__name__}: {exc}"})
+            self.emit(rec.EndRecord(time.time(), fatal=f"{type(exc).__name__}: {exc}"))
             return 3
         if header.python != python_version():
             # The environment first: the client caches it and refuses the next call before a byte is sent.
-            self.emit({"k": "env", **self._environment(header)})
-            self.emit({"k": "end", "t": time.time(), "fatal": (
+            self.emit(rec.EnvRecord(self._environment(header)))
+            self.emit(rec.EndRecord(time.time(), fatal=(
                 f"EnvironmentMismatch: the client pickled with Python {header.python} but this pod runs Python "
-                f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")})
+                f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")))
             return 3
-        self.emit({"k": "env", **self._environment(header)})
+        self.emit(rec.EnvRecord(self._environment(header)))
         self._finish_range_of(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
         modules.install(self.blobs, header.options.get("modules"))
         folders, lost = wheels.install(self.blobs, data_dir(), header.options.get("wheels"))
         missing.update(lost)
         conflict = wheels.kept_conflict(folders)
         if conflict:
-            self.emit({"k": "end", "t": time.time(), "fatal": conflict})
+            self.emit(rec.EndRecord(time.time(), fatal=conflict))
             return 3
         try:
             with wheels.active(folders):  # the job's wheels win over the runtime's and the image's copies
@@ -114,7 +120,7 @@ class JobRunner:
         except _Stopped:
             pass
         self._finish_remaining(header, rec.KILLED if self.stopping else rec.LOST, "the pod was stopped before this call finished")
-        self.emit({"k": "end", "t": time.time(), "missing": sorted(missing), "stopped": self.stopping})
+        self.emit(rec.EndRecord(time.time(), missing=sorted(missing), stopped=self.stopping))
         return 0
 
     def _environment(self, header: JobHeader) -> dict[str, Any]:
@@ -188,12 +194,13 @@ class JobRunner:
                 # re-sends it (the repair), instead of failing the calls for good.
                 self.blobs.path(exc.blob).unlink(missing_ok=True)  # type: ignore[arg-type]
                 missing.add(exc.blob)  # type: ignore[arg-type]
-                self._finish_range(first, index, rec.LOST, str(exc), missing=[exc.blob])
+                self._finish_range(first, index, rec.LOST, str(exc), missing=[exc.blob] if exc.blob else [])
                 continue
             except BaseException as exc:  # noqa: BLE001 - any load failure is this group's outcome
                 error = _error_info(exc)
                 for i in range(first, index):
-                    self.emit({"k": "call", "i": i, "s": rec.RAISED, "e": error, "t": [time.time(), time.time()]})
+                    now = time.time()
+                    self.emit(rec.CallRecord(i, rec.RAISED, now, now, error=error))
                     self.done.add(i)
                 continue
             for offset, (args, kwargs) in enumerate(calls):
@@ -206,8 +213,8 @@ class JobRunner:
 
     def _run_call(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                   timeout: float | None) -> None:
-        record: dict[str, Any] = {"k": "call", "i": i}
-        self.emit({"k": "run", "i": i})  # before it runs: a re-run pod of this job never runs it again
+        record: dict[str, Any] = {"i": i}  # CallRecord's fields, as the call's outcome becomes known
+        self.emit(rec.RunRecord(i))  # before it runs: a re-run pod of this job never runs it again
         started = time.time()
         with capture_output() as captured:
             try:
@@ -222,49 +229,45 @@ class JobRunner:
                         signal.setitimer(signal.ITIMER_REAL, 0)
                 record.update(self._encode_value(value))
             except _Stopped:
-                record.update({"s": rec.KILLED, "e": _error_info(None, "KILLED", "the pod was stopped while this call ran")})
+                record.update(status=rec.KILLED, error=_error_info(None, "KILLED", "the pod was stopped while this call ran"))
                 self._close_call(record, started, captured)
                 raise
             except _TimedOut:
                 error = _error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")
-                record.update({"s": rec.TIMEOUT, "e": error})
+                record.update(status=rec.TIMEOUT, error=error)
             except BaseException as exc:  # noqa: BLE001 - the user's exception is the call's outcome
-                record.update({"s": rec.RAISED, "e": _error_info(exc, skip_runtime_frame=True)})
+                record.update(status=rec.RAISED, error=_error_info(exc, skip_runtime_frame=True))
         self._close_call(record, started, captured)
 
     def _close_call(self, record: dict[str, Any], started: float, captured: capture_output) -> None:
-        record["t"] = [started, time.time()]
-        out, err = captured.out.getvalue(), captured.err.getvalue()
-        if out:
-            record["out"] = out
-        if err:
-            record["err"] = err
-        self.done.add(record["i"])  # before the write: a SIGTERM now must not add a KILLED record too
-        self.emit(record)
+        outcome = rec.CallRecord(**record, started=started, ended=time.time(), out=captured.out.getvalue(),
+                                 err=captured.err.getvalue())
+        self.done.add(outcome.i)  # before the write: a SIGTERM now must not add a KILLED record too
+        self.emit(outcome)
 
     def _encode_value(self, value: Any) -> dict[str, Any]:
         """Small results inline; large buffers and large payloads stay in the volume as blobs."""
         try:
             pickled = dumps(value, what="the result", fast=True)
         except Exception as exc:  # an unpicklable result is the call's failure, not the job's
-            return {"s": rec.RAISED, "e": _error_info(exc)}
+            return {"status": rec.RAISED, "error": _error_info(exc)}
         for blob_hash, view in pickled.blobs.items():
             self.blobs.write_raw(view, blob_hash, self.header.codecs if self.header else None)
-        encoded: dict[str, Any] = {"s": rec.OK, "b": pickled.buffers}
+        encoded: dict[str, Any] = {"status": rec.OK, "buffers": pickled.buffers}
         if pickled.buffers or len(pickled.payload) > INLINE_RESULT_BYTES:
             # A large result stays in the volume whole (payload and buffers), so fut.ref() can
             # name it as an object without moving a byte.
-            encoded["vb"] = self.blobs.write_raw(pickled.payload, None, self.header.codecs if self.header else None)
+            encoded["value_blob"] = self.blobs.write_raw(pickled.payload, None, self.header.codecs if self.header else None)
         else:
-            encoded["v"] = compress(pickled.payload, self.codec)
+            encoded["value"] = compress(pickled.payload, self.codec)
         return encoded
 
-    def _finish_range(self, start: int, stop: int, status: str, message: str, **extra: Any) -> None:
+    def _finish_range(self, start: int, stop: int, status: str, message: str, missing: list[str] | None = None) -> None:
         now = time.time()
         for i in range(start, stop):
             if i not in self.done:
                 self.done.add(i)
-                self.emit({"k": "call", "i": i, "s": status, "e": _error_info(None, status, message), "t": [now, now], **extra})
+                self.emit(rec.CallRecord(i, status, now, now, error=_error_info(None, status, message), missing=missing or []))
 
     def _finish_range_of(self, indexes: set[int], status: str, message: str) -> None:
         for i in sorted(indexes):
@@ -286,11 +289,11 @@ def calls_begun(results: Path) -> tuple[set[int], set[int]]:
     begun: set[int] = set()
     outcome: dict[int, str] = {}
     for record in rec.iter_records(data):
-        if record.get("k") == "run":
-            begun.add(record["i"])
-        elif record.get("k") == "call":
-            outcome[record["i"]] = str(record.get("s"))
-    settled = {i for i, status in outcome.items() if status not in (rec.KILLED, rec.LOST)}
+        if isinstance(record, rec.RunRecord):
+            begun.add(record.i)
+        elif isinstance(record, rec.CallRecord):
+            outcome[record.i] = record.status
+    settled = {i for i, status in outcome.items() if status not in rec.RERUNNABLE}
     return begun | settled, begun - set(outcome)
 
 
