@@ -45,6 +45,9 @@ def measure(calls: int, seconds: float) -> dict[str, Any]:
             counted["found"] += 1
         return moved
 
+    from podrun.platform.local.images import ImageStore
+
+    os.environ.setdefault("PODRUN_IMAGE_STORE", str(ImageStore().root))  # the real store, outside the private home
     with private_home():
         podrun.configure("local", driver="process")
         remote = podrun.remote(slow_last, max_duration=5)
@@ -74,7 +77,9 @@ def measure(calls: int, seconds: float) -> dict[str, Any]:
 def in_checkout(checkout: Path, calls: int, seconds: float) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
     done = subprocess.run([sys.executable, __file__, "--measure", "--calls", str(calls), "--slow", str(seconds)],
-                          env=env, capture_output=True, text=True, check=True)
+                          env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"the measure in {checkout} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
