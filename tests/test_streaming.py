@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import podrun
 from podrun.client.config import current_platform
@@ -122,3 +124,42 @@ def test_segments_are_numbered_on_from_an_earlier_pod_of_the_job(tmp_path: Path)
     assert next_segment(tmp_path) == 1
     data = (tmp_path / f"{RESULTS_NAME}.0").read_bytes()
     assert list(rec.iter_records(data)) == [rec.CallRecord(0, rec.OK), rec.EndRecord(1.0)]
+
+
+def test_a_segment_closes_on_age_while_the_next_call_runs(tmp_path: Path) -> None:
+    """No end and no size limit reached: the pod's own thread closes the segment once its
+    oldest outcome has waited its age (waited for here as an event, bounded only by a minute)."""
+    from podrun.runtime.results import Segments
+
+    segments = Segments(tmp_path)
+    try:
+        segments.add(rec.StartRecord(0.0, "3.11", 1, "h", "m"), rec.encode_record(rec.StartRecord(0.0, "3.11", 1, "h", "m")))
+        segments.add(rec.CallRecord(0, rec.OK), rec.encode_record(rec.CallRecord(0, rec.OK)))
+        path = tmp_path / f"{RESULTS_NAME}.0"
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            assert time.monotonic() < deadline, "the segment never closed on age"
+            time.sleep(0.01)
+        assert list(rec.iter_records(path.read_bytes())) == [rec.StartRecord(0.0, "3.11", 1, "h", "m"), rec.CallRecord(0, rec.OK)]
+    finally:
+        segments.close()
+    assert not (tmp_path / f"{RESULTS_NAME}.1").exists()  # nothing was left to close
+
+
+def test_records_before_the_first_outcome_do_not_close_a_segment(tmp_path: Path) -> None:
+    from podrun.runtime.results import MIN_AGE, Segments
+
+    segments = Segments(tmp_path)
+    segments.add(rec.EnvRecord({"env_hash": "x"}), rec.encode_record(rec.EnvRecord({"env_hash": "x"})))
+    time.sleep(3 * MIN_AGE)  # no outcome yet: the environment waits to ride with the first one
+    assert not (tmp_path / f"{RESULTS_NAME}.0").exists()
+    segments.close()
+    assert (tmp_path / f"{RESULTS_NAME}.0").exists()
+
+
+@given(elapsed=st.floats(min_value=0, max_value=1e7), more=st.floats(min_value=0, max_value=1e7))
+def test_the_age_a_result_may_wait_grows_with_the_job_and_is_bounded(elapsed: float, more: float) -> None:
+    from podrun.runtime.results import MAX_AGE, MIN_AGE, max_age
+
+    assert MIN_AGE <= max_age(elapsed) <= max_age(elapsed + more) <= MAX_AGE
+    assert max_age(3600) == MAX_AGE and max_age(1) == MIN_AGE  # an hour-long job: a segment a minute at most
