@@ -1,8 +1,9 @@
 """One job: a pod run that executes a batch of calls.
 
-Its life costs a fixed number of platform calls whatever the number of calls in it: one
+Its life costs a bounded number of platform calls whatever the number of calls in it: one
 uplink (the bundle, carrying only blobs the volume lacks), one ``run_pod``, status polls with
-backoff, one downlink of the results file (plus, on ``get()``, one per large result).
+backoff, one downlink per result segment as the pod closes them (``follow.py``; futures settle
+as their outcomes arrive), plus, on ``get()``, one per large result.
 """
 
 from __future__ import annotations
