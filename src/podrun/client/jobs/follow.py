@@ -29,24 +29,15 @@ class ResultStream:
         self.pod_name = pod_name
         self.records: list[rec.Record] = []
         self.segments = 0  # segments fetched: the next to ask for
+        self.ended = False  # the last pod that began the job has ended it (its end record came)
+        self.settled: set[int] = set()  # calls with an outcome among the records
         self.started = time.monotonic()
         self.delay = platform.poll_interval[0]
         self.due = self.started
 
-    @property
-    def ended(self) -> bool:
-        """The last pod that began the job has ended it (its end record arrived)."""
-        for record in reversed(self.records):
-            if isinstance(record, rec.EndRecord):
-                return True
-            if isinstance(record, rec.StartRecord):
-                return False
-        return False
-
     def complete(self, call_count: int) -> bool:
         """Ended, with an outcome for every call: nothing is left only in the pod's log."""
-        seen = {r.i for r in self.records if isinstance(r, rec.CallRecord)}
-        return self.ended and len(seen) == call_count
+        return self.ended and len(self.settled) == call_count
 
     def poll(self) -> list[rec.Record] | None:
         """The records of segments closed since the last fetch when asking is due (maybe []);
@@ -70,9 +61,13 @@ class ResultStream:
             except NotFound:
                 break
             self.segments += 1
-            batch = list(rec.iter_records(data))
-            self.records += batch
-            new += batch
+            for record in rec.iter_records(data):
+                if isinstance(record, rec.CallRecord):
+                    self.settled.add(record.i)
+                elif isinstance(record, (rec.StartRecord, rec.EndRecord)):
+                    self.ended = isinstance(record, rec.EndRecord)
+                new.append(record)
+        self.records += new
         return new
 
 
