@@ -4,6 +4,10 @@ A call returns an incompressible array of SIZE bytes (``--mb``, default 256); th
 its peak RSS (``ru_maxrss``) at exit, the client measures its own around ``fut.get()``. The
 figures are multiples of the result's size above each process's baseline (ideal: 1x, the
 result itself). Local platform, process driver: the pod is a plain process we can measure.
+
+Also the client's bytes per pending call: ``tracemalloc``'s traced memory just after a
+100k-call ``f.map`` returns (futures, the pickled argument table, the lane's bookkeeping),
+divided by the number of calls (``--calls``).
 """
 
 from __future__ import annotations
@@ -42,16 +46,49 @@ print(before, after, (volume / "pod-rss").read_text())
 """
 
 
-def measure(size: int) -> dict[str, float]:
+PENDING = r"""
+import gc, sys, time, tracemalloc
+import podrun
+
+@podrun.remote(node="MPU", max_duration=10)
+def inc(x):
+    return x + 1
+
+podrun.configure("local", driver="process")
+podrun.get(inc.map(range(10)), timeout=120)  # warm: imports, runtime, manifests
+n = int(sys.argv[1])
+items = list(range(n))  # the caller's own data, made before measuring
+gc.collect()
+tracemalloc.start()
+before = tracemalloc.get_traced_memory()[0]
+futures = inc.map(items)
+held = tracemalloc.get_traced_memory()[0] - before
+tracemalloc.stop()
+pending = sum(not f.done() for f in futures)
+podrun.get(futures, timeout=600)
+print(held, pending)
+"""
+
+
+def _run(script: str, *args: str) -> str:
     import os
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="podrun-bench-") as home:
-        done = subprocess.run([sys.executable, "-c", CLIENT, str(size)], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                               env={**os.environ, "PODRUN_HOME": home}, timeout=900)
         if done.returncode != 0:
             raise SystemExit(done.stderr[-3000:])
-        before, after, pod_start, pod_peak = (int(x) for x in done.stdout.split())
+    return done.stdout
+
+
+def pending_calls(n: int) -> dict[str, float]:
+    held, pending = (int(x) for x in _run(PENDING, str(n)).split())
+    return {"calls": n, "pending_at_measure": pending, "client_bytes_per_pending_call": held / n}
+
+
+def measure(size: int) -> dict[str, float]:
+    before, after, pod_start, pod_peak = (int(x) for x in _run(CLIENT, str(size)).split())
     return {"client_peak_mb": after / 2**20, "client_over_result": (after - before) / size,
             "pod_peak_mb": pod_peak / 2**20, "pod_over_result": (pod_peak - pod_start) / size}
 
@@ -59,13 +96,21 @@ def measure(size: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=256)
+    parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--pending-only", action="store_true", help="only the bytes per pending call")
     args = parser.parse_args()
+    pending = pending_calls(args.calls)
+    print_table(f"client memory per pending call ({args.calls:,}-call map)", ["bytes per call", "pending when measured"],
+                [[pending["client_bytes_per_pending_call"], pending["pending_at_measure"]]])
+    if args.pending_only:
+        write_json("memory_pending", pending)
+        return
     size = args.mb * 2**20
     result = measure(size)
     print_table(f"peak memory for one {args.mb} MB result", ["where", "peak RSS MB", "x result size"],
                 [["client", result["client_peak_mb"], result["client_over_result"]],
                  ["pod", result["pod_peak_mb"], result["pod_over_result"]]])
-    write_json("memory", {"result_mb": args.mb, **result})
+    write_json("memory", {"result_mb": args.mb, **result, "pending": pending})
 
 
 if __name__ == "__main__":

@@ -4,7 +4,12 @@ Latency of one trivial call (cold pod, warm pod, process pool), and throughput o
 1k, 10k and 100k trivial calls, in one run, same machine. The process pool gets its best chunksize (tried from a list). Prints
 a table and writes benchmarks/results/overhead.json.
 
-    python benchmarks/overhead.py [--quick]
+The client's own stages of a 50k-call map come first: submitting (``f.map`` returning its
+futures: pickling the argument table, making futures, queueing) and settling (the job turning
+its result records into settled futures, timed around ``Job._resolve``), in µs per call of
+the thread's own CPU time (the machine's other load and the lane thread stay out of it).
+
+    python benchmarks/overhead.py [--quick] [--stages-only]
 """
 
 from __future__ import annotations
@@ -33,10 +38,51 @@ def time_it(fn, repeat: int) -> list[float]:
     return samples
 
 
+def client_stages(n: int, repeat: int) -> dict[str, float]:
+    """µs per call of the client's submit and settle stages (min over ``repeat`` maps of ``n``)."""
+    import podrun
+    from podrun.client.jobs import job as job_module
+
+    settle_s: list[float] = []
+    resolve = job_module.Job._resolve
+
+    def timed_resolve(self, records, manifest):
+        start = time.thread_time()
+        try:
+            return resolve(self, records, manifest)
+        finally:
+            settle_s.append(time.thread_time() - start)
+
+    remote_inc = podrun.remote(inc, max_duration=10)
+    submit, settle = [], []
+    job_module.Job._resolve = timed_resolve  # type: ignore[method-assign]
+    try:
+        with private_home():
+            podrun.get(remote_inc.map(range(10)), timeout=120)
+            for _ in range(repeat):
+                settle_s.clear()
+                start = time.thread_time()
+                futures = remote_inc.map(range(n))
+                submit.append(time.thread_time() - start)
+                podrun.get(futures, timeout=600)
+                settle.append(sum(settle_s))
+                del futures
+    finally:
+        job_module.Job._resolve = resolve  # type: ignore[method-assign]
+    return {"calls": n, "submit_us_per_call": min(submit) / n * 1e6, "settle_us_per_call": min(settle) / n * 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (CI smoke run)")
+    parser.add_argument("--stages-only", action="store_true", help="only the client's submit and settle stages")
     args = parser.parse_args()
+    stages = client_stages(50_000, 2 if args.quick else 3)
+    print_table("client stages of a 50k-call map (min, CPU µs per call)", ["stage", "µs"],
+                [["submit", stages["submit_us_per_call"]], ["settle", stages["settle_us_per_call"]]])
+    if args.stages_only:
+        write_json("overhead_stages", {"stages": stages})
+        return
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
     repeat = 3 if args.quick else 7
 
@@ -44,7 +90,7 @@ def main() -> None:
 
     remote_inc = podrun.remote(inc, max_duration=10)
     warm_inc = podrun.remote(inc, max_duration=10, pod_name="bench-warm", keep_warm=60)
-    results: dict = {"latency": {}, "map": {}}
+    results: dict = {"stages": stages, "latency": {}, "map": {}}
     with private_home():
         remote_inc.remote(0).get(timeout=120)  # warm the manifest and the volume
         warm_inc.remote(0).get(timeout=120)  # start the warm pod

@@ -3,8 +3,9 @@
 Pod start is ``run_pod`` to ``terminated`` of a ``python -c pass`` pod (``python:3.11-slim``),
 polled as a client does, for each local driver that works here and, for the container driver,
 each architecture whose image is prepared (arm64 runs under qemu-user). The job is one
-``podrun.remote`` call on a container pod of each architecture: the first (the zero-build
-runtime travels) and the next.
+``podrun.remote`` call end to end, on the process driver and on a container pod of each
+architecture: the first (the zero-build runtime travels), the next on a cold pod (a pod per
+call), and the next on a warm pod (``keep_warm``: the pod serves calls from its inbox).
 Prints tables and writes benchmarks/results/pods.json.
 
     PODRUN_IMAGE_STORE=... python benchmarks/pods.py [--quick]
@@ -47,6 +48,58 @@ def pod_start(platform, repeat: int) -> list[float]:
     return samples
 
 
+JOB = r"""
+import json, sys, time
+import podrun
+from podrun.platform.local import LocalPlatform
+
+driver, arch, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def inc(x):
+    return x + 1
+
+if driver == "process":
+    podrun.configure("local", driver="process")  # as a user configures it; pods run on this Python
+    image = None
+else:
+    podrun.configure(LocalPlatform(driver="container", arch=arch))
+    image = sys.argv[4]
+
+def timed(fn, n):
+    started = time.perf_counter()
+    assert fn.remote(n).get(timeout=600) == n + 1
+    return time.perf_counter() - started
+
+fn = podrun.remote(inc, image=image, max_duration=5, pod_name="job")
+first = timed(fn, 1)
+cold = [timed(fn, n) for n in range(repeat)]
+warm_fn = fn.options(keep_warm=30, pod_name="warm")
+timed(warm_fn, 0)  # starts the warm pod
+warm = [timed(warm_fn, n) for n in range(repeat * 3)]
+print(json.dumps([first, cold, warm]))
+"""
+
+
+def end_to_end(driver: str, arch: str, repeat: int, home: Path) -> tuple[float, list[float], list[float]]:
+    """One remote call end to end, in a client process of its own (a fresh PODRUN_HOME): the
+    first call, ``repeat`` on cold pods, ``3 * repeat`` on a warm one (seconds)."""
+    import json
+    import subprocess
+
+    home.mkdir()
+    try:
+        done = subprocess.run([sys.executable, "-c", JOB, driver, arch, str(repeat), IMAGE], capture_output=True,
+                              text=True, env={**os.environ, "PODRUN_HOME": str(home)}, timeout=1800)
+        if done.returncode != 0:
+            raise SystemExit(done.stderr[-3000:])
+    finally:
+        from podrun.platform.local import LocalPlatform
+
+        LocalPlatform(home / "local").shutdown()
+    first, cold, warm = json.loads(done.stdout.strip().splitlines()[-1])
+    return first, cold, warm
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (CI smoke run)")
@@ -84,24 +137,18 @@ def main() -> None:
                 sizes.append([name.removeprefix("localhost/podrun-stock/"), round(image.size / 2**20, 1)])
         print_table("stock images in the store", ["image", "MiB"], sorted(sizes))
 
-        import podrun
-
         job_rows = []
-        for arch in [a for a in (host_arch(), "arm64") if store.inspect(stock_ref(IMAGE, a)) and _container.available(store)]:
-            podrun.configure(LocalPlatform(home / "local", driver="container", arch=arch))
-            fn = podrun.remote(inc, image=IMAGE, max_duration=5, pod_name=f"job-{arch}")
-            started = time.perf_counter()
-            assert fn.remote(1).get(timeout=600) == 2
-            first = time.perf_counter() - started
-            again = []
-            for n in range(repeat):
-                started = time.perf_counter()
-                assert fn.remote(n).get(timeout=600) == n + 1
-                again.append(time.perf_counter() - started)
-            results["job_s"][arch] = {"first": first, "next_median": statistics.median(again)}
-            job_rows.append([arch, first, statistics.median(again)])
-        print_table("one remote call on a container pod, end to end (s)", ["arch", "first (runtime travels)", "next (median)"],
-                    job_rows)
+        jobs = [("process", host_arch())]
+        if _container.available(store):
+            jobs += [("container", arch) for arch in (host_arch(), "arm64") if store.inspect(stock_ref(IMAGE, arch))]
+        for driver, arch in jobs:
+            first, cold, warm = end_to_end(driver, arch, repeat, home / f"job-{driver}-{arch}")
+            results["job_s"][f"{driver}/{arch}"] = {"first": first, "cold_median": statistics.median(cold),
+                                                    "cold_min": min(cold), "warm_median": statistics.median(warm),
+                                                    "warm_min": min(warm)}
+            job_rows.append([driver, arch, first, statistics.median(cold), min(cold), statistics.median(warm), min(warm)])
+        print_table("one remote call end to end (s)", ["driver", "arch", "first (runtime travels)", "cold median",
+                                                       "cold min", "warm median", "warm min"], job_rows)
     write_json("pods", results)
 
 

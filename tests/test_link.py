@@ -181,3 +181,29 @@ def test_a_blob_larger_than_one_uplink_goes_in_chunks(tmp_path):
     assert not [p for p in blobs.iterdir() if "of" in p.name]  # the chunks were joined and removed
     assert head.remote(7, SHARED).get(timeout=60) == float(SHARED[7])  # and the joined blob serves the next job
     platform.shutdown()
+
+
+@podrun.remote(max_duration=2)
+def checksum(data, i):
+    import hashlib
+
+    return type(data).__name__, hashlib.sha256(memoryview(data).cast("B")).hexdigest(), i
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview", "array"])
+def test_a_large_bytes_like_argument_is_uplinked_once_for_ten_calls(kind):
+    import array
+    import hashlib
+
+    raw = np.random.default_rng(3).bytes(2_000_000)  # incompressible: its bytes are what crosses
+    value = {"bytes": raw, "bytearray": bytearray(raw), "memoryview": memoryview(raw),
+             "array": array.array("B", raw)}[kind]
+    expected = (type(value).__name__, hashlib.sha256(raw).hexdigest())
+    podrun.reset_stats()
+    together = [checksum.remote(value, i) for i in range(5)]  # close together: one job
+    assert podrun.get(together, timeout=60) == [(*expected, i) for i in range(5)]
+    apart = [checksum.remote(value, i).get(timeout=60) for i in range(5, 10)]  # one job each
+    assert apart == [(*expected, i) for i in range(5, 10)]
+    sent = podrun.stats()["bytes_up"]
+    runtime = len(build_zipapp().data)
+    assert len(raw) <= sent - runtime < len(raw) + 20_000  # the buffer once, plus ten small call tables

@@ -93,3 +93,58 @@ def test_unpicklable_is_named():
         dumps(((lock,), {}), what="the arguments")
     assert "positional argument 1" in find_unpicklable((1, lock), {})
     assert "keyword argument 'guard'" in find_unpicklable((), {"guard": lock})
+
+
+def _bytes_like(kind: str, data: bytes):
+    import array
+
+    if kind == "bytes":
+        return data
+    if kind == "bytearray":
+        return bytearray(data)
+    if kind == "memoryview":
+        return memoryview(bytearray(data)).cast("B")
+    if kind == "readonly view of ints":
+        data += bytes(4)  # an empty view of ints is one cast cannot rebuild (refused: test below)
+        return memoryview(data[: len(data) // 4 * 4]).cast("i")
+    return array.array("d", np.frombuffer(data[: len(data) // 8 * 8], dtype=np.float64).tolist())
+
+
+BYTES_LIKE = ["bytes", "bytearray", "memoryview", "readonly view of ints", "array"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(BYTES_LIKE), data=st.binary(min_size=0, max_size=4096), fast=st.booleans(),
+       times=st.integers(1, 4))
+def test_bytes_like_arguments_above_the_threshold_travel_as_one_blob(kind, data, fast, times):
+    value = _bytes_like(kind, data)
+    nbytes = memoryview(value).nbytes
+    pickled = dumps([((value, i), {}) for i in range(times)], threshold=1024, fast=fast)
+    restored = loads(pickled.payload, [pickled.blobs[h] for h in pickled.buffers])
+    for (args, _), i in zip(restored, range(times), strict=True):
+        back = args[0]
+        assert type(back) is type(value) and args[1] == i
+        assert memoryview(back).tobytes() == memoryview(value).tobytes()
+        if isinstance(value, memoryview):
+            assert (back.format, back.shape, back.readonly) == (value.format, value.shape, value.readonly)
+    assert all(arg is restored[0][0][0] for (arg, _), _ in restored)  # one object, however often it is passed
+    if nbytes >= 1024:
+        assert len(pickled.blobs) == 1 and pickled.blob_bytes == nbytes
+        assert len(pickled.payload) < 200 + 30 * times  # the stream names the blob, it does not carry it
+    else:
+        assert not pickled.blobs
+
+
+def test_a_bytearray_argument_is_snapshotted_and_stays_resizable():
+    data = bytearray(b"x" * 100_000)
+    pickled = dumps(((data,), {}), threshold=1024)
+    data[:1] = b"y"
+    data.extend(b"more")  # no view of the caller's buffer is kept
+    (restored,), _ = loads(pickled.payload, [pickled.blobs[h] for h in pickled.buffers])
+    assert restored == b"x" * 100_000
+
+
+def test_a_memoryview_cast_cannot_rebuild_arrives_as_its_bytes():
+    for view in (memoryview(np.zeros((0, 4), dtype=np.uint8)), memoryview(b"").cast("i")):
+        pickled = dumps(((view,), {}), threshold=1024)
+        assert loads(pickled.payload, []) == ((b"",), {})  # cloudpickle's own fallback

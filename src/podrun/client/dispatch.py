@@ -53,8 +53,9 @@ class Lane:
             future.reserved_job_id = job_id
 
     def submit(self, group: PendingGroup) -> None:
+        hook = self._cancel  # one bound method for the group, not one per call
         for future in group.futures:
-            future._cancel_hook = self._cancel
+            future._cancel_hook = hook
         with self.cond:
             self._reserve_id(group)
             self.pending.append(group)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UsageTypeError, WaitTimeout
+from .lazy_future import _SHARED, LazyFuture
 
 if TYPE_CHECKING:
     from ..platform.metered import MeteredPlatform
@@ -49,11 +50,15 @@ class Job(Protocol):
 
 
 class DeferredValue:
-    """A result still in the volume: ``load()`` fetches and unpickles it once."""
+    """A result still in the volume: ``get()`` fetches and unpickles it once (``load(arg)``).
+    Its lock is made on the first ``get()``: most results are read once, by one thread."""
 
-    def __init__(self, load: Callable[[], Any]) -> None:
-        self._load = load
-        self._lock = threading.Lock()
+    __slots__ = ("_load", "_arg", "_lock", "_loaded", "_value")
+
+    def __init__(self, load: Callable[[Any], Any], arg: Any = None) -> None:
+        self._load: Callable[[Any], Any] | None = load
+        self._arg = arg
+        self._lock: threading.Lock | None = None
         self._loaded = False
         self._value: Any = None
 
@@ -62,18 +67,29 @@ class DeferredValue:
         return type(self._value).__name__ if self._loaded else "a result not yet fetched"
 
     def get(self) -> Any:
+        if self._loaded:
+            return self._value
+        if self._lock is None:
+            with _SHARED:
+                if self._lock is None:
+                    self._lock = threading.Lock()
         with self._lock:
             if not self._loaded:
-                self._value = self._load()
+                assert self._load is not None
+                self._value = self._load(self._arg)
                 self._loaded = True
-                self._load = None  # type: ignore[assignment]
+                self._load = self._arg = None
             return self._value
 
 
-class ObjectFuture(cf.Future):
-    """The future result of one remote call (``f.remote(...)``)."""
+class ObjectFuture(LazyFuture):
+    """The future result of one remote call (``f.remote(...)``). Slotted, with its lock made
+    only when someone waits on it (``lazy_future.py``): a pending call costs ~200 bytes."""
 
-    def __init__(self, function_name: str = "") -> None:
+    __slots__ = ("function_name", "_job", "index", "stdout", "stderr", "status", "_cancel_hook", "_record", "_ref",
+                 "target", "_sent_listeners", "_cancel_reported")
+
+    def __init__(self, function_name: str = "", target: tuple[str, str | None] | None = None) -> None:
         super().__init__()
         self.function_name = function_name
         self._job: Job | None = None
@@ -85,9 +101,8 @@ class ObjectFuture(cf.Future):
         self._record: CallRecord | None = None  # the call's terminal record, once done
         self.reserved_job_id: str | None = None  # the id of the job it will be sent in, from submission
         self._ref: ObjectRef | None = None
-        self._ref_lock = threading.Lock()
-        self.target: tuple[str, str | None] | None = None  # (platform identity, pod_name), when submitted here
-        self._sent_listeners: list[Callable[[], None]] = []
+        self.target = target  # (platform identity, pod_name), when submitted here
+        self._sent_listeners: list[Callable[[], None]] | None = None
         self._cancel_reported = False  # cancel() notified waiters itself; the first caller still hears False
 
     @property
@@ -106,20 +121,28 @@ class ObjectFuture(cf.Future):
         # Being put in a job is the Future's "running": from here cancel() cannot unsend it.
         self._job = job
         if job is not None:
-            with self._condition:
+            lock = self._acquire()
+            try:
                 pending = self._state == cf._base.PENDING
-                listeners, self._sent_listeners = self._sent_listeners, []
+                listeners, self._sent_listeners = self._sent_listeners, None
+            finally:
+                lock.release()
             if pending:
                 self.set_running_or_notify_cancel()
-            for listener in listeners:
+            for listener in listeners or ():
                 listener()
 
     def on_sent(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` once the call is in a job (now, if it already is)."""
-        with self._condition:
+        lock = self._acquire()
+        try:
             if self._job is None:
+                if self._sent_listeners is None:
+                    self._sent_listeners = []
                 self._sent_listeners.append(listener)
                 return
+        finally:
+            lock.release()
         listener()
 
     @property
@@ -170,7 +193,7 @@ class ObjectFuture(cf.Future):
         error = self.exception(timeout)
         if error is not None:
             raise error
-        with self._ref_lock:
+        with self._condition:  # made once per future that is asked for a ref
             if self._ref is None:
                 assert self.job is not None and self._record is not None
                 self._ref = self.job.make_ref(self._record)
@@ -178,6 +201,8 @@ class ObjectFuture(cf.Future):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the call ends (whatever its outcome); False if ``timeout`` passed first."""
+        if self.done():
+            return True
         done, _ = cf.wait([self], timeout)
         return bool(done)
 
@@ -205,10 +230,13 @@ class ObjectFuture(cf.Future):
         """As ``Future``'s: False (once) for a cancelled future, else it becomes running.
         ``cancel()`` notifies waiters at once (no executor will pick the call up later), so
         the caller who then asks still hears False, exactly as from a plain Future."""
-        with self._condition:
+        lock = self._acquire()
+        try:
             if self._state == cf._base.CANCELLED_AND_NOTIFIED and not self._cancel_reported:
                 self._cancel_reported = True
                 return False
+        finally:
+            lock.release()
         return super().set_running_or_notify_cancel()
 
     def __reduce__(self) -> tuple:
@@ -244,8 +272,7 @@ class ObjectFuture(cf.Future):
 
     def __repr__(self) -> str:
         """As ``Future``'s (``state=finished returned int``), plus the call and its job."""
-        with self._condition:
-            state, exc, value = self._state, self._exception, self._result
+        state, exc, value = self._state, self._exception, self._result  # outcome first, then FINISHED: coherent
         outcome = _STATE_WORDS[state]
         if state == cf._base.FINISHED:
             if exc is not None:
@@ -275,7 +302,7 @@ def wait(futures: Iterable[ObjectFuture], timeout: float | None = None,
 
 def as_completed(futures: Iterable[ObjectFuture], timeout: float | None = None) -> Iterator[ObjectFuture]:
     """Yield futures as their calls end."""
-    return cf.as_completed(list(futures), timeout)  # type: ignore[return-value]
+    return cf.as_completed(list(futures), timeout)  # type: ignore[return-value, arg-type]
 
 
 def iter_results(futures: Iterable[ObjectFuture], ordered: bool = True, timeout: float | None = None) -> Iterator[Any]:

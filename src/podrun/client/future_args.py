@@ -33,10 +33,16 @@ Calls = list[tuple[tuple[Any, ...], dict[str, Any]]]
 def upstreams(calls: Calls) -> list[ObjectFuture]:
     """The distinct ObjectFutures among the calls' top-level arguments, in order."""
     seen: dict[int, ObjectFuture] = {}
+    kwargs_seen: set[int] = set()  # a map's calls share one kwargs dict: looked through once
     for args, kwargs in calls:
-        for value in (*args, *kwargs.values()):
+        for value in args:
             if isinstance(value, ObjectFuture):
                 seen.setdefault(id(value), value)
+        if kwargs and id(kwargs) not in kwargs_seen:
+            kwargs_seen.add(id(kwargs))
+            for value in kwargs.values():
+                if isinstance(value, ObjectFuture):
+                    seen.setdefault(id(value), value)
     return list(seen.values())
 
 

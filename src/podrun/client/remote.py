@@ -16,6 +16,7 @@ from . import config, future_args, preflight
 from . import wheels as shipped_wheels
 from .dispatch import dispatcher_for
 from .future import ObjectFuture
+from .gc_pause import BULK, paused_gc
 from .jobs.key import JobKey, PendingGroup, PickledCallable
 from .jobs.pack import estimate_uplink
 from .modules import closure, pickle_callable
@@ -103,7 +104,7 @@ class RemoteFunction:
         return self._pickled
 
     def _group(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
-               futures: list[ObjectFuture] | None = None) -> PendingGroup:
+               futures: list[ObjectFuture] | None = None, target: tuple[str, str | None] | None = None) -> PendingGroup:
         """Pickle the calls now (so a bad argument fails here, and later mutation of an
         argument cannot change what runs)."""
         function = self._callable()
@@ -113,7 +114,7 @@ class RemoteFunction:
             named = (find_unpicklable(a, k) for a, k in calls)
             culprit = next((name for name in named if name != "the arguments"), "the arguments")
             raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
-        futures = futures or [ObjectFuture(function.name) for _ in calls]
+        futures = futures or [ObjectFuture(function.name, target) for _ in calls]
         key = replace(self._options.job_key(), wheels=tuple(sorted(wheel.hash for wheel in function.wheels)))
         group = PendingGroup(function, args, futures, key, self._options.timeout)
         from_wheels = {name for wheel in function.wheels for name in wheel.top_level}
@@ -124,20 +125,17 @@ class RemoteFunction:
     def _submit(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[ObjectFuture]:
         target = (config.current_platform().identity(), self._options.pod_name)
         if future_args.upstreams(calls):  # ObjectFuture arguments: sent by reference (client/future_args.py)
-            futures = [ObjectFuture(self._callable().name) for _ in calls]
-            for future in futures:
-                future.target = target  # this process's lane for target orders it: it can be an upstream too
+            # this process's lane for target orders them: they can be upstreams too
+            futures = [ObjectFuture(self._callable().name, target) for _ in calls]
             future_args.submit_after(calls, futures, target, self._send)
             return futures
         return self._send(calls)
 
     def _send(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
               futures: list[ObjectFuture] | None = None) -> list[ObjectFuture]:
-        group = self._group(calls, futures)
-        target = (config.current_platform().identity(), self._options.pod_name)
-        for future in group.futures:
-            future.target = target
-        dispatcher_for(config.current_platform(), config.home()).submit(self._options.pod_name, group)
+        with paused_gc(len(calls)):
+            group = self._group(calls, futures, (config.current_platform().identity(), self._options.pod_name))
+            dispatcher_for(config.current_platform(), config.home()).submit(self._options.pod_name, group)
         return group.futures
 
     def estimate(self, *args: Any, **kwargs: Any) -> int:
@@ -156,9 +154,12 @@ class RemoteFunction:
     def map(self, iterable: Iterable[Any], *iterables: Iterable[Any], **shared_kwargs: Any) -> list[ObjectFuture]:
         """``fn(x)`` for each ``x`` (or ``fn(x, y)`` over zipped iterables, like ``map``), all in
         one job. ``shared_kwargs`` go to every call and are pickled once."""
-        rows = zip(iterable, *iterables, strict=False) if iterables else ((item,) for item in iterable)
-        calls = [(tuple(row), shared_kwargs) for row in rows]
-        return self._submit(calls) if calls else []
+        with paused_gc(BULK):  # a map is a burst, however long its iterable turns out to be
+            if iterables:
+                calls = [(row, shared_kwargs) for row in zip(iterable, *iterables, strict=False)]
+            else:
+                calls = [((item,), shared_kwargs) for item in iterable]
+            return self._submit(calls) if calls else []
 
 
 class _Submitter:

@@ -5,7 +5,6 @@ writes that never fail the work they record (a full or read-only home is a warni
 from __future__ import annotations
 
 import os
-import secrets
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -40,7 +39,7 @@ def write_at(folder: int, name: str, content: Any, progress: Callable[[int], Non
     concurrent writers never share a temporary file, and a symlink planted under either name
     is replaced, never followed. ``content``: bytes, str, a local path or a binary stream.
     Returns the bytes written."""
-    tmp = f".{name}.{secrets.token_hex(4)}.part"
+    tmp = f".{name}.{os.urandom(4).hex()}.part"  # not secrets: it imports hmac and random, in every pod
     written = 0
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder)
     try:

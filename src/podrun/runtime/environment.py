@@ -12,9 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
-import pkgutil
 import platform
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,13 +39,15 @@ def _gpu() -> dict[str, Any]:
     """Cheap evidence only: device nodes and nvidia-smi (importing torch costs seconds)."""
     return {
         "devices": [path for path in GPU_DEVICES if os.path.exists(path)],
-        "nvidia_smi": shutil.which("nvidia-smi") is not None,
+        "nvidia_smi": _which("nvidia-smi"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
 
 def collect() -> dict[str, Any]:
     """Python version, platform, arch, importable top-level modules, distributions, GPU."""
+    import pkgutil  # once per environment manifest, not in every pod start
+
     modules = {info.name for info in pkgutil.iter_modules() if not info.name.startswith("_")}
     modules |= set(sys.builtin_module_names)
     return {
@@ -97,3 +97,9 @@ def record(data_dir: Path, image: str | None, known: str | None) -> dict[str, An
     if known != env_hash:
         fields["env"] = env
     return fields
+
+
+def _which(program: str) -> bool:
+    """``shutil.which(program) is not None`` without importing shutil into every pod."""
+    paths = (os.path.join(folder, program) for folder in os.environ.get("PATH", os.defpath).split(os.pathsep) if folder)
+    return any(os.path.isfile(path) and os.access(path, os.X_OK) for path in paths)

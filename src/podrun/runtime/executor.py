@@ -10,9 +10,7 @@ call as RAISED, with the loading error.
 from __future__ import annotations
 
 import os
-import platform
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +27,7 @@ from ..wire import records as rec
 from ..wire.bundle import JobHeader, python_version, read_header
 from ..wire.compression import best_codec, compress, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
-from ..wire.serialize import dumps
+from ..wire.serialize import dumps, loads
 from . import environment, modules, tracebacks, wheels
 from .capture import capture_output
 from .results import Segments
@@ -87,7 +85,8 @@ class JobRunner:
 
     def _run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
-        self.emit(rec.StartRecord(time.time(), python_version(), os.getpid(), socket.gethostname(), platform.machine(),
+        host = os.uname()  # socket.gethostname() and platform.machine() say the same, at an import's cost
+        self.emit(rec.StartRecord(time.time(), python_version(), os.getpid(), host.nodename, host.machine,
                                   os.environ.get("PODRUN_NODE")))
         try:
             with open(self.bundle_path, "rb") as stream:
@@ -186,7 +185,7 @@ class JobRunner:
                 if group.function not in functions:
                     functions[group.function] = cloudpickle.loads(self.blobs.read(group.function))
                 function = functions[group.function]
-                calls = cloudpickle.loads(decompress(group.args), buffers=[self.blobs.read(h) for h in group.buffers])
+                calls = loads(decompress(group.args), [self.blobs.read(h) for h in group.buffers])
             except _Stopped:
                 raise
             except IntegrityError as exc:

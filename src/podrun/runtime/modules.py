@@ -8,7 +8,6 @@ of a module wins over a same-named one in the image, as it does on the client.
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import sys
 from collections.abc import Sequence
@@ -18,8 +17,10 @@ from typing import Any
 from ..store.volume_blobs import VolumeBlobs
 
 
-class ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
-    """Finder and loader for modules whose sources are blobs in the volume."""
+class ShippedModules:
+    """Finder and loader for modules whose sources are blobs in the volume. It implements the
+    finder and InspectLoader protocols itself: ``importlib.abc`` would import
+    ``importlib.resources`` and ``tempfile`` into every pod, shipped modules or not."""
 
     def __init__(self, blobs: VolumeBlobs, table: Sequence[Sequence[Any]]) -> None:
         self.blobs = blobs
@@ -29,7 +30,8 @@ class ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         entry = self.table.get(fullname)
         if entry is None:
             return None
-        spec = importlib.machinery.ModuleSpec(fullname, self, origin=self._origin(fullname), is_package=entry[1])
+        spec = importlib.machinery.ModuleSpec(fullname, self,  # type: ignore[arg-type]  # a Loader by protocol
+                                           origin=self._origin(fullname), is_package=entry[1])
         spec.has_location = True  # modules may use __file__ (e.g. to find their folder), as they do at home
         return spec
 
@@ -38,6 +40,9 @@ class ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         (the source itself is served by this loader from its blob)."""
         tail = "/__init__.py" if self.table[fullname][1] else ".py"
         return str(self.blobs.directory.parent / "modules" / fullname.replace(".", "/")) + tail
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None  # the default module object
 
     def get_source(self, fullname: str) -> str:
         blob_hash, _is_package = self.table[fullname]

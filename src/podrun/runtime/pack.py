@@ -46,9 +46,7 @@ compiling every module from the zip again (a cold start on a slow MPU core saves
 import time). Where the volume is not writable it runs from the zip as it is.
 \"\"\"
 import os
-import shutil
 import sys
-import zipfile
 
 RUNTIME_ID = "{runtime_id}"
 
@@ -57,6 +55,9 @@ def _unpacked():
     archive = os.path.abspath(sys.argv[0])
     target = os.path.join(os.environ.get("PODRUN_DATA", "/data"), ".podrun", "runtime", RUNTIME_ID)
     if not os.path.isdir(target):
+        import shutil  # only to unpack: a pod that finds the runtime unpacked never imports them
+        import zipfile
+
         tmp = "%s.%d.part" % (target, os.getpid())
         try:
             with zipfile.ZipFile(archive) as zipped:

@@ -11,6 +11,8 @@ Protocol, all through the volume:
 * ``.podrun/serve/status`` (small JSON, rewritten atomically) says what the pod is doing:
   ``state`` (serving | stopped), ``current`` job, the recently ``done`` ones, ``beat``.
   The client polls this one small file instead of the pod status.
+* between jobs the pod waits on its inbox with inotify where it can (``inbox_watch.py``), so a
+  job is taken as it lands; the poll's backoff (``POLL_MIN`` to ``POLL_MAX``) is the bound;
 * ``.podrun/inbox/STOP`` asks the pod to checkpoint its services and exit (a STOP older than
   the pod is stale and ignored).
 """
@@ -29,6 +31,7 @@ from .. import data_dir
 from ..platform.files import atomic_write
 from ..wire.layout import BUNDLE_NAME, INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
 from .executor import JobRunner
+from .inbox_watch import InboxWatch
 from .session import CURRENT, checkpoint_all
 
 RECENT = 256  # job ids kept in the status file's "done" list
@@ -96,6 +99,7 @@ class Server:
         signal.signal(signal.SIGTERM, self.on_term)
         if self.first is not None:
             self.run_job(self.first, self.first.name)
+        watch = InboxWatch(self.inbox)  # before the first look: a job landing after it wakes the wait
         last_work = time.monotonic()
         delay = POLL_MIN
         while not self.stopping:
@@ -108,8 +112,9 @@ class Server:
                 continue
             if time.monotonic() - last_work >= self.idle:
                 break
-            time.sleep(delay)
+            watch.wait(min(delay, max(0.0, last_work + self.idle - time.monotonic())))
             delay = min(POLL_MAX, delay * 1.5)
+        watch.close()
         checkpoint_all()
         # A job that arrived while we decided to stop is still served: the client saw "serving".
         while not self.stopping and (job := self.next_job()) is not None:

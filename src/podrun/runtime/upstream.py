@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from ..errors import CallTimeout, Cancelled, PodFailed
 from ..store.volume_blobs import VolumeBlobs
 from ..wire import records as rec
 from ..wire.compression import decompress
 from ..wire.layout import RESULTS_NAME, job_file
+from ..wire.serialize import loads
 
 _JOB_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$")
 
@@ -87,7 +86,7 @@ def _outcome(record: rec.CallRecord, blobs: VolumeBlobs, item: UpstreamResult) -
     status = record.status
     if status == rec.OK:
         payload = blobs.read(record.value_blob) if record.value_blob else decompress(record.value or b"")
-        return cloudpickle.loads(payload, buffers=[blobs.read(h) for h in record.buffers])
+        return loads(payload, [blobs.read(h) for h in record.buffers])
     info = record.error or {}
     where = f"call {item.index} of job {item.job_id} (an argument of this call)"
     if status == rec.RAISED:

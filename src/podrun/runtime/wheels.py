@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import importlib
 import os
-import secrets
-import shutil
 import sys
-import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from io import BytesIO
@@ -45,7 +42,10 @@ def hashes(table: Sequence[Sequence[Any]] | None) -> set[str]:
 
 def _unpack(data: bytes, target: Path) -> None:
     """Extract into a fresh folder beside ``target`` and rename it into place."""
-    work = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    import shutil  # here, not at the top: every pod imports this module, few unpack a wheel
+    import zipfile
+
+    work = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
     try:
         with zipfile.ZipFile(BytesIO(data)) as archive:
             for member in archive.infolist():
@@ -78,6 +78,8 @@ def install(blobs: VolumeBlobs, data_dir: Path, table: Sequence[Sequence[Any]] |
             if not blobs.has(blob_hash):
                 missing.append(blob_hash)
                 continue
+            import zipfile  # only where a wheel is unpacked (see _unpack)
+
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _unpack(blobs.read(blob_hash), target)

@@ -1,8 +1,9 @@
 """cloudpickle with protocol-5 out-of-band buffers turned into content-addressed blobs.
 
-A large buffer (a numpy array's data, a big ``bytes``) is not copied into the pickle stream:
-it is hashed and carried once as a blob, however many calls or jobs reference it. Small
-buffers stay in-band, where a blob's bookkeeping would cost more than it saves.
+A large buffer (a numpy array's data, a big ``bytes``, ``bytearray``, ``memoryview`` or
+``array.array``: see ``buffers.py``) is not copied into the pickle stream: it is hashed and
+carried once as a blob, however many calls or jobs reference it. Small buffers stay in-band,
+where a blob's bookkeeping would cost more than it saves.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 import cloudpickle
 
 from ..errors import SerializationError
+from .buffers import OutOfBand
+from .buffers import loads as _loads_out_of_band
 from .hashing import content_hash
 from .tracebacks import ORIGINS
 
@@ -63,18 +66,24 @@ def dumps(obj: Any, *, threshold: int = BLOB_THRESHOLD, what: str = "object", fa
 
     if fast:
         try:
-            return Pickled(pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep_out_of_band), buffers, blobs)
+            stream = io.BytesIO()
+            _FastPickler(stream, PROTOCOL, buffer_callback=keep_out_of_band, threshold=threshold).dump(obj)
+            return Pickled(stream.getvalue(), buffers, blobs)
         except Exception:
             buffers.clear()
             blobs.clear()
     try:
-        payload, modules, optional = dumps_tracking(obj, buffer_callback=keep_out_of_band)
+        payload, modules, optional = dumps_tracking(obj, buffer_callback=keep_out_of_band, threshold=threshold)
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
         raise SerializationError(f"cannot pickle {what}: {type(exc).__name__}: {exc}") from exc
     return Pickled(payload, buffers, blobs, frozenset(modules), frozenset(optional))
 
 
-class TrackingPickler(cloudpickle.Pickler):
+class _FastPickler(OutOfBand, pickle.Pickler):
+    """The C pickler, with large bytes-like objects out of band."""
+
+
+class TrackingPickler(OutOfBand, cloudpickle.Pickler):
     """A cloudpickle Pickler that records which modules the stream will import on load:
     modules of classes and functions pickled by reference, pickled module objects, and
     ``import`` statements inside functions pickled by value. The client ships or checks
@@ -130,18 +139,19 @@ def imported_names(code: CodeType) -> dict[str, bool]:
     return names
 
 
-def dumps_tracking(obj: Any, buffer_callback: Any = None) -> tuple[bytes, set[str], set[str]]:
+def dumps_tracking(obj: Any, buffer_callback: Any = None, threshold: int | None = None) -> tuple[bytes, set[str], set[str]]:
     """``cloudpickle.dumps`` that also returns the module names the stream needs, and those
-    it imports only inside ``try`` blocks."""
+    it imports only inside ``try`` blocks. With a ``threshold``, large bytes-like objects go
+    out of band (``buffers.py``: load with :func:`loads`)."""
     stream = io.BytesIO()
-    pickler = TrackingPickler(stream, protocol=PROTOCOL, buffer_callback=buffer_callback)
+    pickler = TrackingPickler(stream, protocol=PROTOCOL, buffer_callback=buffer_callback, threshold=threshold)
     pickler.dump(obj)
     return stream.getvalue(), pickler.modules, pickler.optional - pickler.modules
 
 
 def loads(payload: bytes | bytearray | memoryview, buffers: Iterable[Any] = ()) -> Any:
     """Inverse of :func:`dumps`: ``buffers`` are the blobs' bytes in ``Pickled.buffers`` order."""
-    return pickle.loads(payload, buffers=list(buffers))
+    return _loads_out_of_band(payload, buffers)
 
 
 def find_unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from ...wire.compression import decompress
 from ...wire.serialize import loads
 from .. import journal, preflight
 from ..future import ObjectFuture
+from ..gc_pause import paused_gc
 from ..warm import WarmPod, await_warm_job
 from .follow import ResultStream, await_pod, fetch_records
 from .key import JobKey, PendingGroup, new_job_id
@@ -123,7 +124,8 @@ class Job:
         if self.manifest is not None and any(isinstance(r, rec.CallRecord) for r in records):
             self.manifest.add(self.launch.embedded)  # the runtime stores embedded blobs before any call runs
             self.manifest = None  # once is enough
-        self.resolver.stream(records)
+        with paused_gc(len(records)):
+            self.resolver.stream(records)
 
     def _all_records(self) -> list[rec.Record]:
         """Every record once the pod is done: the segments, or the log where they fall short."""
@@ -195,7 +197,8 @@ class Job:
     # results -------------------------------------------------------------------------------
     def _resolve(self, records: list[rec.Record], manifest: Manifest) -> list[PendingGroup]:
         self.resolver.state = self.state
-        return self.resolver.resolve(records, manifest, self.launch.embedded, self.launch.runtime_from_volume)
+        with paused_gc(len(self.futures)):
+            return self.resolver.resolve(records, manifest, self.launch.embedded, self.launch.runtime_from_volume)
 
     def _load_value(self, record: rec.CallRecord) -> Any:
         payload = self.fetch_blob(record.value_blob) if record.value_blob else decompress(record.value or b"")

@@ -124,7 +124,7 @@ class Resolver:
         status = record.status
         error = record.error or {}
         if status == rec.OK:
-            settle(future, value=DeferredValue(lambda: self.load_value(record)))
+            settle(future, value=DeferredValue(self.load_value, record))
         elif status == rec.RAISED:
             settle(future, exc=rebuild_exception(error, self.shipped))
         elif status == rec.TIMEOUT:

@@ -68,7 +68,7 @@ class LocalPlatform(Platform):
     LocalPlatform serves one ``user`` (the emulator makes one per authenticated user)."""
 
     kind = "local"
-    poll_interval = (0.01, 0.05)  # a local status read costs microseconds: poll often, answer fast
+    poll_interval = (0.003, 0.02)  # a local status read costs microseconds: poll often, answer fast
 
     def __init__(
         self,

@@ -1,0 +1,35 @@
+"""A warm pod's inbox watch: woken by a job written or renamed into the inbox, as the pod is."""
+
+from __future__ import annotations
+
+import threading
+
+from podrun.platform.files import atomic_write
+from podrun.runtime.inbox_watch import InboxWatch
+
+
+def test_a_file_landing_in_the_inbox_wakes_the_wait(tmp_path):
+    watch = InboxWatch(tmp_path)
+    try:
+        assert watch.active  # Linux, as every pod is
+        assert watch.wait(0.01) is False  # nothing yet: the wait runs out
+        writer = threading.Timer(0.05, atomic_write, args=(tmp_path / "job-1", b"bundle"))  # as an uplink lands
+        writer.start()
+        while not (tmp_path / "job-1").exists():  # the temporary file's creation may wake it first, as the pod rescans
+            assert watch.wait(60) is True  # woken, long before the timeout
+        writer.join()
+        while watch.wait(0):  # what the rename left
+            pass
+        assert watch.wait(0.01) is False  # drained: the next wait is for the next file
+        (tmp_path / "job-2").write_bytes(b"x")  # a plain write wakes it too
+        assert watch.wait(60) is True
+    finally:
+        watch.close()
+    assert not watch.active
+
+
+def test_without_inotify_the_wait_is_a_sleep(tmp_path):
+    watch = InboxWatch(tmp_path / "missing")  # no folder to watch: the watch cannot be had
+    assert not watch.active
+    assert watch.wait(0.01) is False
+    assert not (tmp_path / "missing").exists()  # it made nothing
