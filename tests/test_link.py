@@ -136,7 +136,7 @@ def test_accounting_is_exact_for_a_known_job():
     assert stats["calls"] == 3 + len(segments) + stats["polls"]  # list_files (new manifest), uplink, run_pod, segments
     assert podrun.stats() == stats
     podrun.reset_stats()
-    assert podrun.stats() == {"calls": 0, "polls": 0, "downlinks": 0, "bytes_up": 0, "bytes_down": 0}
+    assert podrun.stats() == {"calls": 0, "polls": 0, "downlinks": 0, "bytes_up": 0, "bytes_down": 0, "bytes_polled": 0}
 
 
 @podrun.remote(max_duration=2, pod_name="chain")

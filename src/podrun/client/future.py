@@ -87,7 +87,7 @@ class ObjectFuture(LazyFuture):
     only when someone waits on it (``lazy_future.py``): a pending call costs ~200 bytes."""
 
     __slots__ = ("function_name", "_job", "index", "stdout", "stderr", "status", "_cancel_hook", "_record", "_ref",
-                 "target", "_sent_listeners", "_cancel_reported")
+                 "target", "_sent_listeners", "_cancel_reported", "reserved_job_id")
 
     def __init__(self, function_name: str = "", target: tuple[str, str | None] | None = None) -> None:
         super().__init__()

@@ -28,6 +28,7 @@ class LinkStats:
     downlinks: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    bytes_polled: int = 0  # of bytes_down, those of status reads (a warm pod's status file)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -40,7 +41,7 @@ class LinkStats:
 
     def reset(self) -> None:
         with self._lock:
-            self.calls = self.polls = self.downlinks = self.bytes_up = self.bytes_down = 0
+            self.calls = self.polls = self.downlinks = self.bytes_up = self.bytes_down = self.bytes_polled = 0
 
     def __getitem__(self, key: str) -> int:
         return self.as_dict()[key]
@@ -91,6 +92,7 @@ def probing() -> Iterator[None]:
 def _count(**counts: int) -> None:
     if _polling.get() and "polls" not in counts:
         counts["polls"] = counts.get("calls", 0)
+        counts["bytes_polled"] = counts.get("bytes_down", 0)
     PROCESS_STATS.add(**counts)
     for stats in _charged.get():
         stats.add(**counts)
