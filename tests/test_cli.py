@@ -117,12 +117,14 @@ def _journaled(job_count: int, timeout: float = 30) -> list[journal.JournalEntry
 
 def test_jobs_ls_show_attach_from_another_process(context):
     podrun.configure(context=context)
-    assert podrun.get(podrun.remote(square, max_duration=2, pod_name="cli-jobs").map([1, 2, 3]), timeout=120) == [1, 4, 9]
+    futures = podrun.remote(square, max_duration=2, pod_name="cli-jobs").map([1, 2, 3])
+    assert podrun.get(futures, timeout=120) == [1, 4, 9]
+    assert futures[0].job.finished.wait(60)  # results stream in before the job is over; its journal entry is final then
     (entry,) = _journaled(1)
     listing = podrun_cli("--context", context, "jobs", "ls").stdout
-    assert entry.job_id in listing and "square x3" in listing and "OK 3" in listing
+    assert entry.job_id in listing and "square ×3" in listing and "OK 3" in listing
     shown = podrun_cli("--context", context, "jobs", "show", entry.job_id).stdout
-    assert "cli-jobs" in shown and "square x3" in shown and "python:3." in shown
+    assert "cli-jobs" in shown and "square ×3" in shown and "python:3." in shown
     attached = podrun_process("--context", context, "jobs", "attach", entry.job_id)
     assert attached.returncode == 0, attached.stderr
     for value in ("1", "4", "9"):

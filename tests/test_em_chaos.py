@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 import podrun
+from podrun.client.jobs.follow import await_pod
 from podrun.errors import PlatformError
 from podrun.platform.em import EMPlatform
 from podrun.platform.types import walk_entries
+from podrun.wire import records as rec
 
 from .em_server import EmulatorProcess
 
@@ -208,7 +210,8 @@ def test_a_run_sent_again_never_runs_a_finished_call_again(tmp_path: Path):
     job._start_pod()  # the very run, sent again
     # Its bundle left the volume when the job had run; it carried the runtime (the volume's
     # first job), so the pod's python cannot even start it (exit 2). Either way nothing runs.
-    assert job._await_pod().is_terminal
+    state = await_pod(job.platform, job.pod_name, on_tick=lambda running: None)
+    assert state is not None and state.is_terminal
     volume = podrun.client.config.current_platform().inner.volume_path("rerun")
     assert sorted((volume / "ledger").read_text().split()) == ["a", "b", "c"]
-    assert [r for r in job._fetch_records() if r.get("k") == "call"][3:] == []  # the second pod wrote no outcome
+    assert [r for r in job._fetch_records() if isinstance(r, rec.CallRecord)][3:] == []  # the second pod wrote no outcome

@@ -109,7 +109,8 @@ def test_warm_pods_runner_and_refs_over_http(server):
         assert [tally.add(n).get(timeout=60) for n in (1, 2, 3)] == [1, 3, 6]
         warm = tally.add(4)
         assert warm.get(timeout=60) == 10
-        assert warm.job.stats.calls - warm.job.stats.polls == 2  # uplink + downlink: no pod start
+        assert warm.job.finished.wait(60)
+        assert warm.job.stats.calls - warm.job.stats.polls == 1 + warm.job.stream.segments  # uplink + segments: no pod start
         produced = runner.service(double)(21)
         assert runner.get([runner.service(double)(produced.ref(timeout=60))], timeout=60) == [84]
     assert "em-runner" not in podrun.client.config.current_platform().pvc_list()

@@ -164,8 +164,9 @@ def test_no_exception_class_is_defined_outside_errors_py():
 
 
 def test_classes_moved_into_errors_py_stay_reachable_where_they_were():
-    from podrun.client import images, job, wheels
+    from podrun.client import images, wheels
+    from podrun.client.jobs import resolve
     from podrun.platform.local import container
 
     assert wheels.WheelError is errors.WheelError and images.NoContainerEngine is errors.NoContainerEngine
-    assert container.ContainerUnavailable is errors.ContainerUnavailable and job.RemoteTraceback is errors.RemoteTraceback
+    assert container.ContainerUnavailable is errors.ContainerUnavailable and resolve.RemoteTraceback is errors.RemoteTraceback

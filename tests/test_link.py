@@ -48,13 +48,16 @@ def test_a_shared_argument_crosses_once_per_volume():
     assert podrun.get(futures, timeout=60) == [float(SHARED[i]) for i in range(200)]
     first = futures[0].job.stats.as_dict()
     assert SHARED.nbytes <= first["bytes_up"] <= SHARED.nbytes * 1.05 + 1024 * 200
-    assert first["calls"] - first["polls"] <= 4 + 3  # list (fresh manifest), uplink, run, downlink; the lease: list, uplink, list
+    segments = futures[0].job.stream.segments  # results come back in segments as calls finish
+    # list (fresh manifest), uplink, run, each segment once; the lease: list, uplink, list
+    assert first["calls"] - first["polls"] <= 3 + segments + 3
 
     again = head.map(range(200), array=SHARED)
     podrun.get(again, timeout=60)
     second = again[0].job.stats.as_dict()
     assert second["bytes_up"] <= 1024 * 200 / 10  # the call table only: well under 1 KB a call
-    assert second["calls"] - second["polls"] == 3  # uplink, run, downlink: no listing when fresh, the lane's lease held
+    # uplink, run, segments: no listing when fresh, the lane's lease held
+    assert second["calls"] - second["polls"] == 2 + again[0].job.stream.segments
 
 
 def test_dedup_across_processes(podrun_home):
@@ -139,17 +142,20 @@ def test_accounting_is_exact_for_a_known_job(monkeypatch: pytest.MonkeyPatch):
     future = head.remote(2, np.arange(10))
     future.get(timeout=60)
     job = future.job
+    assert job.finished.wait(60)  # the future settles as its segment arrives; the job then sees its pod end
     stats = job.stats.as_dict()
     platform = volume()
     assert not (platform.volume_path(None) / job_file(job.job_id, "bundle")).exists()  # gone once the job ran
     bundle_size, = stored
-    results_size = (platform.volume_path(None) / job_file(job.job_id, RESULTS_NAME)).stat().st_size
+    segments = sorted(platform.volume_path(None).glob(job_file(job.job_id, f"{RESULTS_NAME}.*")))
     assert stats["bytes_up"] == bundle_size + lease_bytes()
-    assert stats["bytes_down"] == results_size
-    assert stats["calls"] == 4 + 3 + stats["polls"]  # list (new manifest), uplink, run_pod, downlink; lease: list, uplink, list
+    assert stats["bytes_down"] == sum(path.stat().st_size for path in segments)  # each segment once
+    assert stats["downlinks"] == len(segments) == job.stream.segments
+    # list_files (new manifest), uplink, run_pod, segments; the lease: list, uplink, list
+    assert stats["calls"] == 3 + len(segments) + 3 + stats["polls"]
     assert podrun.stats() == stats
     podrun.reset_stats()
-    assert podrun.stats() == {"calls": 0, "polls": 0, "bytes_up": 0, "bytes_down": 0}
+    assert podrun.stats() == {"calls": 0, "polls": 0, "downlinks": 0, "bytes_up": 0, "bytes_down": 0, "bytes_polled": 0}
 
 
 @podrun.remote(max_duration=2, pod_name="chain")

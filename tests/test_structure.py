@@ -20,6 +20,7 @@ NAMED_EDGES = {
     ("podrun.client.future", "podrun.client.attach"): "an unpickled ObjectFuture re-attaches to its job",
     ("podrun.runtime.executor", "podrun.runtime.serve"): "the pod's entry point hands a --serve run to the serve loop",
     ("podrun.platform.local.pods", "podrun.platform.local.localplatform"): "type only: its functions take their LocalPlatform",
+    ("podrun.client.wheels", "podrun.client.images"): "pip runs only when a requirement must be fetched",
 }
 
 

@@ -94,7 +94,7 @@ def test_by_value_and_shipped_frames_render_from_the_client_source(driver_platfo
     assert "executor.py" not in text and "<dynamic-code>" not in text
 
     # What the pod sent: no source for by-value code (it has none), a code id the client knows.
-    record = TraceRecord.from_wire(future._record["e"]["tb"])
+    record = TraceRecord.from_wire(future._record.error["tb"])
     own = [f for e in record.exceptions for f in e.frames if f.qualname in ("calibrate", "_inner")]
     assert own and all(f.source is None and ORIGINS.get(f.code_id) == (HERE, f.first_line) for f in own)
     shipped = [f for e in record.exceptions for f in e.frames if f.name == "check_reading"]
@@ -209,4 +209,4 @@ def test_a_recursion_error_travels_small_and_renders_as_python_prints_it(podrun_
     assert "[Previous line repeated" in text
     import msgpack
 
-    assert len(msgpack.packb(future._record["e"]["tb"])) < 2000  # ~1000 frames, sent as one with a count
+    assert len(msgpack.packb(future._record.error["tb"])) < 2000  # ~1000 frames, sent as one with a count

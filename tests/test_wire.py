@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from podrun.errors import SerializationError, WireFormatError
 from podrun.wire import compression as comp
-from podrun.wire import records as rec
 from podrun.wire.bundle import CallGroup, JobHeader, encode_bundle, read_header
 from podrun.wire.hashing import content_hash
 from podrun.wire.serialize import dumps, find_unpicklable, loads
@@ -36,33 +35,6 @@ def test_compressible_data_shrinks_and_random_data_is_stored_raw():
 def test_unknown_codec_is_a_clear_error():
     with pytest.raises(WireFormatError, match="codec"):
         comp.decompress(b"\x09abc")
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    items=st.lists(
-        st.dictionaries(
-            st.text(max_size=5),
-            st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=20), st.binary(max_size=50)),
-            max_size=4,
-        ),
-        max_size=10,
-    ),
-    cut=st.integers(min_value=0, max_value=40),
-)
-def test_records_survive_a_torn_tail(items, cut):
-    data = b"".join(rec.encode_record(item) for item in items)
-    assert list(rec.iter_records(data)) == items
-    torn = data[: max(0, len(data) - cut)]
-    recovered = list(rec.iter_records(torn))
-    assert recovered == items[: len(recovered)]  # a prefix: nothing invented, nothing reordered
-
-
-def test_records_append_and_flush():
-    stream = io.BytesIO()
-    rec.append_record(stream, {"k": "call", "i": 0})
-    rec.append_record(stream, {"k": "end"})
-    assert [r["k"] for r in rec.iter_records(stream.getvalue())] == ["call", "end"]
 
 
 @settings(max_examples=30, deadline=None)

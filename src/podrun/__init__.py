@@ -66,7 +66,16 @@ if TYPE_CHECKING:  # type checkers see the real objects; at run time they load o
     from .client.attach import attach
     from .client.config import configure
     from .client.executor import Executor
-    from .client.future import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, ObjectFuture, as_completed, get, wait
+    from .client.future import (
+        ALL_COMPLETED,
+        FIRST_COMPLETED,
+        FIRST_EXCEPTION,
+        ObjectFuture,
+        as_completed,
+        get,
+        iter_results,
+        wait,
+    )
     from .client.objects import (
         compact_object,
         delete_objects,
@@ -97,6 +106,7 @@ _LAZY = {
     "get": "podrun.client.future",
     "wait": "podrun.client.future",
     "as_completed": "podrun.client.future",
+    "iter_results": "podrun.client.future",
     "FIRST_COMPLETED": "podrun.client.future",
     "FIRST_EXCEPTION": "podrun.client.future",
     "ALL_COMPLETED": "podrun.client.future",
@@ -150,7 +160,7 @@ __all__ = [
     "RemoteError", "RemoteFailure", "RemoteTraceback", "SerializationError", "UsageError", "UsageTypeError",
     "WaitTimeout", "WheelError", "WireFormatError",
     "data_dir", "remote", "RemoteFunction", "Executor",
-    "ObjectFuture", "get", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
+    "ObjectFuture", "get", "wait", "as_completed", "iter_results", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "configure", "attach", "cancel", "Runner", "ResourceRequirement", "method", "stats", "reset_stats", "PodSpec", "PodState",
     "LocalPlatform",
     "Platform", "ObjectRef", "ObjectKey", "put_object", "get_object", "latest", "update_object", "patch_object",

@@ -36,7 +36,7 @@ def attach(job_id: str) -> list[ObjectFuture]:
             )
             for name, count in entry.groups
         ]
-        job = Job(platform, entry.pod_name, key, groups, config.home(), job_id=job_id)
+        job = Job(platform, entry.pod_name, key, groups, config.home(), job_id=job_id, submitted=entry.submitted)
     threading.Thread(target=job.follow, name=f"podrun-attach-{job_id}", daemon=True).start()
     return list(job.futures)
 

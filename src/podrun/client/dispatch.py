@@ -39,7 +39,7 @@ from ..store.pod_lease import ENV_WAIT, Held, Holder, PodLease, Renewer, pod_wai
 from ..wire.hashing import content_hash
 from .future import ObjectFuture
 from .jobs.job import Job
-from .jobs.key import PendingGroup
+from .jobs.key import JobKey, PendingGroup, new_job_id
 from .warm import WarmPod
 
 LINGER = 0.005
@@ -60,13 +60,22 @@ class Lane:
         self.warm = WarmPod()  # the warm pod this lane believes serves its pod_name
         self.held: Held | None = None  # the pod_name's lease, while this lane has jobs
         self.job: Job | None = None  # the job out now (its lease must not be given back at exit before it ends)
+        self.next_ids: dict[JobKey, str] = {}  # the id of the job each key's pending calls will form
         _LANES.add(self)
+
+    def _reserve_id(self, group: PendingGroup) -> None:
+        """Give the group's futures the id of the job they will be sent in (``fut.job_id`` as
+        soon as ``.remote()``/``.map()`` return); caller holds the lock."""
+        job_id = self.next_ids.setdefault(group.key, new_job_id())
+        for future in group.futures:
+            future.reserved_job_id = job_id
 
     def submit(self, group: PendingGroup) -> None:
         hook = self._cancel  # one bound method for the group, not one per call
         for future in group.futures:
             future._cancel_hook = hook
         with self.cond:
+            self._reserve_id(group)
             self.pending.append(group)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._work, name=f"podrun-lane-{self.pod_name or 'default'}", daemon=True)
@@ -148,7 +157,8 @@ class Lane:
                     if not batch:
                         continue
                     # Built under the lock: from here a cancel finds its call in this job.
-                    job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home, warm=self.warm)
+                    job_id = self.next_ids.pop(batch[0].key, None)
+                    job = Job(self.platform, self.pod_name, batch[0].key, batch, self.home, job_id=job_id, warm=self.warm)
                 try:
                     with charge_to(job.stats):  # taking the lease is this job's link cost
                         job.lease = self._hold(job)
@@ -164,6 +174,8 @@ class Lane:
                 batch = []
                 if retry:
                     with self.cond:
+                        for group in retry:  # re-sent in a new job
+                            self._reserve_id(group)
                         self.pending.extendleft(reversed(retry))
         except BaseException as exc:
             # A lane must never die silently: settle what it held and let the next call start a new one.

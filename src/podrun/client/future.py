@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,6 +38,7 @@ from .lazy_future import _SHARED, LazyFuture
 if TYPE_CHECKING:
     from ..platform.metered import MeteredPlatform
     from ..store.refs import ObjectRef
+    from ..wire.records import CallRecord
 
 
 class Job(Protocol):
@@ -48,7 +50,7 @@ class Job(Protocol):
     pod_name: str | None
     futures: list[ObjectFuture]
 
-    def make_ref(self, record: dict[str, Any]) -> ObjectRef: ...
+    def make_ref(self, record: CallRecord) -> ObjectRef: ...
 
     def request_cancel(self, future: ObjectFuture) -> None: ...
 
@@ -93,7 +95,7 @@ class ObjectFuture(LazyFuture):
     only when someone waits on it (``lazy_future.py``): a pending call costs ~200 bytes."""
 
     __slots__ = ("function_name", "_job", "index", "stdout", "stderr", "status", "_cancel_hook", "_record", "_ref",
-                 "target", "_sent_listeners", "_cancel_reported")
+                 "target", "_sent_listeners", "_cancel_reported", "reserved_job_id")
 
     def __init__(self, function_name: str = "", target: tuple[str, str | None] | None = None) -> None:
         super().__init__()
@@ -104,11 +106,18 @@ class ObjectFuture(LazyFuture):
         self.stderr = ""
         self.status: str | None = None  # the terminal record's status once done
         self._cancel_hook: Callable[[ObjectFuture], bool] | None = None
-        self._record: dict[str, Any] | None = None  # the call's terminal record, once done
+        self._record: CallRecord | None = None  # the call's terminal record, once done
+        self.reserved_job_id: str | None = None  # the id of the job it will be sent in, from submission
         self._ref: ObjectRef | None = None
         self.target = target  # (platform identity, pod_name), when submitted here
         self._sent_listeners: list[Callable[[], None]] | None = None
         self._cancel_reported = False  # cancel() notified waiters itself; the first caller still hears False
+
+    @property
+    def job_id(self) -> str | None:
+        """The id of the job that carries the call (``podrun.attach``, ``podrun jobs``): known
+        once ``.remote()``/``.map()`` return; a call re-sent (its blobs had gone) gets a new one."""
+        return self._job.job_id if self._job is not None else self.reserved_job_id
 
     @property
     def job(self) -> Job | None:
@@ -309,6 +318,22 @@ def as_completed(futures: Iterable[ObjectFuture], timeout: float | None = None) 
     """Yield futures as their calls end."""
     futures = list(futures)
     return interrupt.iterate(futures, cf.as_completed(futures, timeout))  # type: ignore[arg-type]
+
+
+def iter_results(futures: Iterable[ObjectFuture], ordered: bool = True, timeout: float | None = None) -> Iterator[Any]:
+    """The futures' values as their calls end: in the futures' order (``ordered``, each as soon
+    as it and every one before it has ended: results stream in while a job runs), else in the
+    order they end. A failed call raises its error when its turn comes; ``timeout`` bounds the
+    whole iteration (a TimeoutError past it; the calls keep running)."""
+    futures = list(futures)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if not ordered:
+        for future in as_completed(futures, timeout):
+            yield future.get(timeout=0)
+        return
+    for future in futures:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        yield future.get(timeout=left)
 
 
 FIRST_COMPLETED = cf.FIRST_COMPLETED

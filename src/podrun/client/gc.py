@@ -31,11 +31,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgpack
 
-from ..errors import NotFound
+from ..errors import NotFound, WireFormatError
 from ..platform.metered import MeteredPlatform
 from ..platform.types import FileEntry, walk_entries
 from ..runtime.pack import build_zipapp
@@ -104,7 +103,7 @@ def plan(platform: MeteredPlatform, pod_name: str | None, home: Path, older_than
         times = [t for t in (job_submitted(job_id), *map(entry_time, entries.values())) if t is not None]
         old = bool(times) and max(times) < now - older_than
         records = [] if old and not busy else _read_results(platform, pod_name, job_id, entries, result)
-        if old and (not busy or any(isinstance(r, dict) and r.get("k") == "end" for r in records)):
+        if old and (not busy or any(isinstance(r, rec.EndRecord) for r in records)):
             removed_jobs.add(job_id)
             result.removals.append(Removal("job", f"{JOBS}/{job_id}", sum(e.size for e in entries.values()),
                                            f"finished, last active {_age(now - max(times))} ago"))
@@ -134,14 +133,15 @@ def apply(platform: MeteredPlatform, home: Path, planned: Plan) -> int:
     return freed
 
 
-def result_blobs(records: Iterable[dict[str, Any]]) -> set[str]:
-    """Blobs a job's result records name: large values (``vb``) and their buffers (``b``).
-    The records were written in a pod: anything malformed names nothing."""
+def result_blobs(records: Iterable[rec.Record]) -> set[str]:
+    """Blobs a job's result records name: large values (``value_blob``) and their buffers.
+    The records were written in a pod (their fields are whatever it wrote): anything malformed
+    names nothing."""
     named: set[str] = set()
     for record in records:
-        if isinstance(record, dict) and record.get("k") == "call" and record.get("s") == rec.OK:
-            buffers = record.get("b")
-            named.update(h for h in [record.get("vb"), *(buffers if isinstance(buffers, list) else [])]
+        if isinstance(record, rec.CallRecord) and record.status == rec.OK:
+            buffers = record.buffers
+            named.update(h for h in [record.value_blob, *(buffers if isinstance(buffers, list) else [])]
                          if isinstance(h, str) and is_content_hash(h))
     return named
 
@@ -166,15 +166,18 @@ def _jobs(files: dict[str, FileEntry]) -> dict[str, dict[str, FileEntry]]:
 
 
 def _read_results(platform: MeteredPlatform, pod_name: str | None, job_id: str, entries: dict[str, FileEntry],
-                  result: Plan) -> list[dict[str, Any]]:
-    """Every record of the job's results file(s) (a results file may come in segments)."""
-    records: list[dict[str, Any]] = []
-    for name in sorted(n for n in entries if n.startswith(RESULTS_NAME)):
-        try:
-            data = platform.downlink(f"{JOBS}/{job_id}/{name}", pod_name)
-        except NotFound:
-            continue
-        result.bytes_read += len(data)
+                  result: Plan) -> list[rec.Record]:
+    """Every record of the job's results log (its segments hold copies of the same records).
+    A record this podrun cannot read ends the reading: what came before it still counts."""
+    records: list[rec.Record] = []
+    if RESULTS_NAME not in entries:
+        return records
+    try:
+        data = platform.downlink(f"{JOBS}/{job_id}/{RESULTS_NAME}", pod_name)
+    except NotFound:
+        return records
+    result.bytes_read += len(data)
+    with contextlib.suppress(WireFormatError):
         records.extend(rec.iter_records(data))
     return records
 

@@ -28,9 +28,10 @@ class JournalEntry:
     max_duration: float
     groups: list[tuple[str, int]]  # (function name, number of calls) in call order
     submitted: float = field(default_factory=time.time)
-    status: str = "submitted"  # submitted | done | failed
-    outcomes: dict[str, int] = field(default_factory=dict)  # terminal status -> count, once done
+    status: str = "submitted"  # submitted | running (results coming in) | done | failed
+    outcomes: dict[str, int] = field(default_factory=dict)  # terminal status -> count of the calls ended so far
     keep_warm: float = 0.0  # the job ran on a warm pod: it is followed through the pod's status file
+    link: dict[str, int] = field(default_factory=dict)  # the job's LinkStats (calls, polls, downlinks, bytes) so far
 
     @property
     def call_count(self) -> int:

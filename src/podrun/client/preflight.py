@@ -23,6 +23,7 @@ from ..errors import EnvironmentMismatch
 from ..platform.base import Platform
 from ..platform.files import atomic_write
 from ..runtime.environment import env_key
+from ..wire import records as rec
 from ..wire.bundle import python_version
 from . import config
 from .modules import is_shippable
@@ -62,11 +63,13 @@ def remember(platform: Platform, image: str, node: str, env: dict[str, Any], env
     atomic_write(cache_path(platform, image, node), json.dumps(entry, sort_keys=True))
 
 
-def learn(platform: Platform, image: str, node: str, records: Iterable[dict[str, Any]]) -> None:
+def learn(platform: Platform, image: str, node: str, records: Iterable[rec.Record]) -> None:
     """Cache the environment a job's runtime reported (sent only when it changed)."""
     for record in records:
-        if record.get("k") == "env" and isinstance(record.get("env"), dict) and record.get("env_hash"):
-            remember(platform, image, node, record["env"], record["env_hash"])
+        if isinstance(record, rec.EnvRecord):
+            env, env_hash = record.fields.get("env"), record.fields.get("env_hash")
+            if isinstance(env, dict) and env_hash:
+                remember(platform, image, node, env, env_hash)
 
 
 def image_python(image: str) -> str | None:

@@ -166,8 +166,8 @@ class Service:
         if not self.method_names:
             raise UsageTypeError(f"{cls.__qualname__} has no public methods to serve; mark some with @podrun.method")
         for name in [*self.method_names, CHECKPOINT, TOUCH]:
-            self._methods[name] = runner._proxy(ServiceMethod(self.service_id, name, self.spec_ref.key, self.state_key), ship,
-                                                workers=1)
+            method = ServiceMethod(self.service_id, name, self.spec_ref.key, self.state_key, f"{cls.__qualname__}.{name}")
+            self._methods[name] = runner._proxy(method, ship, workers=1)
 
     def __call__(self, *args: Any, **kwargs: Any) -> ObjectFuture:
         if self.kind != "function":

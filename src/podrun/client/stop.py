@@ -115,7 +115,7 @@ def kill(platform: MeteredPlatform, pod_name: str | None, job_id: str, how: str)
         data = platform.downlink(job_file(job_id, RESULTS_NAME), pod_name)
     except NotFound:
         data = None  # not begun: queued, or its own pod starting
-    if data is not None and any(r.get("k") == "end" for r in rec.iter_records(data)):
+    if data is not None and any(isinstance(r, rec.EndRecord) for r in rec.iter_records(data)):
         return None
     try:
         entry: journal.JournalEntry | None = journal.read(config.home(), job_id)

@@ -41,7 +41,7 @@ def read_status(platform: MeteredPlatform, pod_name: str | None) -> dict[str, An
 
 
 def await_warm_job(platform: MeteredPlatform, pod_name: str | None, job_id: str, restart: Callable[[], None] | None,
-                   on_tick: Callable[[], None]) -> PodState | None:
+                   on_tick: Callable[[], object]) -> PodState | None:
     """Wait until the warm pod reports ``job_id`` done. Returns None when it is done, or the
     pod's state when the pod ended without finishing it (after one ``restart``, if the job had
     not even started and the caller can restart it)."""

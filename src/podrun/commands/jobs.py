@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 import typer
 from rich.pretty import pretty_repr
@@ -27,7 +28,14 @@ def _outcomes(entry: journal.JournalEntry) -> str:
 
 
 def _functions(entry: journal.JournalEntry) -> str:
-    return ", ".join(f"{name} x{count}" for name, count in entry.groups)
+    """``Model.predict ×10, f ×3``: calls of one function sent one by one count as one line."""
+    merged: list[list[Any]] = []
+    for name, count in entry.groups:
+        if merged and merged[-1][0] == name:
+            merged[-1][1] += count
+        else:
+            merged.append([name, count])
+    return ", ".join(f"{name} ×{count}" for name, count in merged)
 
 
 @app.command("ls")

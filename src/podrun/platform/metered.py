@@ -13,18 +13,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, BinaryIO
 
+from ..errors import NotFound
 from .base import Platform, Progress, UplinkFile, content_size
 from .types import FileEntry, PodSpec, PodState
 
 
 @dataclass
 class LinkStats:
-    """Platform calls (status polls included), status polls alone, and bytes each way."""
+    """Platform calls (status polls included), status polls alone, downlinks of files (status
+    reads left out: they are polls), and bytes each way."""
 
     calls: int = 0
     polls: int = 0
+    downlinks: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    bytes_polled: int = 0  # of bytes_down, those of status reads (a warm pod's status file)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -37,7 +41,7 @@ class LinkStats:
 
     def reset(self) -> None:
         with self._lock:
-            self.calls = self.polls = self.bytes_up = self.bytes_down = 0
+            self.calls = self.polls = self.downlinks = self.bytes_up = self.bytes_down = self.bytes_polled = 0
 
     def __getitem__(self, key: str) -> int:
         return self.as_dict()[key]
@@ -71,9 +75,24 @@ def polling() -> Iterator[None]:
         _polling.reset(token)
 
 
+_probing: contextvars.ContextVar[bool] = contextvars.ContextVar("podrun_probing", default=False)
+
+
+@contextlib.contextmanager
+def probing() -> Iterator[None]:
+    """A downlink made in this context that finds no file counts as a status poll (asking
+    for a job's next result segment is asking "anything new?"); one that finds it is a transfer."""
+    token = _probing.set(True)
+    try:
+        yield
+    finally:
+        _probing.reset(token)
+
+
 def _count(**counts: int) -> None:
     if _polling.get() and "polls" not in counts:
         counts["polls"] = counts.get("calls", 0)
+        counts["bytes_polled"] = counts.get("bytes_down", 0)
     PROCESS_STATS.add(**counts)
     for stats in _charged.get():
         stats.add(**counts)
@@ -103,10 +122,16 @@ class MeteredPlatform(Platform):
     def downlink_into(self, path: str, sink: BinaryIO, pod_name: str | None = None, progress: Progress | None = None) -> int:
         try:
             moved = self.inner.downlink_into(path, sink, pod_name, progress)
-        except Exception:
-            _count(calls=1)
+        except NotFound:
+            if _polling.get() or _probing.get():
+                _count(calls=1, polls=1)
+            else:
+                _count(calls=1, downlinks=1)
             raise
-        _count(calls=1, bytes_down=moved)
+        except Exception:
+            _count(calls=1, downlinks=int(not _polling.get()))
+            raise
+        _count(calls=1, downlinks=int(not _polling.get()), bytes_down=moved)
         return moved
 
     def list_files(self, pod_name: str | None = None) -> list[FileEntry]:

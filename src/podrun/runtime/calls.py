@@ -2,8 +2,8 @@
 process (``workers=1``) and in a pool worker (``runtime/pool.py``), so timeouts, capture,
 cancel and the records' form hold alike in both.
 
-A call's record: ``{"k": "call", "i", "s": status, "t": [start, end], "out", "err"}`` plus
-the value (``v`` inline, or ``vb`` a blob, ``b`` its buffers) or the error (``e``).
+A call's record is a ``wire.records.CallRecord``: status, times, captured output, and the
+value (inline, or a blob with its buffers) or the error.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class _Stopped(BaseException):
     """Raised in the main thread by SIGTERM: the pod is being stopped. Leaving a call, it
     carries that call's KILLED record, which the caller writes before it stops."""
 
-    record: dict[str, Any] | None = None
+    record: rec.CallRecord | None = None
 
 
 class _TimedOut(BaseException):
@@ -72,9 +72,9 @@ class CallRunner:
         return resolve_object_refs(*self._resolve_upstream(args, kwargs, self.data), self.data)
 
     def run(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-            timeout: float | None) -> dict[str, Any]:
+            timeout: float | None) -> rec.CallRecord:
         """The call's record; ``_Stopped`` (carrying the record) when the pod is stopped while it runs."""
-        record: dict[str, Any] = {"k": "call", "i": i}
+        record: dict[str, Any] = {"i": i}  # CallRecord's fields, as the call's outcome becomes known
         started = time.time()
         with self.captured as captured:
             try:
@@ -91,17 +91,17 @@ class CallRunner:
                     self.watch.current = None
                 record.update(self.encode_value(value))
             except _Stopped as stop:
-                record.update({"s": rec.KILLED, "e": error_info(None, "KILLED", "the pod was stopped while this call ran")})
+                record.update(status=rec.KILLED, error=error_info(None, "KILLED", "the pod was stopped while this call ran"))
                 stop.record = close_call(record, started, captured)
                 raise
             except _TimedOut:
                 error = error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")
-                record.update({"s": rec.TIMEOUT, "e": error})
+                record.update(status=rec.TIMEOUT, error=error)
             except _CallCancelled as exc:
                 drop_innermost_frame(exc)  # the signal handler's own frame: the call was where the one before it is
-                record.update({"s": rec.CANCELLED, "e": error_info(exc, skip_runtime_frame=True)})
+                record.update(status=rec.CANCELLED, error=error_info(exc, skip_runtime_frame=True))
             except BaseException as exc:  # noqa: BLE001 - the user's exception is the call's outcome
-                record.update({"s": rec.RAISED, "e": error_info(exc, skip_runtime_frame=True)})
+                record.update(status=rec.RAISED, error=error_info(exc, skip_runtime_frame=True))
         return close_call(record, started, captured)
 
     def encode_value(self, value: Any) -> dict[str, Any]:
@@ -112,20 +112,20 @@ class CallRunner:
         except Exception:  # noqa: BLE001 - a large buffer, a lambda, a dynamic class: the full path below
             payload = None
         if payload is not None and len(payload) < MIN_COMPRESS_BYTES:
-            return {"s": rec.OK, "b": [], "v": bytes((RAW,)) + payload}
+            return {"status": rec.OK, "value": bytes((RAW,)) + payload}
         try:
             pickled = dumps(value, what="the result", fast=True)
         except Exception as exc:  # an unpicklable result is the call's failure, not the job's
-            return {"s": rec.RAISED, "e": error_info(exc)}
+            return {"status": rec.RAISED, "error": error_info(exc)}
         for blob_hash, view in pickled.blobs.items():
             self.blobs.write_raw(view, blob_hash, self.codecs)
-        encoded: dict[str, Any] = {"s": rec.OK, "b": pickled.buffers}
+        encoded: dict[str, Any] = {"status": rec.OK, "buffers": pickled.buffers}
         if pickled.buffers or len(pickled.payload) > INLINE_RESULT_BYTES:
             # A large result stays in the volume whole (payload and buffers), so fut.ref() can
             # name it as an object without moving a byte.
-            encoded["vb"] = self.blobs.write_raw(pickled.payload, None, self.codecs)
+            encoded["value_blob"] = self.blobs.write_raw(pickled.payload, None, self.codecs)
         else:
-            encoded["v"] = compress(pickled.payload, self.codec)
+            encoded["value"] = compress(pickled.payload, self.codec)
         return encoded
 
 
@@ -139,20 +139,17 @@ def _in_band_only(buffer: pickle.PickleBuffer) -> bool:
     return True
 
 
-def close_call(record: dict[str, Any], started: float, captured: capture_output) -> dict[str, Any]:
-    record["t"] = [started, time.time()]
-    out, err = captured.out.getvalue(), captured.err.getvalue()
-    if out:
-        record["out"] = out
-    if err:
-        record["err"] = err
-    return record
+def close_call(record: dict[str, Any], started: float, captured: capture_output) -> rec.CallRecord:
+    return rec.CallRecord(**record, started=started, ended=time.time(), out=captured.out.getvalue(),
+                          err=captured.err.getvalue())
 
 
-def ended_record(i: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
-    """The record of a call that ends without running (or whose process died under it)."""
+def ended_record(i: int, status: str, message: str, missing: list[str] | None = None,
+                 error: dict[str, Any] | None = None) -> rec.CallRecord:
+    """The record of a call that ends without running (or whose process died under it);
+    ``error``: the one that kept it from running, else one of ``status`` and ``message``."""
     now = time.time()
-    return {"k": "call", "i": i, "s": status, "e": error_info(None, status, message), "t": [now, now], **extra}
+    return rec.CallRecord(i, status, now, now, error=error or error_info(None, status, message), missing=missing or [])
 
 
 def error_info(exc: BaseException | None, type_name: str | None = None, message: str | None = None,

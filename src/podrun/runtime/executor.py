@@ -30,6 +30,7 @@ from ..wire.serialize import loads
 from . import environment, modules, pool, wheels
 from .calls import CallRunner, _Stopped, ended_record, error_info
 from .cancel import CancelWatch
+from .results import Segments
 from .session import CURRENT, Session
 
 REPLACED_MESSAGE = ("an earlier pod of this job took this call (it may have begun) and was stopped before it "
@@ -51,6 +52,7 @@ class JobRunner:
         self.done, self.interrupted = calls_begun(self.job_dir / RESULTS_NAME)
         fd = os.open(self.job_dir / RESULTS_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.results = os.fdopen(fd, "ab", buffering=0)
+        self.segments = Segments(self.job_dir)  # what the client downlinks while the job runs
         self.stopping = False
         self.header: JobHeader | None = None
         self.codec = best_codec(None)
@@ -61,35 +63,41 @@ class JobRunner:
         return self.watch.cancelled(i)
 
     def write_frames(self, frames: bytes) -> None:
-        """Call records encoded elsewhere (a pool worker's), in one unbuffered write."""
+        """Call records encoded elsewhere (a pool worker's), in one unbuffered write, and into
+        the open result segment."""
         self.results.write(frames)
+        self.segments.add_calls(frames)
 
     def write_runs(self, frames: bytes) -> None:
         """Run markers encoded elsewhere (a pool's chunk), in one unbuffered write."""
         self.results.write(frames)
 
-    def emit(self, record: dict[str, Any]) -> None:
+    def emit(self, record: rec.Record) -> None:
         """Write one record straight to the OS (one unbuffered write per call outcome): a pod
-        that dies any way at all, even by os._exit or SIGKILL, keeps every finished call."""
-        rec.append_record(self.results, record)
+        that dies any way at all, even by os._exit or SIGKILL, keeps every finished call; then
+        the same frame into the open result segment (the run markers stay in the pod)."""
+        frame = rec.encode_record(record)
+        self.results.write(frame)
+        self.segments.add(record, frame)
 
     def run(self) -> int:
         try:
             return self._run()
         finally:
+            self.segments.close()
             self.results.close()  # a warm pod runs many jobs: one descriptor each, closed
             drop_bundle(self.bundle_path)
 
     def _run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
         host = os.uname()  # socket.gethostname() and platform.machine() say the same, at an import's cost
-        self.emit({"k": "start", "t": time.time(), "python": python_version(), "pid": os.getpid(),
-                   "host": host.nodename, "machine": host.machine, "node": os.environ.get("PODRUN_NODE")})
+        self.emit(rec.StartRecord(time.time(), python_version(), os.getpid(), host.nodename, host.machine,
+                                  os.environ.get("PODRUN_NODE")))
         if (self.done or self.interrupted) and not self.bundle_path.exists():
             # An earlier pod of this job ran it and removed its bundle (drop_bundle): what it
             # began is settled as stopped, and nothing runs again (at most once).
             self._finish_begun(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
-            self.emit({"k": "end", "t": time.time(), "missing": [], "stopped": False})
+            self.emit(rec.EndRecord(time.time()))
             return 0
         try:
             with open(self.bundle_path, "rb") as stream:
@@ -98,23 +106,23 @@ class JobRunner:
                 self.codec = best_codec(header.codecs)
                 missing = self.missing = self._store_blobs(stream, frames_at)
         except (WireFormatError, IntegrityError, OSError) as exc:
-            self.emit({"k": "end", "t": time.time(), "fatal": f"{type(exc).__name__}: {exc}"})
+            self.emit(rec.EndRecord(time.time(), fatal=f"{type(exc).__name__}: {exc}"))
             return 3
         if header.python != python_version():
             # The environment first: the client caches it and refuses the next call before a byte is sent.
-            self.emit({"k": "env", **self._environment(header)})
-            self.emit({"k": "end", "t": time.time(), "fatal": (
+            self.emit(rec.EnvRecord(self._environment(header)))
+            self.emit(rec.EndRecord(time.time(), fatal=(
                 f"EnvironmentMismatch: the client pickled with Python {header.python} but this pod runs Python "
-                f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")})
+                f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")))
             return 3
-        self.emit({"k": "env", **self._environment(header)})
+        self.emit(rec.EnvRecord(self._environment(header)))
         self._finish_begun(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
         modules.install(self.blobs, header.options.get("modules"))
         folders, lost = wheels.install(self.blobs, data_dir(), header.options.get("wheels"))
         missing.update(lost)
         conflict = wheels.kept_conflict(folders)
         if conflict:
-            self.emit({"k": "end", "t": time.time(), "fatal": conflict})
+            self.emit(rec.EndRecord(time.time(), fatal=conflict))
             return 3
         try:
             with wheels.active(folders):  # the job's wheels win over the runtime's and the image's copies
@@ -123,7 +131,7 @@ class JobRunner:
             if stop.record is not None:
                 self._emit_call(stop.record)
         self._finish_remaining(header, rec.KILLED if self.stopping else rec.LOST, "the pod was stopped before this call finished")
-        self.emit({"k": "end", "t": time.time(), "missing": sorted(missing), "stopped": self.stopping})
+        self.emit(rec.EndRecord(time.time(), missing=sorted(missing), stopped=self.stopping))
         return 0
 
     def _environment(self, header: JobHeader) -> dict[str, Any]:
@@ -198,12 +206,12 @@ class JobRunner:
             # re-sends it (the repair), instead of failing the calls for good.
             self.blobs.path(exc.blob).unlink(missing_ok=True)  # type: ignore[arg-type]
             missing.add(exc.blob)  # type: ignore[arg-type]
-            self._finish_range(first, stop, rec.LOST, str(exc), missing=[exc.blob])
+            self._finish_range(first, stop, rec.LOST, str(exc), missing=[exc.blob] if exc.blob else [])
             return
         except BaseException as exc:  # noqa: BLE001 - any load failure is this group's outcome
             error = error_info(exc)
             for i in range(first, stop):
-                self._emit_call(ended_record(i, rec.RAISED, "", e=error))
+                self._emit_call(ended_record(i, rec.RAISED, "", error=error))
             return
         runner = CallRunner(self.blobs, self.codec, self.header.codecs if self.header else None, self.watch)
         marked = first  # calls before this one have their run record
@@ -221,23 +229,23 @@ class JobRunner:
                     # Before they run: a re-run pod of this job never runs them again. One record
                     # covers the next MARK_AHEAD seconds of calls (one call, where calls are slow).
                     count = 1 if per_call <= 0 else max(1, min(pool.MAX_CHUNK, stop - i, int(MARK_AHEAD / per_call)))
-                    self.emit({"k": "run", "i": i, "n": count} if count > 1 else {"k": "run", "i": i})
+                    self.emit(rec.RunRecord(i, count))
                     marked = i + count
                 record = runner.run(i, function, args, kwargs, group.timeout)
                 self._emit_call(record)
-                took = record["t"][1] - record["t"][0] + RECORD_SECONDS
+                took = record.ended - record.started + RECORD_SECONDS
                 per_call = took if per_call <= 0 else 0.7 * per_call + 0.3 * took
         finally:
             self.watch.stop()  # no thread outlives the group: the pool may fork next
 
-    def _emit_call(self, record: dict[str, Any]) -> None:
-        self.done.add(record["i"])  # before the write: a SIGTERM now must not add a KILLED record too
+    def _emit_call(self, record: rec.CallRecord) -> None:
+        self.done.add(record.i)  # before the write: a SIGTERM now must not add a KILLED record too
         self.emit(record)
 
-    def _finish_range(self, start: int, stop: int, status: str, message: str, **extra: Any) -> None:
+    def _finish_range(self, start: int, stop: int, status: str, message: str, missing: list[str] | None = None) -> None:
         for i in range(start, stop):
             if i not in self.done:
-                self._emit_call(ended_record(i, status, message, **extra))
+                self._emit_call(ended_record(i, status, message, missing=missing or []))
 
     def _finish_begun(self, indexes: set[int], status: str, message: str) -> None:
         """Records for calls an earlier pod began and never finished (they are in ``done``:
@@ -271,11 +279,11 @@ def calls_begun(results: Path) -> tuple[set[int], set[int]]:
     begun: set[int] = set()
     outcome: dict[int, str] = {}
     for record in rec.iter_records(data):
-        if record.get("k") == "run":  # ``n``: a pool's chunk names its consecutive calls in one record
-            begun.update(range(record["i"], record["i"] + int(record.get("n", 1))))
-        elif record.get("k") == "call":
-            outcome[record["i"]] = str(record.get("s"))
-    settled = {i for i, status in outcome.items() if status not in (rec.KILLED, rec.LOST)}
+        if isinstance(record, rec.RunRecord):  # ``n``: a pool's chunk names its consecutive calls in one record
+            begun.update(range(record.i, record.i + record.n))
+        elif isinstance(record, rec.CallRecord):
+            outcome[record.i] = record.status
+    settled = {i for i, status in outcome.items() if status not in rec.RERUNNABLE}
     return begun | settled, begun - set(outcome)
 
 

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 import cloudpickle
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, WireFormatError
 from ..store.volume_blobs import VolumeBlobs
 from ..wire import records as rec
 from ..wire.bundle import JobHeader, read_header
@@ -112,7 +112,7 @@ class JobSink(Protocol):
     missing: set[str]
     stopping: bool
 
-    def emit(self, record: dict[str, Any]) -> None: ...
+    def emit(self, record: rec.Record) -> None: ...
     def write_frames(self, frames: bytes) -> None: ...
     def write_runs(self, frames: bytes) -> None: ...
     def cancelled(self, i: int) -> bool: ...
@@ -318,9 +318,9 @@ class _JobRun:
         """A chunk's last call's own time (from its record) sizes the next chunks: the pod's
         clock would count every wait of a busy machine as the calls' time."""
         try:
-            times = next(rec.iter_records(memoryview(buffer)[span[0]:span[1]]))["t"]
-            seconds = float(times[1]) - float(times[0]) + RECORD_SECONDS
-        except (StopIteration, KeyError, TypeError, ValueError, IndexError):
+            record = next(rec.iter_records(memoryview(buffer)[span[0]:span[1]]))
+            seconds = float(record.ended) - float(record.started) + RECORD_SECONDS  # type: ignore[union-attr]
+        except (StopIteration, AttributeError, TypeError, ValueError, WireFormatError):
             return
         self.per_call = seconds if self.per_call <= 0 else 0.7 * self.per_call + 0.3 * seconds
 
@@ -403,7 +403,7 @@ def _run_frames(indexes: list[int]) -> bytes:
     for i in [*indexes[1:], -2]:
         if i != previous + 1:
             count = previous - start + 1
-            frames.append(rec.encode_record({"k": "run", "i": start, "n": count} if count > 1 else {"k": "run", "i": start}))
+            frames.append(rec.encode_record(rec.RunRecord(start, count)))
             start = i
         previous = i
     return b"".join(frames)
@@ -526,10 +526,10 @@ class _WorkerJob:
                 outbox.add(_LEN.pack(NOTICE | len(str(exc.blob))) + str(exc.blob).encode())
                 self.tables[group_index] = (None, (rec.LOST, str(exc), {"missing": [exc.blob]}))
             except BaseException as exc:  # noqa: BLE001 - any load failure is this group's outcome
-                self.tables[group_index] = (None, (rec.RAISED, None, {"e": error_info(exc)}))
+                self.tables[group_index] = (None, (rec.RAISED, None, {"error": error_info(exc)}))
         return self.tables[group_index]
 
-    def run(self, group_index: int, i: int, outbox: _Outbox) -> dict[str, Any]:
+    def run(self, group_index: int, i: int, outbox: _Outbox) -> rec.CallRecord:
         function, calls = self.table(group_index, outbox)
         if function is None:
             status, message, extra = calls

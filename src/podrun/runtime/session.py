@@ -57,6 +57,11 @@ class ServiceMethod:
     method: str  # a method name, or CHECKPOINT / TOUCH
     spec_key: str  # object holding ("class", cls, args, kwargs) or ("instance", obj)
     state_key: str | None = None  # where checkpoints go (None: the service keeps no checkpoint)
+    label: str = ""  # "Model.predict"
+
+    def __repr__(self) -> str:
+        """How the journal and errors name its calls (a callable object has no __qualname__)."""
+        return self.label or f"{type(self).__name__}.{self.method}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         obj = resident(self.service_id, self._create, self._save if self.state_key else None)

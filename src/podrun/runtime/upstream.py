@@ -55,7 +55,7 @@ def resolve_upstream(args: tuple[Any, ...], kwargs: dict[str, Any],
     if not has_upstream(args, kwargs):
         return args, kwargs
     blobs = VolumeBlobs(data_dir)
-    records: dict[str, dict[int, dict[str, Any]]] = {}
+    records: dict[str, dict[int, rec.CallRecord]] = {}
 
     def value(item: Any) -> Any:
         if not isinstance(item, UpstreamResult):
@@ -73,21 +73,21 @@ def resolve_upstream(args: tuple[Any, ...], kwargs: dict[str, Any],
     return tuple(value(a) for a in args), {name: value(v) for name, v in kwargs.items()}
 
 
-def _call_records(path: Path) -> dict[int, dict[str, Any]]:
+def _call_records(path: Path) -> dict[int, rec.CallRecord]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return {}
-    return {r["i"]: r for r in rec.iter_records(data) if r.get("k") == "call"}
+    return {r.i: r for r in rec.iter_records(data) if isinstance(r, rec.CallRecord)}
 
 
-def _outcome(record: dict[str, Any], blobs: VolumeBlobs, item: UpstreamResult) -> Any:
+def _outcome(record: rec.CallRecord, blobs: VolumeBlobs, item: UpstreamResult) -> Any:
     """The upstream call's value, or its failure raised again (typed as on the client)."""
-    status = record["s"]
+    status = record.status
     if status == rec.OK:
-        payload = blobs.read(record["vb"]) if "vb" in record else decompress(record["v"])
-        return loads(payload, [blobs.read(h) for h in record.get("b", [])])
-    info = record.get("e") or {}
+        payload = blobs.read(record.value_blob) if record.value_blob else decompress(record.value or b"")
+        return loads(payload, [blobs.read(h) for h in record.buffers])
+    info = record.error or {}
     where = f"call {item.index} of job {item.job_id} (an argument of this call)"
     if status == rec.RAISED:
         raise _UpstreamFailed(info)

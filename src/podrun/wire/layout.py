@@ -32,6 +32,11 @@ def job_dir(job_id: str) -> str:
 def job_file(job_id: str, name: str) -> str:
     return f"{JOBS}/{job_id}/{name}"
 
+
+def segment_name(index: int) -> str:
+    """Result segment ``index`` of a job (``runtime/results.py``): immutable once it exists."""
+    return f"{RESULTS_NAME}.{index}"
+
 # Versioned objects: one folder per key, one sub-folder per generation (a full base and the
 # versions built on it), one immutable file per version. See store/objects.py.
 OBJECTS = f"{ROOT}/objects"

@@ -1,33 +1,107 @@
-"""Following a job's pod: status polls with backoff, and its records read from the volume."""
+"""Following a job while it runs: status polls with backoff, and its result segments
+(``runtime/results.py``) downlinked each once, in order, as the pod closes them.
+
+Segments are asked for on a schedule of their own: soon again after one arrived (more are
+likely), backing off by half each time none had, up to the longer of the platform's poll
+ceiling and the age a segment may reach in the pod at this point of the job. So a short job
+streams at once and an hour-long one asks about once a minute, not once per poll.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ...errors import NotFound
-from ...platform.metered import MeteredPlatform
+from ...platform.metered import MeteredPlatform, probing
 from ...platform.types import PodState
+from ...runtime.results import max_age
 from ...wire import records as rec
-from ...wire.layout import RESULTS_NAME, job_file
+from ...wire.layout import RESULTS_NAME, job_file, segment_name
 
 
-def await_pod(platform: MeteredPlatform, pod_name: str | None, on_tick: Callable[[], None]) -> PodState:
-    """Poll until the pod ends or is stuck; ``on_tick`` runs before each poll (cancels)."""
+class ResultStream:
+    """The records of one job's closed segments, each segment downlinked once."""
+
+    def __init__(self, platform: MeteredPlatform, job_id: str, pod_name: str | None) -> None:
+        self.platform = platform
+        self.job_id = job_id
+        self.pod_name = pod_name
+        self.records: list[rec.Record] = []
+        self.segments = 0  # segments fetched: the next to ask for
+        self.ended = False  # the last pod that began the job has ended it (its end record came)
+        self.settled: set[int] = set()  # calls with an outcome among the records
+        self.started = time.monotonic()
+        self.delay = platform.poll_interval[0]
+        self.due = self.started
+
+    def complete(self, call_count: int) -> bool:
+        """Ended, with an outcome for every call: nothing is left only in the pod's log."""
+        return self.ended and len(self.settled) == call_count
+
+    def poll(self) -> list[rec.Record] | None:
+        """The records of segments closed since the last fetch when asking is due (maybe []);
+        None when it was not (no platform call made)."""
+        now = time.monotonic()
+        if self.ended or now < self.due:
+            return None
+        new = self.fetch()
+        first, ceiling = self.platform.poll_interval
+        self.delay = first if new else min(max(ceiling, max_age(now - self.started)), self.delay * 1.5)
+        self.due = time.monotonic() + self.delay
+        return new
+
+    def fetch(self) -> list[rec.Record]:
+        """Downlink the next segments until one is not there (yet)."""
+        new: list[rec.Record] = []
+        while not self.ended:
+            try:
+                with probing():  # "not there yet" is a poll; a segment found is a transfer
+                    data = self.platform.downlink(job_file(self.job_id, segment_name(self.segments)), self.pod_name)
+            except NotFound:
+                break
+            self.segments += 1
+            for record in rec.iter_records(data):
+                if isinstance(record, rec.CallRecord):
+                    self.settled.add(record.i)
+                elif isinstance(record, (rec.StartRecord, rec.EndRecord)):
+                    self.ended = isinstance(record, rec.EndRecord)
+                new.append(record)
+        self.records += new
+        return new
+
+
+def await_pod(platform: MeteredPlatform, pod_name: str | None, on_tick: Callable[[bool], bool | None],
+              done: Callable[[], bool] = lambda: False) -> PodState | None:
+    """Poll until the pod ends or is stuck (its state), or until ``done()`` (None: every result
+    is in, the pod's exit tells nothing more). ``on_tick(running)`` runs before each poll
+    (cancels; segments once the pod was seen running) and says whether it asked for a segment
+    (None: it did not) and whether results came, which brings the next tick forward. A tick
+    that asked in vain skips its status poll, never two in a row: one call a tick, mostly."""
     first, ceiling = platform.poll_interval
-    delay = first
+    delay, running, skipped = first, False, False
     while True:
         time.sleep(delay)
-        on_tick()
+        asked = on_tick(running)
+        if done():
+            return None
+        if asked:
+            delay, skipped = first, False
+            continue  # results came: the pod is evidently running
+        if asked is False and not skipped:
+            skipped, delay = True, min(ceiling, delay * 1.5)
+            continue
+        skipped = False
         state = platform.pod_status(pod_name)
         if state.is_terminal or state.is_stuck:
             return state
+        running = state.phase == "running"
         delay = min(ceiling, delay * 1.5)
 
 
-def fetch_records(platform: MeteredPlatform, job_id: str, pod_name: str | None) -> list[dict[str, Any]]:
-    """The job's records so far ([] before the runtime created its results file)."""
+def fetch_records(platform: MeteredPlatform, job_id: str, pod_name: str | None) -> list[rec.Record]:
+    """The job's whole log ([] before the runtime created it): read when segments fall short
+    (a pod killed outright, a job that ran before segments existed)."""
     try:
         data = platform.downlink(job_file(job_id, RESULTS_NAME), pod_name)
     except NotFound:

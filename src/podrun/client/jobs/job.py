@@ -1,14 +1,16 @@
 """One job: a pod run that executes a batch of calls.
 
-Its life costs a fixed number of platform calls whatever the number of calls in it: one
+Its life costs a bounded number of platform calls whatever the number of calls in it: one
 uplink (the bundle, carrying only blobs the volume lacks), one ``run_pod``, status polls with
-backoff, one downlink of the results file (plus, on ``get()``, one per large result).
+backoff, one downlink per result segment as the pod closes them (``follow.py``; futures settle
+as their outcomes arrive), plus, on ``get()``, one per large result.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -23,13 +25,14 @@ from ...store.objects import ObjectStore, PlatformVolume
 from ...store.pod_lease import Held
 from ...store.refs import DEFAULT_POD, ObjectKey, ObjectRef
 from ...wire import object_image
+from ...wire import records as rec
 from ...wire.compression import decompress
 from ...wire.serialize import loads
 from .. import journal, preflight
 from ..future import ObjectFuture
 from ..gc_pause import paused_gc
 from ..warm import WarmPod, await_warm_job
-from .follow import await_pod, fetch_records
+from .follow import ResultStream, await_pod, fetch_records
 from .key import JobKey, PendingGroup, new_job_id
 from .resolve import Resolver, settle
 from .submit import Launch, send_cancel
@@ -40,19 +43,24 @@ RESULTS_NAMESPACE = "results"  # fut.ref() objects live under <pod_name>/results
 
 class Job:
     def __init__(self, platform: MeteredPlatform, pod_name: str | None, key: JobKey, groups: list[PendingGroup], home: Path,
-                 job_id: str | None = None, warm: WarmPod | None = None) -> None:
+                 job_id: str | None = None, warm: WarmPod | None = None, submitted: float | None = None) -> None:
         self.platform = platform
         self.pod_name = pod_name
         self.key = key
         self.groups = groups
         self.home = home
         self.job_id = job_id or new_job_id()
+        self.submitted = submitted if submitted is not None else time.time()  # the journal keeps the first
         self.launch = Launch(platform, pod_name, self.job_id, key, warm if warm is not None else WarmPod())
         self.stats = LinkStats()
         self.futures: list[ObjectFuture] = [f for g in groups for f in g.futures]
         self.state: PodState | None = None
         self.lease: Held | None = None  # the pod_name's lease its lane holds for it (dispatch.py)
         self._stop_note: str | None | bool = False  # who stopped the pod (False: not read yet)
+        self.stream = ResultStream(platform, self.job_id, pod_name)
+        self.resolver = Resolver(self.job_id, groups, None, frozenset(), self._load_value, self._stopped_by)
+        self.manifest: Manifest | None = None  # this process's view of the volume's blobs, until results teach it
+        self.finished = threading.Event()  # set when the job is over: every future settled, no platform call left
         self._cancel_lock = threading.Lock()
         self._cancel_wanted: set[int] = set()
         self._cancel_sent: set[int] = set()
@@ -65,40 +73,72 @@ class Job:
 
     # life ----------------------------------------------------------------------------------
     def run(self) -> list[PendingGroup]:
-        """Submit, wait for the pod, resolve every future; returns groups to re-send."""
+        """Submit, follow the pod (futures settle as their calls end), resolve the rest;
+        returns groups to re-send."""
         with charge_to(self.stats):
             try:
-                manifest = Manifest(self.home, self.platform, self.pod_name)
+                manifest = self.manifest = Manifest(self.home, self.platform, self.pod_name)
                 self.launch.submit(self.groups, manifest)
+                self.resolver.shipped = self.launch.shipped  # before any result streams in
                 journal.write(self.home, self.journal_entry())
                 self.state = self._await_warm() if self.key.keep_warm else self._await_pod()
-                records = self._fetch_records()
-                with best_effort("the environment manifest cache"):
-                    preflight.learn(self.platform, self.key.image, self.key.node, records)
-                retry = self._resolve(records, manifest)
+                retry = self._resolve(self._all_records(), manifest)
+                self._journal("done")
+                return retry
             except Exception as exc:  # a platform failure fails the job's calls, never hangs them
                 self._fail_all(exc)
                 return []
-            self._journal_outcomes()
-            return retry
+            finally:
+                self.finished.set()
 
     def follow(self) -> None:
         """Resolve the futures of a job submitted by another process (``podrun.attach``):
         results already in the volume are fetched, never recomputed."""
         with charge_to(self.stats):
             try:
-                records = self._fetch_records()
-                if not any(r.get("k") == "end" for r in records):
+                self._tick()
+                if not self.stream.ended:
                     if self.key.keep_warm:
-                        self.state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=None, on_tick=lambda: None)
+                        self.state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=None, on_tick=self._tick)
                     else:
                         self.state = self._await_pod()
-                    records = self._fetch_records()
-                self._resolve(records, Manifest(self.home, self.platform, self.pod_name))
+                self._resolve(self._all_records(), Manifest(self.home, self.platform, self.pod_name))
+                self._journal("done")
             except Exception as exc:
                 self._fail_all(exc)
-                return
-            self._journal_outcomes()
+            finally:
+                self.finished.set()
+
+    def _tick(self, probe: bool = True) -> bool | None:
+        """Between polls: send wanted cancels, take the records of segments just closed (when
+        ``probe``: a pod not yet running has none). None: no segment was asked for."""
+        self.send_cancels()
+        new = self.stream.poll() if probe else None
+        if new:
+            self._take(new)
+            self._journal("running")
+        return None if new is None else bool(new)
+
+    def _take(self, records: list[rec.Record]) -> None:
+        """Records just come: first what they teach (the pod's environment, the blobs now in
+        the volume), so a next call made as soon as a future settles knows it; then the
+        futures of the calls they end."""
+        with best_effort("the environment manifest cache"):
+            preflight.learn(self.platform, self.key.image, self.key.node, records)
+        if self.manifest is not None and any(isinstance(r, rec.CallRecord) for r in records):
+            self.manifest.add(self.launch.embedded)  # the runtime stores embedded blobs before any call runs
+            self.manifest = None  # once is enough
+        with paused_gc(len(records)):
+            self.resolver.stream(records)
+
+    def _all_records(self) -> list[rec.Record]:
+        """Every record once the pod is done: the segments, or the log where they fall short."""
+        self._take(self.stream.fetch())
+        if self.stream.complete(len(self.futures)):
+            return self.stream.records
+        records = self._fetch_records()
+        self._take(records)
+        return records
 
     def fail(self, exc: Exception) -> None:
         """End every call of a job that never reached the pod (``PodBusy``)."""
@@ -113,22 +153,25 @@ class Job:
             error.__cause__ = exc
         for future in self.futures:
             settle(future, exc=error)
+        self._journal("failed")
 
     def journal_entry(self) -> journal.JournalEntry:
         return journal.JournalEntry(
             job_id=self.job_id, platform=self.platform.identity(), pod_name=self.pod_name, node=self.key.node,
             image=self.key.image, max_duration=self.key.max_duration,
             groups=[(group.function.name, len(group.futures)) for group in self.groups], keep_warm=self.key.keep_warm,
+            submitted=self.submitted,
         )
 
-    def _journal_outcomes(self) -> None:
+    def _journal(self, status: str) -> None:
+        """The job's state now, with the outcomes of the calls ended so far and its link cost."""
         entry = self.journal_entry()
-        entry.outcomes = {}
         for future in self.futures:
-            status = future.status or ("CANCELLED" if future.cancelled() else "LOST")
-            entry.outcomes[status] = entry.outcomes.get(status, 0) + 1
-        entry.status = "done"
-        journal.write(self.home, entry)  # best effort: never fails a finished job
+            if future.done():
+                outcome = future.status or ("CANCELLED" if future.cancelled() else "LOST")
+                entry.outcomes[outcome] = entry.outcomes.get(outcome, 0) + 1
+        entry.status, entry.link = status, self.stats.as_dict()
+        journal.write(self.home, entry)  # best effort: never fails a job
 
     def _start_pod(self) -> None:
         self.launch.start_pod()
@@ -140,15 +183,15 @@ class Job:
             self._start_pod()
 
     def _await_warm(self) -> PodState | None:
-        state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._restart, on_tick=self.send_cancels)
+        state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._restart, on_tick=self._tick)
         if state is not None:
             self.launch.warm.key = None  # that pod is gone
         return state
 
-    def _await_pod(self) -> PodState:
-        return await_pod(self.platform, self.pod_name, on_tick=self.send_cancels)
+    def _await_pod(self) -> PodState | None:
+        return await_pod(self.platform, self.pod_name, on_tick=self._tick, done=lambda: self.stream.complete(len(self.futures)))
 
-    def _fetch_records(self) -> list[dict[str, Any]]:
+    def _fetch_records(self) -> list[rec.Record]:
         return fetch_records(self.platform, self.job_id, self.pod_name)
 
     # cancellation --------------------------------------------------------------------------
@@ -175,10 +218,10 @@ class Job:
             self._cancel_sent |= wanted
 
     # results -------------------------------------------------------------------------------
-    def _resolve(self, records: list[dict[str, Any]], manifest: Manifest) -> list[PendingGroup]:
-        resolver = Resolver(self.job_id, self.groups, self.state, self.launch.shipped, self._load_value, self._stopped_by)
+    def _resolve(self, records: list[rec.Record], manifest: Manifest) -> list[PendingGroup]:
+        self.resolver.state = self.state
         with paused_gc(len(self.futures)):
-            return resolver.resolve(records, manifest, self.launch.embedded, self.launch.runtime_from_volume)
+            return self.resolver.resolve(records, manifest, self.launch.embedded, self.launch.runtime_from_volume)
 
     def _stopped_by(self) -> str | None:
         """Who stopped or replaced this job's pod, from the pod_name's lease (None: nobody did);
@@ -197,25 +240,25 @@ class Job:
         self._stop_note = ended
         return ended
 
-    def _load_value(self, record: dict[str, Any]) -> Any:
-        payload = self.fetch_blob(record["vb"]) if "vb" in record else decompress(record["v"])
-        buffers = [self.fetch_blob(h) for h in record.get("b", [])]
+    def _load_value(self, record: rec.CallRecord) -> Any:
+        payload = self.fetch_blob(record.value_blob) if record.value_blob else decompress(record.value or b"")
+        buffers = [self.fetch_blob(h) for h in record.buffers]
         try:
             return loads(payload, buffers)
         except Exception as exc:
-            raise SerializationError(f"cannot unpickle the result of call {record['i']} of job {self.job_id} here: "
+            raise SerializationError(f"cannot unpickle the result of call {record.i} of job {self.job_id} here: "
                                      f"{type(exc).__name__}: {exc}") from exc
 
-    def make_ref(self, record: dict[str, Any]) -> ObjectRef:
+    def make_ref(self, record: rec.CallRecord) -> ObjectRef:
         """An ObjectRef to a call's result in its pod_name's volume: a large result already
         there is named in place (one small uplink, no result bytes move); a small one is
         stored from the copy the results file brought back."""
         store = ObjectStore(PlatformVolume(self.platform, self.pod_name))
         prefix = ObjectKey(self.pod_name or DEFAULT_POD, RESULTS_NAMESPACE)
         with charge_to(self.stats):
-            if "vb" in record:
-                return store.register_blobs(prefix, record["vb"], record.get("b", []))
-            return store.create(prefix, object_image.pack_parts(decompress(record["v"]), []))
+            if record.value_blob:
+                return store.register_blobs(prefix, record.value_blob, record.buffers)
+            return store.create(prefix, object_image.pack_parts(decompress(record.value or b""), []))
 
     def fetch_blob(self, blob_hash: str) -> bytearray:
         """Downlink a blob, decoding it as it arrives, and verify it (``store.blob_downlink``)."""

@@ -39,27 +39,35 @@ class Resolver:
     groups: list[PendingGroup]
     state: PodState | None
     shipped: frozenset[str]  # modules shipped by source: their traceback frames render from here
-    load_value: Callable[[dict[str, Any]], Any]  # an OK record's value, fetched when asked for
+    load_value: Callable[[rec.CallRecord], Any]  # an OK record's value, fetched when asked for
     stopped_by: Callable[[], str | None] = lambda: None  # who stopped the pod early (the pod_name's lease)
 
     @property
     def futures(self) -> list[ObjectFuture]:
         return [f for g in self.groups for f in g.futures]
 
-    def resolve(self, records: list[dict[str, Any]], manifest: Manifest, embedded: list[str],
+    def stream(self, records: list[rec.Record]) -> None:
+        """Settle the futures whose calls have a final outcome among ``records``, as they come;
+        KILLED and LOST wait for the job's end (a later pod of the job may still run the call)."""
+        futures = self.futures
+        for record in records:
+            if isinstance(record, rec.CallRecord) and record.final and 0 <= record.i < len(futures):
+                self.apply(futures[record.i], record)
+
+    def resolve(self, records: list[rec.Record], manifest: Manifest, embedded: list[str],
                 runtime_from_volume: str | None) -> list[PendingGroup]:
         """Settle every future; returns the groups to re-send (blobs or the runtime lost)."""
-        end = next((r for r in reversed(records) if r.get("k") == "end"), None)  # a re-run pod's is last
-        if end and end.get("fatal"):
-            fatal = end["fatal"]
+        end = next((r for r in reversed(records) if isinstance(r, rec.EndRecord)), None)  # a re-run pod's is last
+        if end and end.fatal:
+            fatal = end.fatal
             error: PodrunError = EnvironmentMismatch(fatal) if fatal.startswith("EnvironmentMismatch") else WireFormatError(fatal)
             for future in self.futures:
                 settle(future, exc=error)
             return []
-        calls = {r["i"]: r for r in records if r.get("k") == "call"}
+        calls = {r.i: r for r in records if isinstance(r, rec.CallRecord)}
         if calls or end:
             manifest.add(embedded)  # the runtime stores embedded blobs before any call runs
-        missing = set(end.get("missing", [])) if end else set()
+        missing = set(end.missing) if end else set()
         if missing:
             manifest.discard(missing)
         lost_runtime = runtime_from_volume
@@ -76,7 +84,7 @@ class Resolver:
             if runtime_lost:  # bounded: the retry embeds the runtime, so it cannot be lost again
                 retry.append(group)
                 continue
-            if missing and group.attempts + 1 < MAX_ATTEMPTS and any(calls.get(i, {}).get("missing") for i in span):
+            if missing and group.attempts + 1 < MAX_ATTEMPTS and any(i in calls and calls[i].missing for i in span):
                 group.attempts += 1
                 retry.append(group)
                 continue
@@ -109,23 +117,26 @@ class Resolver:
             message = f"the pod ended without a result for this call; {detail}"
         return PodFailed(f"job {self.job_id}: {message}", state=state, status=status)
 
-    def apply(self, future: ObjectFuture, record: dict[str, Any]) -> None:
-        future.status = record["s"]
+    def apply(self, future: ObjectFuture, record: rec.CallRecord) -> None:
+        if future._record is not None:
+            return  # settled as it streamed in
+        future.status = record.status
         future._record = record
-        future.stdout = record.get("out", "")
-        future.stderr = record.get("err", "")
-        status = record["s"]
+        future.stdout = record.out
+        future.stderr = record.err
+        status = record.status
+        error = record.error or {}
         if status == rec.OK:
             settle(future, value=DeferredValue(self.load_value, record))
         elif status == rec.RAISED:
-            settle(future, exc=rebuild_exception(record["e"], self.shipped))
+            settle(future, exc=rebuild_exception(error, self.shipped))
         elif status == rec.TIMEOUT:
-            settle(future, exc=CallTimeout(record["e"]["message"]))
+            settle(future, exc=CallTimeout(error.get("message") or "the call ran past its timeout"))
         elif status == rec.CANCELLED:
-            settle(future, exc=cancelled_error(record.get("e") or {}, f"call {future.index} of job {self.job_id}", self.shipped))
+            settle(future, exc=cancelled_error(error, f"call {future.index} of job {self.job_id}", self.shipped))
         else:
             state = self.state.to_dict() if self.state else {}
-            message = record["e"]["message"]
+            message = error.get("message")
             if status == rec.KILLED and (stopped := self.stopped_by()) is not None:
                 message = f"{stopped}; {message}"
             settle(future, exc=PodFailed(f"job {self.job_id}: {message}", state=state, status=status))

@@ -1,0 +1,64 @@
+"""The pod's typed job records: they round-trip, survive a torn tail, and a record of another
+format is a clear WireFormatError, never a guess."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from podrun.errors import WireFormatError
+from podrun.wire import records as rec
+
+texts = st.text(max_size=20)
+hashes = st.lists(st.text("0123456789abcdef", min_size=4, max_size=8), max_size=3)
+times = st.floats(allow_nan=False, allow_infinity=False)
+error_infos = st.none() | st.fixed_dictionaries({"type": texts, "message": texts, "pickled": st.none() | st.binary(max_size=30)})
+statuses = st.sampled_from([rec.OK, rec.RAISED, rec.TIMEOUT, rec.KILLED, rec.CANCELLED, rec.LOST])
+
+records = st.one_of(
+    st.builds(rec.StartRecord, times, texts, st.integers(0, 2**31), texts, texts, st.none() | texts),
+    st.builds(rec.EnvRecord, st.dictionaries(texts, st.integers(-(2**63), 2**63 - 1) | texts, max_size=3)),
+    st.builds(rec.RunRecord, st.integers(0, 2**40)),
+    st.builds(rec.CallRecord, st.integers(0, 2**40), statuses, times, times, st.none() | st.binary(max_size=64),
+              st.none() | texts, hashes, error_infos, texts, texts, hashes),
+    st.builds(rec.EndRecord, times, st.none() | texts, hashes, st.booleans()),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(records, max_size=12), cut=st.integers(min_value=0, max_value=60))
+def test_records_round_trip_and_survive_a_torn_tail(items: list[rec.Record], cut: int) -> None:
+    data = b"".join(rec.encode_record(item) for item in items)
+    assert list(rec.iter_records(data)) == items
+    torn = data[: max(0, len(data) - cut)]
+    recovered = list(rec.iter_records(torn))
+    assert recovered == items[: len(recovered)]  # a prefix: nothing invented, nothing reordered
+
+
+def _frame(item: object) -> bytes:
+    body = msgpack.packb(item, use_bin_type=True)
+    return len(body).to_bytes(4, "little") + body
+
+
+@settings(max_examples=50, deadline=None)
+@given(version=st.integers(min_value=rec.VERSION + 1, max_value=2**31), record=records)
+def test_a_newer_format_names_both_versions(version: int, record: rec.Record) -> None:
+    frame = rec.encode_record(record)
+    body = msgpack.unpackb(frame[4:])
+    body[0] = version
+    with pytest.raises(WireFormatError, match=f"v{version}.*up to v{rec.VERSION}.*upgrade podrun"):
+        list(rec.iter_records(_frame(body)))
+
+
+@pytest.mark.parametrize("item", [{"k": "call", "i": 0, "s": "OK"}, [1], ["1", "call"], [rec.VERSION, "nope", 1],
+                                  [rec.VERSION, "call"], [rec.VERSION, "run", 1, 2, 3]])
+def test_a_foreign_or_malformed_record_is_a_wire_format_error(item: object) -> None:
+    with pytest.raises(WireFormatError, match="record"):
+        list(rec.iter_records(_frame(item)))
+
+
+def test_only_killed_and_lost_may_be_replaced_by_a_later_pod() -> None:
+    final = {s for s in (rec.OK, rec.RAISED, rec.TIMEOUT, rec.KILLED, rec.CANCELLED, rec.LOST) if rec.CallRecord(0, s).final}
+    assert final == {rec.OK, rec.RAISED, rec.TIMEOUT, rec.CANCELLED}
