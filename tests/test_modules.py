@@ -104,3 +104,41 @@ def test_named_modules_are_shipped(project: Path, platform: LocalPlatform) -> No
     assert podrun.remote(dynamic, modules=["proj_dyn"]).remote().get(timeout=120) == "dynamic"
     with pytest.raises(podrun.SerializationError, match="no_such_module"):
         podrun.remote(dynamic, modules=["no_such_module"]).remote()
+
+
+def test_threads_pickling_one_modules_functions_share_its_by_value_registration(project: Path) -> None:
+    """Lanes pickle on threads of their own: two pickling functions of one module at once must
+    both pickle it by value, and neither may unregister it under the other (or the user's own)."""
+    import threading
+
+    import cloudpickle
+
+    from podrun.client.modules import pickle_callable
+
+    module = importlib.import_module("proj_big")
+    errors: list[BaseException] = []
+    payloads: list[bytes] = []
+    start = threading.Barrier(8)
+
+    def pickle_many() -> None:
+        start.wait()
+        try:
+            for _ in range(40):
+                payloads.append(pickle_callable(module.offset)[0])
+        except BaseException as exc:  # noqa: BLE001 - collected for the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pickle_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [] and len(payloads) == 320
+    assert all(b"_make_function" in p for p in payloads)  # every one by value (a reference names a module only)
+    assert "proj_big" not in cloudpickle.list_registry_pickle_by_value()
+    cloudpickle.register_pickle_by_value(module)  # the user's own registration outlives podrun's pickles
+    try:
+        pickle_callable(module.offset)
+        assert "proj_big" in cloudpickle.list_registry_pickle_by_value()
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)

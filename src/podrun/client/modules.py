@@ -18,7 +18,9 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FunctionType, ModuleType
 from typing import Any
@@ -168,22 +170,44 @@ def closure(names: Iterable[str], named: Iterable[str] = ()) -> list[ModuleSourc
     return [seen[name] for name in sorted(seen)]
 
 
+_registry_lock = threading.Lock()
+_holders: dict[str, int] = {}  # module name -> pickles in flight that registered it by value
+
+
+@contextmanager
+def _by_value(module: ModuleType | None) -> Iterator[None]:
+    """``module`` registered for pickling by value while the block runs. Threads pickling
+    functions of one module at once share one registration (cloudpickle's registry is one set
+    per process: the first to finish would otherwise unregister it under the others); a
+    module the user registered stays as the user left it."""
+    if module is None:
+        yield
+        return
+    name = module.__name__
+    with _registry_lock:
+        if name not in _holders and name in cloudpickle.list_registry_pickle_by_value():
+            module = None  # the user's registration: not ours to undo
+        else:
+            if name not in _holders:
+                cloudpickle.register_pickle_by_value(module)
+            _holders[name] = _holders.get(name, 0) + 1
+    try:
+        yield
+    finally:
+        if module is not None:
+            with _registry_lock:
+                _holders[name] -= 1
+                if not _holders[name]:
+                    del _holders[name]
+                    cloudpickle.unregister_pickle_by_value(module)
+
+
 def pickle_callable(fn: Callable[..., Any]) -> tuple[bytes, frozenset[str], frozenset[str]]:
     """Pickle ``fn`` (its own user module by value); returns the payload, the module names
     the payload imports when it loads in the pod, and those it imports only guarded."""
     owner = user_module(getattr(fn, "__module__", "") or "")
-    registered = False
-    if owner is not None:
-        try:
-            cloudpickle.register_pickle_by_value(owner)
-            registered = True
-        except ValueError:  # already registered by the user: leave it so
-            pass
-    try:
+    with _by_value(owner):
         payload, names, optional = dumps_tracking(fn)
-    finally:
-        if registered and owner is not None:
-            cloudpickle.unregister_pickle_by_value(owner)
     if owner is not None:
         names.discard(owner.__name__)
     return payload, frozenset(names), frozenset(optional)
