@@ -90,9 +90,9 @@ def _run_bundle(calls: int, workers: int) -> tuple[float, float]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([sys.executable, "-m", "podrun.runtime", str(job / "bundle")], env=env, check=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the runtime waits for its workers: theirs is in it
-        records = [r for r in rec.iter_records((job / "results").read_bytes()) if r.get("k") == "call"]
-        assert len(records) == calls and all(r["s"] == rec.OK for r in records)
-        span = max(r["t"][1] for r in records) - min(r["t"][0] for r in records)
+        records = [r for r in rec.iter_records((job / "results").read_bytes()) if isinstance(r, rec.CallRecord)]
+        assert len(records) == calls and all(r.status == rec.OK for r in records)
+        span = max(r.ended for r in records) - min(r.started for r in records)
     return span, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
@@ -100,9 +100,9 @@ def _occupancy(futures: list, workers: int) -> float:
     """How busy the workers were with calls from the first call's start to the last one's end
     (each call's own start and end, from its record): 1.0 is no gap between calls. A machine
     that other work shares stretches the calls and the span alike, so this holds there too."""
-    times = [f._record["t"] for f in futures]
-    span = max(t[1] for t in times) - min(t[0] for t in times)
-    return sum(t[1] - t[0] for t in times) / (span * workers)
+    times = [(f._record.started, f._record.ended) for f in futures]
+    span = max(end for _, end in times) - min(start for start, _ in times)
+    return sum(end - start for start, end in times) / (span * workers)
 
 
 def runtime_per_call(calls: int, repeat: int) -> list[list[object]]:

@@ -183,12 +183,12 @@ def test_a_sigkilled_pool_keeps_every_call_at_most_once(tmp_path: Path):
     (job / "bundle").write_bytes(encode_bundle(header, {group.function: function, **table.blobs}))
     _run_runtime(volume, job / "bundle", kill_after=40)
     _run_runtime(volume, job / "bundle", kill_after=None)
-    records = [r for r in rec.iter_records((job / "results").read_bytes()) if r.get("k") == "call"]
-    assert sorted(r["i"] for r in records) == list(range(120))  # each call once, none twice
-    assert all(r["s"] in (rec.OK, rec.KILLED) for r in records)  # never RAISED: no marker was made twice
+    records = [r for r in rec.iter_records((job / "results").read_bytes()) if isinstance(r, rec.CallRecord)]
+    assert sorted(r.i for r in records) == list(range(120))  # each call once, none twice
+    assert all(r.status in (rec.OK, rec.KILLED) for r in records)  # never RAISED: no marker was made twice
     ran = {int(name) for name in os.listdir(volume / "ran")}
-    assert {r["i"] for r in records if r["s"] == rec.OK} <= ran
-    assert any(r["s"] == rec.KILLED for r in records) and len(ran) < 120 + 1
+    assert {r.i for r in records if r.status == rec.OK} <= ran
+    assert any(r.status == rec.KILLED for r in records) and len(ran) < 120 + 1
 
 
 def test_max_duration_stops_the_workers_and_keeps_what_finished():
