@@ -215,15 +215,24 @@ class Dispatcher:
         lane.submit(group)
 
 
+EXIT_RELEASE_SECONDS = 5.0  # at exit, the most the lease releases may take together
+
+
 @atexit.register
-def release_leases() -> None:
+def release_leases(within: float = EXIT_RELEASE_SECONDS) -> None:
     """Every lane whose calls have all ended gives its lease back now (at exit, so other clients
     need not wait for it to lapse); one whose job still has calls out keeps it until it lapses
-    (the job runs on in its pod, and can be attached to)."""
-    for lane in list(_LANES):
-        job = lane.job
-        if job is None or all(future.done() for future in job.futures):
-            lane.release()
+    (the job runs on in its pod, and can be attached to). Bounded by ``within`` seconds: a
+    platform that no longer answers (an emulator stopped before the program exits, a link
+    gone) must not hold the exit for its retry deadline; a release left unfinished lapses."""
+    lanes = [lane for lane in list(_LANES)
+             if lane.job is None or all(future.done() for future in lane.job.futures)]
+    threads = [threading.Thread(target=lane.release, name="podrun-release", daemon=True) for lane in lanes]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + within
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 _dispatchers: dict[str, Dispatcher] = {}
