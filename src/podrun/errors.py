@@ -250,9 +250,10 @@ class WaitTimeout(_WaitTimeoutBase):
 
 
 class Cancelled(RemoteFailure, cf.CancelledError):
-    """A sent call was cancelled before it ran (terminal record ``CANCELLED``). A
-    ``concurrent.futures.CancelledError`` too: the future's ``cancel()`` returned False (the
-    call was already sent, as for a running Future), and the pod then skipped it."""
+    """A sent call was cancelled (terminal record ``CANCELLED``): skipped before it ran, or
+    interrupted while it ran (then with the remote traceback of where it was, as
+    ``__cause__``). A ``concurrent.futures.CancelledError`` too: the future's ``cancel()``
+    returned False (the call was already sent, as for a running Future)."""
 
 
 class NoContainerEngine(PodrunError):

@@ -27,14 +27,16 @@ class Executor(cf.Executor):
     """Runs callables in pods; ``submit`` and ``map`` give ObjectFutures.
 
     Options are those of ``@podrun.remote``: node, image, pod_name, keep_warm, max_duration
-    (minutes), envs, timeout (seconds per call, in the pod), modules, wheels.
+    (minutes), envs, timeout (seconds per call, in the pod), workers (worker processes in the
+    pod running calls at once; default None: the node's core count; 1: in the pod's own
+    process), modules, wheels.
     """
 
     def __init__(self, *, node: str = DEFAULT_NODE, max_duration: float = DEFAULT_MAX_DURATION, image: str | None = None,
                  pod_name: str | None = None, envs: dict[str, Any] | None = None, timeout: float | None = None,
-                 keep_warm: float = 0.0, modules: Iterable[str] = (), wheels: Iterable[str] = ()) -> None:
+                 workers: int | None = None, keep_warm: float = 0.0, modules: Iterable[str] = (), wheels: Iterable[str] = ()) -> None:
         self.options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name,
-                                     envs={} if envs is None else envs, timeout=timeout, keep_warm=keep_warm,
+                                     envs={} if envs is None else envs, timeout=timeout, workers=workers, keep_warm=keep_warm,
                                      modules=tuple([modules] if isinstance(modules, str) else modules),
                                      wheels=validate_wheels(wheels)).validated()
         self._lock = threading.RLock()  # re-entered when a future fails at once (its done-callback)

@@ -7,9 +7,13 @@ It behaves as ``concurrent.futures.Future`` in every state, and works with
 podrun                    Future state           ``cancel()``
 ========================  =====================  =========================================
 waiting in its lane       pending                True: it is never sent
-sent (in a job, a pod)    running                False; the pod is asked to skip the call,
-                                                 which then ends with ``podrun.Cancelled``
-                                                 (a ``CancelledError``) if it had not started
+sent (in a job, a pod)    running                False; the request reaches the pod at once:
+                                                 a call not started is skipped, a running
+                                                 one is interrupted where it is; either way
+                                                 the future then finishes with
+                                                 ``podrun.Cancelled`` (a ``CancelledError``;
+                                                 an interrupted call's carries the remote
+                                                 traceback of where it stopped)
 finished                  finished               False
 cancelled                 cancelled              True (again)
 ========================  =====================  =========================================
@@ -161,8 +165,8 @@ class ObjectFuture(cf.Future):
 
     def cancel(self) -> bool:
         """As ``Future.cancel``: True for a call not yet sent (it never will be) and for one
-        already cancelled; False once sent or finished. A sent call is still asked to stop
-        before it starts: it then ends with ``podrun.Cancelled``."""
+        already cancelled; False once sent or finished. A sent call is still stopped: skipped
+        if it has not started, interrupted if it runs; it then ends with ``podrun.Cancelled``."""
         with self._condition:
             state = self._state
         if state in (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED):

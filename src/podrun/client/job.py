@@ -7,6 +7,7 @@ backoff, one downlink of the results file (plus, on ``get()``, one per large res
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
@@ -94,6 +95,7 @@ class PendingGroup:
     futures: list[ObjectFuture]
     key: JobKey
     timeout: float | None = None
+    workers: int | None = None  # pod worker processes for these calls (None: the node's cores); see CallGroup
     attempts: int = 0
     submitted_at: float = field(default_factory=time.monotonic)
 
@@ -286,8 +288,16 @@ class Job:
 
     # cancellation --------------------------------------------------------------------------
     def request_cancel(self, future: ObjectFuture) -> None:
+        """Ask the pod, now (not at the next poll), to stop this call: a call not started is
+        skipped, a running one interrupted; either ends ``CANCELLED``. Sent from a short
+        thread, so ``cancel()`` never waits on the link."""
         with self._cancel_lock:
             self._cancel_wanted.add(future.index)  # type: ignore[arg-type]
+        threading.Thread(target=self._send_cancels_charged, name=f"podrun-cancel-{self.job_id}", daemon=True).start()
+
+    def _send_cancels_charged(self) -> None:
+        with charge_to(self.stats), contextlib.suppress(PodrunError):  # else the poll loop sends it at its next tick
+            self._send_cancels()
 
     def _send_cancels(self) -> None:
         with self._cancel_lock:
@@ -371,7 +381,7 @@ class Job:
         elif status == rec.TIMEOUT:
             _settle(future, exc=CallTimeout(record["e"]["message"]))
         elif status == rec.CANCELLED:
-            _settle(future, exc=Cancelled(f"call {future.index} of job {self.job_id} was cancelled before it ran"))
+            _settle(future, exc=cancelled_error(record.get("e") or {}, f"call {future.index} of job {self.job_id}", self.shipped))
         else:
             state = self.state.to_dict() if self.state else {}
             _settle(future, exc=PodFailed(f"job {self.job_id}: {record['e']['message']}", state=state, status=status))
@@ -403,8 +413,9 @@ class Job:
 
 
 def send_cancel(platform: MeteredPlatform, job_id: str, pod_name: str | None, indexes: set[int]) -> None:
-    """Ask a job's pod to skip calls: the runtime re-reads the job's cancel file between calls
-    and ends each listed call not yet started as CANCELLED. The file lists every index wanted."""
+    """Ask a job's pod to stop calls: the runtime looks at the job's cancel file while calls
+    run (``runtime/cancel.py``), skips each listed call not yet started and interrupts a
+    running one; both end CANCELLED. The file lists every index wanted."""
     platform.uplink([(CANCEL_NAME, msgpack.packb(sorted(indexes)))], dest_path=job_dir(job_id), pod_name=pod_name)
 
 
@@ -429,7 +440,8 @@ def pack_job(job_id: str, groups: list[PendingGroup], platform: MeteredPlatform,
         raw[group.function.hash] = group.function.payload
         raw.update(group.args.blobs)
         args = compress(group.args.payload, codec)
-        table.append(CallGroup(group.function.hash, args, group.args.buffers, len(group.futures), group.timeout))
+        table.append(CallGroup(group.function.hash, args, group.args.buffers, len(group.futures), group.timeout,
+                               group.workers))
     header = JobHeader(job_id, table)
     boot = bootstrap.prepare(platform, key, groups, header, raw, manifest, refresh)  # runtime, modules
     embedded = manifest.missing(header.required_blobs(), refresh=refresh)
@@ -460,6 +472,18 @@ def rebuild_exception(info: dict[str, Any], shipped: Collection[str] = ()) -> Ba
     if isinstance(exc, BaseException):
         message = f"{message} (a {type(exc).__name__} in the pod: not re-raised here, where it would stop this process)"
     return RemoteError(info.get("type") or "Exception", message, text)
+
+
+def cancelled_error(info: dict[str, Any], call: str, shipped: Collection[str] = ()) -> Cancelled:
+    """``Cancelled`` for a call's CANCELLED record: one interrupted while it ran carries the
+    traceback of where it was (rendered from this client's source), as a raised call does."""
+    if not info.get("tb"):
+        return Cancelled(f"{call} was cancelled before it ran")
+    text = render_info(info, shipped)
+    error = Cancelled(f"{call} was cancelled while it ran: interrupted in the pod")
+    error.__cause__ = RemoteTraceback(text)
+    error.remote_traceback = text  # type: ignore[attr-defined]
+    return error
 
 
 def _unpickle_exception(info: dict[str, Any]) -> BaseException | None:

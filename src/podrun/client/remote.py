@@ -36,6 +36,7 @@ class RemoteOptions:
     pod_name: str | None = None
     envs: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None  # seconds, per call, enforced in the pod (TIMEOUT record)
+    workers: int | None = None  # worker processes in the pod for these calls (None: the node's cores; 1: in-process)
     keep_warm: float = 0.0  # seconds a warm pod waits for the next job before it stops (0: cold pods)
     modules: tuple[str, ...] = ()  # user modules to ship beyond those found automatically
     wheels: tuple[str, ...] = ()  # requirements or .whl paths shipped with each job (client/wheels.py)
@@ -43,6 +44,10 @@ class RemoteOptions:
     def validated(self) -> RemoteOptions:
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise UsageError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise UsageError(f"workers must be a number of worker processes >= 1 (or None: the node's cores), "
+                             f"not {self.workers!r}")
         if isinstance(self.keep_warm, bool) or not isinstance(self.keep_warm, (int, float)) or self.keep_warm < 0:
             raise UsageError(f"keep_warm must be a number of seconds >= 0 (0: a pod per job), not {self.keep_warm!r}")
         if not isinstance(self.envs, dict):
@@ -114,7 +119,7 @@ class RemoteFunction:
             raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
         futures = futures or [ObjectFuture(function.name) for _ in calls]
         key = replace(self._options.job_key(), wheels=tuple(sorted(wheel.hash for wheel in function.wheels)))
-        group = PendingGroup(function, args, futures, key, self._options.timeout)
+        group = PendingGroup(function, args, futures, key, self._options.timeout, self._options.workers)
         from_wheels = {name for wheel in function.wheels for name in wheel.top_level}
         preflight.check(config.current_platform(), group.key.image, group.key.node, function.name,
                         {m for m in function.modules | args.modules if m.split(".")[0] not in from_wheels})
@@ -186,6 +191,7 @@ def remote(
     pod_name: str | None = None,
     envs: dict[str, Any] | None = None,
     timeout: float | None = None,
+    workers: int | None = None,
     keep_warm: float = 0.0,
     modules: Iterable[str] = (),
     wheels: Iterable[str] = (),
@@ -195,7 +201,10 @@ def remote(
     node: ``"MPU"`` (default), ``"GPU"`` or ``"FPGA"``. max_duration: the pod's limit in
     minutes. image: the pod image (default: ``python:<client's X.Y>-slim``). pod_name: the pod
     and its volume (default: the user's default volume). envs: environment of the pod.
-    timeout: seconds per call, enforced in the pod. keep_warm: seconds a pod stays up after a
+    timeout: seconds per call, enforced in the pod. workers: how many worker processes in the
+    pod run this function's calls at once (default None: the node's core count, as the pod
+    sees it; 1: one after another in the pod's own process, as a stateful function may need).
+    keep_warm: seconds a pod stays up after a
     job, serving the next ones from its volume's inbox (a warm pod: no pod start per job).
     modules: your project's modules to ship (by source, one blob each) beyond those the
     function is seen to import. wheels: wheels the pod imports (C extensions too):
@@ -203,7 +212,7 @@ def remote(
     link once per volume.
     """
     options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name,
-                            envs={} if envs is None else envs, timeout=timeout, keep_warm=keep_warm,
+                            envs={} if envs is None else envs, timeout=timeout, workers=workers, keep_warm=keep_warm,
                             modules=tuple([modules] if isinstance(modules, str) else modules),
                             wheels=shipped_wheels.validate(wheels))
     if fn is None:

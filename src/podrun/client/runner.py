@@ -110,7 +110,8 @@ class MethodProxy:
 class Service:
     """The client-side proxy of a service; attribute access gives method proxies."""
 
-    def __init__(self, runner: Runner, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], checkpoint: bool) -> None:
+    def __init__(self, runner: Runner, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], checkpoint: bool,
+                 workers: int | None = None) -> None:
         self.runner = runner
         self.service_id = f"{uuid.uuid4().hex[:12]}"
         self._methods: dict[str, MethodProxy] = {}
@@ -121,7 +122,7 @@ class Service:
             if args or kwargs:
                 raise UsageTypeError("a function service takes no constructor arguments; bind them with functools.partial")
             function = target._fn if isinstance(target, RemoteFunction) else target
-            self._call = runner._proxy(function)
+            self._call = runner._proxy(function, workers=workers)
             return
         if self.kind == "instance" and (args or kwargs):
             raise UsageTypeError("an instance service takes no constructor arguments: it is already constructed")
@@ -135,7 +136,8 @@ class Service:
         if not self.method_names:
             raise UsageTypeError(f"{cls.__qualname__} has no public methods to serve; mark some with @podrun.method")
         for name in [*self.method_names, CHECKPOINT, TOUCH]:
-            self._methods[name] = runner._proxy(ServiceMethod(self.service_id, name, self.spec_ref.key, self.state_key), ship)
+            self._methods[name] = runner._proxy(ServiceMethod(self.service_id, name, self.spec_ref.key, self.state_key), ship,
+                                                workers=1)
 
     def __call__(self, *args: Any, **kwargs: Any) -> ObjectFuture:
         if self.kind != "function":
@@ -220,14 +222,17 @@ class Runner:
 
     # services ------------------------------------------------------------------------------
     def service(self, target: Any, *args: Any, autoscale: bool | None = None, warmup: int = 0, resreq: Any = None,
-                checkpoint: bool = False, **kwargs: Any) -> Service:
+                checkpoint: bool = False, workers: int | None = None, **kwargs: Any) -> Service:
         """Serve a function, a class (constructed in the pod with ``*args, **kwargs``) or an
         instance. flamepy's keywords, on a pod:
 
         * ``autoscale``: may calls of this service run at once in the pod (default: yes for a
           function or class, and never for an instance, as in flamepy). Recorded as
-          ``service.concurrency`` (None: as many as the pod runs; 1: one at a time); the pod
-          runs calls one after another today, so both mean the same until it runs them in parallel.
+          ``service.concurrency`` (None: as many as the pod runs; 1: one at a time).
+        * ``workers`` (podrun's): worker processes in the pod that run a function service's calls
+          at once (default None: the node's core count; 1, or ``autoscale=False``: one after
+          another in the pod's own process). A class or instance service lives as one object in
+          the pod's own process, so its calls run there one at a time: it takes only 1.
         * ``warmup``: pods started before the first call. A runner has one pod (its pod_name),
           so any ``warmup`` >= 1 starts it and builds the object now; an instance takes 0 or 1.
         * ``resreq``: ``"cpu=1,mem=1g,gpu=0"`` (or a dict, or flamepy's ResourceRequirement):
@@ -244,8 +249,13 @@ class Runner:
             raise UsageError(f"warmup must be a number of pods >= 0, not {warmup!r}")
         if kind == "instance" and warmup > 1:
             raise UsageError(f"warmup={warmup}: an instance service has exactly one resident object; use 0 or 1")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise UsageError(f"workers must be a number of worker processes >= 1 (or None: the node's cores), not {workers!r}")
+        if kind != "function" and workers not in (None, 1):
+            raise UsageError(f"workers={workers}: a {kind} service is one object in the pod's own process, so its calls "
+                             "run one at a time there; serve a function for parallel calls, or leave workers out")
         self._apply_resreq(parse_resreq(resreq))
-        service = Service(self, target, args, kwargs, checkpoint)
+        service = Service(self, target, args, kwargs, checkpoint, 1 if concurrency == 1 else workers)
         service.concurrency, service.warmup = concurrency, warmup
         if warmup:
             service.warm_up()
@@ -268,8 +278,8 @@ class Runner:
         self.resreq = resreq
         self.options = replace(self.options, envs={**self.options.envs, **resreq.envs()})
 
-    def _proxy(self, fn: Callable[..., Any], modules: tuple[str, ...] = ()) -> MethodProxy:
-        options = replace(self.options, modules=modules) if modules else self.options
+    def _proxy(self, fn: Callable[..., Any], modules: tuple[str, ...] = (), workers: int | None = None) -> MethodProxy:
+        options = replace(self.options, modules=modules or self.options.modules, workers=workers)
         return MethodProxy(RemoteFunction(fn, options), self._track)
 
     def _track(self, future: ObjectFuture) -> None:

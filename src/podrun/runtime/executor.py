@@ -15,37 +15,29 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
-import msgpack
 
 from .. import data_dir
 from ..errors import IntegrityError, WireFormatError
 from ..store.volume_blobs import VolumeBlobs
 from ..wire import records as rec
-from ..wire.bundle import JobHeader, python_version, read_header
-from ..wire.compression import best_codec, compress, decompress
+from ..wire.bundle import CallGroup, JobHeader, python_version, read_header
+from ..wire.compression import best_codec, decompress
 from ..wire.layout import CANCEL_NAME, RESULTS_NAME
-from ..wire.serialize import dumps
-from . import environment, modules, tracebacks, wheels
-from .capture import capture_output
+from . import environment, modules, pool, wheels
+from .calls import CallRunner, Stopped, ended_record, error_info
+from .cancel import CancelWatch
 from .session import CURRENT, Session
 
-INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
-CANCEL_CHECK = 0.05  # seconds between looks at the client's cancel file
 REPLACED_MESSAGE = ("an earlier pod of this job began this call and was stopped before it finished; "
                     "it is not run again (at most once)")
-
-
-class _Stopped(BaseException):
-    """Raised in the main thread by SIGTERM: the pod is being stopped."""
-
-
-class _TimedOut(BaseException):
-    """Raised in the main thread by SIGALRM: the call ran past its timeout."""
+# Kept under their old names: tests and callers outside the runtime use them.
+_error_info = error_info
+_Stopped = Stopped
 
 
 class JobRunner:
@@ -63,10 +55,15 @@ class JobRunner:
         self.stopping = False
         self.header: JobHeader | None = None
         self.codec = best_codec(None)
-        self.cancel_path = str(self.job_dir / CANCEL_NAME)
-        self.cancel_checked = 0.0
-        self.cancel_mtime = 0
-        self.cancelled: set[int] = set()
+        self.watch = CancelWatch(str(self.job_dir / CANCEL_NAME))
+        self.missing: set[str] = set()
+
+    def cancelled(self, i: int) -> bool:
+        return self.watch.cancelled(i)
+
+    def write_frames(self, frames: bytes) -> None:
+        """Record frames encoded elsewhere (a pool worker's), in one unbuffered write."""
+        self.results.write(frames)
 
     def emit(self, record: dict[str, Any]) -> None:
         """Write one record straight to the OS (one unbuffered write per call outcome): a pod
@@ -88,7 +85,7 @@ class JobRunner:
                 header, frames_at = read_header(stream)
                 self.header = header
                 self.codec = best_codec(header.codecs)
-                missing = self._store_blobs(stream, frames_at)
+                missing = self.missing = self._store_blobs(stream, frames_at)
         except (WireFormatError, IntegrityError, OSError) as exc:
             self.emit({"k": "end", "t": time.time(), "fatal": f"{type(exc).__name__}: {exc}"})
             return 3
@@ -100,7 +97,7 @@ class JobRunner:
                 f"{python_version()}; run an image with Python {header.python} (e.g. python:{header.python}-slim)")})
             return 3
         self.emit({"k": "env", **self._environment(header)})
-        self._finish_range_of(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
+        self._finish_begun(self.interrupted, rec.KILLED, REPLACED_MESSAGE)
         modules.install(self.blobs, header.options.get("modules"))
         folders, lost = wheels.install(self.blobs, data_dir(), header.options.get("wheels"))
         missing.update(lost)
@@ -110,9 +107,10 @@ class JobRunner:
             return 3
         try:
             with wheels.active(folders):  # the job's wheels win over the runtime's and the image's copies
-                self._run_groups(header, missing)
-        except _Stopped:
-            pass
+                self._run_groups(header, missing, folders)
+        except Stopped as stop:
+            if stop.record is not None:
+                self._emit_call(stop.record)
         self._finish_remaining(header, rec.KILLED if self.stopping else rec.LOST, "the pod was stopped before this call finished")
         self.emit({"k": "end", "t": time.time(), "missing": sorted(missing), "stopped": self.stopping})
         return 0
@@ -132,29 +130,10 @@ class JobRunner:
             fields.pop("env", None)  # the client has it
         return fields
 
-    def _cancelled(self, i: int) -> bool:
-        """The client's cancel file lists call indexes to skip; looked at every CANCEL_CHECK
-        seconds and re-read only when it changed, so a 100k-call job does not stat 100k times."""
-        now = time.monotonic()
-        if now - self.cancel_checked >= CANCEL_CHECK:
-            self.cancel_checked = now
-            try:
-                mtime = os.stat(self.cancel_path).st_mtime_ns
-            except FileNotFoundError:
-                mtime = 0
-            if mtime and mtime != self.cancel_mtime:
-                self.cancel_mtime = mtime
-                try:
-                    with open(self.cancel_path, "rb") as f:
-                        self.cancelled = set(msgpack.unpackb(f.read()))
-                except (OSError, ValueError, TypeError, msgpack.ExtraData):
-                    self.cancelled = set()
-        return i in self.cancelled
-
     def _on_term(self, _signum: int, _frame: Any) -> None:
         if not self.stopping:
             self.stopping = True
-            raise _Stopped()
+            raise Stopped()
 
     def _store_blobs(self, stream: Any, frames_at: int) -> set[str]:
         """Write embedded blobs into the volume's store; return the required ones still missing."""
@@ -164,10 +143,12 @@ class JobRunner:
             self.blobs.write_frame(blob_hash, stream.read(length))
         return {h for h in self.header.required_blobs() if not self.blobs.has(h)}
 
-    def _run_groups(self, header: JobHeader, missing: set[str]) -> None:
-        functions = self.session.functions
+    def _run_groups(self, header: JobHeader, missing: set[str], folders: list[Path]) -> None:
+        """Groups in order: a run of groups with ``workers`` > 1 goes to the pod's pool of worker
+        processes at once; a group with ``workers=1`` runs here, in the pod's own process."""
+        pooled: list[pool.PoolGroup] = []
         index = 0
-        for group in header.groups:
+        for number, group in enumerate(header.groups):
             first, index = index, index + group.count
             if all(i in self.done for i in range(first, index)):
                 continue  # an earlier pod of this job ran them
@@ -176,99 +157,69 @@ class JobRunner:
                 self._finish_range(first, index, rec.LOST, f"blobs missing from the volume: {', '.join(sorted(needed))}",
                                    missing=sorted(needed))
                 continue
-            try:
-                if group.function not in functions:
-                    functions[group.function] = cloudpickle.loads(self.blobs.read(group.function))
-                function = functions[group.function]
-                calls = cloudpickle.loads(decompress(group.args), buffers=[self.blobs.read(h) for h in group.buffers])
-            except _Stopped:
-                raise
-            except IntegrityError as exc:
-                # A blob rotted in the volume: drop it and report it missing, so the client
-                # re-sends it (the repair), instead of failing the calls for good.
-                self.blobs.path(exc.blob).unlink(missing_ok=True)  # type: ignore[arg-type]
-                missing.add(exc.blob)  # type: ignore[arg-type]
-                self._finish_range(first, index, rec.LOST, str(exc), missing=[exc.blob])
+            limit = pool.width(group.workers)
+            if limit > 1:
+                pooled.append(pool.PoolGroup(number, group.function, limit, deque(range(first, index))))
                 continue
-            except BaseException as exc:  # noqa: BLE001 - any load failure is this group's outcome
-                error = _error_info(exc)
-                for i in range(first, index):
-                    self.emit({"k": "call", "i": i, "s": rec.RAISED, "e": error, "t": [time.time(), time.time()]})
-                    self.done.add(i)
-                continue
+            self._run_pooled(header, pooled, folders)
+            pooled = []
+            self._run_here(group, first, index, missing)
+        self._run_pooled(header, pooled, folders)
+
+    def _run_pooled(self, header: JobHeader, groups: list[pool.PoolGroup], folders: list[Path]) -> None:
+        if groups:
+            pool.shared().run(self, header.job_id, self.bundle_path, self.job_dir, folders, groups)
+
+    def _run_here(self, group: CallGroup, first: int, stop: int, missing: set[str]) -> None:
+        functions = self.session.functions
+        try:
+            if group.function not in functions:
+                functions[group.function] = cloudpickle.loads(self.blobs.read(group.function))
+            function = functions[group.function]
+            calls = cloudpickle.loads(decompress(group.args), buffers=[self.blobs.read(h) for h in group.buffers])
+        except Stopped:
+            raise
+        except IntegrityError as exc:
+            # A blob rotted in the volume: drop it and report it missing, so the client
+            # re-sends it (the repair), instead of failing the calls for good.
+            self.blobs.path(exc.blob).unlink(missing_ok=True)  # type: ignore[arg-type]
+            missing.add(exc.blob)  # type: ignore[arg-type]
+            self._finish_range(first, stop, rec.LOST, str(exc), missing=[exc.blob])
+            return
+        except BaseException as exc:  # noqa: BLE001 - any load failure is this group's outcome
+            error = error_info(exc)
+            for i in range(first, stop):
+                self._emit_call(ended_record(i, rec.RAISED, "", e=error))
+            return
+        runner = CallRunner(self.blobs, self.codec, self.header.codecs if self.header else None, self.watch)
+        self.watch.start()
+        try:
             for offset, (args, kwargs) in enumerate(calls):
-                if first + offset in self.done:
+                i = first + offset
+                if i in self.done:
                     continue
-                if self._cancelled(first + offset):
-                    self._finish_range(first + offset, first + offset + 1, rec.CANCELLED, "cancelled by the client")
+                if self.watch.cancelled(i):
+                    self._finish_range(i, i + 1, rec.CANCELLED, "cancelled by the client before it ran")
                     continue
-                self._run_call(first + offset, function, args, kwargs, group.timeout)
+                self.emit({"k": "run", "i": i})  # before it runs: a re-run pod of this job never runs it again
+                self._emit_call(runner.run(i, function, args, kwargs, group.timeout))
+        finally:
+            self.watch.stop()  # no thread outlives the group: the pool may fork next
 
-    def _run_call(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                  timeout: float | None) -> None:
-        record: dict[str, Any] = {"k": "call", "i": i}
-        self.emit({"k": "run", "i": i})  # before it runs: a re-run pod of this job never runs it again
-        started = time.time()
-        with capture_output() as captured:
-            try:
-                if timeout:
-                    signal.signal(signal.SIGALRM, _raise_timeout)
-                    signal.setitimer(signal.ITIMER_REAL, timeout)
-                try:
-                    args, kwargs = _resolve_refs(args, kwargs)
-                    value = function(*args, **kwargs)
-                finally:
-                    if timeout:
-                        signal.setitimer(signal.ITIMER_REAL, 0)
-                record.update(self._encode_value(value))
-            except _Stopped:
-                record.update({"s": rec.KILLED, "e": _error_info(None, "KILLED", "the pod was stopped while this call ran")})
-                self._close_call(record, started, captured)
-                raise
-            except _TimedOut:
-                error = _error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")
-                record.update({"s": rec.TIMEOUT, "e": error})
-            except BaseException as exc:  # noqa: BLE001 - the user's exception is the call's outcome
-                record.update({"s": rec.RAISED, "e": _error_info(exc, skip_runtime_frame=True)})
-        self._close_call(record, started, captured)
-
-    def _close_call(self, record: dict[str, Any], started: float, captured: capture_output) -> None:
-        record["t"] = [started, time.time()]
-        out, err = captured.out.getvalue(), captured.err.getvalue()
-        if out:
-            record["out"] = out
-        if err:
-            record["err"] = err
+    def _emit_call(self, record: dict[str, Any]) -> None:
         self.done.add(record["i"])  # before the write: a SIGTERM now must not add a KILLED record too
         self.emit(record)
 
-    def _encode_value(self, value: Any) -> dict[str, Any]:
-        """Small results inline; large buffers and large payloads stay in the volume as blobs."""
-        try:
-            pickled = dumps(value, what="the result", fast=True)
-        except Exception as exc:  # an unpicklable result is the call's failure, not the job's
-            return {"s": rec.RAISED, "e": _error_info(exc)}
-        for blob_hash, view in pickled.blobs.items():
-            self.blobs.write_raw(view, blob_hash, self.header.codecs if self.header else None)
-        encoded: dict[str, Any] = {"s": rec.OK, "b": pickled.buffers}
-        if pickled.buffers or len(pickled.payload) > INLINE_RESULT_BYTES:
-            # A large result stays in the volume whole (payload and buffers), so fut.ref() can
-            # name it as an object without moving a byte.
-            encoded["vb"] = self.blobs.write_raw(pickled.payload, None, self.header.codecs if self.header else None)
-        else:
-            encoded["v"] = compress(pickled.payload, self.codec)
-        return encoded
-
     def _finish_range(self, start: int, stop: int, status: str, message: str, **extra: Any) -> None:
-        now = time.time()
         for i in range(start, stop):
             if i not in self.done:
-                self.done.add(i)
-                self.emit({"k": "call", "i": i, "s": status, "e": _error_info(None, status, message), "t": [now, now], **extra})
+                self._emit_call(ended_record(i, status, message, **extra))
 
-    def _finish_range_of(self, indexes: set[int], status: str, message: str) -> None:
+    def _finish_begun(self, indexes: set[int], status: str, message: str) -> None:
+        """Records for calls an earlier pod began and never finished (they are in ``done``:
+        never run again, but each still gets its one terminal record)."""
         for i in sorted(indexes):
-            self._finish_range(i, i + 1, status, message)
+            self._emit_call(ended_record(i, status, message))
 
     def _finish_remaining(self, header: JobHeader, status: str, message: str) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish writing the records we owe
@@ -286,72 +237,12 @@ def calls_begun(results: Path) -> tuple[set[int], set[int]]:
     begun: set[int] = set()
     outcome: dict[int, str] = {}
     for record in rec.iter_records(data):
-        if record.get("k") == "run":
-            begun.add(record["i"])
+        if record.get("k") == "run":  # ``n``: a pool's chunk names its consecutive calls in one record
+            begun.update(range(record["i"], record["i"] + int(record.get("n", 1))))
         elif record.get("k") == "call":
             outcome[record["i"]] = str(record.get("s"))
     settled = {i for i, status in outcome.items() if status not in (rec.KILLED, rec.LOST)}
     return begun | settled, begun - set(outcome)
-
-
-def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """ObjectRef and upstream-future arguments become their values, read from this pod's
-    volume (no link bytes)."""
-    from ..store.objects import resolve_object_refs
-    from .upstream import resolve_upstream
-
-    return resolve_object_refs(*resolve_upstream(args, kwargs, data_dir()), data_dir())
-
-
-def _raise_timeout(_signum: int, _frame: Any) -> None:
-    raise _TimedOut()
-
-
-def _error_info(exc: BaseException | None, type_name: str | None = None, message: str | None = None,
-                skip_runtime_frame: bool = False) -> dict[str, Any]:
-    """Type name, message, the traceback as a structured record (the client renders it from its
-    own source: ``runtime/tracebacks.py``) and, where it pickles, the exception itself. The
-    runtime's own frame is left out of a user exception's traceback: it starts at the user's code."""
-    if exc is None:
-        return {"type": type_name, "message": message, "traceback": "", "pickled": None}
-    cls = type(exc)
-    return {"type": f"{cls.__module__}.{cls.__qualname__}", "message": _message(exc),
-            "tb": tracebacks.capture(exc, skip_frames=1 if skip_runtime_frame else 0), **_pickled(exc)}
-
-
-def _message(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception as error:  # noqa: BLE001 - a user's __str__ may raise; the type still reaches the client
-        return f"<str() of the exception failed: {type(error).__name__}>"
-
-
-def _pickled(exc: BaseException) -> dict[str, Any]:
-    """``pickled``: the exception as cloudpickle carries it. Where unpickling would not give it
-    back as it is (it fails, or calls an ``__init__`` that takes other arguments than ``args``
-    with them: ``CalibrationError(sensor, drift)``), ``parts`` too: (class, args, __dict__),
-    which the client rebuilds without calling ``__init__``, and prefers."""
-    try:
-        pickled = cloudpickle.dumps(exc)
-    except Exception:  # noqa: BLE001 - an unpicklable attribute: the client gets a RemoteError
-        return {"pickled": None}
-    if _round_trips(exc, pickled):
-        return {"pickled": pickled}
-    try:
-        return {"pickled": pickled, "parts": cloudpickle.dumps((type(exc), exc.args, dict(vars(exc))))}
-    except Exception:  # noqa: BLE001 - no better form: the plain pickle is what there is
-        return {"pickled": pickled}
-
-
-def _round_trips(exc: BaseException, pickled: bytes) -> bool:
-    """Whether unpickling gives the same class, args and attribute names back (an ``__init__``
-    re-run with the wrong arguments changes ``args``; BaseException's pickle then restores the
-    attributes' values from its own state, whatever ``__init__`` set)."""
-    try:
-        back = cloudpickle.loads(pickled)
-        return type(back) is type(exc) and bool(back.args == exc.args) and vars(back).keys() == vars(exc).keys()
-    except Exception:  # noqa: BLE001 - a failing __init__ or comparison: not faithful
-        return False
 
 
 def main(argv: list[str]) -> int:
@@ -376,4 +267,7 @@ def main(argv: list[str]) -> int:
         from .serve import serve
 
         return serve(serve_idle, path)
-    return JobRunner(path).run()
+    try:
+        return JobRunner(path).run()
+    finally:
+        pool.shared().close()

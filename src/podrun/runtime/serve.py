@@ -1,7 +1,8 @@
 """A warm pod: after its first job, the runtime keeps serving jobs that arrive in the
 volume's inbox until it has been idle for ``idle`` seconds (or the pod's max_duration stops
 it). A call on a warm pod then costs an uplink and a downlink, not a pod start, and stateful
-services keep their objects in memory between calls.
+services keep their objects in memory between calls; the pool of worker processes
+(``pool.py``) started by its first job with ``workers`` > 1 serves its later jobs too.
 
 Protocol, all through the volume:
 * the client uplinks a bundle as ``.podrun/inbox/<job_id>``;
@@ -28,6 +29,7 @@ from typing import Any
 from .. import data_dir
 from ..platform.files import atomic_write
 from ..wire.layout import BUNDLE_NAME, INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
+from . import pool
 from .executor import JobRunner
 from .session import CURRENT, checkpoint_all
 
@@ -114,6 +116,7 @@ class Server:
         # A job that arrived while we decided to stop is still served: the client saw "serving".
         while not self.stopping and (job := self.next_job()) is not None:
             self.run_job(*job)
+        pool.shared().close()  # the workers served every job of this pod; they end with it
         self.status("stopped")
         if self.first is not None:  # nothing is imported any more: the first bundle can join its job
             with contextlib.suppress(OSError):

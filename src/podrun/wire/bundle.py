@@ -34,6 +34,13 @@ class CallGroup:
 
     ``args`` is a compressed frame of the pickled list of ``(args, kwargs)`` tuples; a
     ``map`` is one group, so a shared argument is pickled (and hashed) once.
+
+    ``workers`` rides with the group, not in the client's JobKey: it is how many of the pod's
+    worker processes may run this function's calls at once (None: the node's core count, 1:
+    in the pod's own process). The pool belongs to the pod and grows to the widest a job asks,
+    so calls of different ``workers`` still share one job and one warm pod; a JobKey field
+    would split them into separate jobs and make a warm pod of one width replaced by a job
+    that only wants another.
     """
 
     function: str  # blob hash of the pickled callable
@@ -41,6 +48,7 @@ class CallGroup:
     buffers: list[str]  # blob hashes of the group's out-of-band buffers, in order
     count: int
     timeout: float | None = None
+    workers: int | None = None
 
 
 @dataclass
@@ -78,7 +86,7 @@ class JobHeader:
             "job": self.job_id,
             "codecs": self.codecs,
             "options": self.options,
-            "groups": [[g.function, g.args, g.buffers, g.count, g.timeout] for g in self.groups],
+            "groups": [[g.function, g.args, g.buffers, g.count, g.timeout, g.workers] for g in self.groups],
             "embedded": {h: list(span) for h, span in self.embedded.items()},
         }
 
@@ -86,7 +94,7 @@ class JobHeader:
     def from_wire(cls, data: dict[str, Any]) -> JobHeader:
         return cls(
             job_id=data["job"],
-            groups=[CallGroup(f, a, list(b), n, t) for f, a, b, n, t in data["groups"]],
+            groups=[CallGroup(f, a, list(b), n, t, *rest[:1]) for f, a, b, n, t, *rest in data["groups"]],
             options=dict(data.get("options") or {}),
             format=data["format"],
             python=data["python"],

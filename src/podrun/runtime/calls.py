@@ -1,0 +1,177 @@
+"""Run one call and build its terminal record: the same code runs a call in the pod's own
+process (``workers=1``) and in a pool worker (``runtime/pool.py``), so timeouts, capture,
+cancel and the records' form hold alike in both.
+
+A call's record: ``{"k": "call", "i", "s": status, "t": [start, end], "out", "err"}`` plus
+the value (``v`` inline, or ``vb`` a blob, ``b`` its buffers) or the error (``e``).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from .. import data_dir
+from ..store.volume_blobs import VolumeBlobs
+from ..wire import records as rec
+from ..wire.compression import compress
+from ..wire.serialize import dumps
+from . import tracebacks
+from .cancel import CallCancelled, CancelWatch, drop_innermost_frame
+from .capture import capture_output
+
+INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
+
+
+class Stopped(BaseException):
+    """Raised in the main thread by SIGTERM: the pod is being stopped. Leaving a call, it
+    carries that call's KILLED record, which the caller writes before it stops."""
+
+    record: dict[str, Any] | None = None
+
+
+class TimedOut(BaseException):
+    """Raised in the main thread by SIGALRM: the call ran past its timeout."""
+
+
+def raise_timeout(_signum: int, _frame: Any) -> None:
+    raise TimedOut()
+
+
+class CallRunner:
+    """Runs calls of one job in this process; what it needs per call is built once per job
+    (the volume's path, the argument resolvers, the codec), not per call."""
+
+    def __init__(self, blobs: VolumeBlobs, codec: int, codecs: list[str] | None, watch: CancelWatch) -> None:
+        self.blobs = blobs
+        self.codec = codec
+        self.codecs = codecs
+        self.watch = watch
+        self.data = data_dir()
+        from ..store.objects import resolve_object_refs
+        from .upstream import resolve_upstream
+
+        self._resolve_objects = resolve_object_refs
+        self._resolve_upstream = resolve_upstream
+
+    def resolve(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """ObjectRef and upstream-future arguments become their values, read from this pod's
+        volume (no link bytes)."""
+        return self._resolve_objects(*self._resolve_upstream(args, kwargs, self.data), self.data)
+
+    def run(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+            timeout: float | None) -> dict[str, Any]:
+        """The call's record; ``Stopped`` (carrying the record) when the pod is stopped while it runs."""
+        record: dict[str, Any] = {"k": "call", "i": i}
+        started = time.time()
+        with capture_output() as captured:
+            try:
+                self.watch.current = i  # inside the try: a cancel from here on is this call's outcome
+                if timeout:
+                    signal.signal(signal.SIGALRM, raise_timeout)
+                    signal.setitimer(signal.ITIMER_REAL, timeout)
+                try:
+                    args, kwargs = self.resolve(args, kwargs)
+                    value = function(*args, **kwargs)
+                finally:
+                    if timeout:
+                        signal.setitimer(signal.ITIMER_REAL, 0)
+                    self.watch.current = None
+                record.update(self.encode_value(value))
+            except Stopped as stop:
+                record.update({"s": rec.KILLED, "e": error_info(None, "KILLED", "the pod was stopped while this call ran")})
+                stop.record = close_call(record, started, captured)
+                raise
+            except TimedOut:
+                error = error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")
+                record.update({"s": rec.TIMEOUT, "e": error})
+            except CallCancelled as exc:
+                drop_innermost_frame(exc)  # the signal handler's own frame: the call was where the one before it is
+                record.update({"s": rec.CANCELLED, "e": error_info(exc, skip_runtime_frame=True)})
+            except BaseException as exc:  # noqa: BLE001 - the user's exception is the call's outcome
+                record.update({"s": rec.RAISED, "e": error_info(exc, skip_runtime_frame=True)})
+        return close_call(record, started, captured)
+
+    def encode_value(self, value: Any) -> dict[str, Any]:
+        """Small results inline; large buffers and large payloads stay in the volume as blobs."""
+        try:
+            pickled = dumps(value, what="the result", fast=True)
+        except Exception as exc:  # an unpicklable result is the call's failure, not the job's
+            return {"s": rec.RAISED, "e": error_info(exc)}
+        for blob_hash, view in pickled.blobs.items():
+            self.blobs.write_raw(view, blob_hash, self.codecs)
+        encoded: dict[str, Any] = {"s": rec.OK, "b": pickled.buffers}
+        if pickled.buffers or len(pickled.payload) > INLINE_RESULT_BYTES:
+            # A large result stays in the volume whole (payload and buffers), so fut.ref() can
+            # name it as an object without moving a byte.
+            encoded["vb"] = self.blobs.write_raw(pickled.payload, None, self.codecs)
+        else:
+            encoded["v"] = compress(pickled.payload, self.codec)
+        return encoded
+
+
+def close_call(record: dict[str, Any], started: float, captured: capture_output) -> dict[str, Any]:
+    record["t"] = [started, time.time()]
+    out, err = captured.out.getvalue(), captured.err.getvalue()
+    if out:
+        record["out"] = out
+    if err:
+        record["err"] = err
+    return record
+
+
+def ended_record(i: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The record of a call that ends without running (or whose process died under it)."""
+    now = time.time()
+    return {"k": "call", "i": i, "s": status, "e": error_info(None, status, message), "t": [now, now], **extra}
+
+
+def error_info(exc: BaseException | None, type_name: str | None = None, message: str | None = None,
+               skip_runtime_frame: bool = False) -> dict[str, Any]:
+    """Type name, message, the traceback as a structured record (the client renders it from its
+    own source: ``runtime/tracebacks.py``) and, where it pickles, the exception itself. The
+    runtime's own frame is left out of a user exception's traceback: it starts at the user's code."""
+    if exc is None:
+        return {"type": type_name, "message": message, "traceback": "", "pickled": None}
+    cls = type(exc)
+    return {"type": f"{cls.__module__}.{cls.__qualname__}", "message": _message(exc),
+            "tb": tracebacks.capture(exc, skip_frames=1 if skip_runtime_frame else 0), **_pickled(exc)}
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as error:  # noqa: BLE001 - a user's __str__ may raise; the type still reaches the client
+        return f"<str() of the exception failed: {type(error).__name__}>"
+
+
+def _pickled(exc: BaseException) -> dict[str, Any]:
+    """``pickled``: the exception as cloudpickle carries it. Where unpickling would not give it
+    back as it is (it fails, or calls an ``__init__`` that takes other arguments than ``args``
+    with them: ``CalibrationError(sensor, drift)``), ``parts`` too: (class, args, __dict__),
+    which the client rebuilds without calling ``__init__``, and prefers."""
+    try:
+        pickled = cloudpickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - an unpicklable attribute: the client gets a RemoteError
+        return {"pickled": None}
+    if _round_trips(exc, pickled):
+        return {"pickled": pickled}
+    try:
+        return {"pickled": pickled, "parts": cloudpickle.dumps((type(exc), exc.args, dict(vars(exc))))}
+    except Exception:  # noqa: BLE001 - no better form: the plain pickle is what there is
+        return {"pickled": pickled}
+
+
+def _round_trips(exc: BaseException, pickled: bytes) -> bool:
+    """Whether unpickling gives the same class, args and attribute names back (an ``__init__``
+    re-run with the wrong arguments changes ``args``; BaseException's pickle then restores the
+    attributes' values from its own state, whatever ``__init__`` set)."""
+    try:
+        back = cloudpickle.loads(pickled)
+        return type(back) is type(exc) and bool(back.args == exc.args) and vars(back).keys() == vars(exc).keys()
+    except Exception:  # noqa: BLE001 - a failing __init__ or comparison: not faithful
+        return False
