@@ -592,7 +592,7 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
         "sizes": sizes,
         "cold_samples": 3 if quick else 5, "cold_budget_s": 3.0 if quick else 10.0,
         "warm_samples": 20 if quick else 50, "warm_budget_s": 1.0 if quick else 3.0,
-        "map_budget_s": 5.0 if quick else 20.0, "map_repeat_budget_s": 0.5 if quick else 2.0,
+        "map_budget_s": 5.0 if quick else 40.0, "map_repeat_budget_s": 0.5 if quick else 2.0,
         "cpu_calls": args.cpu_calls or (40 if quick else 200),
         "shared_mb": args.shared_mb or (10 if quick else 50),
         "shared_calls": args.shared_calls or (20 if quick else 100),
@@ -610,14 +610,14 @@ def select(spec: str) -> tuple[list[str], dict[str, str]]:
         if unknown:
             raise SystemExit(f"unknown system {unknown[0]!r}: choose from {', '.join([*GROUPS, *SYSTEMS])}")
         names += [n for n in group if n not in names]
-    notes: dict[str, str] = {}
     has_workers = workers_supported()
+    if has_workers and "podrun" in names and len(names) > 1:
+        names.remove("podrun")  # its default is a worker per core: the workers= rows say it all
+    notes: dict[str, str] = {}
     for name in names:
         module = SYSTEMS[name][1]
         if name.startswith("podrun-w") and not has_workers:
             notes[name] = "n/a (workers= not available)"
-        elif name == "podrun" and has_workers:
-            notes[name] = "see the workers= rows (the default is one per core)"
         elif importlib.util.find_spec(module) is None:
             notes[name] = f"skipped: {module} is not installed (make bench installs requirements/bench.lock)"
     return names, notes
@@ -689,6 +689,10 @@ def report(names: list[str], notes: dict[str, str], summary: dict[str, Any], pla
                   + ", ".join(f"{SYSTEMS[n][0]} {v:.3g}x" for n, v in against.items()))
     for n, note in notes.items():
         print(f"{SYSTEMS[n][0]}: {note}")
+    for n in summary:
+        for size, cell in summary[n].get("map", {}).items():
+            if "skipped" in cell:
+                print(f"{SYSTEMS[n][0]}, map of {int(size):,}: {cell['skipped']}")
     for n in summary:
         for error in summary[n].get("errors", []):
             print(f"{SYSTEMS[n][0]} failed a round: {error['error']}; its log ends:\n  " + "\n  ".join(error["log_tail"]))
