@@ -17,9 +17,9 @@ process driver, so pods are plain processes of this machine as the peers' worker
 
 Interleaved: each round runs every system once, in a rotated order, each in a fresh child
 process of this one; figures are min/median over the rounds (latencies pooled over them).
-A system whose estimated time for a map size exceeds the budget skips it, saying so; a peer
-that cannot be imported is skipped with a note (``make bench`` installs them from
-requirements/bench.lock).
+A system whose estimated time for a map size exceeds the budget (60 s; --quick 5 s) skips it,
+saying so (the first round decides for the others); a peer that cannot be imported is skipped
+with a note (``make bench`` installs them from requirements/bench.lock).
 
 Peak RSS, read from /proc by this (parent) process, not by the measured one: per workload it
 resets the high-water marks (``clear_refs``), then samples every 50 ms. "client" is the child's
@@ -590,9 +590,9 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
         "mode": "quick" if quick else "full",
         "rounds": args.rounds or (1 if quick else 3),
         "sizes": sizes,
-        "cold_samples": 3 if quick else 5, "cold_budget_s": 3.0 if quick else 10.0,
+        "cold_samples": 3 if quick else 5, "cold_budget_s": 3.0 if quick else 6.0,
         "warm_samples": 20 if quick else 50, "warm_budget_s": 1.0 if quick else 3.0,
-        "map_budget_s": 5.0 if quick else 40.0, "map_repeat_budget_s": 0.5 if quick else 2.0,
+        "map_budget_s": 5.0 if quick else 60.0, "map_repeat_budget_s": 0.5 if quick else 2.0,
         "cpu_calls": args.cpu_calls or (40 if quick else 200),
         "shared_mb": args.shared_mb or (10 if quick else 50),
         "shared_calls": args.shared_calls or (20 if quick else 100),
@@ -636,6 +636,7 @@ def main() -> None:
     plan.update(calibrate(0.020))
     become_subreaper()
     per_system: dict[str, list[dict[str, Any]]] = {n: [] for n in running}
+    plan["load_before"] = os.getloadavg()  # other work on the machine skews every figure: say how much there was
     started = time.monotonic()
     # Peers' own files (Ray's sockets: a short path) in a folder of this run, as their HOME.
     with private_home(), tempfile.TemporaryDirectory(prefix="peers-") as scratch:
@@ -643,7 +644,9 @@ def main() -> None:
             for name in rotate(running, r):
                 own = {**plan, **per_system_plan(per_system[name])}
                 print(f"round {r + 1}/{plan['rounds']}: {SYSTEMS[name][0]} ...", file=sys.stderr, flush=True)
-                per_system[name].append(spawn(name, own, Path(scratch), timeout=900.0))
+                load = os.getloadavg()[0]
+                per_system[name].append({**spawn(name, own, Path(scratch), timeout=900.0), "load_1min": load})
+    plan["load_after"] = os.getloadavg()
     summary = {n: aggregate(per_system[n], plan, CORES) for n in running}
     report(names, notes, summary, plan, time.monotonic() - started, args.json)
 
@@ -700,7 +703,8 @@ def report(names: list[str], notes: dict[str, str], summary: dict[str, Any], pla
     for n in names:
         result["systems"][n] = {"label": SYSTEMS[n][0], **({"note": notes[n]} if n in notes else
                                                            {"figures": raw[n], **summary[n]})}
-    print(f"\nran in {wall:.0f} s, commit {result['commit']}")
+    print(f"\nran in {wall:.0f} s, commit {result['commit']}; load average before {plan['load_before'][0]:.1f}, "
+          f"after {plan['load_after'][0]:.1f} (1 min)")
     write_json("peers", result, path)
 
 
