@@ -106,7 +106,7 @@ class _Hello(BaseHTTPRequestHandler):
 def test_pods_are_air_gapped_from_the_host_and_beyond(tenants: dict[str, LocalPlatform]) -> None:
     alice = tenants["alice"]
     engine = _container.find_engine(alice.images)
-    name = _network.ensure_network(engine, alice.root, "alice")
+    name = _network.ensure_network(engine, alice.root, "alice").name
     gateway = json.loads(engine.run("network", "inspect", name).stdout)[0]["subnets"][0]["gateway"]
     # A host service on the bridge's own address: only the host and the pods could reach it.
     server = HTTPServer((gateway, 0), _Hello, bind_and_activate=False)

@@ -7,6 +7,7 @@ driver, which reach it as ``satellite-telemetry.dphi-tm`` on their user's networ
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import math
@@ -25,7 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podrun.platform.local import LocalPlatform, telemetry
+from podrun.platform.local import LocalPlatform, container, network, telemetry
 from podrun.platform.types import PodSpec
 
 from .platforms import cleanup_engine, container_platform, engine_leftovers, needs_engine, wait_terminal
@@ -210,3 +211,42 @@ def test_dphis_fisheye_flow_gets_images_from_a_pod(alice: LocalPlatform) -> None
     insights = json.loads((alice.volume_path("fisheye") / "insights.json").read_text())
     assert insights["total_images_processed"] == 10 and all(v["png"] for v in insights["images"].values())
     assert len(list(alice.volume_path("fisheye").glob("*.png"))) == 10
+
+
+def _telemetry_id(platform: LocalPlatform) -> str | None:
+    engine = container.find_engine(platform.images)
+    found = engine.run("container", "inspect", "--format", "{{.Id}}", telemetry.container_name(platform.root, platform.user))
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def _run_true(platform: LocalPlatform, pod_name: str) -> None:
+    platform.run_pod(PodSpec(image="busybox", node="FPGA", max_duration=1, pod_name=pod_name, command="/bin/true"))
+    assert wait_terminal(platform, pod_name).detail["reason"] == "Completed"
+
+
+@needs_engine
+def test_the_network_and_telemetry_outlive_the_last_pod_by_the_linger_only(podrun_home: Path) -> None:
+    """A program that never calls shutdown (make demo's quickstart) leaves nothing running: the
+    last pod's supervisor removes the network and the telemetry service once no pod has run for
+    ``network_linger`` seconds; a pod started within it reuses them."""
+    platform = container_platform(podrun_home / "local", "alice", stop_grace=1, network_linger=2)
+    try:
+        _run_true(platform, "first")
+        service = _telemetry_id(platform)
+        assert service is not None
+        _run_true(platform, "second")  # within the linger: the same service
+        assert _telemetry_id(platform) == service
+        deadline = time.monotonic() + 60
+        while engine_leftovers(platform.root) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert engine_leftovers(platform.root) == []
+        _run_true(platform, "third")  # after removal: a new pod gets a network and a service again
+        assert _telemetry_id(platform) not in (None, service)
+    finally:
+        platform.shutdown()
+        left = engine_leftovers(platform.root)
+        cleanup_engine(platform.root)
+    assert not left, f"left in the engine: {left}"
+    remover = network.linger_path(platform.root, platform.user)
+    with open(remover, "a") as holder:  # shutdown ended the waiting remover: nobody holds its lock
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,6 +40,7 @@ from .volumes import Entry, VolumeDir, sha256_of
 
 CHUNK = 1024 * 1024
 STOP_GRACE_SECONDS = 30.0  # Kubernetes' terminationGracePeriodSeconds
+NETWORK_LINGER_SECONDS = 30.0  # a user's network and telemetry outlive their last pod this long
 
 # The Python-capable images CG2 carries onboard (em-api.md §5), plus the shells. Anything
 # else must be built or loaded first, or the pod waits in ImagePullBackOff as on CG2.
@@ -78,6 +80,7 @@ class LocalPlatform(Platform):
         stop_grace: float | None = None,
         image_store: str | os.PathLike[str] | None = None,
         arch: str | None = None,
+        network_linger: float = NETWORK_LINGER_SECONDS,
     ) -> None:
         self.root = Path(root) if root is not None else default_home() / "local"
         self.user = user or os.environ.get("PODRUN_LOCAL_USER") or "local"
@@ -92,6 +95,9 @@ class LocalPlatform(Platform):
         if not 0 <= grace <= 3600:
             raise UsageError(f"stop grace {grace!r} (stop_grace= / PODRUN_STOP_GRACE): seconds between 0 and 3600")
         self.stop_grace = grace
+        # The user's pod network and telemetry service are removed once no pod has run this long
+        # (so a run of short jobs reuses them; a finished program leaves nothing running).
+        self.network_linger = network_linger
         # The interpreter a pod's ``python`` runs: the host's by default ("images run on the
         # host's tools"); another one (e.g. a bare venv) stands in for a stock Python image.
         self.pod_python = python or os.environ.get("PODRUN_LOCAL_PYTHON") or None
@@ -327,14 +333,25 @@ class LocalPlatform(Platform):
             return _drivers.process_pod(spec, volume, self.user, self.pod_python)
         engine = _container.find_engine(self.images)
         network = _network.ensure_network(engine, self.root, self.user)
-        _telemetry.ensure_telemetry(engine, self.root, self.user, network, self.images)
+        _telemetry.ensure_telemetry(engine, self.root, self.user, network.name, self.images)
         pod_env = _drivers.pod_env(spec, self.user)
         pod_env["PODRUN_DATA"] = "/data"
-        return _container.pod_process(
+        process = _container.pod_process(
             engine, root=self.root, user=self.user, volume_name=self.volume_name(spec.pod_name), volume=volume,
             image=self._engine_image(spec.image), node=spec.node, pod_name=spec.pod_name,
             command=_drivers.split_command(spec.command), args=[str(a) for a in spec.args],
-            pod_env=pod_env, pod_dir=pod_dir, network=network)
+            pod_env=pod_env, pod_dir=pod_dir, network=network.name)
+        process["teardown"] = {  # supervisor.py --linger: what the user's last pod leaves to remove
+            "pods": str(pod_dir.parent), "lock": str(_network.lock_path(self.root, self.user)),
+            "linger_lock": str(_network.linger_path(self.root, self.user)), "linger": self.network_linger,
+            "env": engine.environment(),
+            "argv": [_telemetry.teardown_argv(engine, self.root, self.user), *_network.teardown_argvs(engine, network)],
+        }
+        return process
+
+    def network_lock(self) -> AbstractContextManager[None]:
+        """Held while a container pod starts: its network is not removed under it (``network.py``)."""
+        return _network.network_lock(self.root, self.user) if self.effective_driver == "container" else nullcontext()
 
     def _engine_image(self, image: str) -> str:
         found = self.resolve_image(image)
@@ -364,8 +381,9 @@ class LocalPlatform(Platform):
         _pods.shutdown(self)
         if _container.available(self.images):
             engine = _container.find_engine(self.images)
-            _telemetry.stop_telemetry(engine, self.root, self.user)
-            _network.remove_network(engine, self.root, self.user)
+            with _network.remover_held(self.root, self.user):
+                _telemetry.stop_telemetry(engine, self.root, self.user)
+                _network.remove_network(engine, self.root, self.user)
 
 
 

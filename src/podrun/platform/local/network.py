@@ -10,6 +10,11 @@ gateway, where aardvark-dns listens): under root, a firewall chain of podrun's o
 everything a pod sends to the host through that bridge except DNS, so a host service
 listening on all addresses is out of reach too.
 
+Nothing of a network outlives its pods: the network, its firewall rules and the telemetry
+service beside it (``telemetry.py``) are removed by a pod's supervisor once no pod of the user
+has run for ``linger`` seconds (``supervisor.py --linger``). Pod starts and that check take
+the user's network lock (``network_lock``), so a pod never starts on a network being removed.
+
 Not done: a port a pod did not declare in ``ports`` is still reachable by that user's other
 pods (traffic inside one bridge does not cross the host's IP firewall unless br_netfilter is
 loaded, which podrun does not impose on the machine).
@@ -17,19 +22,26 @@ loaded, which podrun does not impose on the machine).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import NamedTuple
 
 from ...errors import PlatformError
+from ..files import private_dirs
 from .container import HOST_PATH, Engine, engine_env
 
 CHAIN = "PODRUN-INPUT"
 _FIREWALLS = ("iptables", "ip6tables")
+_RULES = (("-p", "udp", "--dport", "53", "-j", "RETURN"), ("-p", "tcp", "--dport", "53", "-j", "RETURN"), ("-j", "DROP"))
 
 
 def network_name(root: Path, user: str) -> str:
@@ -39,9 +51,59 @@ def network_name(root: Path, user: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"podrun-{tag}-{user}")
 
 
-def ensure_network(engine: Engine, root: Path, user: str) -> str:
+class PodNetwork(NamedTuple):
+    name: str
+    bridge: str | None  # its host interface where podrun set firewall rules for it (root, podman)
+
+
+def lock_path(root: Path, user: str) -> Path:
+    return private_dirs(root / "networks") / f"{user}.lock"
+
+
+def linger_path(root: Path, user: str) -> Path:
+    """Held by the process that waits to remove the user's network (``supervisor.py --linger``),
+    which writes its pid there."""
+    return private_dirs(root / "networks") / f"{user}.linger"
+
+
+@contextmanager
+def remover_held(root: Path, user: str) -> Iterator[None]:
+    """Hold the remover's place while the platform removes the network itself (``shutdown``): a
+    remover already waiting is ended by its pid, one that starts meanwhile leaves at once."""
+    with open(linger_path(root, user), "a+") as holder:
+        try:
+            fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder.seek(0)
+            pid = holder.read().strip()
+            if pid.isdigit() and _is_remover(int(pid)):
+                with suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGTERM)
+            fcntl.flock(holder, fcntl.LOCK_EX)  # released when that process has ended
+        yield
+
+
+def _is_remover(pid: int) -> bool:
+    """Whether ``pid`` is a network remover (the file may still name the one before it)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return pid > 1 and b"--linger" in argv and any(a.endswith(b"supervisor.py") for a in argv)
+
+
+@contextmanager
+def network_lock(root: Path, user: str) -> Iterator[None]:
+    """Held from ensuring the network until a pod's supervisor runs, and by the supervisor that
+    removes the network, so neither sees the other half done."""
+    with open(lock_path(root, user), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_network(engine: Engine, root: Path, user: str) -> PodNetwork:
     """Create the user's internal network once (a concurrent creator winning the race is fine)
-    and close the host to it; returns its name."""
+    and close the host to it."""
     name = network_name(root, user)
     exists = ["network", "exists", name] if engine.name == "podman" else ["network", "inspect", name]
     if engine.run(*exists).returncode != 0:
@@ -49,9 +111,24 @@ def ensure_network(engine: Engine, root: Path, user: str) -> str:
                           "--label", f"podrun.user={user}", name)
         if made.returncode != 0 and engine.run(*exists).returncode != 0:
             raise PlatformError(f"{engine.name} network create {name} failed: {made.stderr.strip()[-500:]}")
+    bridge = None
     if engine.name == "podman" and os.geteuid() == 0:
-        close_host(bridge_of(engine, name))
-    return name
+        bridge = bridge_of(engine, name)
+        close_host(bridge)
+    return PodNetwork(name, bridge)
+
+
+def teardown_argvs(engine: Engine, network: PodNetwork) -> list[list[str]]:
+    """The commands that remove ``network`` and then its firewall rules, for a supervisor that
+    runs them in order and stops at the first failure: a network still in use is kept, and so
+    are the rules that keep its pods off the host."""
+    argvs = [[*engine.prefix, "network", "rm", network.name]]
+    if network.bridge:
+        for tool in _FIREWALLS:
+            exe = shutil.which(tool, path=HOST_PATH)
+            if exe:
+                argvs += [[exe, "-w", "10", "-D", CHAIN, "-i", network.bridge, *rule] for rule in _RULES]
+    return argvs
 
 
 def bridge_of(engine: Engine, name: str) -> str:
@@ -83,9 +160,9 @@ def close_host(bridge: str) -> None:
             _firewall(tool, "-I", "INPUT", "1", "-j", CHAIN)
         if _firewall(tool, "-C", CHAIN, "-i", bridge, "-j", "DROP").returncode == 0:
             continue
-        for proto in ("udp", "tcp"):
-            _firewall(tool, "-A", CHAIN, "-i", bridge, "-p", proto, "--dport", "53", "-j", "RETURN")
-        done = _firewall(tool, "-A", CHAIN, "-i", bridge, "-j", "DROP")
+        for rule in _RULES[:-1]:  # DNS first: the DROP last
+            _firewall(tool, "-A", CHAIN, "-i", bridge, *rule)
+        done = _firewall(tool, "-A", CHAIN, "-i", bridge, *_RULES[-1])
         if done.returncode != 0:
             raise PlatformError(f"{tool} could not close the host to pod network {bridge}: {done.stderr.strip()[-300:]}")
 
@@ -93,8 +170,7 @@ def close_host(bridge: str) -> None:
 def open_host(bridge: str) -> None:
     """Remove ``bridge``'s rules (the network is gone; netavark may reuse the name)."""
     for tool in _FIREWALLS:
-        for rule in (["-p", "udp", "--dport", "53", "-j", "RETURN"], ["-p", "tcp", "--dport", "53", "-j", "RETURN"],
-                     ["-j", "DROP"]):
+        for rule in _RULES:
             while _firewall(tool, "-D", CHAIN, "-i", bridge, *rule).returncode == 0:
                 pass
 

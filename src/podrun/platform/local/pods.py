@@ -64,16 +64,17 @@ def _replace(platform: LocalPlatform, spec: PodSpec, pod_dir: Path) -> None:
                                             "state": {"waiting": platform.unpullable_state(spec.image)}})
         write_json(pod_dir / "spec.json", record)
         return
-    record.update(platform.pod_process(spec, volume, pod_dir))
-    record["start_at"] = parse_schedule(spec.scheduled_time)
-    write_json(pod_dir / "spec.json", record)
-    write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None,
-                                        "state": {"waiting": {"reason": "ContainerCreating", "message": "starting"}}})
-    child = subprocess.Popen(
-        [sys.executable, "-I", "-S", str(SUPERVISOR), str(pod_dir)], env=_container.engine_env(), cwd="/",
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    (pod_dir / "supervisor.pid").write_text(str(child.pid))
+    with platform.network_lock():  # until its supervisor runs, the pod counts as live (supervisor.py --linger)
+        record.update(platform.pod_process(spec, volume, pod_dir))
+        record["start_at"] = parse_schedule(spec.scheduled_time)
+        write_json(pod_dir / "spec.json", record)
+        write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None,
+                                            "state": {"waiting": {"reason": "ContainerCreating", "message": "starting"}}})
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(SUPERVISOR), str(pod_dir)], env=_container.engine_env(), cwd="/",
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        (pod_dir / "supervisor.pid").write_text(str(child.pid))
     with _children_lock:
         _reap()
         _children[child.pid] = child

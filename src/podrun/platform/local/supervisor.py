@@ -13,11 +13,18 @@ absolute path resolved before, so nothing a pod's envs hold can choose what runs
 A container pod's spec carries ``cleanup_argv`` (``podman rm --force ...``): killing the
 engine's client process does not stop its container, so whenever the supervisor had to stop
 the pod it runs that command before recording the end.
+
+A container pod's spec also carries ``teardown``: what the user's pods share (the pod network,
+its firewall rules, the telemetry service) and must not outlive them. When its pod ends, the
+supervisor hands that to ``supervisor.py --linger POD_DIR``, a detached process (one per user:
+it holds ``linger_lock``; later ones leave at once) that waits until no pod of the user has run
+for ``linger`` seconds, then, under the network lock that pod starts hold, runs the commands.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -157,5 +164,94 @@ class Supervisor:
         self.write_state({"terminated": state})
 
 
+    def hand_over_teardown(self) -> None:
+        """Start the lingering remover of what the user's pods share (see the module's docstring)."""
+        if not self.spec.get("teardown"):
+            return
+        with contextlib.suppress(OSError):
+            subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__), "--linger", self.pod_dir],
+                             env=self.spec.get("env"), cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def pods_activity(pods: str) -> tuple[bool, float] | None:
+    """(whether a pod of the user is starting or running, when a pod last changed state), or
+    None when the user's pods folder is gone (the platform's root was removed)."""
+    try:
+        entries = list(os.scandir(pods))
+    except OSError:
+        return None
+    live, latest = False, 0.0
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        path = os.path.join(entry.path, "state.json")
+        try:
+            latest = max(latest, os.stat(path).st_mtime)
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if "terminated" in record.get("state", {}):
+            continue
+        pid = record.get("supervisor_pid")
+        if pid is None:
+            with contextlib.suppress(OSError, ValueError), open(os.path.join(entry.path, "supervisor.pid")) as f:
+                pid = int(f.read())
+        live = live or bool(pid and _alive(pid))
+    return live, latest
+
+
+def linger(pod_dir: str) -> int:
+    """Remove what the user's pods share once none has run for ``linger`` seconds."""
+    try:
+        with open(os.path.join(pod_dir, "spec.json")) as f:
+            teardown = json.load(f)["teardown"]
+        holder = open(teardown["linger_lock"], "a+")  # noqa: SIM115 - held for this process's life
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # another pod's remover waits already (it sees this pod's end), or nothing to do
+    holder.truncate(0)
+    holder.write(str(os.getpid()))  # LocalPlatform.shutdown stops this process by it
+    holder.flush()
+    period = max(0.2, float(teardown["linger"]))
+    while True:
+        try:
+            with open(teardown["lock"], "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                activity = pods_activity(teardown["pods"])
+                if activity is None:
+                    return 0
+                live, latest = activity
+                wait = latest + period - time.time()
+                if not live and wait <= 0:
+                    for argv in teardown["argv"]:  # in order; a failure keeps what follows (network.py)
+                        try:
+                            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL, timeout=60, env=teardown.get("env"))
+                        except (OSError, subprocess.TimeoutExpired):
+                            break
+                        if done.returncode != 0:
+                            break
+                    return 0
+        except OSError:
+            return 0
+        time.sleep(min(period, 5.0) if live else min(period, max(0.2, wait)))
+
+
 if __name__ == "__main__":
-    Supervisor(sys.argv[1]).run()
+    if sys.argv[1] == "--linger":
+        sys.exit(linger(sys.argv[2]))
+    supervisor = Supervisor(sys.argv[1])
+    try:
+        supervisor.run()
+    finally:
+        supervisor.hand_over_teardown()

@@ -2,7 +2,7 @@
 
 Why: CG2 pods reach DPhi's telemetry service by that name; DPhi's own examples fetch from it.
 One small server per user network, started with the network's first pod and stopped with the
-platform (``LocalPlatform.shutdown``): a container on the network under the DNS alias
+network (by the last pod's supervisor, or ``LocalPlatform.shutdown``): a container on the network under the DNS alias
 ``satellite-telemetry.dphi-tm``, hardened like a pod, running ``telemetry_server.py`` with the
 ``sgp4`` package mounted read-only beside it (no podrun code and nothing else of the host).
 """
@@ -76,5 +76,9 @@ def ensure_telemetry(engine: Engine, root: Path, user: str, network: str, store:
     return True
 
 
+def teardown_argv(engine: Engine, root: Path, user: str) -> list[str]:
+    return engine.cleanup_argv(container_name(root, user))
+
+
 def stop_telemetry(engine: Engine, root: Path, user: str) -> None:
-    engine.run(*engine.cleanup_argv(container_name(root, user))[len(engine.prefix):])
+    engine.run(*teardown_argv(engine, root, user)[len(engine.prefix):])
