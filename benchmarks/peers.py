@@ -158,8 +158,9 @@ class Podrun(System):
 
 class Pool(System):
     """``concurrent.futures.ProcessPoolExecutor`` with a worker per core; ``per_call``: one
-    ``submit`` per call, else ``map`` (trivial maps: the chunksize given; CPU and shared maps:
-    one chunk per worker, the best for equal calls)."""
+    ``submit`` per call, else ``map`` (trivial maps: the chunksize given; the CPU map: chunksize
+    1, so a busy core does not hold back half the calls; the shared array: one chunk per
+    worker, so it is pickled once per worker, not once per call)."""
 
     def __init__(self, per_call: bool) -> None:
         self.per_call = per_call
@@ -189,7 +190,7 @@ class Pool(System):
         self._run(inc, range(n), chunksize or 1)
 
     def cpu(self, calls: int, iterations: int) -> None:
-        self._run(spin, [iterations] * calls, math.ceil(calls / CORES))
+        self._run(spin, [iterations] * calls, 1)
 
     def shared(self, arr: Any, calls: int) -> None:
         self._run(pick, range(calls), math.ceil(calls / CORES), arr=arr)
