@@ -449,8 +449,9 @@ def spawn(name: str, plan: dict[str, Any], home: Path, timeout: float) -> dict[s
                 rss[rest] = memory.end()
             elif word == "result":
                 result = json.loads(rest)
-            writer.write("ok\n")
-            writer.flush()
+            with contextlib.suppress(BrokenPipeError):  # a child that died mid-word: its exit code says so
+                writer.write("ok\n")
+                writer.flush()
     code = child.wait()
     watchdog.cancel()
     kill_leftovers()
