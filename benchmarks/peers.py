@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, private_home, write_json  # noqa: E402
+from _common import RESULTS, print_table, private_home, write_json  # noqa: E402
 from _proctree import Memory, become_subreaper, descendants, kill_leftovers  # noqa: E402
 
 CORES = os.cpu_count() or 1
@@ -637,6 +637,9 @@ def main() -> None:
     running = [n for n in names if n not in notes]
     plan.update(calibrate(0.020))
     become_subreaper()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its pods and peers
+    partial = (args.json or RESULTS / "peers.json").with_suffix(".partial.json")  # what a killed run measured
+    partial.parent.mkdir(exist_ok=True)
     per_system: dict[str, list[dict[str, Any]]] = {n: [] for n in running}
     plan["load_before"] = os.getloadavg()  # other work on the machine skews every figure: say how much there was
     started = time.monotonic()
@@ -648,9 +651,11 @@ def main() -> None:
                 print(f"round {r + 1}/{plan['rounds']}: {SYSTEMS[name][0]} ...", file=sys.stderr, flush=True)
                 load = os.getloadavg()[0]
                 per_system[name].append({**spawn(name, own, Path(scratch), timeout=900.0), "load_1min": load})
+                partial.write_text(json.dumps({"plan": plan, "names": names, "notes": notes, "rounds": per_system}))
     plan["load_after"] = os.getloadavg()
     summary = {n: aggregate(per_system[n], plan, CORES) for n in running}
     report(names, notes, summary, plan, time.monotonic() - started, args.json)
+    partial.unlink()
 
 
 def per_system_plan(done: list[dict[str, Any]]) -> dict[str, Any]:
