@@ -387,8 +387,9 @@ def run_child(name: str, plan: dict[str, Any], control: Control) -> dict[str, An
         previous: tuple[int, float] | None = None
         for n in plan["sizes"]:
             skip = plan["skip"].get(str(n))
-            if skip is None and previous is not None and n * previous[1] / previous[0] > plan["map_budget_s"]:
-                skip = f"skipped: est. {n * previous[1] / previous[0]:.0f} s (over the {plan['map_budget_s']:g} s budget)"
+            estimate = n * previous[1] / previous[0] if previous is not None and not plan["decided"] else 0.0
+            if skip is None and estimate > plan["map_budget_s"]:
+                skip = f"skipped: est. {estimate:.0f} s (over the {plan['map_budget_s']:g} s budget)"
             if skip:
                 out["map"][str(n)] = {"skipped": skip}
                 continue
@@ -598,7 +599,7 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_calls": args.cpu_calls or (40 if quick else 200),
         "shared_mb": args.shared_mb or (10 if quick else 50),
         "shared_calls": args.shared_calls or (20 if quick else 100),
-        "skip": {}, "chunksize": {},
+        "skip": {}, "chunksize": {}, "decided": False,
     }
 
 
@@ -663,7 +664,7 @@ def per_system_plan(done: list[dict[str, Any]]) -> dict[str, Any]:
     first = next((r for r in done if "error" not in r), None)
     if first is None:
         return {}
-    return {"skip": {n: e["skipped"] for n, e in first["map"].items() if "skipped" in e},
+    return {"decided": True, "skip": {n: e["skipped"] for n, e in first["map"].items() if "skipped" in e},
             "chunksize": {n: e["chunksize"] for n, e in first["map"].items() if e.get("chunksize")}}
 
 
