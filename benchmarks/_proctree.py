@@ -67,26 +67,27 @@ def reset_peak(pid: int) -> None:
 
 
 class Memory:
-    """Peak RSS of the child (the client) and of every other process below this one."""
+    """Peak RSS of the child (the client) and of every other process below this one: the most,
+    over samples, of the peaks of the processes alive together (pods that follow one another
+    count one at a time; workers that run side by side count together)."""
 
     def __init__(self, child: int) -> None:
         self.child = child
-        self.peaks: dict[int, int] = {}
+        self.peak = 0
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
     def begin(self) -> None:
         for pid in [self.child, *descendants(os.getpid())]:
             reset_peak(pid)
-        self.peaks = {}
+        self.peak = 0
         self.stop.clear()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
     def _sample(self) -> None:
-        for pid in descendants(os.getpid()):
-            if pid != self.child:
-                self.peaks[pid] = max(self.peaks.get(pid, 0), peak_rss(pid))
+        together = sum(peak_rss(pid) for pid in descendants(os.getpid()) if pid != self.child)
+        self.peak = max(self.peak, together)
 
     def _loop(self) -> None:
         while not self.stop.wait(0.05):
@@ -97,7 +98,7 @@ class Memory:
         if self.thread is not None:
             self.thread.join()
         self._sample()
-        return {"client_mb": peak_rss(self.child) / 2**20, "workers_mb": sum(self.peaks.values()) / 2**20}
+        return {"client_mb": peak_rss(self.child) / 2**20, "workers_mb": self.peak / 2**20}
 
 
 def kill_leftovers(within: float = 10.0) -> None:

@@ -23,9 +23,9 @@ with a note (``make bench`` installs them from requirements/bench.lock).
 
 Peak RSS, read from /proc by this (parent) process, not by the measured one: per workload it
 resets the high-water marks (``clear_refs``), then samples every 50 ms. "client" is the child's
-own peak (``VmHWM``); "workers" sums the peaks of every other process started meanwhile (pods
-and their supervisors, pool workers, Dask's scheduler, nannies and workers, Ray's GCS, raylet
-and workers: this process is their subreaper, so none escapes the count).
+own peak (``VmHWM``); "workers" is the most, over the samples, of the summed peaks of every
+other process alive at once (pods and their supervisors, pool workers, Dask's scheduler, nannies
+and workers, Ray's GCS, raylet and workers: this process is their subreaper, so none escapes).
 
     python benchmarks/peers.py [--quick] [--systems podrun,pool,...] [--sizes 1000,10000]
 
@@ -439,6 +439,7 @@ def spawn(name: str, plan: dict[str, Any], home: Path, timeout: float) -> dict[s
                 os.kill(pid, signal.SIGKILL)
 
     watchdog = threading.Timer(timeout, expire)
+    watchdog.daemon = True  # a run that is stopped does not wait for it
     watchdog.start()
     memory, rss, result = Memory(child.pid), {}, None
     with os.fdopen(from_child_r) as reader, os.fdopen(to_child_w, "w") as writer:
@@ -643,7 +644,7 @@ def main() -> None:
     partial.parent.mkdir(exist_ok=True)
     per_system: dict[str, list[dict[str, Any]]] = {n: [] for n in running}
     plan["load_before"] = os.getloadavg()  # other work on the machine skews every figure: say how much there was
-    started = time.monotonic()
+    started, commit = time.monotonic(), git_commit()  # the code that runs, not the tree at the end
     # Peers' own files (Ray's sockets: a short path) in a folder of this run, as their HOME.
     with private_home(), tempfile.TemporaryDirectory(prefix="peers-") as scratch:
         for r in range(plan["rounds"]):
@@ -655,7 +656,7 @@ def main() -> None:
                 partial.write_text(json.dumps({"plan": plan, "names": names, "notes": notes, "rounds": per_system}))
     plan["load_after"] = os.getloadavg()
     summary = {n: aggregate(per_system[n], plan, CORES) for n in running}
-    report(names, notes, summary, plan, time.monotonic() - started, args.json)
+    report(names, notes, summary, plan, time.monotonic() - started, args.json, commit)
     partial.unlink()
 
 
@@ -669,7 +670,7 @@ def per_system_plan(done: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(names: list[str], notes: dict[str, str], summary: dict[str, Any], plan: dict[str, Any], wall: float,
-           path: Path | None) -> None:
+           path: Path | None, commit: str) -> None:
     sizes = plan["sizes"]
     cols = columns(sizes)
     header = ["system", *(h for _, h, _ in cols)]
@@ -707,7 +708,7 @@ def report(names: list[str], notes: dict[str, str], summary: dict[str, Any], pla
     for n in summary:
         for error in summary[n].get("errors", []):
             print(f"{SYSTEMS[n][0]} failed a round: {error['error']}; its log ends:\n  " + "\n  ".join(error["log_tail"]))
-    result: dict[str, Any] = {"commit": git_commit(), "plan": plan, "wall_s": wall, "systems": {}}
+    result: dict[str, Any] = {"commit": commit, "plan": plan, "wall_s": wall, "systems": {}}
     for n in names:
         result["systems"][n] = {"label": SYSTEMS[n][0], **({"note": notes[n]} if n in notes else
                                                            {"figures": raw[n], **summary[n]})}
