@@ -205,3 +205,50 @@ def test_a_symlinked_folder_is_refused_as_a_path_not_followed(tmp_path: Path, mo
     platform.delete("d", "s")  # the link goes, its target stays
     assert not os.path.lexists(volume / "d")
     assert snapshot(canary) == before
+
+
+def _nest(folder: Path, name: str, depth: int) -> None:
+    """``depth`` folders ``name/name/...`` below ``folder`` (deeper than PATH_MAX allows by path)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir(name, dir_fd=fd)
+        inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    with open(os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as bottom:
+        bottom.write(b"x")
+    os.close(fd)
+
+
+def test_a_pod_nesting_folders_without_end_can_be_listed_and_removed(tmp_path: Path) -> None:
+    """3,000 nested folders (what a pod can make with a mkdir loop): the listing shows
+    MAX_DEPTH levels, deletes hold at most MAX_DEPTH descriptors, and a volume of them is
+    removed whole, under a descriptor limit lower than its depth."""
+    import resource
+
+    platform = LocalPlatform(tmp_path / "local", driver="process")
+    volume = platform.volume_path("deep")
+    (volume / "keep.txt").write_bytes(b"kept")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        _nest(volume, "d", 3000)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 512), hard))  # fewer than the depth
+        listed = platform.list_files("deep")
+        levels, entry = 1, next(e for e in listed if e.name == "d")
+        while entry.contents:
+            levels, entry = levels + 1, entry.contents[0]
+        assert levels == volumes.MAX_DEPTH and entry.type == "directory" and {e.name for e in listed} == {"d", "keep.txt"}
+        platform.delete("d", "deep")
+        assert [e.name for e in platform.list_files("deep")] == ["keep.txt"]
+        _nest(volume, "again", 3000)
+        platform.pvc_delete("deep")
+        assert not platform.volume_path("deep", create=False).exists()
+        assert list((tmp_path / "local" / "volumes" / "local").iterdir()) == []
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        if volume.exists():  # a failure above must not leave pytest's own cleanup a tree it cannot remove
+            parent = os.open(volume.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                volumes.remove_at(parent, volume.name)
+            finally:
+                os.close(parent)

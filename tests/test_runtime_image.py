@@ -8,6 +8,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from podrun.client import images
 from podrun.platform.local import LocalPlatform
@@ -61,11 +63,26 @@ def test_wheel_cache_hit_runs_no_pip(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(subprocess, "run", no_network)
     hit = images.fetch_wheel("zstandard==0.25.0", cache)
-    assert hit.name.endswith("manylinux2014_aarch64.whl")
+    assert hit.name.endswith("manylinux2014_aarch64.whl")  # an older glibc's wheel fits a manylinux_2_28 pod
     assert images.cached_wheel("zstandard==0.26.0", cache) is None
     assert images.cached_wheel("zstandard", cache, python_version="3.12") is None
     command = images.pip_download_command("zstandard==0.25.0", cache)
     assert command[1:4] == ["-m", "pip", "download"] and "--only-binary=:all:" in command and "--no-deps" in command
-    assert command[command.index("--platform") + 1] == "manylinux2014_aarch64"
+    tags = [command[i + 1] for i, arg in enumerate(command) if arg == "--platform"]
+    assert tags[:2] == ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64"] and tags[-1] == "manylinux1_aarch64"
+    assert tags.index("manylinux2014_aarch64") == tags.index("manylinux_2_17_aarch64") + 1
     assert command[command.index("--python-version") + 1] == "3.11"
     assert os.fspath(cache) in command
+
+
+@given(pod_glibc=st.integers(17, 40), wheel_glibc=st.integers(5, 40), arch=st.sampled_from(["aarch64", "x86_64"]),
+       wheel_arch=st.sampled_from(["aarch64", "x86_64"]), legacy=st.booleans())
+def test_a_cached_wheel_fits_a_pod_of_its_arch_and_a_glibc_at_least_as_new(
+        tmp_path_factory: pytest.TempPathFactory, pod_glibc: int, wheel_glibc: int, arch: str, wheel_arch: str,
+        legacy: bool) -> None:
+    cache = tmp_path_factory.mktemp("wheels")
+    tag = f"manylinux2014_{wheel_arch}" if legacy else f"manylinux_2_{wheel_glibc}_{wheel_arch}"
+    (cache / f"demo-1.0-cp311-cp311-{tag}.whl").write_bytes(b"x")
+    fits = wheel_arch == arch and (17 if legacy else wheel_glibc) <= pod_glibc
+    assert (images.cached_wheel("demo==1.0", cache, "3.11", f"manylinux_2_{pod_glibc}_{arch}") is not None) == fits
+    assert images.compatible_tags(f"musllinux_1_2_{arch}") == [f"musllinux_1_2_{arch}"]

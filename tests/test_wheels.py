@@ -143,11 +143,11 @@ def test_bad_wheel_entries_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_wheel_platform_follows_the_platform(monkeypatch: pytest.MonkeyPatch, pod_architecture: str) -> None:
-    assert wheels.wheel_platform("em") == "manylinux2014_aarch64"
+    assert wheels.wheel_platform("em") == "manylinux_2_28_aarch64"
     import platform
 
     machine = "aarch64" if pod_architecture == "arm64" else platform.machine()
-    assert wheels.wheel_platform("local") == f"manylinux2014_{machine}"
+    assert wheels.wheel_platform("local") == f"manylinux_2_28_{machine}"
     monkeypatch.setenv("PODRUN_WHEEL_PLATFORM", "musllinux_1_2_aarch64")
     assert wheels.wheel_platform("em") == "musllinux_1_2_aarch64"
 
@@ -210,7 +210,7 @@ def numpy_where(n: int) -> tuple[float, str, str]:
 
 
 def test_numpy_wheel_for_the_pods_platform_imports_in_the_pod(bare_platform: LocalPlatform, pod_architecture: str) -> None:
-    """``wheels=["numpy"]``: fetched for the pod's platform (manylinux2014_aarch64 for arm64 pods,
+    """``wheels=["numpy"]``: fetched for the pod's platform (manylinux_2_28_aarch64 for arm64 pods,
     as for CG2) and imported from the volume, on an image that has no numpy."""
     total, where, machine = podrun.remote(numpy_where, wheels=["numpy"]).remote(10).get(timeout=300)
     assert total == 45.0 and "/.podrun/site/" in where

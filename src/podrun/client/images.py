@@ -9,7 +9,7 @@ Plain functions behind ``podrun images build|push`` (the CLI wires them):
 * :func:`build_onboard` — uplink the Dockerfile and its small context (zipapp, wheels) in one
   call and ``image_build`` onboard from an embedded base (``fpga.dphi.space:5000/...``).
 * :func:`fetch_wheel` — a C-extension wheel for the pod's platform into a local cache
-  (``pip download --only-binary=:all: --platform manylinux2014_aarch64``), for the image's
+  (``pip download --only-binary=:all: --platform manylinux_2_28_aarch64 ...``), for the image's
   ``wheels/`` folder; pods cannot pip.
 """
 
@@ -29,11 +29,11 @@ from ..platform.local import builds
 from ..platform.local.images import ImageStore, pod_arch
 from ..runtime.pack import build_zipapp
 from . import config
+from .wheels import WHEEL_PLATFORM
 
 DEFAULT_BASE = "python:3.11-slim"
 ONBOARD_BASE = "fpga.dphi.space:5000/dphi-embedded-ml-armv8-py311"
 POD_PLATFORM = "linux/arm64"
-WHEEL_PLATFORM = "manylinux2014_aarch64"
 IMAGES_DIR = ".podrun/images"
 
 
@@ -159,9 +159,30 @@ def _safe(image: str) -> str:
 
 def pip_download_command(requirement: str, dest: Path, python_version: str = "3.11",
                          wheel_platform: str = WHEEL_PLATFORM) -> list[str]:
-    """``pip download`` of one binary wheel for the pod (never an sdist: pods cannot compile)."""
+    """``pip download`` of one binary wheel for the pod (never an sdist: pods cannot compile).
+    pip takes ``--platform`` tags literally, so every tag the pod accepts is named."""
+    platforms = [arg for tag in compatible_tags(wheel_platform) for arg in ("--platform", tag)]
     return [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-deps",
-            "--platform", wheel_platform, "--python-version", python_version, "--dest", str(dest), requirement]
+            *platforms, "--python-version", python_version, "--dest", str(dest), requirement]
+
+
+def compatible_tags(wheel_platform: str) -> list[str]:
+    """The platform tags a pod of ``wheel_platform`` loads, newest first: a glibc
+    ``manylinux_2_Y`` pod loads every ``manylinux_2_X`` with X <= Y, and the legacy aliases
+    (manylinux2014 = 2_17, manylinux2010 = 2_12, manylinux1 = 2_5); any other tag (musllinux,
+    a user's override) only itself."""
+    found = re.fullmatch(r"manylinux_2_(\d+)_(\w+)|manylinux(2014|2010|1)_(\w+)", wheel_platform)
+    if found is None:
+        return [wheel_platform]
+    glibc, arch = (int(found[1]), found[2]) if found[1] else (_LEGACY_GLIBC[found[3]], found[4])
+    tags = []
+    for minor in range(glibc, 4, -1):
+        tags.append(f"manylinux_2_{minor}_{arch}")
+        tags += [f"manylinux{name}_{arch}" for name, legacy in _LEGACY_GLIBC.items() if legacy == minor]
+    return tags
+
+
+_LEGACY_GLIBC = {"2014": 17, "2010": 12, "1": 5}  # PEP 600's aliases of the older manylinux tags
 
 
 def _normalize(name: str) -> str:
@@ -173,14 +194,14 @@ def cached_wheel(requirement: str, cache: Path, python_version: str = "3.11",
     """A wheel in ``cache`` that satisfies ``name`` or ``name==version`` for the pod's tags."""
     name, _, version = requirement.partition("==")
     abi = f"cp{python_version.replace('.', '')}"
-    arch = wheel_platform.split("_", 1)[1]
+    accepted = {*compatible_tags(wheel_platform), "any"}
     for wheel in sorted(cache.glob("*.whl")):
         parts = wheel.name[:-4].split("-")
         if len(parts) < 5 or _normalize(parts[0]) != _normalize(name.strip()):
             continue
         if version and parts[1] != version.strip():
             continue
-        if (abi in parts[-3] or parts[-3].startswith("py3")) and (arch in parts[-1] or parts[-1] == "any"):
+        if (abi in parts[-3] or parts[-3].startswith("py3")) and accepted.intersection(parts[-1].split(".")):
             return wheel
     return None
 

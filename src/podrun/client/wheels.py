@@ -7,7 +7,7 @@ the runtime unpacks it once into ``/data/.podrun/site/<hash>/`` and puts that on
 before it unpickles the calls (``runtime/wheels.py``).
 
 An entry is a path to a ``.whl`` file, or a requirement (``name`` or ``name==version``)
-fetched once into the local wheel cache for the pod's platform: ``manylinux2014_aarch64`` on
+fetched once into the local wheel cache for the pod's platform: ``manylinux_2_28_aarch64`` on
 CG2, this machine's architecture on the local platform (``PODRUN_WHEEL_PLATFORM`` overrides).
 """
 
@@ -25,6 +25,10 @@ from pathlib import Path
 from ..errors import PodrunError, UsageError, WheelError
 from ..wire.bundle import python_version
 from ..wire.hashing import content_hash
+
+# CG2's pods: glibc 2.28 or later (Debian buster on, the oldest the pods' Debian images are), the
+# tag numpy >= 2.3 and others publish their aarch64 wheels under (none under manylinux2014).
+WHEEL_PLATFORM = "manylinux_2_28_aarch64"
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,8 @@ def wheel_platform(platform_kind: str) -> str:
     if platform_kind == "local":  # the local pods' architecture (PODRUN_LOCAL_ARCH), the host's by default
         from ..platform.local.images import pod_arch  # the client's side only: not in a pod's zipapp
 
-        return f"manylinux2014_{ {'arm64': 'aarch64', 'amd64': 'x86_64'}.get(pod_arch(), host.machine())}"
-    return "manylinux2014_aarch64"
+        return f"manylinux_2_28_{ {'arm64': 'aarch64', 'amd64': 'x86_64'}.get(pod_arch(), host.machine())}"
+    return WHEEL_PLATFORM
 
 
 def validate(entries: Iterable[object]) -> tuple[str, ...]:

@@ -91,7 +91,9 @@ class Recipe:
 
 
 def _python(v: str, packages: tuple[str, ...]) -> tuple[str, ...]:
-    return ("python3", f"python{v}", "python-is-python3", "netbase", "ca-certificates", *packages)
+    """What every Python image has. libstdc++6 as in the official images (their apt needs it):
+    PEP 600 lets manylinux wheels assume it, and numpy >= 2.3's aarch64 wheels load it."""
+    return ("python3", f"python{v}", "python-is-python3", "netbase", "ca-certificates", "libstdc++6", *packages)
 
 
 def _py_env(version: str) -> tuple[tuple[str, str], ...]:

@@ -16,6 +16,7 @@ import ctypes
 import errno
 import hashlib
 import os
+import secrets
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -35,6 +36,10 @@ _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 _PART_SUFFIXES = (".part", ".tmp")
+# A pod can nest folders without end. A listing shows this many levels (deeper folders appear
+# empty); a delete holds at most this many descriptors, moving a deeper subtree up to the
+# folder it started from and removing it from there, so neither recursion nor descriptors run out.
+MAX_DEPTH = 64
 
 
 class _OpenHow(ctypes.Structure):
@@ -252,6 +257,13 @@ def remove_at(folder: int, name: str) -> bool:
     """Remove ``name`` in ``folder``: a folder's contents through its own descriptor, depth
     first; anything else (a symlink included) with ``unlinkat``. A pod swapping entries while
     this runs can make it leave something behind, never remove anything outside ``folder``."""
+    return _remove(folder, name, None, 0, [])
+
+
+def _remove(folder: int, name: str, top: int | None, depth: int, hoisted: list[str]) -> bool:
+    """``top``: the descriptor of the folder being removed (None: ``name`` is it). A folder
+    MAX_DEPTH levels below it is moved up into it (both descriptors are inside it) and removed
+    from there once the rest is gone."""
     for _attempt in range(8):  # an entry swapped between look and act is looked at again
         try:
             mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
@@ -261,9 +273,19 @@ def remove_at(folder: int, name: str) -> bool:
             if not stat.S_ISDIR(mode):
                 os.unlink(name, dir_fd=folder)
                 return True
+            if top is not None and depth >= MAX_DEPTH:
+                moved = f".podrun-rm-{secrets.token_hex(8)}"
+                os.rename(name, moved, src_dir_fd=folder, dst_dir_fd=top)
+                hoisted.append(moved)
+                return True
             child = os.open(name, _DIR_FLAGS, dir_fd=folder)
             try:
-                _empty(child)
+                with os.scandir(child) as entries:
+                    names = [entry.name for entry in entries]
+                for inner in names:
+                    _remove(child, inner, child if top is None else top, depth + 1, hoisted)
+                while top is None and hoisted:
+                    _remove(child, hoisted.pop(), child, 1, hoisted)
             finally:
                 os.close(child)
             os.rmdir(name, dir_fd=folder)
@@ -276,13 +298,6 @@ def remove_at(folder: int, name: str) -> bool:
     raise OSError(errno.EBUSY, f"{name!r} kept changing while it was deleted; try again")
 
 
-def _empty(folder: int) -> None:
-    with os.scandir(folder) as entries:
-        names = [entry.name for entry in entries]
-    for name in names:
-        remove_at(folder, name)
-
-
 def sha256_of(source: BinaryIO) -> bytes:
     digest = hashlib.sha256()
     while chunk := source.read(CHUNK):
@@ -290,8 +305,10 @@ def sha256_of(source: BinaryIO) -> bytes:
     return digest.digest()
 
 
-def _walk_at(folder: int, prefix: str, on_file: OnFile) -> list[Entry]:
+def _walk_at(folder: int, prefix: str, on_file: OnFile, depth: int = 1) -> list[Entry]:
     out: list[Entry] = []
+    if depth > MAX_DEPTH:
+        return out
     with os.scandir(folder) as scan:
         names = sorted(item.name for item in scan)
     for name in names:
@@ -302,7 +319,7 @@ def _walk_at(folder: int, prefix: str, on_file: OnFile) -> list[Entry]:
             if stat.S_ISDIR(info.st_mode):
                 child = os.open(name, _DIR_FLAGS, dir_fd=folder)
                 try:
-                    out.append(Entry(name, info, _walk_at(child, f"{prefix}{name}/", on_file)))
+                    out.append(Entry(name, info, _walk_at(child, f"{prefix}{name}/", on_file, depth + 1)))
                 finally:
                     os.close(child)
             elif stat.S_ISREG(info.st_mode):
