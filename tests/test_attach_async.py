@@ -90,7 +90,7 @@ def test_attach_on_another_platform_is_refused(tmp_path):
 
 
 def _attach_fresh(job_id):
-    from podrun.client.job import LIVE_JOBS
+    from podrun.client.jobs.job import LIVE_JOBS
 
     LIVE_JOBS.pop(job_id, None)  # forget the attachment made above, as a new process would
     return podrun.attach(job_id)

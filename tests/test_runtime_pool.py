@@ -189,3 +189,68 @@ def test_a_sigkilled_pool_keeps_every_call_at_most_once(tmp_path: Path):
     ran = {int(name) for name in os.listdir(volume / "ran")}
     assert {r["i"] for r in records if r["s"] == rec.OK} <= ran
     assert any(r["s"] == rec.KILLED for r in records) and len(ran) < 120 + 1
+
+
+def test_max_duration_stops_the_workers_and_keeps_what_finished():
+    """SIGTERM reaches the workers: a finished call keeps its result, the running one ends KILLED
+    with its output, and nothing is left running."""
+    futures = fragile.options(max_duration=0.1).map(["ok", "slow"])
+    kind, worker = futures[0].get(timeout=60)
+    assert kind == "ok"
+    with pytest.raises(podrun.PodFailed, match="stopped while this call ran") as info:
+        futures[1].get(timeout=60)
+    assert info.value.status == "KILLED" and futures[1].stdout == "running slow\n"
+    deadline = time.monotonic() + 30  # the process driver shares this host's pids: the worker is gone
+    while _alive(worker):
+        assert time.monotonic() < deadline, f"worker {worker} outlived its pod"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.one_of(st.integers(max_value=0), st.booleans(), st.floats(), st.text(max_size=3)))
+def test_workers_must_be_a_count_of_processes(bad):
+    with pytest.raises(podrun.UsageError, match="workers must be a number of worker processes"):
+        podrun.remote(lambda: None, workers=bad).options()
+    with pytest.raises(podrun.UsageError, match="workers must be"):
+        podrun.Executor(workers=bad)
+
+
+def test_a_class_service_keeps_its_one_object_in_the_pods_own_process():
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def add(self):
+            self.n += 1
+            return self.n
+
+    with podrun.Runner("pool-service", keep_warm=5) as runner:
+        with pytest.raises(podrun.UsageError, match="one object in the pod's own process"):
+            runner.service(Counter, workers=2)
+        counter = runner.service(Counter)
+        assert [f.get(timeout=60) for f in [counter.add() for _ in range(6)]] == [1, 2, 3, 4, 5, 6]
+        square = runner.service(lambda x: (x * x, os.getpid()), workers=2)
+        results = [f.get(timeout=60) for f in square.map(range(8))]
+        assert [value for value, _ in results] == [x * x for x in range(8)]
+
+
+def test_a_worker_that_died_between_jobs_is_replaced_without_failing_a_call():
+    def leave(delay):
+        import threading
+
+        threading.Timer(delay, os._exit, (3,)).start()  # after its record: the worker dies idle
+        return os.getpid()
+
+    quitter = podrun.remote(leave, max_duration=1, pod_name="pool-idle-death", keep_warm=20, workers=2)
+    gone = {f.get(timeout=60) for f in quitter.map([0.2, 0.2])}
+    time.sleep(1)
+    again = [f.get(timeout=60) for f in quitter.map([30, 30, 30])]  # ends the job before the timers fire
+    assert not gone & set(again)  # new workers ran them

@@ -9,7 +9,9 @@ from ..platform.metered import MeteredPlatform
 from ..wire.serialize import Pickled
 from . import config, journal
 from .future import ObjectFuture
-from .job import LIVE_JOBS, MAX_ATTEMPTS, Job, JobKey, PendingGroup, PickledCallable, send_cancel
+from .jobs.job import LIVE_JOBS, Job
+from .jobs.key import MAX_ATTEMPTS, JobKey, PendingGroup, PickledCallable
+from .jobs.submit import send_cancel
 
 _lock = threading.Lock()
 

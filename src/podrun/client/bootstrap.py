@@ -36,7 +36,7 @@ from . import modules as shipped
 from . import preflight
 
 if TYPE_CHECKING:
-    from .job import JobKey, PendingGroup
+    from .jobs.key import JobKey, PendingGroup
 
 RUNTIME_MODES = ("zipapp", "installed")
 

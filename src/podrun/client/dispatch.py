@@ -26,7 +26,8 @@ from pathlib import Path
 from ..errors import PodFailed
 from ..platform.metered import MeteredPlatform
 from .future import ObjectFuture
-from .job import Job, PendingGroup
+from .jobs.job import Job
+from .jobs.key import PendingGroup
 from .warm import WarmPod
 
 LINGER = 0.005

@@ -34,7 +34,8 @@ class Executor(cf.Executor):
 
     def __init__(self, *, node: str = DEFAULT_NODE, max_duration: float = DEFAULT_MAX_DURATION, image: str | None = None,
                  pod_name: str | None = None, envs: dict[str, Any] | None = None, timeout: float | None = None,
-                 workers: int | None = None, keep_warm: float = 0.0, modules: Iterable[str] = (), wheels: Iterable[str] = ()) -> None:
+                 workers: int | None = None, keep_warm: float = 0.0, modules: Iterable[str] = (),
+                 wheels: Iterable[str] = ()) -> None:
         self.options = RemoteOptions(node=node, max_duration=max_duration, image=image, pod_name=pod_name,
                                      envs={} if envs is None else envs, timeout=timeout, workers=workers, keep_warm=keep_warm,
                                      modules=tuple([modules] if isinstance(modules, str) else modules),

@@ -28,13 +28,26 @@ import asyncio
 import concurrent.futures as cf
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UsageTypeError, WaitTimeout
 
 if TYPE_CHECKING:
+    from ..platform.metered import MeteredPlatform
     from ..store.refs import ObjectRef
-    from .job import Job
+
+
+class Job(Protocol):
+    """What a future needs of the job that carries it (``client/jobs/job.py``); a protocol, so
+    this module never imports the job machinery that imports it."""
+
+    job_id: str
+    platform: MeteredPlatform
+    pod_name: str | None
+
+    def make_ref(self, record: dict[str, Any]) -> ObjectRef: ...
+
+    def request_cancel(self, future: ObjectFuture) -> None: ...
 
 
 class DeferredValue:

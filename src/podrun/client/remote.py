@@ -16,7 +16,8 @@ from . import config, future_args, preflight
 from . import wheels as shipped_wheels
 from .dispatch import dispatcher_for
 from .future import ObjectFuture
-from .job import JobKey, PendingGroup, PickledCallable, estimate_uplink
+from .jobs.key import JobKey, PendingGroup, PickledCallable
+from .jobs.pack import estimate_uplink
 from .modules import closure, pickle_callable
 
 DEFAULT_NODE = "MPU"

@@ -20,7 +20,7 @@ from ..platform.types import PodState
 from ..wire.layout import SERVE_STATUS
 
 if TYPE_CHECKING:
-    from .job import JobKey
+    from .jobs.key import JobKey
 
 
 @dataclass

@@ -8,6 +8,7 @@ the value (``v`` inline, or ``vb`` a blob, ``b`` its buffers) or the error (``e`
 
 from __future__ import annotations
 
+import pickle
 import signal
 import time
 from collections.abc import Callable
@@ -18,8 +19,8 @@ import cloudpickle
 from .. import data_dir
 from ..store.volume_blobs import VolumeBlobs
 from ..wire import records as rec
-from ..wire.compression import compress
-from ..wire.serialize import dumps
+from ..wire.compression import MIN_COMPRESS_BYTES, RAW, compress
+from ..wire.serialize import BLOB_THRESHOLD, PROTOCOL, dumps
 from . import tracebacks
 from .cancel import CallCancelled, CancelWatch, drop_innermost_frame
 from .capture import capture_output
@@ -52,23 +53,30 @@ class CallRunner:
         self.codecs = codecs
         self.watch = watch
         self.data = data_dir()
-        from ..store.objects import resolve_object_refs
-        from .upstream import resolve_upstream
+        self.captured = capture_output()  # one set of buffers for every call
+        from ..store.refs import ObjectRef
+        from .upstream import UpstreamResult, resolve_upstream
 
-        self._resolve_objects = resolve_object_refs
         self._resolve_upstream = resolve_upstream
+        self._references = (ObjectRef, UpstreamResult)
 
     def resolve(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """ObjectRef and upstream-future arguments become their values, read from this pod's
-        volume (no link bytes)."""
-        return self._resolve_objects(*self._resolve_upstream(args, kwargs, self.data), self.data)
+        volume (no link bytes); a call with neither costs one look at each argument."""
+        references = self._references
+        if not any(isinstance(a, references) for a in args) and not (
+                kwargs and any(isinstance(v, references) for v in kwargs.values())):
+            return args, kwargs
+        from ..store.objects import resolve_object_refs  # the object store only for calls that name objects
+
+        return resolve_object_refs(*self._resolve_upstream(args, kwargs, self.data), self.data)
 
     def run(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             timeout: float | None) -> dict[str, Any]:
         """The call's record; ``Stopped`` (carrying the record) when the pod is stopped while it runs."""
         record: dict[str, Any] = {"k": "call", "i": i}
         started = time.time()
-        with capture_output() as captured:
+        with self.captured as captured:
             try:
                 self.watch.current = i  # inside the try: a cancel from here on is this call's outcome
                 if timeout:
@@ -97,7 +105,14 @@ class CallRunner:
         return close_call(record, started, captured)
 
     def encode_value(self, value: Any) -> dict[str, Any]:
-        """Small results inline; large buffers and large payloads stay in the volume as blobs."""
+        """Small results inline; large buffers and large payloads stay in the volume as blobs.
+        A small plain result (the usual one) takes one C pickle and no compression probe."""
+        try:
+            payload = pickle.dumps(value, protocol=PROTOCOL, buffer_callback=_in_band_only)
+        except Exception:  # noqa: BLE001 - a large buffer, a lambda, a dynamic class: the full path below
+            payload = None
+        if payload is not None and len(payload) < MIN_COMPRESS_BYTES:
+            return {"s": rec.OK, "b": [], "v": bytes((RAW,)) + payload}
         try:
             pickled = dumps(value, what="the result", fast=True)
         except Exception as exc:  # an unpicklable result is the call's failure, not the job's
@@ -112,6 +127,16 @@ class CallRunner:
         else:
             encoded["v"] = compress(pickled.payload, self.codec)
         return encoded
+
+
+class _OutOfBand(Exception):
+    """A result's buffer is large enough to become a blob: pickled the full way."""
+
+
+def _in_band_only(buffer: pickle.PickleBuffer) -> bool:
+    if buffer.raw().nbytes >= BLOB_THRESHOLD:
+        raise _OutOfBand()
+    return True
 
 
 def close_call(record: dict[str, Any], started: float, captured: capture_output) -> dict[str, Any]:

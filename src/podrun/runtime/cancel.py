@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import msgpack
@@ -28,8 +29,9 @@ class CallCancelled(BaseException):
 
 
 class CancelWatch:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, tick: Callable[[], None] | None = None) -> None:
         self.path = path
+        self.tick = tick  # also run by the watcher thread at each look (a pool worker sends its records)
         self.checked = 0.0
         self.mtime = 0
         self.indexes: frozenset[int] = frozenset()
@@ -78,6 +80,8 @@ class CancelWatch:
 
     def _watch(self, main: int) -> None:
         while not self._stop.wait(CANCEL_CHECK):
+            if self.tick is not None:
+                self.tick()
             running = self.current
             if running is None:
                 continue

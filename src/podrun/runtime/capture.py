@@ -1,5 +1,6 @@
 """Per-call capture of ``sys.stdout`` and ``sys.stderr``, capped so a chatty call cannot fill
-the results file (and the link): the head and the tail are kept, the middle is elided."""
+the results file (and the link): the head and the tail are kept, the middle is elided. One
+``capture_output`` serves every call a process runs: its buffers are emptied, not remade."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ CAPTURE_LIMIT = 64 * 1024
 class CappedText(io.TextIOBase):
     def __init__(self, limit: int = CAPTURE_LIMIT) -> None:
         self.limit = limit
+        self.reset()
+
+    def reset(self) -> None:
         self.head: list[str] = []
         self.head_size = 0
         self.tail = ""
@@ -22,6 +26,7 @@ class CappedText(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
+        size = len(text)
         half = self.limit // 2
         if self.head_size < half:
             take = text[: half - self.head_size]
@@ -32,9 +37,11 @@ class CappedText(io.TextIOBase):
             combined = self.tail + text
             self.dropped += max(0, len(combined) - half)
             self.tail = combined[-half:]
-        return len(text)
+        return size
 
     def getvalue(self) -> str:
+        if not self.head:
+            return ""
         head = "".join(self.head)
         if self.dropped:
             return f"{head}\n[... {self.dropped} characters elided by podrun ...]\n{self.tail}"
@@ -42,10 +49,17 @@ class CappedText(io.TextIOBase):
 
 
 class capture_output:
-    """Swap ``sys.stdout``/``sys.stderr`` for capped buffers for the duration of one call."""
+    """Swap ``sys.stdout``/``sys.stderr`` for capped buffers for the duration of one call
+    (each ``with`` starts them empty)."""
+
+    def __init__(self) -> None:
+        self.out, self.err = CappedText(), CappedText()
 
     def __enter__(self) -> capture_output:
-        self.out, self.err = CappedText(), CappedText()
+        if self.out.head:
+            self.out.reset()
+        if self.err.head:
+            self.err.reset()
         self.saved: tuple[Any, Any] = (sys.stdout, sys.stderr)
         sys.stdout, sys.stderr = self.out, self.err
         return self

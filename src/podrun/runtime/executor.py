@@ -33,8 +33,10 @@ from .calls import CallRunner, Stopped, ended_record, error_info
 from .cancel import CancelWatch
 from .session import CURRENT, Session
 
-REPLACED_MESSAGE = ("an earlier pod of this job began this call and was stopped before it finished; "
-                    "it is not run again (at most once)")
+REPLACED_MESSAGE = ("an earlier pod of this job took this call (it may have begun) and was stopped before it "
+                    "finished; it is not run again (at most once)")
+MARK_AHEAD = 0.002  # seconds of calls one run record covers, at most
+RECORD_SECONDS = 5e-6  # the runtime's own time per call, beside the call's: trivial calls still batch
 # Kept under their old names: tests and callers outside the runtime use them.
 _error_info = error_info
 _Stopped = Stopped
@@ -62,7 +64,11 @@ class JobRunner:
         return self.watch.cancelled(i)
 
     def write_frames(self, frames: bytes) -> None:
-        """Record frames encoded elsewhere (a pool worker's), in one unbuffered write."""
+        """Call records encoded elsewhere (a pool worker's), in one unbuffered write."""
+        self.results.write(frames)
+
+    def write_runs(self, frames: bytes) -> None:
+        """Run markers encoded elsewhere (a pool's chunk), in one unbuffered write."""
         self.results.write(frames)
 
     def emit(self, record: dict[str, Any]) -> None:
@@ -192,6 +198,8 @@ class JobRunner:
                 self._emit_call(ended_record(i, rec.RAISED, "", e=error))
             return
         runner = CallRunner(self.blobs, self.codec, self.header.codecs if self.header else None, self.watch)
+        marked = first  # calls before this one have their run record
+        per_call = 0.0  # seconds, a moving average: how far ahead run records go
         self.watch.start()
         try:
             for offset, (args, kwargs) in enumerate(calls):
@@ -201,8 +209,16 @@ class JobRunner:
                 if self.watch.cancelled(i):
                     self._finish_range(i, i + 1, rec.CANCELLED, "cancelled by the client before it ran")
                     continue
-                self.emit({"k": "run", "i": i})  # before it runs: a re-run pod of this job never runs it again
-                self._emit_call(runner.run(i, function, args, kwargs, group.timeout))
+                if i >= marked:
+                    # Before they run: a re-run pod of this job never runs them again. One record
+                    # covers the next MARK_AHEAD seconds of calls (one call, where calls are slow).
+                    count = 1 if per_call <= 0 else max(1, min(pool.MAX_CHUNK, stop - i, int(MARK_AHEAD / per_call)))
+                    self.emit({"k": "run", "i": i, "n": count} if count > 1 else {"k": "run", "i": i})
+                    marked = i + count
+                record = runner.run(i, function, args, kwargs, group.timeout)
+                self._emit_call(record)
+                took = record["t"][1] - record["t"][0] + RECORD_SECONDS
+                per_call = took if per_call <= 0 else 0.7 * per_call + 0.3 * took
         finally:
             self.watch.stop()  # no thread outlives the group: the pool may fork next
 

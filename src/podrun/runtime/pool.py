@@ -20,18 +20,21 @@ everything already imported) and kept by a warm pod for its next jobs; it grows 
   in the pod's own process. Cancel, timeouts and capture run in the worker (``calls.py``,
   ``cancel.py``), exactly as with ``workers=1``.
 
-Worker to pod messages: ``<BII`` (kind, call index, payload length) then the payload: a
-record frame (``wire/records``, written to the results file as is) or a missing blob's hash.
+Worker to pod messages: record frames (``wire/records``), which the pod writes to the results
+file as they come, without decoding them; a frame whose length has bit 31 set is a missing
+blob's hash instead, for the job's end record.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import select
 import signal
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -53,11 +56,13 @@ from .cancel import CancelWatch
 
 MAX_CHUNK = 512  # calls per chunk, at most
 CHUNK_SECONDS = 0.002  # a chunk lasts about this long: the pod's round trip per chunk is amortised
+RECORD_SECONDS = 5e-6  # a worker's own time per call, beside the call's
 STOP_WAIT = 2.0  # seconds the pod waits, once stopped, for the workers' KILLED records
+FLUSH_SECONDS = 0.001  # a worker's finished records wait at most about this long to be sent (unless a call runs)
+REAP_WAIT = 2.0  # seconds a worker whose pipe closed has to end before the pod kills it
 STOP_LOOK = 0.1  # seconds between looks at the stop flag while every worker is busy
-_MSG = struct.Struct("<BII")
-_LEN = struct.Struct("<I")
-RECORD, MISSING = 1, 2
+_LEN = struct.Struct("<I")  # the record frames' own length prefix (wire/records.py)
+NOTICE = 1 << 31  # set in a frame's length: a note to the pod (a missing blob), not a record
 
 
 def node_cores() -> int:
@@ -89,12 +94,13 @@ class Worker:
     send: int  # the pod writes chunks here
     recv: int  # and reads records from here
     buffer: bytearray = field(default_factory=bytearray)
-    chunks: deque[tuple[float, str, deque[int], list[tuple[int, int]]]] = field(default_factory=deque)
+    chunks: deque[tuple[str, deque[int], list[tuple[int, int]]]] = field(default_factory=deque)  # function, left, all
     job: str | None = None  # the job it was last told about
+    alive: bool = True
 
     @property
     def outstanding(self) -> Iterator[int]:
-        for _, _, remaining, _ in self.chunks:
+        for _, remaining, _ in self.chunks:
             yield from remaining
 
 
@@ -107,6 +113,7 @@ class JobSink(Protocol):
 
     def emit(self, record: dict[str, Any]) -> None: ...
     def write_frames(self, frames: bytes) -> None: ...
+    def write_runs(self, frames: bytes) -> None: ...
     def cancelled(self, i: int) -> bool: ...
 
 
@@ -117,8 +124,14 @@ class Pool:
         self.workers: list[Worker] = []
 
     def grow(self, size: int) -> None:
-        while len(self.workers) < size:
-            self.workers.append(self._fork())
+        if len(self.workers) < size:
+            from ..store import refs  # noqa: F401 - what every worker imports (calls.py), imported once before the forks
+            from . import upstream  # noqa: F401
+
+            gc.freeze()  # the collector leaves the pod's objects alone in the workers: fewer pages copied
+            while len(self.workers) < size:
+                self.workers.append(self._fork())
+            gc.unfreeze()
 
     def _fork(self) -> Worker:
         to_worker_r, to_worker_w = os.pipe()
@@ -171,7 +184,8 @@ class Pool:
             signal.signal(signal.SIGTERM, previous)
             for worker in self.workers:
                 if worker.job == job_id:
-                    _send(worker.send, ("end",))
+                    with contextlib.suppress(OSError):  # one that died since: the next job replaces it
+                        _send(worker.send, ("end",))
                     worker.job = None
 
 
@@ -191,15 +205,20 @@ class _JobRun:
     def loop(self) -> None:
         while (self.left > 0 or any(w.chunks for w in self.pool.workers)) and not self.job.stopping:
             for depth in (1, 2):  # every worker one chunk first, then one more each, queued behind it
-                for worker in self.pool.workers:
-                    while len(worker.chunks) < depth and self._hand_out(worker):
+                for worker in list(self.pool.workers):
+                    while worker.alive and len(worker.chunks) < depth and self._hand_out(worker):
                         pass
             busy = {w.recv: w for w in self.pool.workers if w.chunks}
             if not busy:
                 continue  # everything left was cancelled or already done: handed out as nothing
             readable, _, _ = select.select(list(busy), [], [], STOP_LOOK)
             for fd in readable:
-                self._receive(busy[fd])
+                if busy[fd].alive:
+                    self._receive(busy[fd])
+            if not readable:  # a worker whose pipe outlives it (a child of the call holds it) is dead all the same
+                for worker in list(busy.values()):
+                    if worker.alive and _exited(worker.pid) is not None:
+                        self._lost(worker)
 
     def _chunk_size(self) -> int:
         share = max(1, self.left // (2 * len(self.pool.workers)))  # the tail stays balanced
@@ -210,7 +229,7 @@ class _JobRun:
     def _hand_out(self, worker: Worker) -> bool:
         size = self._chunk_size()
         for group in self.groups[:64]:
-            holds = any(function == group.function for _, function, _, _ in worker.chunks)
+            holds = any(function == group.function for function, _, _ in worker.chunks)
             if not group.pending or (not holds and self.running.get(group.function, 0) >= group.limit):
                 continue
             chunk: list[tuple[int, int]] = []
@@ -235,14 +254,17 @@ class _JobRun:
     def _start(self, worker: Worker, function: str, chunk: list[tuple[int, int]]) -> None:
         indexes = [i for _, i in chunk]
         # Before it runs: a re-run pod of this job never runs these again (at most once).
-        self.job.write_frames(_run_frames(indexes))
-        if worker.job != self.setup[0]:
-            _send(worker.send, ("job", *self.setup))
-            worker.job = self.setup[0]
-        _send(worker.send, ("run", chunk))
-        if not any(held == function for _, held, _, _ in worker.chunks):
+        self.job.write_runs(_run_frames(indexes))
+        if not any(held == function for held, _, _ in worker.chunks):
             self.running[function] = self.running.get(function, 0) + 1
-        worker.chunks.append((time.monotonic(), function, deque(indexes), chunk))
+        worker.chunks.append((function, deque(indexes), chunk))
+        try:
+            if worker.job != self.setup[0]:
+                _send(worker.send, ("job", *self.setup))
+                worker.job = self.setup[0]
+            _send(worker.send, ("run", chunk))
+        except OSError:  # it died after its last record: this chunk never reached it
+            self._lost(worker, running=len(worker.chunks) > 1)
 
     def _receive(self, worker: Worker) -> None:
         data = _read(worker.recv)
@@ -253,63 +275,79 @@ class _JobRun:
         self._drain(worker, settle=True)
 
     def _drain(self, worker: Worker, settle: bool) -> None:
-        """Write the records in the worker's buffer (one write: on disk before this worker gets
-        more); ``settle``: they also free its chunks."""
-        frames: list[bytes] = []
-        offset = 0
+        """Write the whole records in the worker's buffer as they are (one write: on disk before
+        this worker gets more); ``settle``: they also free its chunks. A worker runs its chunks
+        in order, so the n-th record it sends is its n-th outstanding call's."""
         buffer = worker.buffer
-        while offset + _MSG.size <= len(buffer):
-            kind, i, length = _MSG.unpack_from(buffer, offset)
-            end = offset + _MSG.size + length
+        offset = start = 0
+        spans: list[tuple[int, int]] = []
+        while offset + _LEN.size <= len(buffer):
+            (length,) = _LEN.unpack_from(buffer, offset)
+            end = offset + _LEN.size + (length & ~NOTICE)
             if end > len(buffer):
                 break
-            payload = bytes(buffer[offset + _MSG.size:end])
+            if length & NOTICE:  # a missing blob's hash, for the job's end record: not written
+                self._write(worker, buffer, start, spans, settle)
+                self.job.missing.add(bytes(buffer[offset + _LEN.size:end]).decode())
+                start, spans = end, []
+            else:
+                spans.append((offset, end))
             offset = end
-            if kind == MISSING:
-                self.job.missing.add(payload.decode())
-                continue
-            frames.append(payload)
-            self.job.done.add(i)
-            if settle:
-                self._finished(worker, i)
+        self._write(worker, buffer, start, spans, settle)
         del buffer[:offset]
-        if frames:
-            self.job.write_frames(b"".join(frames))
 
-    def _finished(self, worker: Worker, i: int) -> None:
-        started, function, remaining, chunk = worker.chunks[0]
-        if remaining and remaining[0] == i:
-            remaining.popleft()
-        else:
-            with contextlib.suppress(ValueError):
-                remaining.remove(i)
-        if not remaining:
+    def _write(self, worker: Worker, buffer: bytearray, start: int, spans: list[tuple[int, int]], settle: bool) -> None:
+        if not spans:
+            return
+        self.job.write_frames(bytes(buffer[start:spans[-1][1]]))
+        for span in spans:
+            if not worker.chunks:
+                break  # more records than calls handed out: not the worker's own (the call wrote to its pipe)
+            function, remaining, _ = worker.chunks[0]
+            self.job.done.add(remaining.popleft())
+            if remaining:
+                continue
             worker.chunks.popleft()
-            if not any(held == function for _, held, _, _ in worker.chunks):
-                self.running[function] -= 1
-            seconds = (time.monotonic() - started) / len(chunk)
-            self.per_call = seconds if self.per_call <= 0 else 0.7 * self.per_call + 0.3 * seconds
+            if settle:
+                if not any(held == function for held, _, _ in worker.chunks):
+                    self.running[function] -= 1
+                self._learn(buffer, span)
 
-    def _lost(self, worker: Worker) -> None:
-        """The worker died: its running call is LOST, the rest of its calls go back to the queue."""
+    def _learn(self, buffer: bytearray, span: tuple[int, int]) -> None:
+        """A chunk's last call's own time (from its record) sizes the next chunks: the pod's
+        clock would count every wait of a busy machine as the calls' time."""
+        try:
+            times = next(rec.iter_records(memoryview(buffer)[span[0]:span[1]]))["t"]
+            seconds = float(times[1]) - float(times[0]) + RECORD_SECONDS
+        except (StopIteration, KeyError, TypeError, ValueError, IndexError):
+            return
+        self.per_call = seconds if self.per_call <= 0 else 0.7 * self.per_call + 0.3 * seconds
+
+    def _lost(self, worker: Worker, running: bool = True) -> None:
+        """The worker died: its running call is LOST, the rest of its calls go back to the queue
+        (all of them, where it was not ``running`` any)."""
+        worker.alive = False
         how = _reap(worker.pid)
         os.close(worker.send)
         os.close(worker.recv)
         self.pool.workers.remove(worker)
         outstanding = list(worker.outstanding)
-        for function in {function for _, function, _, _ in worker.chunks}:
+        for function in {function for function, _, _ in worker.chunks}:
             self.running[function] -= 1
-        if outstanding:
+        if outstanding and not running:
+            self._requeue(worker, set(outstanding))
+        elif outstanding:
             crashed = outstanding[0]
             self.job.done.add(crashed)
             self.job.emit(ended_record(crashed, rec.LOST, f"the worker process running this call (pid {worker.pid}) "
                                        f"died: {how}; the pod replaced it and ran the job's other calls"))
             self._requeue(worker, set(outstanding[1:]))
+        worker.chunks.clear()
         self.pool.workers.append(self.pool._fork())
 
     def _requeue(self, worker: Worker, indexes: set[int]) -> None:
         back: dict[int, list[int]] = {}
-        for _, _, _, chunk in worker.chunks:
+        for _, _, chunk in worker.chunks:
             for group_index, i in chunk:
                 if i in indexes:
                     back.setdefault(group_index, []).append(i)
@@ -370,12 +408,40 @@ def _run_frames(indexes: list[int]) -> bytes:
     return b"".join(frames)
 
 
-def _reap(pid: int) -> str:
-    """Wait for a worker's end; how it ended, in words."""
+def _exited(pid: int) -> int | None:
+    """A worker's wait status if it has ended (collected now, kept for ``_reap``), else None."""
+    if pid in _EXITED:
+        return _EXITED[pid]
     try:
-        _, status = os.waitpid(pid, 0)
+        done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return "it ended (its status was already collected)"
+        return None
+    if not done:
+        return None
+    _EXITED[pid] = status
+    return status
+
+
+_EXITED: dict[int, int] = {}  # wait statuses collected by _exited, for _reap to describe
+
+
+def _reap(pid: int) -> str:
+    """Wait for a worker's end (killing it first if it still runs: its pipe broke); how it
+    ended, in words."""
+    status = _exited(pid)
+    deadline = time.monotonic() + REAP_WAIT
+    while status is None and time.monotonic() < deadline:  # its pipe closes a moment before it can be waited for
+        time.sleep(0.005)
+        status = _exited(pid)
+    _EXITED.pop(pid, None)
+    if status is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            return "it ended (its status was already collected)"
+        return "its pipe to the pod broke while it ran; the pod killed it"
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         try:
@@ -419,13 +485,13 @@ class _WorkerJob:
     """A worker's view of one job: its header, loaded functions and argument tables."""
 
     def __init__(self, job_id: str, bundle: str, job_dir: str, folders: list[str],
-                 functions: dict[str, Callable[..., Any]], blobs: VolumeBlobs) -> None:
+                 functions: dict[str, Callable[..., Any]], blobs: VolumeBlobs, outbox: _Outbox) -> None:
         with open(bundle, "rb") as stream:
             self.header: JobHeader = read_header(stream)[0]
         self.job_id = job_id
         self.blobs = blobs
         self.functions = functions
-        self.watch = CancelWatch(str(Path(job_dir) / CANCEL_NAME))
+        self.watch = CancelWatch(str(Path(job_dir) / CANCEL_NAME), tick=outbox.flush_stale)
         self.runner = CallRunner(blobs, best_codec(self.header.codecs), self.header.codecs, self.watch)
         self.firsts: list[int] = []
         first = 0
@@ -442,7 +508,7 @@ class _WorkerJob:
         self.watch.stop()
         self.wheels.close()
 
-    def table(self, group_index: int, send: int) -> tuple[Callable[..., Any] | None, Any]:
+    def table(self, group_index: int, outbox: _Outbox) -> tuple[Callable[..., Any] | None, Any]:
         """(function, calls) of a group, loaded once; (None, failure) when they cannot load."""
         if group_index not in self.tables:
             group = self.header.groups[group_index]
@@ -456,14 +522,14 @@ class _WorkerJob:
             except IntegrityError as exc:
                 # A blob rotted in the volume: drop it and report it missing, so the client re-sends it.
                 self.blobs.path(exc.blob).unlink(missing_ok=True)  # type: ignore[arg-type]
-                _write_all(send, _MSG.pack(MISSING, 0, len(str(exc.blob))) + str(exc.blob).encode())
+                outbox.add(_LEN.pack(NOTICE | len(str(exc.blob))) + str(exc.blob).encode())
                 self.tables[group_index] = (None, (rec.LOST, str(exc), {"missing": [exc.blob]}))
             except BaseException as exc:  # noqa: BLE001 - any load failure is this group's outcome
                 self.tables[group_index] = (None, (rec.RAISED, None, {"e": error_info(exc)}))
         return self.tables[group_index]
 
-    def run(self, group_index: int, i: int, send: int) -> dict[str, Any]:
-        function, calls = self.table(group_index, send)
+    def run(self, group_index: int, i: int, outbox: _Outbox) -> dict[str, Any]:
+        function, calls = self.table(group_index, outbox)
         if function is None:
             status, message, extra = calls
             record = ended_record(i, status, message or "", **extra)
@@ -472,6 +538,48 @@ class _WorkerJob:
             return ended_record(i, rec.CANCELLED, "cancelled by the client before it ran")
         args, kwargs = calls[i - self.firsts[group_index]]
         return self.runner.run(i, function, args, kwargs, self.header.groups[group_index].timeout)
+
+
+class _Outbox:
+    """A worker's finished records on their way to the pod, sent in batches: at a chunk's end,
+    once the oldest waits ``FLUSH_SECONDS`` (checked as calls end), and from the cancel
+    watcher's thread while a slow call runs after fast ones. SIGTERM waits while a batch is
+    being written, so the pod never reads half a frame."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.frames: list[bytes] = []
+        self.since = 0.0
+        self.lock = threading.Lock()
+
+    def add(self, frame: bytes) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if not self.frames:
+                self.since = now
+            self.frames.append(frame)
+        if now - self.since >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush_stale(self) -> None:
+        if self.frames and time.monotonic() - self.since >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+        try:
+            with self.lock:
+                data, self.frames = b"".join(self.frames), []
+                if data:
+                    _write_all(self.fd, data)
+        finally:
+            if on_main:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+
+
+_HELD = {signal.SIGTERM, signal.SIGUSR1}
 
 
 def _on_term(_signum: int, _frame: Any) -> None:
@@ -486,6 +594,7 @@ def _worker_main(recv: int, send: int) -> None:
     functions: dict[str, Callable[..., Any]] = {}
     blobs: VolumeBlobs | None = None
     job: _WorkerJob | None = None
+    outbox = _Outbox(send)
     try:
         while True:
             head = _read_exactly(recv, _LEN.size)
@@ -501,19 +610,18 @@ def _worker_main(recv: int, send: int) -> None:
 
                     blobs = VolumeBlobs(data_dir())
                 job_id, bundle, job_dir, folders = message[1:]
-                job = _WorkerJob(job_id, bundle, job_dir, folders, functions, blobs)
+                job = _WorkerJob(job_id, bundle, job_dir, folders, functions, blobs, outbox)
             elif message[0] == "run" and job is not None:
                 for group_index, i in message[1]:
-                    record = job.run(group_index, i, send)
-                    frame = rec.encode_record(record)
-                    _write_all(send, _MSG.pack(RECORD, i, len(frame)) + frame)
+                    outbox.add(rec.encode_record(job.run(group_index, i, outbox)))
+                outbox.flush()  # the chunk is done: the pod hears of all of it now
             elif message[0] == "end" and job is not None:
                 job.close()
                 job = None
             elif message[0] == "quit":
                 return
     except Stopped as stop:
-        if stop.record is not None:
-            frame = rec.encode_record(stop.record)
-            with contextlib.suppress(OSError):
-                _write_all(send, _MSG.pack(RECORD, stop.record["i"], len(frame)) + frame)
+        with contextlib.suppress(OSError):
+            if stop.record is not None:
+                outbox.add(rec.encode_record(stop.record))
+            outbox.flush()

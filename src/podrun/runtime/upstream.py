@@ -4,7 +4,7 @@ The client sends an ``UpstreamResult`` (the upstream call's job id and index) in
 future; the pod reads that call's record from the job's results file in its own volume and
 passes the value on, so the result never crosses the link. An upstream call that raised
 fails this one with ``_UpstreamFailed`` carrying the upstream's error record, which the
-client rebuilds as it rebuilds any remote exception (client/job.py): the dependent call ends
+client rebuilds as it rebuilds any remote exception (client/jobs/resolve.py): the dependent call ends
 with the upstream's own exception type and remote traceback.
 """
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ...errors import ImageStoreError
+from ..home import default_home
 
 ONBOARD_REGISTRY = "fpga.dphi.space:5000/"
 _DROP_PREFIXES = (ONBOARD_REGISTRY, "localhost/", "docker.io/library/", "docker.io/", "library/")
@@ -278,8 +279,6 @@ def default_store() -> Path:
     """``$PODRUN_IMAGE_STORE``, else ``$PODRUN_HOME/images`` (shared by every volume and user)."""
     if os.environ.get("PODRUN_IMAGE_STORE"):
         return Path(os.environ["PODRUN_IMAGE_STORE"])
-    from .localplatform import default_home
-
     return default_home() / "images"
 
 
