@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LOCK := requirements/dev.lock
 STAMP := $(VENV)/.installed
+BENCH_LOCK := requirements/bench.lock
+BENCH_STAMP := $(VENV)/.bench-installed
 PIP_TOOLS := pip-tools==7.6.2
 
 .PHONY: demo test test-slow lint bench lock lock-upgrade clean
@@ -36,10 +38,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
-	$(PY) benchmarks/overhead.py
+# The peers (loky, Dask, Ray) come from the bench extra, pinned apart in requirements/bench.lock.
+$(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(BENCH_LOCK)
+	touch $(BENCH_STAMP)
 
-# `make lock` pins what pyproject.toml adds or changes and keeps every other pin;
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/peers.py $(BENCH_ARGS)
+
+# `make lock` pins what pyproject.toml adds or changes and keeps every other pin (the bench lock
+# within the development lock's pins);
 # `make lock-upgrade` re-resolves everything to the newest versions the ranges allow.
 lock-upgrade: LOCK_FLAGS := --upgrade
 lock lock-upgrade:
@@ -47,7 +56,9 @@ lock lock-upgrade:
 	$(PY) -m pip install --quiet $(PIP_TOOLS)
 	$(VENV)/bin/pip-compile --quiet $(LOCK_FLAGS) --extra dev --build-deps-for editable --generate-hashes \
 		--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
-	rm -f $(STAMP)
+	$(VENV)/bin/pip-compile --quiet $(LOCK_FLAGS) --extra bench --constraint $(LOCK) --generate-hashes \
+		--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o $(BENCH_LOCK) pyproject.toml
+	rm -f $(STAMP) $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform as host
+import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +31,18 @@ def private_home() -> Iterator[Path]:
             from podrun.platform.local import LocalPlatform
 
             LocalPlatform(Path(tmp) / "local").shutdown()
+            _unmount_below(Path(tmp))
+
+
+def _unmount_below(folder: Path) -> None:
+    """podman's overlay image store under PODRUN_HOME mounts a folder onto itself: undo that,
+    deepest first, so the temporary home can be removed."""
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{folder}/")]
+    umount = shutil.which("umount", path="/usr/bin:/bin:/usr/sbin:/sbin")
+    for point in sorted(points, reverse=True):
+        if umount:
+            subprocess.run([umount, point], check=False)
 
 
 def _cell(value: Any) -> str:
@@ -50,9 +64,11 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
             print("  ".join("-" * width for width in widths))
 
 
-def write_json(name: str, data: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_json(name: str, data: dict[str, Any], path: Path | None = None) -> Path:
+    """``benchmarks/results/NAME.json``, or ``path`` (a smoke run leaves the real results alone)."""
+    if path is None:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"{name}.json"
     data = {"machine": {"python": sys.version.split()[0], "cpus": os.cpu_count(), "platform": host.platform()}, **data}
     path.write_text(json.dumps(data, indent=2))
     print(f"\nwrote {path}")

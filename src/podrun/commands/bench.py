@@ -1,4 +1,4 @@
-"""``podrun bench overhead|link|objects [--quick]``: runs the repository's benchmark scripts."""
+"""``podrun bench overhead|link|objects|peers [--quick]``: runs the repository's benchmark scripts."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ QUICK = {
     "overhead": ["--quick"],
     "link": ["--calls", "100", "--mb", "5", "--chain-mb", "10", "--naive-sample", "2"],
     "objects": [],
+    "peers": ["--quick"],
 }
 
 
