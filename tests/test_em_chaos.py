@@ -157,7 +157,8 @@ def _chaos_rates(total: float) -> list[str]:
             "--chaos-drop-rate", str(total / 2), "--chaos-latency", "0.005", "--chaos-seed", "13"]
 
 
-@pytest.mark.parametrize("faults", [0.2, pytest.param(0.4, marks=pytest.mark.slow)])
+@pytest.mark.slow  # 80 s and more: make test-slow (CI runs it)
+@pytest.mark.parametrize("faults", [0.2, 0.4])
 def test_calls_run_at_most_once_and_none_is_lost_under_chaos(tmp_path: Path, faults: float, caplog):
     caplog.set_level(logging.INFO, logger="podrun.platform.em")
     with EmulatorProcess(tmp_path / "em", *_chaos_rates(faults)) as em:

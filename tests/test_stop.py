@@ -203,6 +203,7 @@ def test_pods_stop_through_the_emulator(tmp_path: Path, monkeypatch: pytest.Monk
         assert config.current_platform().pod_status(POD).is_terminal
 
 
+@pytest.mark.slow  # about 20 s: make test-slow
 def test_kill_of_a_warm_job_queued_behind_another_clients_cancels_it_alone(clients: Clients) -> None:
     """--kill never stops a warm pod for a job still waiting in its inbox: the pod runs
     another client's job, which finishes; the queued job's calls end CANCELLED."""

@@ -102,7 +102,9 @@ def test_first_results_arrive_while_the_slow_call_runs(kind: str, keep_warm: flo
 @pytest.mark.parametrize("kind", ["local", "em"])
 def test_a_pod_killed_outright_still_gives_back_what_finished(kind: str, request: pytest.FixtureRequest) -> None:
     configure(kind, request)
-    remote = podrun.remote(killed_at, max_duration=2, pod_name=f"killed-{kind}")
+    # workers=1: the call runs in the runtime's own process, so its SIGKILL ends the pod (in a
+    # pool worker it would end that worker alone: tests/test_runtime_pool.py).
+    remote = podrun.remote(killed_at, max_duration=2, pod_name=f"killed-{kind}", workers=1)
     futures = remote.map(range(6), kill=4)
     assert [f.get(timeout=120) for f in futures[:4]] == [0, 1, 2, 3]
     for future in futures[4:]:

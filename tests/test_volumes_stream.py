@@ -45,12 +45,12 @@ def test_a_cut_short_compressed_frame_is_an_integrity_error(data, codec, keep):
 
 
 MEASURE = r"""
-import resource, sys
+import resource, sys, time
 import podrun
 
 size = int(sys.argv[1])
 
-@podrun.remote(node="MPU", max_duration=5)
+@podrun.remote(node="MPU", max_duration=5, workers=1)  # in the runtime's own process: its exit writes pod-rss
 def big(n):
     import atexit, os, resource
     out = os.path.join(podrun.data_dir(), "pod-rss")
@@ -65,7 +65,12 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 value = big.remote(size).get(timeout=300)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 assert value.nbytes == size
-start, peak = (podrun.client.config.current_platform().inner.volume_path(None) / "pod-rss").read_text().split()
+rss = podrun.client.config.current_platform().inner.volume_path(None) / "pod-rss"
+for _ in range(600):  # the result streams in before the pod exits and writes it
+    if rss.exists() and rss.read_text():
+        break
+    time.sleep(0.1)
+start, peak = rss.read_text().split()
 print((after - before) * 1024 / size, (int(peak) - int(start)) * 1024 / size)
 """
 
