@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UsageTypeError, WaitTimeout
 from . import interrupt
-from .lazy_future import _SHARED, LazyFuture
+
+_SHARED = threading.Lock()  # makes a DeferredValue's lock once
 
 if TYPE_CHECKING:
     from ..platform.metered import MeteredPlatform
@@ -61,7 +62,6 @@ class DeferredValue:
     """A result still in the volume: ``get()`` fetches and unpickles it once (``load(arg)``).
     Its lock is made on the first ``get()``: most results are read once, by one thread."""
 
-    __slots__ = ("_load", "_arg", "_lock", "_loaded", "_value")
 
     def __init__(self, load: Callable[[Any], Any], arg: Any = None) -> None:
         self._load: Callable[[Any], Any] | None = load
@@ -90,12 +90,11 @@ class DeferredValue:
             return self._value
 
 
-class ObjectFuture(LazyFuture):
-    """The future result of one remote call (``f.remote(...)``). Slotted, with its lock made
-    only when someone waits on it (``lazy_future.py``): a pending call costs ~200 bytes."""
+class ObjectFuture(cf.Future):
+    """The future result of one remote call (``f.remote(...)``). A plain ``Future`` underneath:
+    a lazily made, slotted one (fewer bytes per pending call) crashed CPython 3.11's garbage
+    collector in the client, so it was taken out."""
 
-    __slots__ = ("function_name", "_job", "index", "stdout", "stderr", "status", "_cancel_hook", "_record", "_ref",
-                 "target", "_sent_listeners", "_cancel_reported", "reserved_job_id")
 
     def __init__(self, function_name: str = "", target: tuple[str, str | None] | None = None) -> None:
         super().__init__()
@@ -129,7 +128,8 @@ class ObjectFuture(LazyFuture):
         # Being put in a job is the Future's "running": from here cancel() cannot unsend it.
         self._job = job
         if job is not None:
-            lock = self._acquire()
+            lock = self._condition
+            lock.acquire()
             try:
                 pending = self._state == cf._base.PENDING
                 listeners, self._sent_listeners = self._sent_listeners, None
@@ -142,7 +142,8 @@ class ObjectFuture(LazyFuture):
 
     def on_sent(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` once the call is in a job (now, if it already is)."""
-        lock = self._acquire()
+        lock = self._condition
+        lock.acquire()
         try:
             if self._job is None:
                 if self._sent_listeners is None:
@@ -240,7 +241,8 @@ class ObjectFuture(LazyFuture):
         """As ``Future``'s: False (once) for a cancelled future, else it becomes running.
         ``cancel()`` notifies waiters at once (no executor will pick the call up later), so
         the caller who then asks still hears False, exactly as from a plain Future."""
-        lock = self._acquire()
+        lock = self._condition
+        lock.acquire()
         try:
             if self._state == cf._base.CANCELLED_AND_NOTIFIED and not self._cancel_reported:
                 self._cancel_reported = True
@@ -317,7 +319,7 @@ def wait(futures: Iterable[ObjectFuture], timeout: float | None = None,
 def as_completed(futures: Iterable[ObjectFuture], timeout: float | None = None) -> Iterator[ObjectFuture]:
     """Yield futures as their calls end."""
     futures = list(futures)
-    return interrupt.iterate(futures, cf.as_completed(futures, timeout))  # type: ignore[arg-type]
+    return interrupt.iterate(futures, cf.as_completed(futures, timeout))
 
 
 def iter_results(futures: Iterable[ObjectFuture], ordered: bool = True, timeout: float | None = None) -> Iterator[Any]:

@@ -161,7 +161,7 @@ class RemoteFunction:
         one job. ``shared_kwargs`` go to every call and are pickled once."""
         with paused_gc(BULK):  # a map is a burst, however long its iterable turns out to be
             if iterables:
-                calls = [(row, shared_kwargs) for row in zip(iterable, *iterables, strict=False)]
+                calls = [(tuple(row), shared_kwargs) for row in zip(iterable, *iterables, strict=False)]
             else:
                 calls = [((item,), shared_kwargs) for item in iterable]
             return self._submit(calls) if calls else []

@@ -34,20 +34,30 @@ class OutOfBand:
 
     def __init__(self, *args: Any, threshold: int | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.threshold = threshold
-        self._ids: dict[int, tuple[Any, tuple[Any, ...]]] = {}  # id(obj) -> (obj kept alive, its persistent id)
+        if threshold is not None:
+            # An attribute holding a closure, not a ``persistent_id`` method: CPython 3.11's C
+            # pickler keeps a method's pickler as a borrowed reference, and the client's garbage
+            # collector then crashed (SIGSEGV) on picklers made on lane threads.
+            self.persistent_id = _persistent_ids(threshold)
 
-    def persistent_id(self, obj: Any) -> tuple[Any, ...] | None:
+
+def _persistent_ids(threshold: int) -> Any:
+    """``persistent_id`` for one pickling: the same object met twice gets the same id object."""
+    ids: dict[int, tuple[Any, tuple[Any, ...]]] = {}  # id(obj) -> (obj kept alive, its persistent id)
+
+    def persistent_id(obj: Any) -> tuple[Any, ...] | None:
         kind = _KINDS.get(type(obj))
-        if kind is None or self.threshold is None:
+        if kind is None:
             return None
-        known = self._ids.get(id(obj))
+        known = ids.get(id(obj))
         if known is not None:
             return known[1]
-        pid = _persistent_id(kind, obj, self.threshold)
+        pid = _persistent_id(kind, obj, threshold)
         if pid is not None:
-            self._ids[id(obj)] = (obj, pid)
+            ids[id(obj)] = (obj, pid)
         return pid
+
+    return persistent_id
 
 
 def _persistent_id(kind: str, obj: Any, threshold: int) -> tuple[Any, ...] | None:
