@@ -7,7 +7,7 @@ Each case runs in its own interpreter (``run_python``): a segfault is then this 
 Why these: a client whose futures made their lock only when waited on crashed in CPython 3.11's
 collector (SIGSEGV, lane and lease threads). The cause was not the futures: CPython 3.11 clears a
 ``memoryview`` met in a garbage cycle even while another view still exports from it, and
-crashes when that view lets go (CPython gh-77894, fixed in 3.12.7 and 3.13.1, never in 3.11). A
+crashes when that view lets go (CPython gh-77894, fixed in 3.12 and 3.13 in 2024, never in 3.11). A
 large memoryview argument pickles to a ``PickleBuffer`` of it, whose ``raw()`` view became the
 argument's blob; the blob lives in the job, which is in a reference cycle with its futures. The
 lighter futures had only moved the collections that reached such a cycle.

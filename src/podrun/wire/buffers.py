@@ -34,15 +34,23 @@ class OutOfBand:
 
     def __init__(self, *args: Any, threshold: int | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._views: list[pickle.PickleBuffer] = []  # PickleBuffers of memoryviews: released after dump
         if threshold is not None:
-            # An attribute holding a closure, not a ``persistent_id`` method: CPython 3.11's C
-            # pickler keeps a method's pickler as a borrowed reference, and the client's garbage
-            # collector then crashed (SIGSEGV) on picklers made on lane threads.
-            self.persistent_id = _persistent_ids(threshold)
+            self.persistent_id = _persistent_ids(threshold, self._views)
+
+    def dump(self, obj: Any) -> None:
+        """As ``Pickler.dump``; then the ``PickleBuffer`` made of each memoryview lets go of it
+        (``unchained``: kept, as by a failed pickling's traceback, it could crash the collector)."""
+        try:
+            super().dump(obj)  # type: ignore[misc]
+        finally:
+            for view in self._views:
+                view.release()
 
 
-def _persistent_ids(threshold: int) -> Any:
-    """``persistent_id`` for one pickling: the same object met twice gets the same id object."""
+def _persistent_ids(threshold: int, views: list[pickle.PickleBuffer]) -> Any:
+    """``persistent_id`` for one pickling: the same object met twice gets the same id object;
+    the PickleBuffers it makes of memoryviews go to ``views``."""
     ids: dict[int, tuple[Any, tuple[Any, ...]]] = {}  # id(obj) -> (obj kept alive, its persistent id)
 
     def persistent_id(obj: Any) -> tuple[Any, ...] | None:
@@ -55,6 +63,8 @@ def _persistent_ids(threshold: int) -> Any:
         pid = _persistent_id(kind, obj, threshold)
         if pid is not None:
             ids[id(obj)] = (obj, pid)
+            if kind == MEMORYVIEW and isinstance(pid[1], pickle.PickleBuffer):
+                views.append(pid[1])
         return pid
 
     return persistent_id
@@ -81,6 +91,23 @@ def _view_id(view: memoryview, threshold: int) -> tuple[Any, ...] | None:
         return None
     data: Any = pickle.PickleBuffer(flat) if view.nbytes >= threshold else flat.tobytes()
     return (MEMORYVIEW, data, view.format, tuple(view.shape or ()), view.readonly)
+
+
+def unchained(view: memoryview) -> memoryview:
+    """``view`` (a ``PickleBuffer.raw()``, kept as a blob) as the same bytes without holding an
+    export of another memoryview.
+
+    Why: CPython 3.11 clears a memoryview met in a garbage cycle even while a view still exports
+    from it, and crashes when that view later lets go (CPython gh-77894, fixed in 3.12 and
+    3.13 in 2024, never in 3.11). The raw view of a memoryview argument's ``PickleBuffer`` is such an
+    export, and its blob lives in the job, which is in a cycle with its futures. A memoryview
+    of a memoryview shares its buffer instead of exporting from it."""
+    base = view.obj
+    if not isinstance(base, memoryview):
+        return view  # a bytes, an array: no memoryview to clear
+    same = memoryview(base).cast("B") if base.c_contiguous else memoryview(view.tobytes())
+    view.release()
+    return same
 
 
 def _reshape(view: memoryview, fmt: str, shape: tuple[int, ...]) -> memoryview:

@@ -21,7 +21,7 @@ from typing import Any
 import cloudpickle
 
 from ..errors import SerializationError
-from .buffers import OutOfBand
+from .buffers import OutOfBand, unchained
 from .buffers import loads as _loads_out_of_band
 from .hashing import content_hash
 from .tracebacks import ORIGINS
@@ -61,7 +61,8 @@ def dumps(obj: Any, *, threshold: int = BLOB_THRESHOLD, what: str = "object", fa
             return True  # serialized in-band
         blob_hash = content_hash(view)
         buffers.append(blob_hash)
-        blobs.setdefault(blob_hash, view)
+        if blob_hash not in blobs:
+            blobs[blob_hash] = unchained(view)
         return False
 
     if fast:
