@@ -5,9 +5,10 @@ Latency of one trivial call (cold pod, warm pod, process pool), and throughput o
 a table and writes benchmarks/results/overhead.json.
 
 The client's own stages of a 50k-call map come first: submitting (``f.map`` returning its
-futures: pickling the argument table, making futures, queueing) and settling (the job turning
-its result records into settled futures, timed around ``Job._resolve``), in µs per call of
-the thread's own CPU time (the machine's other load and the lane thread stay out of it).
+futures: pickling the argument table, making futures, queueing), results in (the segments
+downlinked and their records decoded) and settling (records turned into settled futures, as
+segments stream in and at the job's end), in µs per call of the CPU time of the thread doing
+each (the machine's other load stays out of it).
 
     python benchmarks/overhead.py [--quick] [--stages-only]
 """
@@ -39,37 +40,49 @@ def time_it(fn, repeat: int) -> list[float]:
 
 
 def client_stages(n: int, repeat: int) -> dict[str, float]:
-    """µs per call of the client's submit and settle stages (min over ``repeat`` maps of ``n``)."""
+    """µs per call of the client's stages (min over ``repeat`` maps of ``n``): submit (``map``
+    returning), results in (segments downlinked and decoded, ``ResultStream.fetch``) and settle
+    (records to settled futures: ``Job._take`` as segments stream in, then ``Job._resolve``;
+    ``resolve_us_per_call`` is the latter alone, the figure this table gave before streaming)."""
     import podrun
+    from podrun.client.jobs import follow
     from podrun.client.jobs import job as job_module
 
-    settle_s: list[float] = []
-    resolve = job_module.Job._resolve
+    spent: dict[str, list[float]] = {"fetch": [], "take": [], "resolve": []}
 
-    def timed_resolve(self, records, manifest):
-        start = time.thread_time()
-        try:
-            return resolve(self, records, manifest)
-        finally:
-            settle_s.append(time.thread_time() - start)
+    def timed(name: str, method):
+        def run(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[name].append(time.thread_time() - start)
+        return run
 
+    originals = [(follow.ResultStream, "fetch"), (job_module.Job, "_take"), (job_module.Job, "_resolve")]
+    saved = [getattr(cls, name) for cls, name in originals]
     remote_inc = podrun.remote(inc, max_duration=10)
-    submit, settle = [], []
-    job_module.Job._resolve = timed_resolve  # type: ignore[method-assign]
+    rows: dict[str, list[float]] = {"submit": [], "fetch": [], "settle": [], "resolve": []}
+    for (cls, name), method in zip(originals, saved, strict=True):
+        setattr(cls, name, timed(name.lstrip("_"), method))
     try:
         with private_home():
             podrun.get(remote_inc.map(range(10)), timeout=120)
             for _ in range(repeat):
-                settle_s.clear()
+                for times in spent.values():
+                    times.clear()
                 start = time.thread_time()
                 futures = remote_inc.map(range(n))
-                submit.append(time.thread_time() - start)
+                rows["submit"].append(time.thread_time() - start)
                 podrun.get(futures, timeout=600)
-                settle.append(sum(settle_s))
+                rows["fetch"].append(sum(spent["fetch"]))
+                rows["settle"].append(sum(spent["take"]) + sum(spent["resolve"]))
+                rows["resolve"].append(sum(spent["resolve"]))
                 del futures
     finally:
-        job_module.Job._resolve = resolve  # type: ignore[method-assign]
-    return {"calls": n, "submit_us_per_call": min(submit) / n * 1e6, "settle_us_per_call": min(settle) / n * 1e6}
+        for (cls, name), method in zip(originals, saved, strict=True):
+            setattr(cls, name, method)
+    return {"calls": n, **{f"{stage}_us_per_call": min(times) / n * 1e6 for stage, times in rows.items()}}
 
 
 def main() -> None:
@@ -79,7 +92,8 @@ def main() -> None:
     args = parser.parse_args()
     stages = client_stages(50_000, 2 if args.quick else 3)
     print_table("client stages of a 50k-call map (min, CPU µs per call)", ["stage", "µs"],
-                [["submit", stages["submit_us_per_call"]], ["settle", stages["settle_us_per_call"]]])
+                [["submit", stages["submit_us_per_call"]], ["results in (downlink, decode)", stages["fetch_us_per_call"]],
+                 ["settle", stages["settle_us_per_call"]], ["of which at the job's end", stages["resolve_us_per_call"]]])
     if args.stages_only:
         write_json("overhead_stages", {"stages": stages})
         return

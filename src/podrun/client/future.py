@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UsageTypeError, WaitTimeout
 from . import interrupt
-
-_SHARED = threading.Lock()  # makes a DeferredValue's lock once
+from .lazy_future import SHARED, LazyFuture
 
 if TYPE_CHECKING:
     from ..platform.metered import MeteredPlatform
@@ -62,55 +61,102 @@ class DeferredValue:
     """A result still in the volume: ``get()`` fetches and unpickles it once (``load(arg)``).
     Its lock is made on the first ``get()``: most results are read once, by one thread."""
 
+    __slots__ = ("_load", "_arg", "_lock", "_value")
 
     def __init__(self, load: Callable[[Any], Any], arg: Any = None) -> None:
         self._load: Callable[[Any], Any] | None = load
         self._arg = arg
         self._lock: threading.Lock | None = None
-        self._loaded = False
-        self._value: Any = None
+        self._value: Any = _UNLOADED
 
     def describe(self) -> str:
         """What a repr says of it: the value's type once fetched, without fetching it."""
-        return type(self._value).__name__ if self._loaded else "a result not yet fetched"
+        return "a result not yet fetched" if self._value is _UNLOADED else type(self._value).__name__
 
     def get(self) -> Any:
-        if self._loaded:
-            return self._value
+        value = self._value
+        if value is not _UNLOADED:
+            return value
         if self._lock is None:
-            with _SHARED:
+            with SHARED:
                 if self._lock is None:
                     self._lock = threading.Lock()
         with self._lock:
-            if not self._loaded:
+            if self._value is _UNLOADED:
                 assert self._load is not None
                 self._value = self._load(self._arg)
-                self._loaded = True
                 self._load = self._arg = None
             return self._value
 
 
-class ObjectFuture(cf.Future):
-    """The future result of one remote call (``f.remote(...)``). A plain ``Future`` underneath:
-    a lazily made, slotted one (fewer bytes per pending call) crashed CPython 3.11's garbage
-    collector in the client, so it was taken out."""
+_UNLOADED = object()  # a DeferredValue not fetched yet
 
+
+class _Rare:
+    """An ObjectFuture's fields that few calls ever use, made on first use (a pending call then
+    costs ~170 bytes): its ObjectRef, listeners waiting for it to be sent, whether a cancel was
+    reported, the status of a call that ended without a record."""
+
+    __slots__ = ("ref", "sent_listeners", "cancel_reported", "status")
+
+    def __init__(self) -> None:
+        self.ref: ObjectRef | None = None
+        self.sent_listeners: list[Callable[[], None]] = []
+        self.cancel_reported = False  # cancel() notified waiters itself; the first caller still hears False
+        self.status: str | None = None
+
+
+class ObjectFuture(LazyFuture):
+    """The future result of one remote call (``f.remote(...)``): a ``concurrent.futures.Future``
+    whose lock is made only when someone waits on it (``lazy_future.py``), slotted, its rarer
+    fields in ``_Rare``; a pending call costs ~170 bytes."""
+
+    __slots__ = ("function_name", "target", "_job", "index", "_record", "_cancel_hook", "reserved_job_id", "_rare")
 
     def __init__(self, function_name: str = "", target: tuple[str, str | None] | None = None) -> None:
-        super().__init__()
+        self._state = cf._base.PENDING  # LazyFuture's four, here: no call per future
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._watch = None
         self.function_name = function_name
+        self.target = target  # (platform identity, pod_name), when submitted here
         self._job: Job | None = None
         self.index: int | None = None
-        self.stdout = ""
-        self.stderr = ""
-        self.status: str | None = None  # the terminal record's status once done
-        self._cancel_hook: Callable[[ObjectFuture], bool] | None = None
         self._record: CallRecord | None = None  # the call's terminal record, once done
+        self._cancel_hook: Callable[[ObjectFuture], bool] | None = None
         self.reserved_job_id: str | None = None  # the id of the job it will be sent in, from submission
-        self._ref: ObjectRef | None = None
-        self.target = target  # (platform identity, pod_name), when submitted here
-        self._sent_listeners: list[Callable[[], None]] | None = None
-        self._cancel_reported = False  # cancel() notified waiters itself; the first caller still hears False
+        self._rare: _Rare | None = None
+
+    def _rarely(self) -> _Rare:
+        """Its ``_Rare``, made now if need be; the caller holds ``_acquire()``'s lock."""
+        if self._rare is None:
+            self._rare = _Rare()
+        return self._rare
+
+    @property
+    def stdout(self) -> str:
+        """What the call printed to stdout ("" until it ends)."""
+        return self._record.out if self._record is not None else ""
+
+    @property
+    def stderr(self) -> str:
+        """What the call printed to stderr ("" until it ends)."""
+        return self._record.err if self._record is not None else ""
+
+    @property
+    def status(self) -> str | None:
+        """The call's terminal status (``rec.OK``, ``RAISED``, ``KILLED``...) once it ended."""
+        if self._record is not None:
+            return self._record.status
+        return self._rare.status if self._rare is not None else None
+
+    @status.setter
+    def status(self, status: str | None) -> None:  # a call that ended without a record
+        lock = self._acquire()
+        try:
+            self._rarely().status = status
+        finally:
+            lock.release()
 
     @property
     def job_id(self) -> str | None:
@@ -128,27 +174,25 @@ class ObjectFuture(cf.Future):
         # Being put in a job is the Future's "running": from here cancel() cannot unsend it.
         self._job = job
         if job is not None:
-            lock = self._condition
-            lock.acquire()
+            lock = self._acquire()
             try:
-                pending = self._state == cf._base.PENDING
-                listeners, self._sent_listeners = self._sent_listeners, None
+                if self._state == cf._base.PENDING:
+                    self._state = cf._base.RUNNING  # set_running_or_notify_cancel() of a pending future
+                rare = self._rare
+                listeners = rare.sent_listeners if rare is not None else []
+                if listeners:
+                    rare.sent_listeners = []  # type: ignore[union-attr]  # listeners come from it
             finally:
                 lock.release()
-            if pending:
-                self.set_running_or_notify_cancel()
-            for listener in listeners or ():
+            for listener in listeners:
                 listener()
 
     def on_sent(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` once the call is in a job (now, if it already is)."""
-        lock = self._condition
-        lock.acquire()
+        lock = self._acquire()
         try:
             if self._job is None:
-                if self._sent_listeners is None:
-                    self._sent_listeners = []
-                self._sent_listeners.append(listener)
+                self._rarely().sent_listeners.append(listener)
                 return
         finally:
             lock.release()
@@ -204,10 +248,11 @@ class ObjectFuture(cf.Future):
         if error is not None:
             raise error
         with self._condition:  # made once per future that is asked for a ref
-            if self._ref is None:
+            rare = self._rarely()
+            if rare.ref is None:
                 assert self.job is not None and self._record is not None
-                self._ref = self.job.make_ref(self._record)
-            return self._ref
+                rare.ref = self.job.make_ref(self._record)
+            return rare.ref
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the call ends (whatever its outcome); False if ``timeout`` passed first."""
@@ -221,8 +266,7 @@ class ObjectFuture(cf.Future):
         """As ``Future.cancel``: True for a call not yet sent (it never will be) and for one
         already cancelled; False once sent or finished. A sent call is still stopped: skipped
         if it has not started, interrupted if it runs; it then ends with ``podrun.Cancelled``."""
-        with self._condition:
-            state = self._state
+        state = self._state
         if state in (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED):
             return True
         if state == cf._base.FINISHED:
@@ -241,11 +285,10 @@ class ObjectFuture(cf.Future):
         """As ``Future``'s: False (once) for a cancelled future, else it becomes running.
         ``cancel()`` notifies waiters at once (no executor will pick the call up later), so
         the caller who then asks still hears False, exactly as from a plain Future."""
-        lock = self._condition
-        lock.acquire()
+        lock = self._acquire()
         try:
-            if self._state == cf._base.CANCELLED_AND_NOTIFIED and not self._cancel_reported:
-                self._cancel_reported = True
+            if self._state == cf._base.CANCELLED_AND_NOTIFIED and not (self._rare and self._rare.cancel_reported):
+                self._rarely().cancel_reported = True
                 return False
         finally:
             lock.release()
@@ -319,7 +362,7 @@ def wait(futures: Iterable[ObjectFuture], timeout: float | None = None,
 def as_completed(futures: Iterable[ObjectFuture], timeout: float | None = None) -> Iterator[ObjectFuture]:
     """Yield futures as their calls end."""
     futures = list(futures)
-    return interrupt.iterate(futures, cf.as_completed(futures, timeout))
+    return interrupt.iterate(futures, cf.as_completed(futures, timeout))  # type: ignore[arg-type]
 
 
 def iter_results(futures: Iterable[ObjectFuture], ordered: bool = True, timeout: float | None = None) -> Iterator[Any]:

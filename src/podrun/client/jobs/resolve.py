@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import cloudpickle
@@ -25,6 +26,7 @@ from ...store.manifest import Manifest
 from ...wire import records as rec
 from ...wire.bundle import python_version
 from ..future import DeferredValue, ObjectFuture
+from ..lazy_future import settle_all
 from ..tracebacks import render_info
 from .key import MAX_ATTEMPTS, PendingGroup
 
@@ -42,17 +44,21 @@ class Resolver:
     load_value: Callable[[rec.CallRecord], Any]  # an OK record's value, fetched when asked for
     stopped_by: Callable[[], str | None] = lambda: None  # who stopped the pod early (the pod_name's lease)
 
-    @property
+    @cached_property
     def futures(self) -> list[ObjectFuture]:
+        """The job's futures in call order (made once: a segment's records index it)."""
         return [f for g in self.groups for f in g.futures]
 
     def stream(self, records: list[rec.Record]) -> None:
         """Settle the futures whose calls have a final outcome among ``records``, as they come;
         KILLED and LOST wait for the job's end (a later pod of the job may still run the call)."""
         futures = self.futures
+        count = len(futures)
+        values: list[tuple[ObjectFuture, rec.CallRecord]] = []
         for record in records:
-            if isinstance(record, rec.CallRecord) and record.final and 0 <= record.i < len(futures):
-                self.apply(futures[record.i], record)
+            if type(record) is rec.CallRecord and record.status not in rec.RERUNNABLE and 0 <= record.i < count:
+                self._take(futures[record.i], record, values)
+        self.settle_values(values)
 
     def resolve(self, records: list[rec.Record], manifest: Manifest, embedded: list[str],
                 runtime_from_volume: str | None) -> list[PendingGroup]:
@@ -88,6 +94,7 @@ class Resolver:
                 group.attempts += 1
                 retry.append(group)
                 continue
+            values: list[tuple[ObjectFuture, rec.CallRecord]] = []
             for i, future in zip(span, group.futures, strict=True):
                 record = calls.get(i)
                 if record is None:
@@ -95,7 +102,8 @@ class Resolver:
                     future.status = error.status
                     settle(future, exc=error)
                 else:
-                    self.apply(future, record)
+                    self._take(future, record, values)
+            self.settle_values(values)
         return retry
 
     def unfinished_error(self) -> PodFailed:
@@ -117,13 +125,29 @@ class Resolver:
             message = f"the pod ended without a result for this call; {detail}"
         return PodFailed(f"job {self.job_id}: {message}", state=state, status=status)
 
+    def _take(self, future: ObjectFuture, record: rec.CallRecord, values: list[tuple[ObjectFuture, rec.CallRecord]]) -> None:
+        """``record``'s outcome for ``future``: an OK value joins ``values`` (settled together
+        by ``settle_values``), any other outcome is applied now; a future already settled (as
+        its record streamed in, or failed with its job) is left as it is."""
+        if future._record is not None or future.done():
+            return
+        if record.status == rec.OK:
+            values.append((future, record))
+        else:
+            self.apply(future, record)
+
+    def settle_values(self, values: list[tuple[ObjectFuture, rec.CallRecord]]) -> None:
+        """Settle OK calls in one batch: each future gets its record (status, output) and a
+        value fetched on ``get()``; one lock taken for all the futures nobody waits on."""
+        load = self.load_value
+        for future, record in values:
+            future._record = record
+        settle_all([(future, DeferredValue(load, record)) for future, record in values])
+
     def apply(self, future: ObjectFuture, record: rec.CallRecord) -> None:
         if future._record is not None:
             return  # settled as it streamed in
-        future.status = record.status
         future._record = record
-        future.stdout = record.out
-        future.stderr = record.err
         status = record.status
         error = record.error or {}
         if status == rec.OK:
