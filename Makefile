@@ -27,9 +27,9 @@ demo: $(STAMP)
 	fi
 	$(PY) examples/quickstart.py
 
-# The default suite; suites marked slow (arm64 under emulation) run in `make test-slow` and in CI.
+# The default suite; suites marked slow (pods in images, arm64 under emulation) run in `make test-slow` and in CI.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no slow test selected
