@@ -45,6 +45,10 @@ $(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
 
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/pods.py
+	$(PY) benchmarks/pool.py
+	$(PY) benchmarks/streaming.py
+	$(PY) benchmarks/storage.py
 	$(PY) benchmarks/peers.py $(BENCH_ARGS)
 
 # `make lock` pins what pyproject.toml adds or changes and keeps every other pin (the bench lock
