@@ -62,3 +62,20 @@ def test_a_foreign_or_malformed_record_is_a_wire_format_error(item: object) -> N
 def test_only_killed_and_lost_may_be_replaced_by_a_later_pod() -> None:
     final = {s for s in (rec.OK, rec.RAISED, rec.TIMEOUT, rec.KILLED, rec.CANCELLED, rec.LOST) if rec.CallRecord(0, s).final}
     assert final == {rec.OK, rec.RAISED, rec.TIMEOUT, rec.CANCELLED}
+
+
+@settings(max_examples=100, deadline=None)
+@given(items=st.lists(records, min_size=1, max_size=6), at=st.integers(0, 5), skew=st.sampled_from([-2, -1, 1, 2]))
+def test_a_frame_whose_length_disagrees_with_its_body_ends_the_records_there(items: list[rec.Record], at: int,
+                                                                            skew: int) -> None:
+    at %= len(items)
+    frames = [rec.encode_record(item) for item in items]
+    body = frames[at][4:]
+    if len(body) + skew < 0:
+        return
+    data = b"".join(frames[:at]) + (len(body) + skew).to_bytes(4, "little") + body + b"".join(frames[at + 1:])
+    assert list(rec.iter_records(data)) == items[:at]
+
+
+def test_a_record_without_its_later_fields_gets_their_defaults() -> None:
+    assert list(rec.iter_records(_frame([rec.VERSION, "call", 3, rec.OK]))) == [rec.CallRecord(3, rec.OK)]

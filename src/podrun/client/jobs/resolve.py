@@ -52,11 +52,11 @@ class Resolver:
     def stream(self, records: list[rec.Record]) -> None:
         """Settle the futures whose calls have a final outcome among ``records``, as they come;
         KILLED and LOST wait for the job's end (a later pod of the job may still run the call)."""
-        futures = self.futures
+        futures, call, rerunnable = self.futures, rec.CallRecord, rec.RERUNNABLE
         count = len(futures)
         values: list[tuple[ObjectFuture, rec.CallRecord]] = []
         for record in records:
-            if type(record) is rec.CallRecord and record.status not in rec.RERUNNABLE and 0 <= record.i < count:
+            if type(record) is call and record.status not in rerunnable and 0 <= record.i < count:
                 self._take(futures[record.i], record, values)
         self.settle_values(values)
 
@@ -96,6 +96,8 @@ class Resolver:
                 continue
             values: list[tuple[ObjectFuture, rec.CallRecord]] = []
             for i, future in zip(span, group.futures, strict=True):
+                if future._record is not None:
+                    continue  # settled as it streamed in
                 record = calls.get(i)
                 if record is None:
                     error = self.unfinished_error()
