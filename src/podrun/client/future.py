@@ -114,10 +114,7 @@ class ObjectFuture(LazyFuture):
     __slots__ = ("function_name", "target", "_job", "index", "_record", "_cancel_hook", "reserved_job_id", "_rare")
 
     def __init__(self, function_name: str = "", target: tuple[str, str | None] | None = None) -> None:
-        self._state = cf._base.PENDING  # LazyFuture's four, here: no call per future
-        self._result: Any = None
-        self._exception: BaseException | None = None
-        self._watch = None
+        LazyFuture.__init__(self)  # by name: super() costs more, once per call of a map
         self.function_name = function_name
         self.target = target  # (platform identity, pod_name), when submitted here
         self._job: Job | None = None
