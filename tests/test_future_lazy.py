@@ -135,7 +135,7 @@ def test_settle_all_wakes_every_waiter_and_runs_every_callback_once(n, mode, can
     outcome: list[object] = []
     watcher = threading.Thread(target=lambda: outcome.append(_watch(futures, mode)))
     watcher.start()
-    settle_all([(future, i) for i, future in enumerate(futures)])
+    settle_all(futures, list(range(n)))
     watcher.join(30)
     assert not watcher.is_alive() and outcome == [True]
     for i, future in enumerate(futures):

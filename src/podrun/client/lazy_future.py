@@ -24,7 +24,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
@@ -197,12 +197,12 @@ class LazyFuture(cf.Future):
         self._invoke_callbacks()
 
 
-def settle_all(results: Iterable[tuple[LazyFuture, Any]]) -> None:
-    """``set_result`` for many futures, ``SHARED`` taken once for all that nobody watches; a
-    future already ended (cancelled meanwhile) is left as it is."""
+def settle_all(futures: Sequence[LazyFuture], values: Sequence[Any]) -> None:
+    """``set_result(values[i])`` for each of ``futures``, ``SHARED`` taken once for all that
+    nobody watches; a future already ended (cancelled meanwhile) is left as it is."""
     watched: list[tuple[LazyFuture, Any]] = []
     with SHARED:  # no condition can be made meanwhile
-        for future, value in results:
+        for future, value in zip(futures, values, strict=True):
             if future._watch is not None:
                 watched.append((future, value))
             elif future._state not in _ENDED:

@@ -54,11 +54,17 @@ class Resolver:
         KILLED and LOST wait for the job's end (a later pod of the job may still run the call)."""
         futures, call, rerunnable = self.futures, rec.CallRecord, rec.RERUNNABLE
         count = len(futures)
-        values: list[tuple[ObjectFuture, rec.CallRecord]] = []
+        ok: tuple[list[ObjectFuture], list[rec.CallRecord]] = ([], [])
         for record in records:
             if type(record) is call and record.status not in rerunnable and 0 <= record.i < count:
-                self._take(futures[record.i], record, values)
-        self.settle_values(values)
+                future = futures[record.i]
+                if future._record is None and not future.done():  # else settled already (streamed, or failed)
+                    if record.status == rec.OK:
+                        ok[0].append(future)
+                        ok[1].append(record)
+                    else:
+                        self.apply(future, record)
+        self.settle_values(*ok)
 
     def resolve(self, records: list[rec.Record], manifest: Manifest, embedded: list[str],
                 runtime_from_volume: str | None) -> list[PendingGroup]:
@@ -94,7 +100,7 @@ class Resolver:
                 group.attempts += 1
                 retry.append(group)
                 continue
-            values: list[tuple[ObjectFuture, rec.CallRecord]] = []
+            ok: tuple[list[ObjectFuture], list[rec.CallRecord]] = ([], [])
             for i, future in zip(span, group.futures, strict=True):
                 if future._record is not None:
                     continue  # settled as it streamed in
@@ -103,9 +109,14 @@ class Resolver:
                     error = self.unfinished_error()
                     future.status = error.status
                     settle(future, exc=error)
+                elif future.done():
+                    continue  # failed with its job meanwhile
+                elif record.status == rec.OK:
+                    ok[0].append(future)
+                    ok[1].append(record)
                 else:
-                    self._take(future, record, values)
-            self.settle_values(values)
+                    self.apply(future, record)
+            self.settle_values(*ok)
         return retry
 
     def unfinished_error(self) -> PodFailed:
@@ -127,24 +138,14 @@ class Resolver:
             message = f"the pod ended without a result for this call; {detail}"
         return PodFailed(f"job {self.job_id}: {message}", state=state, status=status)
 
-    def _take(self, future: ObjectFuture, record: rec.CallRecord, values: list[tuple[ObjectFuture, rec.CallRecord]]) -> None:
-        """``record``'s outcome for ``future``: an OK value joins ``values`` (settled together
-        by ``settle_values``), any other outcome is applied now; a future already settled (as
-        its record streamed in, or failed with its job) is left as it is."""
-        if future._record is not None or future.done():
-            return
-        if record.status == rec.OK:
-            values.append((future, record))
-        else:
-            self.apply(future, record)
-
-    def settle_values(self, values: list[tuple[ObjectFuture, rec.CallRecord]]) -> None:
-        """Settle OK calls in one batch: each future gets its record (status, output) and a
-        value fetched on ``get()``; one lock taken for all the futures nobody waits on."""
+    def settle_values(self, futures: list[ObjectFuture], records: list[rec.CallRecord]) -> None:
+        """Settle OK calls in one batch (other outcomes go one by one, through ``apply``):
+        each future gets its record (status, output) and a value fetched on ``get()``; one
+        lock taken for all the futures nobody waits on."""
         load = self.load_value
-        for future, record in values:
+        for future, record in zip(futures, records, strict=True):
             future._record = record
-        settle_all([(future, DeferredValue(load, record)) for future, record in values])
+        settle_all(futures, [DeferredValue(load, record) for record in records])
 
     def apply(self, future: ObjectFuture, record: rec.CallRecord) -> None:
         if future._record is not None:
