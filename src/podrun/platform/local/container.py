@@ -54,6 +54,7 @@ _PODMAN_FLAGS: tuple[tuple[str, ...], ...] = (
     ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"),
 )
 PROBE_TIMEOUT = 60.0
+DEFAULT_HOOKS_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")  # podman's own
 CLEANUP_TIMEOUT = 30.0
 
 
@@ -218,10 +219,13 @@ def run_argv(engine: Engine, *, name: str, image: str, volume: Path, network: st
     environment. ``command`` replaces the image's ENTRYPOINT and ``args`` its CMD, as in
     Kubernetes; with neither the image's own ENTRYPOINT and CMD run. ``firewall``, podman's
     hooks folder of ``network.firewall_hooks``, closes the pod to all but its ``ports``."""
-    hooks = ["--hooks-dir", str(firewall)] if firewall else []
+    hooks = []
+    if firewall:  # podman's --hooks-dir replaces its default folders (a GPU's OCI hook lives there): name them too
+        for folder in [*(d for d in DEFAULT_HOOKS_DIRS if os.path.isdir(d)), str(firewall)]:
+            hooks += ["--hooks-dir", folder]
     argv = [*engine.prefix, *hooks, "run", "--rm", "--init", "--pull=never", "--name", name, *engine.flags,
             "--network", network, "--hostname", hostnames[0]]
-    if firewall and ports:
+    if firewall:  # always set: no annotation of the image's own can stand in for it
         argv += ["--annotation", f"{PORTS_ANNOTATION}={' '.join(str(int(port)) for port in ports)}"]
     for alias in hostnames:
         argv += ["--network-alias", alias]

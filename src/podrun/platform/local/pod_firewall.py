@@ -25,6 +25,7 @@ names the pod's first process (``pid``) and carries podrun's annotation
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -65,7 +66,9 @@ def install(state: dict, nsenter: str, restores: tuple[str, str]) -> None:
         raise ValueError(f"the OCI state names no container process: pid {pid!r}")
     ports = parse_ports(str((state.get("annotations") or {}).get(ANNOTATION, "")))
     loads = []
-    for restore, (icmp, unreachable) in zip(restores, _FAMILIES, strict=True):
+    # A kernel without IPv6 (ipv6.disable=1) has no IPv6 to filter, nor ip6tables to load.
+    families = zip(restores, _FAMILIES, strict=True) if os.path.isdir("/proc/sys/net/ipv6") else [(restores[0], _FAMILIES[0])]
+    for restore, (icmp, unreachable) in families:
         load = subprocess.Popen([nsenter, f"--net=/proc/{pid}/ns/net", restore], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         loads.append((restore, load, rules(ports, icmp, unreachable)))
