@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ...errors import PlatformError
-from ..files import atomic_write, private_dirs
+from ...files import atomic_write, private_dirs
 from . import pod_firewall
 from .container import HOST_PATH, Engine, engine_env
 
