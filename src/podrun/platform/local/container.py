@@ -4,8 +4,9 @@ Why: a pod must be what it is on CG2: its image's root file system and Python, n
 host. Here the volume is bind-mounted at ``/data``, ``/tmp`` is private, the image's ENV,
 WORKDIR, ENTRYPOINT and CMD apply (``command``/``args`` override them as in Kubernetes), each
 user's pods share one air-gapped network (``network.py``: reachable as ``<pod_name>`` and
-``<user>-<pod_name>`` on the ports the pod declares), every container carries ``podrun.*`` labels (node, user, pod), and only
-the GPU node gets the machine's GPU. A pod is a sandbox also when podrun runs as root
+``<user>-<pod_name>`` on the ports the pod declares, each pod behind an inbound firewall of its
+own: ``pod_firewall.py``), every container carries ``podrun.*`` labels (node, user, pod), and
+only the GPU node gets the machine's GPU. A pod is a sandbox also when podrun runs as root
 (:func:`hardening_args`): no capabilities, no privilege gain, a user namespace, a pids limit.
 
 The supervisor stays in charge of time: it runs ``<engine> run --rm --init --name NAME ...`` in
