@@ -156,8 +156,7 @@ def nft_delete_table():
     def msg(kind, flags, family, payload=b"", res_id=0):
         body = struct.pack("=BBH", family, 0, socket.htons(res_id)) + payload
         return struct.pack("=IHHII", 16 + len(body), kind, flags, 1, 0) + body
-    name = b"filter\0\0\0"  # the attribute's value, padded to 4 bytes
-    attr = struct.pack("=HH", 4 + 7, 1) + name[:8]
+    attr = struct.pack("=HH", 4 + 7, 1) + b"filter\0" + b"\0"  # NFTA_TABLE_NAME, padded to 4 bytes
     batch = msg(0x10, 1, 0, res_id=10) + msg((10 << 8) | 2, 1 | 4, socket.AF_INET, attr) + msg(0x11, 1, 0, res_id=10)
     nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
     nl.settimeout(5)
