@@ -57,10 +57,12 @@ def firewall_hook(repeat: int) -> list[float]:
 
     from podrun.platform.local import network as _network
 
-    hook = json.loads(next(_network.firewall_hooks(Path(os.environ["PODRUN_HOME"])).iterdir()).read_text())["hook"]
+    hook = json.loads(next(_network.firewall_hooks(Path(os.environ["PODRUN_HOME"]) / "local").iterdir()).read_text())["hook"]
     holder = subprocess.Popen(["/usr/bin/unshare", "--net", "/bin/sleep", "600"])
     try:
         while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            if holder.poll() is not None:
+                raise SystemExit("unshare --net failed: no network namespace to time the firewall hook on")
             time.sleep(0.01)  # until unshare has made the namespace
         state = json.dumps({"pid": holder.pid, "annotations": {"podrun.ports": "80 443"}})
         samples = []
