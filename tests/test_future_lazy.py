@@ -160,7 +160,7 @@ def _watch(futures: list[ObjectFuture], mode: str) -> bool:
 
 
 def test_a_pending_call_is_small():
-    """Slotted, no condition, the rare fields apart: a pending call's future stays near 170
+    """Slotted, no condition, the rare fields apart: a pending call's future stays near 180
     bytes (a plain Future is ~1.6 KB; benchmarks/memory.py measures a whole map)."""
     import tracemalloc
 

@@ -94,7 +94,7 @@ _UNLOADED = object()  # a DeferredValue not fetched yet
 
 class _Rare:
     """An ObjectFuture's fields that few calls ever use, made on first use (a pending call then
-    costs ~170 bytes): its ObjectRef, listeners waiting for it to be sent, whether a cancel was
+    costs ~180 bytes): its ObjectRef, listeners waiting for it to be sent, whether a cancel was
     reported, the status of a call that ended without a record."""
 
     __slots__ = ("ref", "sent_listeners", "cancel_reported", "status")
@@ -109,7 +109,7 @@ class _Rare:
 class ObjectFuture(LazyFuture):
     """The future result of one remote call (``f.remote(...)``): a ``concurrent.futures.Future``
     whose lock is made only when someone waits on it (``lazy_future.py``), slotted, its rarer
-    fields in ``_Rare``; a pending call costs ~170 bytes."""
+    fields in ``_Rare``; a pending call costs ~180 bytes."""
 
     __slots__ = ("function_name", "target", "_job", "index", "_record", "_cancel_hook", "reserved_job_id", "_rare")
 
