@@ -22,6 +22,9 @@ from podrun.runtime.pack import build_zipapp
 from podrun.wire.layout import blob_path
 from tests import pod_side
 
+from .conftest import require_image
+from .platforms import cleanup_engine, container_platform, needs_engine
+
 
 @pytest.fixture(scope="module")
 def bare_python(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -126,6 +129,31 @@ def test_shipped_module_uses_the_api_inside_a_pod_that_has_no_client(bare_platfo
     assert "air-gapped" in seen["offload"] and "cannot offload" in seen["offload"] and "double.map()" in seen["map"]
     assert "podrun.ObjectFuture is the client's API" in seen["client_only"]
     assert seen["client_loaded"] == []
+
+
+def msgpack_in_use(_: int) -> list[str]:
+    import sys
+
+    module = sys.modules["msgpack"]  # the runtime imported it before this call
+    return [module.Packer.__module__, module.__file__]
+
+
+@needs_engine
+@pytest.mark.parametrize(("image", "packer", "source"), [
+    ("python:3.11-slim", "msgpack.fallback", "/_podrun_vendor/msgpack/"),  # no msgpack in the image: the zipapp's
+    ("dphi-embedded-ml-armv8-py311", "msgpack._cmsgpack", "/usr/lib/python3/dist-packages/msgpack/"),  # Debian's, in C
+])
+def test_the_runtime_uses_the_images_msgpack_where_it_has_one(podrun_home: Path, image: str, packer: str,
+                                                              source: str) -> None:
+    require_image(image)
+    platform = container_platform(podrun_home / "local", "local")
+    try:
+        podrun.configure(platform)
+        used, path = podrun.remote(msgpack_in_use, image=image).remote(0).get(timeout=120)
+    finally:
+        platform.shutdown()
+        cleanup_engine(platform.root)
+    assert used == packer and source in path
 
 
 def test_remote_exception_and_map_on_bare_interpreter(bare_platform: LocalPlatform) -> None:
