@@ -7,6 +7,7 @@ for a stock ``python:3.X-slim`` image (no podrun, cloudpickle, msgpack or zstand
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -17,8 +18,12 @@ import pytest
 
 import podrun
 from podrun.platform.local import LocalPlatform
-from podrun.runtime.pack import build_zipapp, runtime_sources
+from podrun.runtime.pack import build_zipapp
 from podrun.wire.layout import blob_path
+from tests import pod_side
+
+from .conftest import require_image
+from .platforms import cleanup_engine, container_platform, needs_engine
 
 
 @pytest.fixture(scope="module")
@@ -60,24 +65,25 @@ def test_zipapp_is_deterministic_pure_python_and_small() -> None:
     again = build_zipapp()
     assert again.hash == app.hash and again.data == app.data
     names = zipfile.ZipFile(BytesIO(app.data)).namelist()
-    assert "__main__.py" in names and "podrun/runtime/executor.py" in names and "msgpack/fallback.py" in names
+    assert "__main__.py" in names and "podrun/runtime/executor.py" in names and "_podrun_vendor/msgpack/fallback.py" in names
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
-    surfaces = ("podrun/platform/em.py", "podrun/emulator", "podrun/cli.py", "podrun/commands")
-    assert not [n for n in names if n.startswith(surfaces)], "the runtime never carries the HTTP client or the surfaces"
-    assert {"podrun/store/object_api.py", "podrun/client/remote.py"} <= set(names)  # user modules can import podrun's API
-    assert "podrun/platform/em.py" not in runtime_sources()
-    assert app.size < 400_000
+    assert "podrun/store/object_api.py" in names  # shipped user modules read objects in a pod
+    assert app.size < 200_000
 
 
 def test_zipapp_imports_nothing_beyond_stdlib(bare_python: str, tmp_path: Path) -> None:
     app = build_zipapp()
     path = tmp_path / "rt.pyz"
     path.write_bytes(app.data)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import podrun.runtime.executor, cloudpickle, msgpack; "
-            "print(msgpack.Packer.__module__, 'httpx' in sys.modules, 'podrun.client' in sys.modules)")
-    out = subprocess.run([bare_python, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["msgpack.fallback", "False", "False"]
-    usage = subprocess.run([bare_python, str(path)], capture_output=True, text=True)
+    # The zipapp's own __main__ runs (it exits with its usage), then what it imported is looked at.
+    code = ("import runpy, sys; sys.argv = [sys.argv[1]]\ntry: runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit: pass\nimport msgpack\n"
+            "print(msgpack.Packer.__module__, '/_podrun_vendor/msgpack/' in msgpack.__file__, 'httpx' in sys.modules,"
+            " 'podrun.client' in sys.modules, 'podrun.runtime.executor' in sys.modules)")
+    env = {"PATH": os.environ["PATH"], "PODRUN_DATA": str(tmp_path / "volume")}  # where it unpacks itself
+    out = subprocess.run([bare_python, "-c", code, str(path)], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert out == ["msgpack.fallback", "True", "False", "False", "True"], "no msgpack in the image: the zipapp's own"
+    usage = subprocess.run([bare_python, str(path)], capture_output=True, text=True, env=env)
     assert usage.returncode == 2 and "usage" in usage.stderr
 
 
@@ -105,6 +111,49 @@ def test_job_runs_on_bare_interpreter_and_runtime_crosses_once(bare_platform: Lo
     assert second_up < 10_000 < app.size
     env_files = list((volume / ".podrun" / "env").glob("*.json"))
     assert env_files and json.loads(env_files[0].read_text())["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def via_pod_side(key: str) -> dict:
+    return pod_side.report(key)  # the module travels by source and is imported in the pod
+
+
+def test_shipped_module_uses_the_api_inside_a_pod_that_has_no_client(bare_platform: LocalPlatform) -> None:
+    """A real pod on a bare interpreter runs the zipapp, which carries no podrun client: a
+    shipped module's module-level ``@podrun.remote`` and its ``podrun.get_object`` still work."""
+    ref = podrun.put_object("_default/podside", [1, 2, 3])
+    seen = podrun.remote(via_pod_side, modules=["tests.pod_side"]).remote(ref.key).get(timeout=120)
+    assert seen["value"] == [1, 2, 3] and seen["written"] == 2
+    assert podrun.get_object(ref) == [1, 2, 3, 4], "the pod's write landed in the volume"
+    assert seen["doubled"] == 42 and seen["decorated"] == "podrun.runtime.pod_api"
+    assert seen["data_dir"] == str(bare_platform.volume_path(None))
+    assert "air-gapped" in seen["offload"] and "cannot offload" in seen["offload"] and "double.map()" in seen["map"]
+    assert "podrun.ObjectFuture is the client's API" in seen["client_only"]
+    assert seen["client_loaded"] == []
+
+
+def msgpack_in_use(_: int) -> list[str]:
+    import sys
+
+    module = sys.modules["msgpack"]  # the runtime imported it before this call
+    return [module.Packer.__module__, module.__file__]
+
+
+@needs_engine
+@pytest.mark.parametrize(("image", "packer", "source"), [
+    ("python:3.11-slim", "msgpack.fallback", "/_podrun_vendor/msgpack/"),  # no msgpack in the image: the zipapp's
+    ("dphi-embedded-ml-armv8-py311", "msgpack._cmsgpack", "/usr/lib/python3/dist-packages/msgpack/"),  # Debian's, in C
+])
+def test_the_runtime_uses_the_images_msgpack_where_it_has_one(podrun_home: Path, image: str, packer: str,
+                                                              source: str) -> None:
+    require_image(image)
+    platform = container_platform(podrun_home / "local", "local")
+    try:
+        podrun.configure(platform)
+        used, path = podrun.remote(msgpack_in_use, image=image).remote(0).get(timeout=120)
+    finally:
+        platform.shutdown()
+        cleanup_engine(platform.root)
+    assert used == packer and source in path
 
 
 def test_remote_exception_and_map_on_bare_interpreter(bare_platform: LocalPlatform) -> None:

@@ -1,17 +1,29 @@
-"""The package's import graph: no module imports, even indirectly, a module that imports it.
+"""The package's import graph: no module imports, even indirectly, a module that imports it;
+and the pod package is closed: a pod's modules import nothing of podrun outside it, and the
+zipapp carries exactly it.
 
 Edges are read from the source with ``ast``: imports at module level, inside ``if
 TYPE_CHECKING:`` blocks (mypy follows them) and inside functions (they run on first use), so a
 cycle hidden behind a deferred import still counts. The few deferred edges that are entry
-points by nature are named below with their reason; a new one must be named too.
+points by nature are named below with their reason; a new one must be named too. For the pod
+package, imports under ``if TYPE_CHECKING:`` do not count (they never run in a pod); every
+other import does, deferred or not.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
+import zipfile
+from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
+import cloudpickle
+import msgpack
+
 import podrun
+from podrun.runtime.pack import build_zipapp
 
 PACKAGE = Path(podrun.__file__).parent
 ROOT = "podrun"  # the facade: it lazily re-exports the API, and pod code imports data_dir from it
@@ -34,11 +46,22 @@ def module_names() -> dict[str, Path]:
     return names
 
 
-def imported(module: str, path: Path, known: dict[str, Path]) -> set[str]:
-    """podrun modules ``module`` imports anywhere in its source."""
+def _nodes(tree: ast.AST, typing: bool) -> Iterator[ast.AST]:
+    """Every node of ``tree``; without ``typing``, not those under ``if TYPE_CHECKING:``."""
+    for node in ast.iter_child_nodes(tree):
+        if not typing and isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            yield from (n for child in node.orelse for n in (child, *_nodes(child, typing)))
+            continue
+        yield node
+        yield from _nodes(node, typing)
+
+
+def imports(module: str, path: Path, known: dict[str, Path], typing: bool = True) -> set[str]:
+    """What ``module`` imports anywhere in its source: podrun modules by their full name (a
+    name imported from a package is its submodule where it is one), others as written."""
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _nodes(ast.parse(path.read_text(), str(path)), typing):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -47,7 +70,13 @@ def imported(module: str, path: Path, known: dict[str, Path]) -> set[str]:
             for alias in node.names:
                 candidate = f"{prefix}.{alias.name}"
                 found.add(candidate if candidate in known else prefix)
-    return {name for name in found if name in known and name != module}
+    found.discard(module)
+    return found
+
+
+def imported(module: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """podrun modules ``module`` imports anywhere in its source."""
+    return {name for name in imports(module, path, known) if name in known}
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -116,3 +145,59 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+# --- the pod package --------------------------------------------------------------------------
+# What a pod runs: the layers below the platform that live in a volume, and podrun's own
+# __init__ (data_dir, the errors, the lazy API) with its two bottom modules. Never the client
+# or the platform: a pod is air-gapped. ``runtime/pack.py`` carries exactly this.
+POD_PACKAGE = ("podrun", "podrun.errors", "podrun.files")
+POD_LAYERS = ("podrun.wire.", "podrun.store.", "podrun.runtime.")
+# What the pod package may import besides itself and the standard library: what the zipapp
+# carries (cloudpickle; msgpack, unless the image has its own) and what an image may add.
+POD_THIRD_PARTY = {"cloudpickle", "msgpack", "zstandard"}
+
+
+def pod_modules(known: dict[str, Path]) -> set[str]:
+    return {name for name in known if name in POD_PACKAGE or name.startswith(POD_LAYERS)
+            or name in (layer.rstrip(".") for layer in POD_LAYERS)}
+
+
+def test_the_pod_package_imports_nothing_outside_itself() -> None:
+    """Walks every import of every pod module, deferred ones too: one of a client or platform
+    module (or of a third-party package no pod has) would fail in a pod, where they are absent."""
+    known = module_names()
+    pod = pod_modules(known)
+    outside = {}
+    for module in sorted(pod):
+        for name in imports(module, known[module], known, typing=False):
+            top = name.split(".")[0]
+            if name in pod or (top != "podrun" and (top in sys.stdlib_module_names or top in POD_THIRD_PARTY)):
+                continue
+            outside.setdefault(module, []).append(name)
+    assert outside == {}, "pod modules import what a pod does not have"
+
+
+def test_the_closure_check_catches_a_deferred_client_import(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..client import config\n"
+                      "def f():\n    from ..client.remote import remote\n    import numpy\n")
+    known = {"podrun.client.config": source, "podrun.client.remote": source, "podrun.runtime.mod": source}
+    assert imports("podrun.runtime.mod", source, known, typing=False) == {"typing", "podrun.client.remote", "numpy"}
+    assert "podrun.client.config" in imports("podrun.runtime.mod", source, known)
+
+
+def test_the_zipapp_carries_the_pod_package_and_nothing_else_of_podrun() -> None:
+    known = module_names()
+    pod = {known[name].relative_to(PACKAGE.parent).as_posix() for name in pod_modules(known)}
+    names = set(zipfile.ZipFile(BytesIO(build_zipapp().data)).namelist())
+    assert {name for name in names if name.startswith("podrun/")} == pod
+    assert not [name for name in names if name.startswith(("podrun/client/", "podrun/platform/"))]
+
+    def sources(package: Path, prefix: str) -> set[str]:
+        return {f"{prefix}/{path.relative_to(package).as_posix()}" for path in package.rglob("*.py")
+                if "__pycache__" not in path.parts}
+
+    vendored = sources(Path(cloudpickle.__file__).parent, "cloudpickle")
+    vendored |= sources(Path(msgpack.__file__).parent, "_podrun_vendor/msgpack")  # off sys.path where the image has one
+    assert names - pod == vendored | {"__main__.py"}

@@ -7,7 +7,9 @@
     boxes = fut.get(timeout=600)
 
 Only what a pod needs is imported eagerly (``data_dir``, errors); the client API loads on
-first use, so ``python -m podrun.runtime`` in a pod never imports the HTTP client.
+first use, so ``python -m podrun.runtime`` in a pod never imports the HTTP client. A pod's
+zipapp carries no client at all (``runtime/pack.py``): there the client's names resolve to
+their pod-side versions or to stand-ins that say why they cannot work (``runtime/pod_api.py``).
 """
 
 from __future__ import annotations
@@ -137,10 +139,33 @@ _LAZY = {
 }
 
 
+# In a pod, which has no client package: the pod-side module that stands in for a client one.
+_IN_POD = {"podrun.client.remote": "podrun.runtime.pod_api", "podrun.client.object_access": "podrun.store.object_api"}
+_POD_SIDE = ("podrun.runtime.", "podrun.store.", "podrun.wire.")
+_client: bool | None = None
+
+
+def _has_client() -> bool:
+    """False in a pod: the zipapp carries the pod package alone, whatever the image holds."""
+    global _client
+    if _client is None:
+        import importlib.util
+
+        _client = importlib.util.find_spec("podrun.client") is not None
+    return _client
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'podrun' has no attribute {name!r}")
+    if not _has_client():
+        module = _IN_POD.get(module, module)
+        if not module.startswith(_POD_SIDE):
+            from .runtime.pod_api import ClientOnly
+
+            globals()[name] = ClientOnly(name)
+            return globals()[name]
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import SerializationError, UsageError, UsageTypeError
 from ..platform.types import normalize_node, validate_max_duration, validate_pod_name
+from ..runtime.pod_api import plain_function
 from ..wire.bundle import python_version
 from ..wire.serialize import dumps, find_unpicklable
 from . import config, future_args, preflight
@@ -84,8 +85,9 @@ class RemoteFunction:
         return f"<RemoteFunction {getattr(self._fn, '__qualname__', self._fn)} node={o.node} pod_name={o.pod_name}>"
 
     def __reduce__(self) -> Any:
-        # Inside a pod a RemoteFunction referenced by the function's globals is just its function.
-        return (_plain_function, (self._fn,))
+        # Inside a pod a RemoteFunction referenced by the function's globals is just its function
+        # (unpickled by a pod-side function: a pod has no podrun.client).
+        return (plain_function, (self._fn,))
 
     def options(self, **overrides: Any) -> RemoteFunction:
         """A copy with some options changed (any argument of ``podrun.remote``)."""
@@ -178,10 +180,6 @@ class _Submitter:
 
     async def aio(self, *args: Any, **kwargs: Any) -> Any:
         return await self(*args, **kwargs)
-
-
-def _plain_function(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return fn
 
 
 def remote(

@@ -1,10 +1,17 @@
 """Pack the pod runtime into one zipapp, at run time, from the installed package files.
 
 Why: CG2 pods are air-gapped and a stock ``python:3.X-slim`` image has no podrun, cloudpickle
-or msgpack. The zipapp carries podrun's pod-side layers (wire, volume blobs, runtime, errors)
-plus pure-Python cloudpickle and msgpack (its C extension is left out: ``msgpack`` falls back
-to ``msgpack.fallback``; zstandard is C-only, so a pod without it negotiates zlib). It runs on
-the image's own ``python`` with the standard library alone.
+or msgpack. The zipapp carries the pod package whole and nothing else of podrun
+(``POD_PACKAGE``: runtime, wire, store, errors, files and the package's ``__init__``, which
+imports nothing outside it: ``tests/test_structure.py`` walks their imports), plus cloudpickle
+(the client's own version: it must load the client's pickles) and a pure-Python msgpack. It
+runs on the image's own ``python`` with the standard library alone.
+
+msgpack: an image's own msgpack (Debian's, with its C extension: ~10x faster record encoding)
+is used where it is recent enough for the wire (``MSGPACK_MIN``); only where it is missing or
+older does ``__main__`` put the zipapp's copy (``_podrun_vendor/msgpack``, its pure-Python
+``fallback``) on ``sys.path``. zstandard is C-only and not carried: a pod without it
+negotiates zlib.
 
 The archive is deterministic (sorted entries, fixed timestamps), so its SHA-256 names it: the
 same podrun installation always produces the same hash, and a volume that holds it never
@@ -26,15 +33,12 @@ import msgpack
 
 from ..wire.hashing import content_hash
 
-# podrun's files a pod needs: the runtime and what it imports, and the client API too, because
-# the user's shipped modules run in the pod and use it at import time (``@podrun.remote`` on a
-# module-level function, ``podrun.get_object`` inside a call). The HTTP client and the surfaces
-# stay out: a pod never talks to the EM API.
-PODRUN_PARTS = ("__init__.py", "errors.py", "files.py", "wire", "store", "runtime", "platform", "client")
-# Not needed in a pod, which talks to no EM API: its client (httpx) and its protocol table, and
-# the telemetry server (a script run in its own container). The local platform stays: shipped
-# modules may import it at import time, as this project's own tests do.
-EXCLUDE_PREFIXES = ("podrun/platform/em.py", "podrun/platform/em_protocol.py", "podrun/platform/local/telemetry_server.py")
+# The pod package: every module a pod runs, carried whole. No client, no platform: a pod
+# talks to no EM API, and what shipped user modules name of the client API resolves to its
+# pod-side stand-ins (``runtime/pod_api.py``).
+POD_PACKAGE = ("__init__.py", "errors.py", "files.py", "wire", "store", "runtime")
+VENDOR = "_podrun_vendor"  # the zipapp's fallbacks, on sys.path only where the image lacks them
+MSGPACK_MIN = (1, 0)  # the wire's msgpack API: packb/unpackb with 1.0's defaults (raw=False, bin type)
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 MAIN_TEMPLATE = """\
@@ -69,9 +73,25 @@ def _unpacked():
     return target
 
 
+def _msgpack(root):
+    # The image's msgpack where it is recent enough (its C extension is far faster than the
+    # pure-Python copy carried here), else the zipapp's own.
+    try:
+        import msgpack
+
+        if tuple(msgpack.version[:2]) >= {msgpack_min}:
+            return
+    except Exception:  # missing, or broken: the carried copy does
+        pass
+    for name in [name for name in sys.modules if name == "msgpack" or name.startswith("msgpack.")]:
+        del sys.modules[name]
+    sys.path.insert(1, os.path.join(root, "{vendor}"))
+
+
 _here = _unpacked()
 if _here is not None:
     sys.path[0] = _here
+_msgpack(sys.path[0])
 
 from podrun.runtime.executor import main  # noqa: E402
 
@@ -93,7 +113,8 @@ class Zipapp:
 
 
 def _package_sources(package_dir: Path, prefix: str, parts: tuple[str, ...] | None = None) -> dict[str, bytes]:
-    """``{archive name: source}`` for the ``.py`` files of ``parts`` (all when None)."""
+    """``{archive name: source}`` for the ``.py`` files of ``parts`` (all when None), under
+    ``prefix``, the package's own name or a vendored path ending in it."""
     roots = [package_dir / part for part in parts] if parts else [package_dir]
     sources: dict[str, bytes] = {}
     for root in roots:
@@ -101,20 +122,19 @@ def _package_sources(package_dir: Path, prefix: str, parts: tuple[str, ...] | No
         for path in files:
             if "__pycache__" in path.parts:
                 continue
-            name = f"{prefix}/{path.relative_to(package_dir).as_posix()}"
-            if not name.startswith(EXCLUDE_PREFIXES):
-                sources[name] = path.read_bytes()
+            sources[f"{prefix}/{path.relative_to(package_dir).as_posix()}"] = path.read_bytes()
     return sources
 
 
 def runtime_sources() -> dict[str, bytes]:
     """Every source file the zipapp holds, by archive name (checked to be importable alone).
     ``__main__.py`` carries the digest of the rest: the folder it unpacks into is named by it."""
-    sources = _package_sources(Path(__file__).resolve().parents[1], "podrun", PODRUN_PARTS)
+    sources = _package_sources(Path(__file__).resolve().parents[1], "podrun", POD_PACKAGE)
     sources.update(_package_sources(Path(cloudpickle.__file__).parent, "cloudpickle"))
-    sources.update(_package_sources(Path(msgpack.__file__).parent, "msgpack"))
+    sources.update(_package_sources(Path(msgpack.__file__).parent, f"{VENDOR}/msgpack"))
     runtime_id = content_hash(*(name.encode() + b"\0" + sources[name] for name in sorted(sources)))[:24]
-    sources["__main__.py"] = MAIN_TEMPLATE.format(runtime_id=runtime_id).encode()
+    main = MAIN_TEMPLATE.format(runtime_id=runtime_id, msgpack_min=MSGPACK_MIN, vendor=VENDOR)
+    sources["__main__.py"] = main.encode()
     return sources
 
 
