@@ -242,6 +242,20 @@ _dispatchers: dict[str, Dispatcher] = {}
 _dispatchers_lock = threading.Lock()
 
 
+def release_lease(platform: MeteredPlatform, pod_name: str | None, within: float = EXIT_RELEASE_SECONDS) -> None:
+    """Give ``pod_name``'s lease back now, once this process's lane has finished its job (at
+    most ``within`` seconds): a ``Runner`` closing, whose volume goes next; a release left to the
+    lane's idle timer could write into the volume after it is gone, making it again."""
+    with _dispatchers_lock:
+        dispatcher = _dispatchers.get(platform.identity())
+    lane = dispatcher.lanes.get(pod_name) if dispatcher is not None else None
+    if lane is None:
+        return
+    job = lane.job
+    if job is None or job.finished.wait(within):
+        lane.release()
+
+
 def dispatcher_for(platform: MeteredPlatform, home: Path) -> Dispatcher:
     with _dispatchers_lock:
         dispatcher = _dispatchers.get(platform.identity())

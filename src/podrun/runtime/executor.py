@@ -154,6 +154,11 @@ class JobRunner:
             self.stopping = True
             raise _Stopped()
 
+    def _on_late_term(self, _signum: int, _frame: Any) -> None:
+        """A stop once every call has its outcome: noted, never raised (the records we owe are
+        written, and a warm pod stops after this job instead of losing the stop)."""
+        self.stopping = True
+
     def _store_blobs(self, stream: Any, frames_at: int) -> set[str]:
         """Write embedded blobs into the volume's store; return the required ones still missing."""
         assert self.header is not None
@@ -254,7 +259,7 @@ class JobRunner:
             self._emit_call(ended_record(i, status, message))
 
     def _finish_remaining(self, header: JobHeader, status: str, message: str) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish writing the records we owe
+        signal.signal(signal.SIGTERM, self._on_late_term)  # finish writing the records we owe
         self._finish_range(0, header.call_count, status, message)
 
 

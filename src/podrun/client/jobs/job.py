@@ -63,6 +63,7 @@ class Job:
         self.resolver = Resolver(self.job_id, groups, None, frozenset(), self._load_value, self._stopped_by)
         self.manifest: Manifest | None = None  # this process's view of the volume's blobs, until results teach it
         self.finished = threading.Event()  # set when the job is over: every future settled, no platform call left
+        self.woken = 0  # waits between polls that the platform's watch ended early (a result or a state landed)
         self._cancel_lock = threading.Lock()
         self._cancel_wanted: set[int] = set()
         self._cancel_sent: set[int] = set()
@@ -80,10 +81,10 @@ class Job:
         with charge_to(self.stats):
             try:
                 manifest = self.manifest = Manifest(self.home, self.platform, self.pod_name)
-                self.launch.submit(self.groups, manifest)
-                self.resolver.shipped = self.launch.shipped  # before any result streams in
-                journal.write(self.home, self.journal_entry())
-                with self._watch() as watch:
+                with self._watch() as watch:  # before the job is sent: what lands after it wakes the first wait
+                    self.launch.submit(self.groups, manifest)
+                    self.resolver.shipped = self.launch.shipped  # before any result streams in
+                    journal.write(self.home, self.journal_entry())
                     self.state = self._await_warm(watch) if self.key.keep_warm else self._await_pod(watch)
                 retry = self._resolve(self._all_records(), manifest)
                 self._journal("done")
@@ -128,6 +129,7 @@ class Job:
         ``probe``: a pod not yet running has none; at once when a watch ``woke``). None: no
         segment was asked for."""
         self.send_cancels()
+        self.woken += woke
         new = self.stream.poll(now_due=woke) if probe or woke else None
         if new:
             self._take(new)

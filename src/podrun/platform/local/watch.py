@@ -29,14 +29,16 @@ class LocalWatch(Watch):
     def __init__(self, volume: VolumeDir, folders: Sequence[str], pod_dir: Path) -> None:
         self.volume = volume
         self.inotify = Inotify()
+        self.pod_dir: Path | None = pod_dir  # the host's own folder (made by the first run of the pod_name)
         self.missing = list(folders)
         if self.inotify.fd is None:  # no inotify here: every wait sleeps
             self.wakes = False
             return
-        self.inotify.add(str(pod_dir), IN_MOVED_TO)  # the host's own folder; state.json is replaced by rename
         self._add_missing()
 
     def _add_missing(self) -> None:
+        if self.pod_dir is not None and self.inotify.add(str(self.pod_dir), IN_MOVED_TO):  # state.json: replaced by rename
+            self.pod_dir = None
         left = []
         for folder in self.missing:
             try:
@@ -49,7 +51,7 @@ class LocalWatch(Watch):
         self.missing = left
 
     def wait(self, timeout: float) -> bool:
-        if self.missing and self.inotify.fd is not None:
+        if (self.missing or self.pod_dir is not None) and self.inotify.fd is not None:
             self._add_missing()
         return self.inotify.wait(timeout)
 
