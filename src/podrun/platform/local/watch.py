@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...errors import PodrunError
+from ...inotify import IN_MOVED_TO, Inotify
 from ..base import Watch
-from ..inotify import IN_MOVED_TO, Inotify
 from .volumes import VolumeDir
 
 
