@@ -7,9 +7,9 @@ Where it cannot be had (no inotify, no libc, a folder that is not there, a file 
 writes made elsewhere raise no event, as on some network volumes) a wait is the plain sleep it
 replaces: the poll's backoff stays the upper bound either way, and a wake only means "look now".
 
-Descriptors are kept for reuse (``Inotify.take``): closing one makes the kernel wait for a
-grace period (measured 10-12 ms here), which a client following one job after another would
-pay for each; removing a watch costs microseconds.
+Closing a descriptor makes the kernel wait for a grace period (measured 10-12 ms here), which a
+client following one job after another would pay for each: ``close(later=True)`` hands the
+descriptor to one closing thread instead.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import queue
 import select
 import threading
 import time
@@ -24,17 +25,17 @@ from typing import Any
 
 IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x8, 0x80, 0x100
 IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC  # inotify_init1 takes these values on Linux
-KEPT = 8  # idle descriptors kept for reuse
-
-_idle: list[int] = []
-_idle_lock = threading.Lock()
+_closing: queue.SimpleQueue[int] | None = None  # descriptors the closing thread closes
+_closing_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
 def _libc() -> Any:
     import ctypes  # only where a wait is wanted: a cold pod never imports it
 
-    return ctypes.CDLL(None, use_errno=True)  # the process's own C library
+    # The process's own C library; PyDLL keeps the GIL across these calls (each a quick system
+    # call): handing it over and taking it back cost milliseconds on a busy machine.
+    return ctypes.PyDLL(None, use_errno=True)
 
 
 class Inotify:
@@ -47,13 +48,10 @@ class Inotify:
             self._libc = _libc()
         except (ImportError, OSError, AttributeError):  # no ctypes, no libc: sleep instead
             return
-        with _idle_lock:
-            fd = _idle.pop() if _idle else None
-        if fd is None:
-            try:
-                fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-            except AttributeError:  # a C library without inotify
-                return
+        try:
+            fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        except AttributeError:  # a C library without inotify
+            return
         if fd >= 0:
             self.fd = fd
 
@@ -82,21 +80,42 @@ class Inotify:
             _drain(self.fd)
         return bool(ready)
 
-    def close(self) -> None:
-        """Remove the watches and keep the descriptor for the next ``Inotify`` (or close it,
-        past ``KEPT`` idle ones)."""
+    def close(self, later: bool = False) -> None:
+        """Close the descriptor: now, or ``later`` by the closing thread (the caller goes on
+        without waiting out the kernel's grace period)."""
         fd, self.fd = self.fd, None
+        self.wds = []
         if fd is None:
             return
-        for wd in self.wds:
-            self._libc.inotify_rm_watch(fd, wd)
-        self.wds = []
-        _drain(fd)  # the removals' own events, and any not yet read
-        with _idle_lock:
-            if len(_idle) < KEPT:
-                _idle.append(fd)
-                return
-        os.close(fd)
+        if later:
+            _closer().put(fd)
+        else:
+            os.close(fd)
+
+
+def _closer() -> queue.SimpleQueue[int]:
+    """The queue of the one thread that closes descriptors handed to it (started on first use)."""
+    global _closing
+    with _closing_lock:
+        if _closing is None:
+            _closing = queue.SimpleQueue()
+            threading.Thread(target=_close_forever, args=(_closing,), name="podrun-inotify-close", daemon=True).start()
+        return _closing
+
+
+def _forget_closer() -> None:
+    """A forked child has no closing thread: its first ``close(later=True)`` starts its own."""
+    global _closing
+    _closing = None
+
+
+os.register_at_fork(after_in_child=_forget_closer)
+
+
+def _close_forever(fds: queue.SimpleQueue[int]) -> None:
+    while True:
+        with contextlib.suppress(OSError):
+            os.close(fds.get())
 
 
 def _drain(fd: int) -> None:

@@ -56,4 +56,4 @@ class LocalWatch(Watch):
         return self.inotify.wait(timeout)
 
     def close(self) -> None:
-        self.inotify.close()
+        self.inotify.close(later=True)  # the job goes on; the kernel's grace period is the closing thread's
