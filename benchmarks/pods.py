@@ -11,12 +11,12 @@ runtime travels), ``--cold`` on cold pods (a pod per call) and ``--warm`` on a w
 target is set in).
 
 With ``--baseline PATH`` (a checkout of podrun, e.g. of main) every call measure runs there
-too, interleaved with this checkout's (a client importing that checkout's ``src``, whose
-runtime it packs for its pods), so before and after come from one run.
+too (a client importing that checkout's ``src``, whose runtime it packs for its pods), in
+``--rounds`` rounds interleaved with this checkout's, so before and after come from one run.
 Prints tables and writes benchmarks/results/pods.json.
 
     PODRUN_IMAGE_STORE=... python benchmarks/pods.py [--quick] [--calls-only] [--cold 10] [--warm 30]
-        [--arch host|arm64|all] [--baseline /path/to/checkout]
+        [--arch host|arm64|all] [--baseline /path/to/checkout] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--warm", type=int, help="warm calls per run (default 30; --quick 9)")
     parser.add_argument("--arch", choices=("host", "arm64", "all"), default="all", help="container pods' architectures")
     parser.add_argument("--baseline", type=Path, help="a podrun checkout to measure too (e.g. of main)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds the calls are spread over")
     args = parser.parse_args()
     repeat = 3 if args.quick else 7
     cold = args.cold or (3 if args.quick else 10)
@@ -188,21 +189,28 @@ def main() -> None:
         submit_p50, submit_p95 = quantiles(pool_submit(max(200, warm)))
         results["pool_submit_s"] = {"p50": submit_p50, "p95": submit_p95}
         call_rows = []
-        for number, (driver, arch) in enumerate(jobs):
-            order = checkouts if number % 2 == 0 else checkouts[::-1]  # interleaved: neither always runs first
-            for name, src in order:
-                tag = "base" if src else "this"
-                first, cold_s, warm_s = end_to_end(driver, arch, cold, warm, home / f"job-{driver}-{arch}-{tag}", src)
+        for driver, arch in jobs:
+            samples: dict[str, tuple[list[float], list[float], list[float]]] = {name: ([], [], []) for name, _ in checkouts}
+            for number in range(args.rounds):  # interleaved rounds: a load that drifts weighs on every checkout alike
+                order = checkouts if number % 2 == 0 else checkouts[::-1]
+                for name, src in order:
+                    tag = f"{'base' if src else 'this'}-{number}"
+                    first, cold_s, warm_s = end_to_end(driver, arch, math.ceil(cold / args.rounds), math.ceil(warm / args.rounds),
+                                                       home / f"job-{driver}-{arch}-{tag}", src)
+                    for into, got in zip(samples[name], ([first], cold_s, warm_s), strict=True):
+                        into.extend(got)
+            for name, _ in checkouts:
+                firsts, cold_s, warm_s = samples[name]
                 (cold50, cold95), (warm50, warm95) = quantiles(cold_s), quantiles(warm_s)
-                results["call_s"][f"{driver}/{arch}/{name}"] = {"first": first, "cold": cold_s, "warm": warm_s,
+                results["call_s"][f"{driver}/{arch}/{name}"] = {"first": firsts, "cold": cold_s, "warm": warm_s,
                                                                 "cold_p50": cold50, "cold_p95": cold95,
                                                                 "warm_p50": warm50, "warm_p95": warm95}
-                call_rows.append([driver, arch, name, first * 1e3, cold50 * 1e3, cold95 * 1e3, warm50 * 1e3, warm95 * 1e3,
-                                  warm50 / submit_p50])
-        print_table(f"one remote call end to end (ms; {cold} cold, {warm} warm calls; ProcessPoolExecutor.submit().result() "
+                call_rows.append([driver, arch, name, statistics.median(firsts) * 1e3, len(cold_s), cold50 * 1e3,
+                                  cold95 * 1e3, len(warm_s), warm50 * 1e3, warm95 * 1e3, warm50 / submit_p50])
+        print_table(f"one remote call end to end (ms; {args.rounds} interleaved rounds; ProcessPoolExecutor.submit().result() "
                     f"p50 {submit_p50 * 1e3:.3f} ms, p95 {submit_p95 * 1e3:.3f} ms)",
-                    ["driver", "arch", "run", "first (runtime travels)", "cold p50", "cold p95", "warm p50", "warm p95",
-                     "warm p50 / submit p50"], call_rows)
+                    ["driver", "arch", "run", "first (runtime travels)", "cold n", "cold p50", "cold p95", "warm n",
+                     "warm p50", "warm p95", "warm p50 / submit p50"], call_rows)
     write_json("pods", results)
 
 

@@ -10,8 +10,9 @@ Between polls the job waits on the platform's ``Watch`` of its folder: on the lo
 segment landing or the pod's state changing ends the wait (and a segment is asked for at once,
 whatever its schedule), on the EM the wait is the backoff's sleep. The job is over when its end
 record and an outcome for every call have come (``ResultStream.complete``), not when the pod's
-exit has been seen: the runtime writes the end record last, after every outcome, and ignores a
-stop from then on, so nothing the client needs is still in the pod.
+exit has been seen: the runtime writes the end record last, after every outcome, and from then
+on only notes a stop, so nothing the client needs is still in the pod. A pod that hangs in its
+exit runs on until its ``max_duration`` or the next run of its pod_name replaces it.
 """
 
 from __future__ import annotations
