@@ -131,6 +131,7 @@ class JobRunner:
             if stop.record is not None:
                 self._emit_call(stop.record)
         self._finish_remaining(header, rec.KILLED if self.stopping else rec.LOST, "the pod was stopped before this call finished")
+        drop_bundle(self.bundle_path)  # before the end record: a client is done at that record, the job's storage too
         self.emit(rec.EndRecord(time.time(), missing=sorted(missing), stopped=self.stopping))
         return 0
 
