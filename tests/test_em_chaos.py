@@ -211,7 +211,7 @@ def test_a_run_sent_again_never_runs_a_finished_call_again(tmp_path: Path):
     job._start_pod()  # the very run, sent again
     # Its bundle left the volume when the job had run; it carried the runtime (the volume's
     # first job), so the pod's python cannot even start it (exit 2). Either way nothing runs.
-    state = await_pod(job.platform, job.pod_name, on_tick=lambda running: None)
+    state = await_pod(job.platform, job.pod_name, on_tick=lambda running, woke: None)
     assert state is not None and state.is_terminal
     volume = podrun.client.config.current_platform().inner.volume_path("rerun")
     assert sorted((volume / "ledger").read_text().split()) == ["a", "b", "c"]

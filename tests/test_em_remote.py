@@ -52,6 +52,20 @@ def test_remote_functions_run_through_the_emulator(server):
         assert any(walk_entries(em.list_files(name)) for name in em.pvc_list())
 
 
+def test_a_warm_call_through_the_emulator_polls_with_backoff(server):
+    """Over HTTP nothing can wake the client (the EM API has no watch): a warm call's result is
+    found by polls, and it still arrives."""
+    user, password = server.add_user("w")
+    podrun.configure(platform="em", url=server.url, username=user, password=password)
+    warm = double.options(keep_warm=2, pod_name="warm")
+    assert warm.remote(1).get(timeout=60) == 2
+    future = warm.remote(5)
+    assert future.get(timeout=60) == 10
+    assert future.job.finished.wait(60)
+    assert future.job.woken == 0  # every wait slept its backoff out
+    assert future.job.stats.calls - future.job.stats.polls == 1 + future.job.stream.segments  # the warm pod served it
+
+
 def test_remote_configured_from_the_environment(server, monkeypatch):
     user, password = server.add_user("v")
     monkeypatch.setenv("PODRUN_PLATFORM", "em")

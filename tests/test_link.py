@@ -142,7 +142,7 @@ def test_accounting_is_exact_for_a_known_job(monkeypatch: pytest.MonkeyPatch):
     future = head.remote(2, np.arange(10))
     future.get(timeout=60)
     job = future.job
-    assert job.finished.wait(60)  # the future settles as its segment arrives; the job then sees its pod end
+    assert job.finished.wait(60)  # the future settles as its segment arrives; the job ends at its end record
     stats = job.stats.as_dict()
     platform = volume()
     assert not (platform.volume_path(None) / job_file(job.job_id, "bundle")).exists()  # gone once the job ran

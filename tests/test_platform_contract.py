@@ -252,3 +252,39 @@ def test_a_symlink_out_of_the_volume_is_refused(local_platform, tmp_path):
     (volume / "link").symlink_to(secret)
     with pytest.raises(IllegalPath):
         local_platform.downlink("link", "pod-y")
+
+
+# watches -----------------------------------------------------------------------------------
+
+def test_a_watch_wakes_as_a_file_lands_where_the_platform_can_tell(platform):
+    """``Platform.watch``: a wait between polls that a file landing in a watched folder ends
+    early where the platform can tell (local: inotify), and that sleeps its timeout out where it
+    cannot (the EM API), so polls keep their backoff there. A folder made after the watch is
+    watched from the next wait on."""
+    platform.uplink([("bundle", b"1")], dest_path="jobs/one", pod_name="pod-w")
+    with platform.watch(["jobs/one", "jobs/later"], "pod-w") as watch:
+        assert watch.wakes is (platform.kind == "local")
+        assert watch.wait(0.01) is False  # nothing landed
+        platform.uplink([("results.0", b"2")], dest_path="jobs/one", pod_name="pod-w")
+        assert watch.wait(60 if watch.wakes else 0.01) is watch.wakes
+        platform.uplink([("results.0", b"3")], dest_path="jobs/later", pod_name="pod-w")  # makes the folder
+        watch.wait(0.01)  # from here the new folder is watched
+        platform.uplink([("results.1", b"4")], dest_path="jobs/later", pod_name="pod-w")
+        assert watch.wait(60 if watch.wakes else 0.01) is watch.wakes
+    assert platform.downlink("jobs/later/results.1", "pod-w") == b"4"  # a watch changes nothing in the volume
+
+
+def test_a_watch_never_follows_a_symlink_out_of_the_volume(local_platform, tmp_path):
+    """A pod may swap a watched folder for a symlink: the watch then watches nothing outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    volume = local_platform.volume_path("pod-y")
+    (volume / "jobs").mkdir()
+    (volume / "jobs" / "evil").symlink_to(outside)
+    local_platform.uplink([("x", b"1")], dest_path="jobs/real", pod_name="pod-y")
+    with local_platform.watch(["jobs/evil", "jobs/real"], "pod-y") as watch:
+        (tmp_path / "part").write_bytes(b"host")
+        (tmp_path / "part").rename(outside / "results.0")  # renamed in, as a segment lands, but outside: no wake
+        assert watch.wait(0.05) is False
+        local_platform.uplink([("results.0", b"2")], dest_path="jobs/real", pod_name="pod-y")
+        assert watch.wait(60) is True  # the real folder is watched

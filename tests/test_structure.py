@@ -151,7 +151,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 # What a pod runs: the layers below the platform that live in a volume, and podrun's own
 # __init__ (data_dir, the errors, the lazy API) with its two bottom modules. Never the client
 # or the platform: a pod is air-gapped. ``runtime/pack.py`` carries exactly this.
-POD_PACKAGE = ("podrun", "podrun.errors", "podrun.files")
+POD_PACKAGE = ("podrun", "podrun.errors", "podrun.files", "podrun.inotify")
 POD_LAYERS = ("podrun.wire.", "podrun.store.", "podrun.runtime.")
 # What the pod package may import besides itself and the standard library: what the zipapp
 # carries (cloudpickle; msgpack, unless the image has its own) and what an image may add.

@@ -38,6 +38,17 @@ def test_jobs_reuse_one_warm_pod_without_pod_starts():
     assert podrun.stats()["calls"] - before["calls"] <= 5 * 3 + podrun.stats()["polls"] - before["polls"]  # <= 2 segments a job
 
 
+def test_a_warm_call_is_woken_by_what_lands_on_the_local_platform():
+    """Between polls the job waits on the platform's watch: here the warm pod's status and the
+    call's result segment end those waits (``Job.woken``), so the result is taken as it lands."""
+    pid_and_square.remote(2).get(timeout=60)  # a warm pod serves
+    future = pid_and_square.remote(7)
+    assert future.get(timeout=60)[1] == 49
+    assert future.job.finished.wait(60)
+    assert future.job.woken >= 1
+    assert future.job.state is None  # over at its end record
+
+
 def test_a_warm_pod_that_stopped_is_started_again():
     pid_one, _ = pid_and_square.options(keep_warm=0.3).remote(1).get(timeout=60)
     time.sleep(1.5)  # idle past keep_warm: the pod stops by itself

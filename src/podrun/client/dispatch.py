@@ -5,7 +5,9 @@ lane that runs its jobs one after another. The packing rule users can rely on:
 
 * every ``f.map(...)`` is one group, never split;
 * a lane's first job leaves ``LINGER`` seconds after the first call, taking every call
-  made meanwhile;
+  made meanwhile, so calls made close together share a pod start; calls for the warm pod
+  serving the lane leave at once (a job there costs an uplink into its inbox, not a pod start,
+  and the calls made while it runs still go together in the next job);
 * while a job runs, new calls wait, and the next job takes all of them;
 * calls share a job only when they need the same pod: same node, image, max_duration, envs,
   keep_warm and shipped wheels (a pod imports one version of each module).
@@ -150,8 +152,9 @@ class Lane:
                             self.thread = None
                             self.release()
                             return
-                    first = self.pending[0].submitted_at
-                time.sleep(max(0.0, first + LINGER - time.monotonic()))
+                    first = self.pending[0]
+                if first.key != self.warm.key:  # no warm pod of its kind: wait for calls to share its pod start
+                    time.sleep(max(0.0, first.submitted_at + LINGER - time.monotonic()))
                 with self.cond:
                     batch = self._take()
                     if not batch:
@@ -237,6 +240,20 @@ def release_leases(within: float = EXIT_RELEASE_SECONDS) -> None:
 
 _dispatchers: dict[str, Dispatcher] = {}
 _dispatchers_lock = threading.Lock()
+
+
+def release_lease(platform: MeteredPlatform, pod_name: str | None, within: float = EXIT_RELEASE_SECONDS) -> None:
+    """Give ``pod_name``'s lease back now, once this process's lane has finished its job (at
+    most ``within`` seconds): a ``Runner`` closing, whose volume goes next; a release left to the
+    lane's idle timer could write into the volume after it is gone, making it again."""
+    with _dispatchers_lock:
+        dispatcher = _dispatchers.get(platform.identity())
+    lane = dispatcher.lanes.get(pod_name) if dispatcher is not None else None
+    if lane is None:
+        return
+    job = lane.job
+    if job is None or job.finished.wait(within):
+        lane.release()
 
 
 def dispatcher_for(platform: MeteredPlatform, home: Path) -> Dispatcher:

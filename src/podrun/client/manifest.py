@@ -58,7 +58,9 @@ class Manifest:
         self._update(replace=present)
 
     def add(self, hashes: Iterable[str]) -> None:
-        self._update(add=set(hashes))
+        added = set(hashes)
+        if added:  # nothing to add (a warm job that embedded no blob): no write under the lock
+            self._update(add=added)
 
     def discard(self, hashes: Iterable[str]) -> None:
         self._update(remove=set(hashes))

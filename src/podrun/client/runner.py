@@ -39,6 +39,7 @@ from ..wire.layout import INBOX, STOP_NAME, job_dir
 from ..wire.serialize import dumps
 from . import config
 from . import wheels as shipped_wheels
+from .dispatch import release_lease
 from .future import ObjectFuture, as_completed, get, wait
 from .modules import is_shippable
 from .object_access import delete_objects, get_object, put_object
@@ -407,6 +408,7 @@ class Runner:
                 future.cancel()
         wait(in_flight)  # nothing of ours is then re-sent (a retry would re-create the volume)
         self._stop_pod()
+        release_lease(self.platform, self.name)  # now, not when the lane idles: that could be after the volume went
         if self.created_volume and not keep_state:
             with contextlib.suppress(NotFound):
                 self.platform.pvc_delete(self.name)

@@ -5,7 +5,9 @@ job is uplinked into the volume's inbox; only when no warm pod of the job's kind
 does the job also start one. Which pod serves a pod_name shared with other clients, and who may
 start one, is the pod_name's lease's to say (``store/pod_lease.py``); the lane sets ``WarmPod``
 from what its lease grants. The job then polls the pod's small status file, not the pod
-status, and looks at the pod status only when the status file stops changing.
+status, and looks at the pod status only when the status file stops changing. Between polls
+it waits on the platform's ``Watch`` (woken as the status file or a result segment lands, on
+the local platform), and it is over as soon as its end record has come (``done``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
+from ..platform.base import Watch
 from ..platform.metered import MeteredPlatform, polling
 from ..platform.types import PodState
 from ..wire.layout import SERVE_STATUS
@@ -41,16 +44,20 @@ def read_status(platform: MeteredPlatform, pod_name: str | None) -> dict[str, An
 
 
 def await_warm_job(platform: MeteredPlatform, pod_name: str | None, job_id: str, restart: Callable[[], None] | None,
-                   on_tick: Callable[[], object]) -> PodState | None:
-    """Wait until the warm pod reports ``job_id`` done. Returns None when it is done, or the
-    pod's state when the pod ended without finishing it (after one ``restart``, if the job had
-    not even started and the caller can restart it)."""
+                   on_tick: Callable[[bool], object], done: Callable[[], bool] = lambda: False,
+                   watch: Watch | None = None) -> PodState | None:
+    """Wait until ``done()`` (the job's end record came, through ``on_tick(woke)``) or the warm
+    pod reports ``job_id`` done. Returns None then, or the pod's state when the pod ended
+    without finishing it (after one ``restart``, if the job had not even started and the
+    caller can restart it)."""
+    watch = watch or Watch()
     first, ceiling = platform.poll_interval
     stall = max(2.0, 4 * ceiling)  # status unchanged this long: ask the platform about the pod
     delay, last_beat, last_change, restarted = first, None, time.monotonic(), False
     while True:
-        time.sleep(delay)
-        on_tick()
+        on_tick(watch.wait(delay))
+        if done():
+            return None
         status = read_status(platform, pod_name)
         if status is not None and job_id in status.get("done", ()):
             return None

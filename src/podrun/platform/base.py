@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, Union
@@ -33,6 +34,30 @@ def content_size(content: FileContent) -> int | None:
     except (OSError, AttributeError, ValueError):
         return None
     return size
+
+
+class Watch:
+    """A wait between two polls of a job's volume folders and its pod's status. This one sleeps
+    out every wait (a platform that cannot say when a file lands, as the EM API cannot): the
+    caller's poll backoff is the bound. A platform that can tell (``LocalPlatform``) ends a
+    wait as soon as a file lands in a watched folder or the pod's status changes; ``wakes``
+    says which kind a watch is. A wake means "look now", never what changed."""
+
+    wakes = False
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True when woken early by a change."""
+        time.sleep(timeout)
+        return False
+
+    def close(self) -> None:
+        return
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class Platform(ABC):
@@ -105,6 +130,12 @@ class Platform(ABC):
     @abstractmethod
     def pod_status(self, pod_name: str | None = None) -> PodState:
         """The pod's container state; NotFound when no pod of that name was ever run."""
+
+    def watch(self, folders: Sequence[str], pod_name: str | None = None) -> Watch:
+        """A :class:`Watch` for polls of ``folders`` of the volume (those not there yet are
+        watched once they are) and of the pod's status. The default sleeps: polls keep their
+        backoff."""
+        return Watch()
 
     @abstractmethod
     def nodes_status(self) -> list[dict[str, str]]:

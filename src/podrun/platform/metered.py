@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, BinaryIO
 
 from ..errors import NotFound
-from .base import Platform, Progress, UplinkFile, content_size
+from .base import Platform, Progress, UplinkFile, Watch, content_size
 from .types import FileEntry, PodSpec, PodState
 
 
@@ -165,6 +165,9 @@ class MeteredPlatform(Platform):
     def pod_status(self, pod_name: str | None = None) -> PodState:
         _count(calls=1, polls=1)
         return self.inner.pod_status(pod_name)
+
+    def watch(self, folders: Sequence[str], pod_name: str | None = None) -> Watch:
+        return self.inner.watch(folders, pod_name)  # no platform call: not counted
 
     def nodes_status(self) -> list[dict[str, str]]:
         _count(calls=1)

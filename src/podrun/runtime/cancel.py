@@ -19,6 +19,8 @@ from types import FrameType
 
 import msgpack
 
+from .threads import Helper
+
 CANCEL_CHECK = 0.05  # seconds between looks at the client's cancel file
 CANCEL_SIGNAL = signal.SIGUSR1
 
@@ -38,7 +40,7 @@ class CancelWatch:
         self.current: int | None = None  # the call running in this process's main thread
         self._target: int | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: Helper | None = None
 
     def cancelled(self, i: int) -> bool:
         """Whether the client asked to cancel call ``i`` (the file looked at every CANCEL_CHECK s)."""
@@ -66,9 +68,9 @@ class CancelWatch:
         """Interrupt running calls from now on (call in the main thread, which runs the calls)."""
         signal.signal(CANCEL_SIGNAL, self._on_signal)
         self._stop.clear()
-        self._thread = threading.Thread(target=self._watch, args=(threading.main_thread().ident,),
-                                        name="podrun-cancel-watch", daemon=True)
-        self._thread.start()
+        main = threading.main_thread().ident
+        assert main is not None
+        self._thread = Helper(lambda: self._watch(main))  # its first look is CANCEL_CHECK away: a quick group never waits for it
 
     def stop(self) -> None:
         """No more interruptions; the thread has ended when this returns (a fork may follow)."""

@@ -131,6 +131,7 @@ class JobRunner:
             if stop.record is not None:
                 self._emit_call(stop.record)
         self._finish_remaining(header, rec.KILLED if self.stopping else rec.LOST, "the pod was stopped before this call finished")
+        drop_bundle(self.bundle_path)  # before the end record: a client is done at that record, the job's storage too
         self.emit(rec.EndRecord(time.time(), missing=sorted(missing), stopped=self.stopping))
         return 0
 
@@ -153,6 +154,11 @@ class JobRunner:
         if not self.stopping:
             self.stopping = True
             raise _Stopped()
+
+    def _on_late_term(self, _signum: int, _frame: Any) -> None:
+        """A stop once every call has its outcome: noted, never raised (the records we owe are
+        written, and a warm pod stops after this job instead of losing the stop)."""
+        self.stopping = True
 
     def _store_blobs(self, stream: Any, frames_at: int) -> set[str]:
         """Write embedded blobs into the volume's store; return the required ones still missing."""
@@ -254,7 +260,7 @@ class JobRunner:
             self._emit_call(ended_record(i, status, message))
 
     def _finish_remaining(self, header: JobHeader, status: str, message: str) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish writing the records we owe
+        signal.signal(signal.SIGTERM, self._on_late_term)  # finish writing the records we owe
         self._finish_range(0, header.call_count, status, message)
 
 

@@ -36,7 +36,7 @@ from ..wire.hashing import content_hash
 # The pod package: every module a pod runs, carried whole. No client, no platform: a pod
 # talks to no EM API, and what shipped user modules name of the client API resolves to its
 # pod-side stand-ins (``runtime/pod_api.py``).
-POD_PACKAGE = ("__init__.py", "errors.py", "files.py", "wire", "store", "runtime")
+POD_PACKAGE = ("__init__.py", "errors.py", "files.py", "inotify.py", "wire", "store", "runtime")
 VENDOR = "_podrun_vendor"  # the zipapp's fallbacks, on sys.path only where the image lacks them
 MSGPACK_MIN = (1, 0)  # the wire's msgpack API: packb/unpackb with 1.0's defaults (raw=False, bin type)
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)

@@ -25,6 +25,7 @@ from pathlib import Path
 from ..files import atomic_write
 from ..wire import records as rec
 from ..wire.layout import RESULTS_NAME, segment_name
+from .threads import Helper
 
 SEGMENT_BYTES = 1 << 20
 MIN_AGE, MAX_AGE = 0.2, 60.0  # seconds a finished record may wait for its segment to close
@@ -56,7 +57,7 @@ class Segments:
         self.closing = False
         self.cond = threading.Condition()
         # Started with the first call outcome, not here: a pod's worker pool may fork before that.
-        self.thread: threading.Thread | None = None
+        self.thread: Helper | None = None
 
     def add(self, record: rec.Record, frame: bytes) -> None:
         """Add one record (``frame``, encoded). The job's end closes the segment now; a call's
@@ -88,8 +89,7 @@ class Segments:
         if self.oldest is None:
             self.oldest = time.monotonic()
         if self.thread is None:
-            self.thread = threading.Thread(target=self._close_on_age, name="podrun-segments", daemon=True)
-            self.thread.start()
+            self.thread = Helper(self._close_on_age)  # not waited for: a job that ends first never needs it
 
     def close(self) -> None:
         """Close what is buffered and stop the thread (the job is over)."""

@@ -130,6 +130,9 @@ def _owned(names: set[str]) -> list[str]:
 def active(folders: Sequence[Path]) -> Iterator[None]:
     """While the job runs: its wheels first on ``sys.path``, and the modules they provide
     imported from them, not from whatever the runtime or the image loaded before."""
+    if not folders:  # no wheels (most jobs): nothing to put first, nothing to scan
+        yield
+        return
     names: set[str] = set()
     for folder in folders:
         names |= top_level_names(folder)

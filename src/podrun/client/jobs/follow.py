@@ -5,6 +5,14 @@ Segments are asked for on a schedule of their own: soon again after one arrived 
 likely), backing off by half each time none had, up to the longer of the platform's poll
 ceiling and the age a segment may reach in the pod at this point of the job. So a short job
 streams at once and an hour-long one asks about once a minute, not once per poll.
+
+Between polls the job waits on the platform's ``Watch`` of its folder: on the local platform a
+segment landing or the pod's state changing ends the wait (and a segment is asked for at once,
+whatever its schedule), on the EM the wait is the backoff's sleep. The job is over when its end
+record and an outcome for every call have come (``ResultStream.complete``), not when the pod's
+exit has been seen: the runtime writes the end record last, after every outcome, and from then
+on only notes a stop, so nothing the client needs is still in the pod. A pod that hangs in its
+exit runs on until its ``max_duration`` or the next run of its pod_name replaces it.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from ...errors import NotFound
+from ...platform.base import Watch
 from ...platform.metered import MeteredPlatform, probing
 from ...platform.types import PodState
 from ...runtime.results import max_age
@@ -39,11 +48,12 @@ class ResultStream:
         """Ended, with an outcome for every call: nothing is left only in the pod's log."""
         return self.ended and len(self.settled) == call_count
 
-    def poll(self) -> list[rec.Record] | None:
-        """The records of segments closed since the last fetch when asking is due (maybe []);
-        None when it was not (no platform call made)."""
+    def poll(self, now_due: bool = False) -> list[rec.Record] | None:
+        """The records of segments closed since the last fetch when asking is due, or
+        ``now_due`` (a watch woke: something landed), maybe []; None when it was not (no
+        platform call made)."""
         now = time.monotonic()
-        if self.ended or now < self.due:
+        if self.ended or (now < self.due and not now_due):
             return None
         new = self.fetch()
         first, ceiling = self.platform.poll_interval
@@ -71,24 +81,26 @@ class ResultStream:
         return new
 
 
-def await_pod(platform: MeteredPlatform, pod_name: str | None, on_tick: Callable[[bool], bool | None],
-              done: Callable[[], bool] = lambda: False) -> PodState | None:
+def await_pod(platform: MeteredPlatform, pod_name: str | None, on_tick: Callable[[bool, bool], bool | None],
+              done: Callable[[], bool] = lambda: False, watch: Watch | None = None) -> PodState | None:
     """Poll until the pod ends or is stuck (its state), or until ``done()`` (None: every result
-    is in, the pod's exit tells nothing more). ``on_tick(running)`` runs before each poll
-    (cancels; segments once the pod was seen running) and says whether it asked for a segment
-    (None: it did not) and whether results came, which brings the next tick forward. A tick
-    that asked in vain skips its status poll, never two in a row: one call a tick, mostly."""
+    is in, the pod's exit tells nothing more). ``on_tick(running, woke)`` runs before each poll
+    (cancels; segments once the pod was seen running, or at once when ``watch`` woke) and says
+    whether it asked for a segment (None: it did not) and whether results came, which brings
+    the next tick forward. A tick that asked in vain skips its status poll, never two in a row
+    (one call a tick, mostly), unless the watch woke: then the status may be what changed."""
+    watch = watch or Watch()
     first, ceiling = platform.poll_interval
     delay, running, skipped = first, False, False
     while True:
-        time.sleep(delay)
-        asked = on_tick(running)
+        woke = watch.wait(delay)
+        asked = on_tick(running, woke)
         if done():
             return None
         if asked:
             delay, skipped = first, False
             continue  # results came: the pod is evidently running
-        if asked is False and not skipped:
+        if asked is False and not skipped and not woke:
             skipped, delay = True, min(ceiling, delay * 1.5)
             continue
         skipped = False

@@ -12,11 +12,12 @@ import contextlib
 import threading
 import time
 import weakref
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ...errors import PodFailed, PodrunError, SerializationError
 from ...files import best_effort
+from ...platform.base import Watch
 from ...platform.metered import LinkStats, MeteredPlatform, charge_to
 from ...platform.types import PodState
 from ...store.objects import ObjectStore
@@ -24,6 +25,7 @@ from ...store.refs import DEFAULT_POD, ObjectKey, ObjectRef
 from ...wire import object_image
 from ...wire import records as rec
 from ...wire.compression import decompress
+from ...wire.layout import SERVE_STATUS, job_dir
 from ...wire.serialize import loads
 from .. import journal, preflight
 from ..blob_downlink import downlink_blob
@@ -62,6 +64,7 @@ class Job:
         self.resolver = Resolver(self.job_id, groups, None, frozenset(), self._load_value, self._stopped_by)
         self.manifest: Manifest | None = None  # this process's view of the volume's blobs, until results teach it
         self.finished = threading.Event()  # set when the job is over: every future settled, no platform call left
+        self.woken = 0  # waits between polls that the platform's watch ended early (a result or a state landed)
         self._cancel_lock = threading.Lock()
         self._cancel_wanted: set[int] = set()
         self._cancel_sent: set[int] = set()
@@ -79,10 +82,11 @@ class Job:
         with charge_to(self.stats):
             try:
                 manifest = self.manifest = Manifest(self.home, self.platform, self.pod_name)
-                self.launch.submit(self.groups, manifest)
-                self.resolver.shipped = self.launch.shipped  # before any result streams in
-                journal.write(self.home, self.journal_entry())
-                self.state = self._await_warm() if self.key.keep_warm else self._await_pod()
+                with self._watch() as watch:  # before the job is sent: what lands after it wakes the first wait
+                    self.launch.submit(self.groups, manifest)
+                    self.resolver.shipped = self.launch.shipped  # before any result streams in
+                    journal.write(self.home, self.journal_entry())
+                    self.state = self._await_warm(watch) if self.key.keep_warm else self._await_pod(watch)
                 retry = self._resolve(self._all_records(), manifest)
                 self._journal("done")
                 return retry
@@ -99,10 +103,12 @@ class Job:
             try:
                 self._tick()
                 if not self.stream.ended:
-                    if self.key.keep_warm:
-                        self.state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=None, on_tick=self._tick)
-                    else:
-                        self.state = self._await_pod()
+                    with self._watch() as watch:
+                        if self.key.keep_warm:
+                            self.state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=None,
+                                                        on_tick=self._tick_warm, done=self._complete, watch=watch)
+                        else:
+                            self.state = self._await_pod(watch)
                 self._resolve(self._all_records(), Manifest(self.home, self.platform, self.pod_name))
                 self._journal("done")
             except Exception as exc:
@@ -110,15 +116,30 @@ class Job:
             finally:
                 self.finished.set()
 
-    def _tick(self, probe: bool = True) -> bool | None:
+    def _watch(self) -> Watch:
+        """What wakes this job between polls: its folder (segments), a warm pod's status file,
+        the pod's state (``Platform.watch``)."""
+        folders = [job_dir(self.job_id)] + ([str(PurePosixPath(SERVE_STATUS).parent)] if self.key.keep_warm else [])
+        return self.platform.watch(folders, self.pod_name)
+
+    def _complete(self) -> bool:
+        return self.stream.complete(len(self.futures))
+
+    def _tick(self, probe: bool = True, woke: bool = False) -> bool | None:
         """Between polls: send wanted cancels, take the records of segments just closed (when
-        ``probe``: a pod not yet running has none). None: no segment was asked for."""
+        ``probe``: a pod not yet running has none; at once when a watch ``woke``). None: no
+        segment was asked for."""
         self.send_cancels()
-        new = self.stream.poll() if probe else None
+        self.woken += woke
+        new = self.stream.poll(now_due=woke) if probe or woke else None
         if new:
             self._take(new)
-            self._journal("running")
+            if not self._complete():  # else "done" follows at once
+                self._journal("running")
         return None if new is None else bool(new)
+
+    def _tick_warm(self, woke: bool) -> object:
+        return self._tick(True, woke)
 
     def _take(self, records: list[rec.Record]) -> None:
         """Records just come: first what they teach (the pod's environment, the blobs now in
@@ -183,14 +204,15 @@ class Job:
         if self.lease is None or self.lease.lease.claim_restart(self.lease.grant):
             self._start_pod()
 
-    def _await_warm(self) -> PodState | None:
-        state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._restart, on_tick=self._tick)
+    def _await_warm(self, watch: Watch) -> PodState | None:
+        state = await_warm_job(self.platform, self.pod_name, self.job_id, restart=self._restart, on_tick=self._tick_warm,
+                               done=self._complete, watch=watch)
         if state is not None:
             self.launch.warm.key = None  # that pod is gone
         return state
 
-    def _await_pod(self) -> PodState | None:
-        return await_pod(self.platform, self.pod_name, on_tick=self._tick, done=lambda: self.stream.complete(len(self.futures)))
+    def _await_pod(self, watch: Watch) -> PodState | None:
+        return await_pod(self.platform, self.pod_name, on_tick=self._tick, done=self._complete, watch=watch)
 
     def _fetch_records(self) -> list[rec.Record]:
         return fetch_records(self.platform, self.job_id, self.pod_name)

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 from ...errors import InvalidRequest, NotFound, PlatformError, UsageError
 from ...files import atomic_write, private_dirs
-from ..base import Platform, Progress, UplinkFile, content_size
+from ..base import Platform, Progress, UplinkFile, Watch, content_size
 from ..home import default_home
 from ..paths import check_file_name, clean_relative
 from ..types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name
@@ -37,6 +37,7 @@ from .drivers import DRIVERS as DRIVERS  # re-exported by the package
 from .images import USER_PREFIX, Image, ImageStore, ImageStoreError, display_name, pod_arch
 from .images import normalize as normalize_image
 from .volumes import Entry, VolumeDir, sha256_of
+from .watch import LocalWatch
 
 CHUNK = 1024 * 1024
 STOP_GRACE_SECONDS = 30.0  # Kubernetes' terminationGracePeriodSeconds
@@ -320,6 +321,10 @@ class LocalPlatform(Platform):
 
     def pod_status(self, pod_name: str | None = None) -> PodState:
         return _pods.status(self, pod_name)
+
+    def watch(self, folders: Sequence[str], pod_name: str | None = None) -> Watch:
+        """Woken by inotify (``watch.py``): a result lands, a pod's state changes."""
+        return LocalWatch(self._volume(pod_name), folders, self._pod_dir(pod_name))
 
     def _stop_pod(self, pod_dir: Path) -> None:
         _pods.stop(self, pod_dir)

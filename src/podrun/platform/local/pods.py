@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -121,13 +122,32 @@ def stop(platform: LocalPlatform, pod_dir: Path) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout
-    while supervisor_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _await_exit(pid, timeout)
     if supervisor_alive(pid):
         os.kill(pid, signal.SIGKILL)
         # A killed supervisor cannot stop its container: do it here.
         _container.cleanup(spec.get("cleanup_argv"), spec.get("env"))
+
+
+def _await_exit(pid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for the supervisor ``pid`` to end: woken by its pidfd the
+    moment it does (a pod that ended its job just before being replaced is mid-exit, and the
+    next job's start waits for it), else polled every 10 ms."""
+    deadline = time.monotonic() + timeout
+    try:
+        exited: int | None = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd here, or it has ended already
+        exited = None
+    try:
+        while supervisor_alive(pid) and time.monotonic() < deadline:
+            if exited is None:
+                time.sleep(0.01)
+            elif select.select([exited], [], [], max(0.0, min(1.0, deadline - time.monotonic())))[0]:
+                os.close(exited)  # it ended; a zombie of another client stays "alive" until reaped: poll from here
+                exited = None
+    finally:
+        if exited is not None:
+            os.close(exited)
 
 
 def status(platform: LocalPlatform, pod_name: str | None) -> PodState:
