@@ -63,6 +63,7 @@ from ..wire.compression import RAW, compress, decompress
 from ..wire.hashing import content_hash, is_content_hash
 from ..wire.layout import blob_path, object_dir
 from .refs import ObjectKey, ObjectRef
+from .volume_steps import observed
 
 _NAME = re.compile(r"^(\d{12})\.([0-9a-f]{16})\.(b|r|p|d(\d{12}))$")
 MAX_CHAIN = 16  # delta bases after a full base before the next full one
@@ -83,9 +84,14 @@ class VolumeFiles(ABC):
     def read(self, path: str) -> bytearray:
         """A file's bytes in a fresh writable buffer; NotFound when absent."""
 
-    @abstractmethod
     def write(self, directory: str, name: str, data: bytes | bytearray | memoryview) -> None:
         """Create ``directory/name`` atomically."""
+        self.write_many(directory, [(name, data)])
+
+    @abstractmethod
+    def write_many(self, directory: str, files: list[tuple[str, bytes | bytearray | memoryview]]) -> None:
+        """Create each file atomically, in the order given, in one operation where the volume
+        has one (one uplink): a reader that sees the last file also sees the ones before it."""
 
     @abstractmethod
     def delete(self, path: str) -> None:
@@ -120,8 +126,8 @@ class PlatformVolume(VolumeFiles):
     def read(self, path: str) -> bytearray:
         return bytearray(self.platform.downlink(path, self.pod_name))
 
-    def write(self, directory: str, name: str, data: bytes | bytearray | memoryview) -> None:
-        self.platform.uplink([(name, data)], dest_path=directory, pod_name=self.pod_name)
+    def write_many(self, directory: str, files: list[tuple[str, bytes | bytearray | memoryview]]) -> None:
+        self.platform.uplink(files, dest_path=directory, pod_name=self.pod_name)
 
     def delete(self, path: str) -> None:
         self.platform.delete(path, self.pod_name)
@@ -159,8 +165,9 @@ class DirectoryVolume(VolumeFiles):
             raise NotFound(f"{path!r} is not a file in the volume {self.root}") from None
         return buffer
 
-    def write(self, directory: str, name: str, data: bytes | bytearray | memoryview) -> None:
-        atomic_write(self.root / directory / name, data)
+    def write_many(self, directory: str, files: list[tuple[str, bytes | bytearray | memoryview]]) -> None:
+        for name, data in files:
+            atomic_write(self.root / directory / name, data)
 
     def delete(self, path: str) -> None:
         target = self.root / path
@@ -269,7 +276,7 @@ class ObjectStore:
     """put / get / update / patch / delete over one volume's files."""
 
     def __init__(self, volume: VolumeFiles) -> None:
-        self.volume = volume
+        self.volume = observed(volume)
 
     @staticmethod
     def folder(key: ObjectKey) -> str:
