@@ -173,6 +173,12 @@ class NameTaken(Conflict):
         self.holder = dict(holder or {})
 
 
+class WriteUnsettled(PodrunError):
+    """An object write was stored, but whether it stands cannot be told yet: a compaction that
+    holds it has not decided (its writer may have died). Not retried, since writing it again
+    could apply it twice: read the object first."""
+
+
 class ContainerUnavailable(PlatformError):
     """No container engine can run a container here; the message says what was tried."""
 

@@ -1,7 +1,8 @@
 """The client's on-disk cache of object versions, shared by every process of one user.
 
 One folder per (platform, key) under ``$PODRUN_HOME/object-cache``: ``meta`` (which version
-it holds), ``base.<v>`` (the base image), ``patch.<v>`` (patch images) and
+it holds), ``base.<v>.<token>`` (the base image), ``patch.<v>.<token>`` (patch images; the
+token of the volume file each was read from, ``own`` for this user's own write) and
 ``state.<reducer>.<base>.<v>`` (a reducer's pickled state). Files are immutable and written
 by rename, ``meta`` last, so processes share it without locks: a reader that meets a file
 another process just removed treats the entry as a miss. Bounded in bytes; the least
@@ -37,6 +38,12 @@ def _write(path: Path, data: bytes | bytearray | memoryview) -> None:
     atomic_write(path, data)
 
 
+def _part(kind: str, version: int, tokens: dict[int, str]) -> str:
+    """A part's file: named by the token of the volume file it was read from, so a version
+    that another writer's file took since is never mistaken for the one held."""
+    return f"{kind}.{version}.{tokens.get(version, 'own')}"
+
+
 class ObjectCache:
     def __init__(self, root: str | os.PathLike[str], max_bytes: int | None = None) -> None:
         self.root = Path(root)
@@ -60,16 +67,18 @@ class ObjectCache:
         """The cached version of ``key`` in fresh buffers, or None (also on a racing eviction)."""
         entry = self._entry(scope, key)
         meta = self._meta(entry)
-        if meta is None or meta.get("key") != key:
-            return None
+        if meta is None or meta.get("key") != key or "tokens" not in meta:
+            return None  # absent, another key's, or from before snapshots named the files they were read from
         try:
-            base = _read(entry / f"base.{meta['base_version']}")
-            patches: list[tuple[int, bytearray | memoryview]] = [(v, _read(entry / f"patch.{v}")) for v in meta["patches"]]
+            tokens = {int(v): str(t) for v, t in meta["tokens"]}
+            base = _read(entry / _part("base", meta["base_version"], tokens))
+            patches: list[tuple[int, bytearray | memoryview]] = [(v, _read(entry / _part("patch", v, tokens)))
+                                                                 for v in meta["patches"]]
             with suppress(OSError):  # a read-only home still serves hits
                 os.utime(entry / "meta")  # LRU: recency is the meta file's mtime
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return Snapshot(meta["version"], meta["base_version"], base, patches)
+        return Snapshot(meta["version"], meta["base_version"], base, patches, tokens)
 
     def store(self, scope: str, key: str, snapshot: Snapshot) -> None:
         with best_effort("the object cache"):  # a cache: a full home must not fail the get or write it serves
@@ -78,15 +87,18 @@ class ObjectCache:
                 self.forget(scope, key)  # larger than the whole cache: keep nothing rather than evict everything
                 return
             private_dirs(entry)
-            keep = {"meta", f"base.{snapshot.base_version}"}
-            if not (entry / f"base.{snapshot.base_version}").exists():
-                _write(entry / f"base.{snapshot.base_version}", snapshot.base_image)
+            base = _part("base", snapshot.base_version, snapshot.tokens)
+            keep = {"meta", base}
+            if not (entry / base).exists():
+                _write(entry / base, snapshot.base_image)
             for version, image in snapshot.patches:
-                keep.add(f"patch.{version}")
-                if not (entry / f"patch.{version}").exists():
-                    _write(entry / f"patch.{version}", image)
-            _write(entry / "meta", msgpack.packb({"key": key, "version": snapshot.version, "base_version": snapshot.base_version,
-                                                  "patches": [v for v, _ in snapshot.patches]}))
+                name = _part("patch", version, snapshot.tokens)
+                keep.add(name)
+                if not (entry / name).exists():
+                    _write(entry / name, image)
+            meta = {"key": key, "version": snapshot.version, "base_version": snapshot.base_version,
+                    "patches": [v for v, _ in snapshot.patches], "tokens": sorted(snapshot.tokens.items())}
+            _write(entry / "meta", msgpack.packb(meta))
             for path in entry.iterdir():
                 stale_state = path.name.startswith("state.") and path.name.split(".")[2] != str(snapshot.base_version)
                 dropped = not path.name.startswith("state.") or stale_state

@@ -207,7 +207,8 @@ def patch_object(ref: ObjectRef, delta: Any, if_version: int | None = None) -> O
         version = ctx.store.patch(key, image, state=state, if_version=if_version)
         known = ctx.load(ref.key)
         if known is not None and known.version == version - 1 and state.base and known.base_version == state.base.version:
-            ctx.keep(ref.key, Snapshot(version, known.base_version, known.base_image, [*known.patches, (version, image)]))
+            ctx.keep(ref.key, Snapshot(version, known.base_version, known.base_image, [*known.patches, (version, image)],
+                                      known.tokens))
         return version
 
     return _write(ref, if_version, once)
@@ -224,7 +225,12 @@ def compact_object(ref: ObjectRef, deserializer: Deserializer | None = None) -> 
     key = ref.object_key
     ctx = _Context(key)
     state = ctx.store.state(key)
-    snapshot = ctx.store.fetch(key, ctx.load(ref.key), state=state)
+    if state.base is None:
+        raise NotFound(f"object {key} does not exist (deleted, or never written in this volume)")
+    try:
+        snapshot = ctx.store.fetch(key, ctx.load(ref.key), state=state)
+    except NotFound:  # a file listed went while we read: a write in flight lost, or a newer base retired it
+        raise Conflict(f"object {key} changed while it was read for compaction: compact it again") from None
     if snapshot.patches and deserializer is None:
         raise UsageError(f"object {key} has {len(snapshot.patches)} patch(es): pass deserializer=(base, deltas) -> value "
                              "to merge them into the new base")
@@ -232,7 +238,7 @@ def compact_object(ref: ObjectRef, deserializer: Deserializer | None = None) -> 
         ctx.keep(ref.key, snapshot)
         return ObjectRef(ref.key, snapshot.version)
     image = object_image.encode(materialize(snapshot, ref.key, deserializer)) if snapshot.patches else snapshot.base_image
-    version = ctx.store.update(key, image, state=state, prev=None, if_version=snapshot.version)
+    version = ctx.store.compact(key, image, state=state)
     ctx.keep(ref.key, Snapshot(version, version, image))
     return ObjectRef(ref.key, version)
 
