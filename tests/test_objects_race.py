@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import podrun
+from podrun.store import objects
 from podrun.store.volume_steps import stepping
 
 
@@ -41,8 +42,9 @@ class Schedule:
     fully determined by ``order`` (indices of the threads to advance, in turn; an index that
     names no parked thread, and every pick after ``order`` runs out, go round-robin)."""
 
-    def __init__(self, order: Sequence[int]) -> None:
+    def __init__(self, order: Sequence[int], frozen: Sequence[int] = ()) -> None:
         self.order = list(order)
+        self.frozen = set(frozen)  # once ``order`` runs out, picked only when nothing else can run (a writer that hangs)
         self.cond = threading.Condition()
         self.parked: set[int] = set()
         self.done: set[int] = set()
@@ -87,7 +89,7 @@ class Schedule:
                 while True:
                     while not (self.turn is None and len(self.parked) + len(self.done) == len(actions)):
                         self.cond.wait()
-                    live = sorted(self.parked)
+                    live = sorted(self.parked - self.frozen if step >= len(self.order) else ()) or sorted(self.parked)
                     if not live:
                         break
                     pick = self.order[step] if step < len(self.order) else -1
@@ -115,6 +117,41 @@ def test_a_patch_caught_by_a_compaction_is_applied_once(shared: Path) -> None:
     patched, compacted = outcomes
     assert fresh(ref) == [0, 1, "x"], schedule.trace
     assert patched.version == 3 and compacted.version == 4  # the patch was folded at the version it wrote
+
+
+def test_a_patch_that_lost_a_race_but_was_compacted_first_is_acknowledged_once(shared: Path) -> None:
+    """Three writers: patches x and q race for version 3, and a compaction reads x before q
+    lands. x sees q and loses; q sees x and loses and deletes its file; the compaction then
+    finds x alone and wins, before x's writer deletes x. x is in the new base, so x's writer
+    must be told so (at version 3), not Conflict, or it would patch again."""
+    ref = podrun.put_object("_default/race", [0])
+    podrun.patch_object(ref, [1])
+    x, q, c = 0, 1, 2
+    order = [q, x, x, c, c, q, x, c, q, q, q, c, c, c, x, x, x]
+    schedule = Schedule(order)
+    outcomes = schedule.run([lambda: podrun.patch_object(ref, ["x"]), lambda: podrun.patch_object(ref, ["q"]),
+                             lambda: podrun.compact_object(ref, merge)])
+    assert all(isinstance(o, podrun.ObjectRef) for o in outcomes), (outcomes, schedule.trace)
+    assert [o.version for o in outcomes] == [3, 5, 4], schedule.trace
+    assert fresh(ref) == [0, 1, "x", "q"], schedule.trace
+    won = [i for i, (who, op, name) in enumerate(schedule.trace) if who == c and op == "delete" and name.endswith(".w")]
+    x_deleted = [i for i, (who, op, _) in enumerate(schedule.trace) if who == x and op == "delete"]
+    assert won and x_deleted and x_deleted[0] > won[0], schedule.trace  # the interleaving this test is about
+
+
+def test_a_compaction_that_never_decides_leaves_its_writers_unsettled_not_retrying(
+        shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compactor that hangs (here: is never scheduled again) after writing its base: the
+    patch it folded can neither be acknowledged nor safely written again, so its writer
+    reports WriteUnsettled, and the patch is in the object once."""
+    monkeypatch.setattr(objects, "SETTLE_POLLS", 4)
+    ref = podrun.put_object("_default/race", [0])
+    schedule = Schedule([0, 0, 1, 1, 1, 0], frozen=[1])  # the compactor lists, reads, writes its base, then hangs
+    outcomes = schedule.run([lambda: podrun.patch_object(ref, ["x"]), lambda: podrun.compact_object(ref, merge)])
+    assert isinstance(outcomes[0], podrun.errors.WriteUnsettled), (outcomes, schedule.trace)
+    assert "read the object" in str(outcomes[0])
+    assert isinstance(outcomes[1], podrun.ObjectRef)  # it got its turns once nothing else could run
+    assert fresh(ref) == [0, "x"]
 
 
 def replay(acked: list[tuple[int, str, str]]) -> list[str]:
