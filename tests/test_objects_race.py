@@ -208,3 +208,23 @@ def test_every_interleaving_applies_each_acknowledged_write_once(shared: Path, p
         if op.startswith("get"):
             assert len(value) == len(set(value)), ("a read applied a patch twice", value)
             assert value in [replay([a for a in acked if a[0] <= v]) for v in versions], (value, sorted(acked), schedule.trace)
+
+
+def reduce_list(state: list, deltas: list) -> list:
+    return state + [x for d in deltas for x in d]
+
+
+def test_a_cached_read_of_a_write_that_then_lost_is_read_again(shared: Path) -> None:
+    """A reader caches version 3 while patch p is alone there; p then loses its race to q,
+    which takes version 3, and p is written again at 4. The cached read (and the reducer
+    state made from it) must not stand for version 3: reused, p counted twice."""
+    ref = podrun.put_object("_default/race", [0])
+    podrun.patch_object(ref, [1])
+    p, q, r = 0, 1, 2
+    schedule = Schedule([p, q, p, r, r, q, p, p, p, q])
+    outcomes = schedule.run([lambda: podrun.patch_object(ref, ["p"]), lambda: podrun.patch_object(ref, ["q"]),
+                             lambda: podrun.get_object(ref, reducer=reduce_list)])
+    assert outcomes[2] == [0, 1, "p"], schedule.trace  # it read p while p was in flight
+    assert [o.version for o in outcomes[:2]] == [4, 3], (outcomes, schedule.trace)
+    assert podrun.get_object(ref, reducer=reduce_list) == [0, 1, "q", "p"]
+    assert podrun.get_object(ref, deserializer=merge) == [0, 1, "q", "p"] == fresh(ref)

@@ -3,7 +3,8 @@
 One folder per (platform, key) under ``$PODRUN_HOME/object-cache``: ``meta`` (which version
 it holds), ``base.<v>.<token>`` (the base image), ``patch.<v>.<token>`` (patch images; the
 token of the volume file each was read from, ``own`` for this user's own write) and
-``state.<reducer>.<base>.<v>`` (a reducer's pickled state). Files are immutable and written
+``state.<reducer>.<base>.<v>.<lineage>`` (a reducer's pickled state, and which files it was
+made of). Files are immutable and written
 by rename, ``meta`` last, so processes share it without locks: a reader that meets a file
 another process just removed treats the entry as a miss. Bounded in bytes; the least
 recently used entries go first. Reads return fresh buffers, never shared ones.
@@ -111,31 +112,37 @@ class ObjectCache:
     def _state_name(reducer_id: str) -> str:
         return hashlib.sha256(reducer_id.encode()).hexdigest()[:16]
 
-    def load_state(self, scope: str, key: str, reducer_id: str, base_version: int) -> tuple[int, bytearray] | None:
-        """The newest cached (version, state image) of a reducer over this base, or None."""
+    def load_state(self, scope: str, key: str, reducer_id: str, snapshot: Snapshot) -> tuple[int, bytearray] | None:
+        """The newest cached (version, state image) of a reducer over ``snapshot``'s base and
+        the same files it holds up to that version (``Snapshot.lineage``), or None."""
         entry = self._entry(scope, key)
-        prefix = f"state.{self._state_name(reducer_id)}.{base_version}."
+        prefix = f"state.{self._state_name(reducer_id)}.{snapshot.base_version}."
         try:
-            versions = [int(p.name[len(prefix):]) for p in entry.iterdir() if p.name.startswith(prefix)]
+            names = [p.name[len(prefix):].split(".") for p in entry.iterdir() if p.name.startswith(prefix)]
         except (FileNotFoundError, NotADirectoryError):
             return None
-        for version in sorted(versions, reverse=True):
+        held = [(int(version), lineage) for version, lineage in (n for n in names if len(n) == 2) if version.isdigit()]
+        for version, lineage in sorted(held, reverse=True):
+            if version > snapshot.version or lineage != snapshot.lineage(version):
+                continue  # newer than this read, or made from a read of files since replaced
             try:
-                return version, _read(entry / f"{prefix}{version}")
+                return version, _read(entry / f"{prefix}{version}.{lineage}")
             except FileNotFoundError:
                 continue
         return None
 
-    def store_state(self, scope: str, key: str, reducer_id: str, base_version: int, version: int,
+    def store_state(self, scope: str, key: str, reducer_id: str, snapshot: Snapshot,
                     image: bytes | bytearray | memoryview) -> None:
+        """Keep a reducer's state over all of ``snapshot``."""
         with best_effort("a reducer state in the object cache"):  # a cache: a full home must not fail the get or write it serves
             entry = self._entry(scope, key)
             if not (entry / "meta").exists() or memoryview(image).nbytes > self.max_bytes:
                 return
-            prefix = f"state.{self._state_name(reducer_id)}.{base_version}."
-            _write(entry / f"{prefix}{version}", image)
+            prefix = f"state.{self._state_name(reducer_id)}.{snapshot.base_version}."
+            name = f"{prefix}{snapshot.version}.{snapshot.lineage(snapshot.version)}"
+            _write(entry / name, image)
             for path in entry.iterdir():
-                if path.name.startswith(prefix) and path.name != f"{prefix}{version}":
+                if path.name.startswith(prefix) and path.name != name:
                     path.unlink(missing_ok=True)
             self.evict(protect=entry)
 

@@ -43,8 +43,8 @@ class Cache(Protocol):
 
     def load(self, scope: str, key: str) -> Snapshot | None: ...
     def store(self, scope: str, key: str, snapshot: Snapshot) -> None: ...
-    def load_state(self, scope: str, key: str, reducer_id: str, base_version: int) -> tuple[int, bytearray] | None: ...
-    def store_state(self, scope: str, key: str, reducer_id: str, base_version: int, version: int,
+    def load_state(self, scope: str, key: str, reducer_id: str, snapshot: Snapshot) -> tuple[int, bytearray] | None: ...
+    def store_state(self, scope: str, key: str, reducer_id: str, snapshot: Snapshot,
                     image: bytes | bytearray | memoryview) -> None: ...
     def forget_matching(self, scope: str, key_or_prefix: ObjectKey) -> int: ...
 
@@ -155,8 +155,8 @@ def _reduce(ctx: _Context, ref: ObjectRef, snapshot: Snapshot, reducer: Reducer)
     reducer_id = f"{getattr(reducer, '__module__', '')}.{getattr(reducer, '__qualname__', repr(reducer))}"
     held = None
     if ctx.cache is not None and ref.version != 0:
-        held = ctx.cache.load_state(ctx.scope, ref.key, reducer_id, snapshot.base_version)
-    if held is not None and held[0] <= snapshot.version:
+        held = ctx.cache.load_state(ctx.scope, ref.key, reducer_id, snapshot)
+    if held is not None:
         applied, state = held[0], object_image.decode(held[1])
     else:
         applied, state = snapshot.base_version, object_image.decode(snapshot.base_image)
@@ -164,7 +164,7 @@ def _reduce(ctx: _Context, ref: ObjectRef, snapshot: Snapshot, reducer: Reducer)
     if new or held is None:
         state = reducer(state, new)
         if ctx.cache is not None:
-            ctx.cache.store_state(ctx.scope, ref.key, reducer_id, snapshot.base_version, snapshot.version,
+            ctx.cache.store_state(ctx.scope, ref.key, reducer_id, snapshot,
                                   object_image.encode(state, what="the reducer state"))
     return state
 

@@ -58,6 +58,7 @@ files and removes that same file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -278,6 +279,12 @@ class Snapshot:
     @property
     def nbytes(self) -> int:
         return memoryview(self.base_image).nbytes + sum(memoryview(p).nbytes for _, p in self.patches)
+
+    def lineage(self, upto: int) -> str:
+        """A digest of which files this snapshot holds up to version ``upto``."""
+        parts = [(self.base_version, self.tokens.get(self.base_version, "own"))]
+        parts += [(v, self.tokens.get(v, "own")) for v, _ in self.patches if v <= upto]
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     def fits(self, f: VersionFile) -> bool:
         """Whether this snapshot's part at ``f``'s version was read from ``f``."""
