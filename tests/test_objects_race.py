@@ -14,12 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import podrun
 from podrun.store import objects
+from podrun.store.object_covers import MAX_ENTRIES, Covers
 from podrun.store.volume_steps import stepping
 
 
@@ -228,3 +230,39 @@ def test_a_cached_read_of_a_write_that_then_lost_is_read_again(shared: Path) -> 
     assert [o.version for o in outcomes[:2]] == [4, 3], (outcomes, schedule.trace)
     assert podrun.get_object(ref, reducer=reduce_list) == [0, 1, "q", "p"]
     assert podrun.get_object(ref, deserializer=merge) == [0, 1, "q", "p"] == fresh(ref)
+
+
+TOKENS = st.text("0123456789abcdef", min_size=16, max_size=16)
+
+
+@given(st.integers(1, 3000), st.lists(st.tuples(st.integers(0, 2999), TOKENS), max_size=60),
+       st.lists(st.tuples(st.integers(0, 2999), TOKENS), max_size=60), st.booleans())
+def test_covers_records_round_trip_and_say_unknown_only_when_cut(base: int, carried: list, folded: list,
+                                                                 chained: bool) -> None:
+    """A compaction of the base at ``base`` and patches after it, over a compaction's record
+    (``carried``, all below ``base``) or over a plain update."""
+    carried = [(v % base + 1, t) for v, t in carried]
+    folded = [(base + v, t) for v, t in folded]
+    previous = Covers(1, True, frozenset(carried)) if chained else None
+    covers = Covers.after(base, previous, folded)
+    assert Covers.decode(covers.encode()) == covers
+    for version, token in folded + (carried if chained else []):
+        assert covers.holds(version, token)
+        assert covers.holds(version, "x" * 16) is False
+    if not chained:
+        assert covers.since == base and all(covers.holds(v, t) is False for v, t in carried if v < base)
+
+
+def test_covers_records_are_cut_to_the_newest_and_then_know_nothing_older() -> None:
+    folded = [(v, f"{v:016x}") for v in range(1, MAX_ENTRIES + 11)]
+    covers = Covers.after(1, None, folded)
+    assert len(covers.entries) == MAX_ENTRIES and covers.since == 11 and not covers.reset
+    assert covers.holds(5, f"{5:016x}") is None and covers.holds(11, f"{11:016x}") is True
+    assert covers.holds(12, "f" * 16) is False
+
+
+def test_a_covers_record_of_another_format_is_a_clear_error() -> None:
+    with pytest.raises(podrun.errors.IntegrityError, match="format 2"):
+        Covers.decode(msgpack.packb({"v": 2, "since": 1, "reset": True, "covers": []}))
+    with pytest.raises(podrun.errors.IntegrityError, match="corrupt"):
+        Covers.decode(b"\x93not a record")

@@ -225,6 +225,8 @@ def compact_object(ref: ObjectRef, deserializer: Deserializer | None = None) -> 
     key = ref.object_key
     ctx = _Context(key)
     state = ctx.store.state(key)
+    if state.base is None and state.top:
+        raise Conflict(f"object {key}: its base is being replaced (a write in flight); compact it again")
     if state.base is None:
         raise NotFound(f"object {key} does not exist (deleted, or never written in this volume)")
     try:
