@@ -24,6 +24,8 @@ from podrun.store import objects
 from podrun.store.object_covers import MAX_ENTRIES, Covers
 from podrun.store.volume_steps import stepping
 
+from .platforms import shared_emulator
+
 
 @pytest.fixture
 def shared(tmp_path: Path) -> Path:
@@ -266,3 +268,19 @@ def test_a_covers_record_of_another_format_is_a_clear_error() -> None:
         Covers.decode(msgpack.packb({"v": 2, "since": 1, "reset": True, "covers": []}))
     with pytest.raises(podrun.errors.IntegrityError, match="corrupt"):
         Covers.decode(b"\x93not a record")
+
+
+def test_the_race_over_the_em_api(request: pytest.FixtureRequest) -> None:
+    """The same interleaving through the emulator over real HTTP: the compaction's base, its
+    covers record and its (empty) undecided mark travel in one multipart uplink."""
+    server = shared_emulator(request)
+    username, password = server.add_user()
+    podrun.configure("em", url=server.url, username=username, password=password)
+    ref = podrun.put_object("_default/race", [0])
+    podrun.patch_object(ref, [1])
+    schedule = Schedule([0, 0] + [1] * 40)
+    outcomes = schedule.run([lambda: podrun.patch_object(ref, ["x"]), lambda: podrun.compact_object(ref, merge)])
+    assert [getattr(o, "version", o) for o in outcomes] == [3, 4], schedule.trace
+    assert fresh(ref) == [0, 1, "x"]
+    assert [op for who, op, _ in schedule.trace if who == 1 and op == "write"] == ["write"]  # one uplink
+    assert any(who == 0 and op == "read" and name.endswith(".c") for who, op, name in schedule.trace)
