@@ -36,6 +36,7 @@ The hierarchy::
     ├── WaitTimeout (TimeoutError)      ``fut.get(timeout=)`` waited that long; the call keeps running
     ├── SerializationError (TypeError)  a callable, argument or result cannot be (un)pickled
     ├── IntegrityError                  stored bytes do not match their content hash
+    ├── WriteUnsettled                  an object write stored, its outcome not yet known (not retried)
     ├── WireFormatError                 a bundle or record in an unknown format
     ├── EnvironmentMismatch             the pod cannot load the pickled code
     ├── BuildFailed                     a local image build or load failed (becomes BUILD_FAILED)
@@ -350,4 +351,5 @@ __all__ = [
     "WaitTimeout",
     "WheelError",
     "WireFormatError",
+    "WriteUnsettled",
 ]

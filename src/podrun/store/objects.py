@@ -81,9 +81,9 @@ from ..wire import object_image
 from ..wire.compression import RAW, compress, decompress
 from ..wire.hashing import content_hash, is_content_hash
 from ..wire.layout import blob_path, object_dir
+from . import volume_steps
 from .object_covers import MAX_ENTRIES, Covers
 from .refs import ObjectKey, ObjectRef
-from .volume_steps import observed
 
 _NAME = re.compile(r"^(\d{12})\.([0-9a-f]{16})\.(b|r|p|d(\d{12}))$")
 _BESIDE = re.compile(r"^(\d{12})\.([0-9a-f]{16})\.(c|w)$")  # a compaction's covers record and undecided mark
@@ -178,6 +178,36 @@ class DirectoryVolume(VolumeFiles):
 
     def has_blob(self, blob_hash: str) -> bool | None:
         return (self.root / blob_path(blob_hash)).is_file()
+
+
+class _Stepped(VolumeFiles):
+    """A volume that calls a test's hook before each operation (``volume_steps.py``)."""
+
+    def __init__(self, volume: VolumeFiles, hook: volume_steps.StepHook) -> None:
+        self.inner, self.hook, self.remote = volume, hook, volume.remote
+
+    def list_tree(self, directory: str) -> dict[str, int]:
+        self.hook("list", directory)
+        return self.inner.list_tree(directory)
+
+    def read(self, path: str) -> bytearray:
+        self.hook("read", path)
+        return self.inner.read(path)
+
+    def write_many(self, directory: str, files: list[tuple[str, bytes | bytearray | memoryview]]) -> None:
+        self.hook("write", f"{directory}/{files[-1][0]}")
+        self.inner.write_many(directory, files)
+
+    def delete(self, path: str) -> None:
+        self.hook("delete", path)
+        self.inner.delete(path)
+
+    def read_blob(self, blob_hash: str) -> bytes:
+        self.hook("read", blob_hash)
+        return self.inner.read_blob(blob_hash)
+
+    def has_blob(self, blob_hash: str) -> bool | None:
+        return self.inner.has_blob(blob_hash)
 
 
 # --- listing ---------------------------------------------------------------------------------
@@ -320,7 +350,8 @@ class ObjectStore:
     """put / get / update / patch / delete over one volume's files."""
 
     def __init__(self, volume: VolumeFiles) -> None:
-        self.volume = observed(volume)
+        hook = volume_steps.current()
+        self.volume = volume if hook is None else _Stepped(volume, hook)
         self._records: dict[str, Covers] = {}  # covers records read (files never change)
 
     @staticmethod

@@ -13,10 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .objects import VolumeFiles
 
 StepHook = Callable[[str, str], None]
 _hook: StepHook | None = None
@@ -33,38 +29,6 @@ def stepping(hook: StepHook) -> Iterator[None]:
         _hook = previous
 
 
-def observed(volume: VolumeFiles) -> VolumeFiles:
-    """``volume`` itself, or, while a hook is installed, a view that calls it first."""
-    if _hook is None:
-        return volume
-    from .objects import VolumeFiles
-
-    hook = _hook
-
-    class Stepped(VolumeFiles):
-        remote = volume.remote
-
-        def list_tree(self, directory: str) -> dict[str, int]:
-            hook("list", directory)
-            return volume.list_tree(directory)
-
-        def read(self, path: str) -> bytearray:
-            hook("read", path)
-            return volume.read(path)
-
-        def write_many(self, directory: str, files: list[tuple[str, bytes | bytearray | memoryview]]) -> None:
-            hook("write", f"{directory}/{files[-1][0]}")
-            volume.write_many(directory, files)
-
-        def delete(self, path: str) -> None:
-            hook("delete", path)
-            volume.delete(path)
-
-        def read_blob(self, blob_hash: str) -> bytes:
-            hook("read", blob_hash)
-            return volume.read_blob(blob_hash)
-
-        def has_blob(self, blob_hash: str) -> bool | None:
-            return volume.has_blob(blob_hash)
-
-    return Stepped()
+def current() -> StepHook | None:
+    """The installed hook; ``ObjectStore`` wraps its volume in a view that calls it (``objects._Stepped``)."""
+    return _hook
