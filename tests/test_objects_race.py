@@ -8,6 +8,7 @@ version order; no two writers are told the same version; no read ever holds a pa
 
 from __future__ import annotations
 
+import collections
 import functools
 import threading
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from podrun.store import objects
 from podrun.store.object_covers import MAX_ENTRIES, Covers
 from podrun.store.volume_steps import stepping
 
+from .em_server import EmulatorProcess
 from .platforms import shared_emulator
 
 
@@ -284,3 +286,57 @@ def test_the_race_over_the_em_api(request: pytest.FixtureRequest) -> None:
     assert fresh(ref) == [0, 1, "x"]
     assert [op for who, op, _ in schedule.trace if who == 1 and op == "write"] == ["write"]  # one uplink
     assert any(who == 0 and op == "read" and name.endswith(".c") for who, op, name in schedule.trace)
+
+
+CHAOS = ("--chaos-locked-rate", "0.1", "--chaos-error-rate", "0.25", "--chaos-drop-rate", "0.25", "--chaos-seed", "13")
+
+
+def test_under_faults_every_write_is_told_what_happened(tmp_path: Path) -> None:
+    """Two writers patch and compact one key through an emulator that answers 500, drops
+    connections (also after it acted) and says 423, with a short retry deadline so that some
+    calls give up. Each write ends acknowledged (in the value once), Conflict (not in it), a
+    PlatformError raised before anything was stored (not in it), or WriteUnsettled (stored or
+    not: the only case the value may or may not hold it)."""
+    with EmulatorProcess(tmp_path / "em", *CHAOS) as em:
+        username, password = em.add_user()
+        podrun.configure("em", url=em.url, username=username, password=password, retry_deadline=0.5, timeout=5.0,
+                         backoff=(0.01, 0.1))
+        for _ in range(20):
+            try:
+                ref = podrun.put_object("_default/chaos", [])
+                break
+            except podrun.PlatformError:
+                continue
+        told: dict[str, str] = {}
+        lock = threading.Lock()
+
+        def write(who: int) -> None:
+            for n in range(20):
+                item = f"{who}.{n}"
+                try:
+                    if n % 5 == 4:
+                        podrun.compact_object(ref, merge)
+                        continue
+                    podrun.patch_object(ref, [item])
+                    outcome = "acked"
+                except podrun.WriteUnsettled:
+                    outcome = "unsettled"
+                except podrun.Conflict:
+                    outcome = "conflict"
+                except podrun.PlatformError:
+                    outcome = "failed"
+                with lock:
+                    told[item] = outcome
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        podrun.configure("em", url=em.url, username=username, password=password, retry_deadline=60.0)
+        value = fresh(ref)
+    assert len(value) == len(set(value)), value  # nothing applied twice
+    assert {item for item, outcome in told.items() if outcome == "acked"} <= set(value), (told, value)
+    assert set(value) <= {item for item, outcome in told.items() if outcome in ("acked", "unsettled")}, (told, value)
+    counts = collections.Counter(told.values())
+    assert counts["acked"] >= 1 and counts["failed"] + counts["unsettled"] >= 1, counts  # faults met, and work to check

@@ -407,8 +407,19 @@ class ObjectStore:
         except NotFound:  # a newer base retired this generation while we wrote into it
             raise Conflict(f"object {key}: a newer version was written while version {version} was; "
                            "read it again and retry") from None
+        except PlatformError as exc:
+            if exc.status is not None and exc.status < 500:
+                raise  # refused: nothing was stored
+            # the answer was lost: the files may be stored, and step 3 finds out which
         mine = _Write(version, token, gen, kind, f"{folder}/{files[-1][0]}", tuple(folded))
-        return version, self._settle(key, mine)
+        try:
+            return version, self._settle(key, mine)
+        except Conflict:
+            raise
+        except PlatformError as exc:
+            raise WriteUnsettled(f"object {key}: version {mine.version} may be stored, but the volume could not be "
+                                 f"listed to check it ({exc}); read the object to see whether this write is in it "
+                                 "before writing it again") from exc
 
     def _settle(self, key: ObjectKey, mine: _Write) -> ObjectState:
         """Step 3: list, and decide whether our write stands; returns the listing that says so.
@@ -422,7 +433,10 @@ class ObjectStore:
         deleted = False
         for wait in range(SETTLE_POLLS):
             after = self.state(key)
-            held = self._held(key, after, mine)
+            try:
+                held = self._held(key, after, mine)
+            except NotFound:  # a covers record went with its generation: look again
+                continue
             if held:
                 return after
             if held is None:
