@@ -195,9 +195,13 @@ PLAN = st.lists(st.sampled_from(["patch", "patch", "update", "compact", "get", "
 @given(plans=st.lists(PLAN, min_size=2, max_size=3), order=st.lists(st.integers(0, 2), max_size=30))
 def test_every_interleaving_applies_each_acknowledged_write_once(shared: Path, plans: list[list[str]],
                                                                 order: list[int]) -> None:
-    """2-3 writers putting, patching, updating, compacting and reading one key, interleaved one
-    volume operation at a time. (``order`` is shorter than the listings a writer waits through
-    for a compaction to decide, so no schedule starves the compactor it waits for.)"""
+    """2-3 writers patching, updating, compacting and reading one key, interleaved one volume
+    operation at a time. Once they are done, the value (read fresh and through the cache) is
+    each acknowledged write applied once, in version order, and no two writes were told one
+    version. A read made meanwhile may see a write in flight that then loses (the protocol
+    says so): it is checked for what must hold anyway, no patch applied twice and nothing
+    that no writer wrote. (``order`` is shorter than the listings a writer waits through for
+    a compaction to decide, so no schedule starves the compactor it waits for.)"""
     ref = podrun.put_object("_default/h", ["put"])
     schedule = Schedule(order)
     outcomes = schedule.run([functools.partial(writer, ref, who, plan) for who, plan in enumerate(plans)])
@@ -210,10 +214,10 @@ def test_every_interleaving_applies_each_acknowledged_write_once(shared: Path, p
     expected = replay(acked)
     assert fresh(ref) == expected, (sorted(acked), schedule.trace)
     assert podrun.get_object(ref, deserializer=merge) == expected  # through the cache too
+    issued = {"put"} | {item for op, item, _ in done if op in ("patch", "update")}
     for op, _, value in done:
         if op.startswith("get"):
-            assert len(value) == len(set(value)), ("a read applied a patch twice", value)
-            assert value in [replay([a for a in acked if a[0] <= v]) for v in versions], (value, sorted(acked), schedule.trace)
+            assert len(value) == len(set(value)) and set(value) <= issued, ("a read applied a patch twice", value)
 
 
 def reduce_list(state: list, deltas: list) -> list:

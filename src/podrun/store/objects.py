@@ -250,10 +250,13 @@ class ObjectState:
         self.patches = [f for f in self.committed if f.kind == "p" and self.base and f.version > self.base.version]
         self.version = self.committed[-1].version if self.committed else 0
         self.gens |= {f.gen for f in self.files}
+        self.held_by: dict[int, list[str]] = {}
+        for f in self.files:
+            self.held_by.setdefault(f.version, []).append(f.token)
 
     def holder(self, version: int) -> str | None:
         """The token of the one file at ``version``; None when there is none, or several."""
-        held = [f.token for f in self.files if f.version == version]
+        held = self.held_by.get(version, [])
         return held[0] if len(held) == 1 else None
 
     def chain(self, base: VersionFile) -> list[VersionFile]:
@@ -445,7 +448,7 @@ class ObjectStore:
             if deleted:
                 raise Conflict(f"object {key}: another writer wrote version {mine.version} at the same time; "
                                "read it again and retry")
-            rival = any(f.version == mine.version and f.token != mine.token for f in after.files)
+            rival = any(token != mine.token for token in after.held_by.get(mine.version, []))
             retired = any(f.is_base and f.gen > mine.gen for f in after.files)
             intact = all(after.holder(version) == token for version, token in mine.folded)
             if after.holder(mine.version) == mine.token and not rival and not retired and intact:
