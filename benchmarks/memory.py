@@ -25,7 +25,7 @@ import podrun
 
 size = int(sys.argv[1])
 
-@podrun.remote(node="MPU", max_duration=10)
+@podrun.remote(node="MPU", max_duration=10, workers=1)  # the runtime's own process: its atexit reports the RSS
 def big(n):
     import atexit, os, resource
     import numpy as np
