@@ -53,6 +53,7 @@ from .errors import (
     WaitTimeout,
     WheelError,
     WireFormatError,
+    WriteUnsettled,
 )
 
 __version__ = "0.1.0"
@@ -183,7 +184,7 @@ __all__ = [
     "MissingFile", "NameTaken", "NoContainerEngine", "NotFound", "PlatformError", "PodBusy", "PodFailed", "PodrunError",
     "PrepareError",
     "RemoteError", "RemoteFailure", "RemoteTraceback", "SerializationError", "UsageError", "UsageTypeError",
-    "WaitTimeout", "WheelError", "WireFormatError",
+    "WaitTimeout", "WheelError", "WireFormatError", "WriteUnsettled",
     "data_dir", "remote", "RemoteFunction", "Executor",
     "ObjectFuture", "get", "wait", "as_completed", "iter_results", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "configure", "attach", "cancel", "Runner", "ResourceRequirement", "method", "stats", "reset_stats", "PodSpec", "PodState",

@@ -36,6 +36,7 @@ The hierarchy::
     ├── WaitTimeout (TimeoutError)      ``fut.get(timeout=)`` waited that long; the call keeps running
     ├── SerializationError (TypeError)  a callable, argument or result cannot be (un)pickled
     ├── IntegrityError                  stored bytes do not match their content hash
+    ├── WriteUnsettled                  an object write stored, its outcome not yet known (not retried)
     ├── WireFormatError                 a bundle or record in an unknown format
     ├── EnvironmentMismatch             the pod cannot load the pickled code
     ├── BuildFailed                     a local image build or load failed (becomes BUILD_FAILED)
@@ -171,6 +172,12 @@ class NameTaken(Conflict):
     def __init__(self, message: str, holder: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.holder = dict(holder or {})
+
+
+class WriteUnsettled(PodrunError):
+    """An object write was stored, but whether it stands cannot be told yet: a compaction that
+    holds it has not decided (its writer may have died). Not retried, since writing it again
+    could apply it twice: read the object first."""
 
 
 class ContainerUnavailable(PlatformError):
@@ -344,4 +351,5 @@ __all__ = [
     "WaitTimeout",
     "WheelError",
     "WireFormatError",
+    "WriteUnsettled",
 ]

@@ -1,8 +1,10 @@
 """The client's on-disk cache of object versions, shared by every process of one user.
 
 One folder per (platform, key) under ``$PODRUN_HOME/object-cache``: ``meta`` (which version
-it holds), ``base.<v>`` (the base image), ``patch.<v>`` (patch images) and
-``state.<reducer>.<base>.<v>`` (a reducer's pickled state). Files are immutable and written
+it holds), ``base.<v>.<token>`` (the base image), ``patch.<v>.<token>`` (patch images; the
+token of the volume file each was read from, ``own`` for this user's own write) and
+``state.<reducer>.<base>.<v>.<lineage>`` (a reducer's pickled state, and which files it was
+made of). Files are immutable and written
 by rename, ``meta`` last, so processes share it without locks: a reader that meets a file
 another process just removed treats the entry as a miss. Bounded in bytes; the least
 recently used entries go first. Reads return fresh buffers, never shared ones.
@@ -37,6 +39,12 @@ def _write(path: Path, data: bytes | bytearray | memoryview) -> None:
     atomic_write(path, data)
 
 
+def _part(kind: str, version: int, tokens: dict[int, str]) -> str:
+    """A part's file: named by the token of the volume file it was read from, so a version
+    that another writer's file took since is never mistaken for the one held."""
+    return f"{kind}.{version}.{tokens.get(version, 'own')}"
+
+
 class ObjectCache:
     def __init__(self, root: str | os.PathLike[str], max_bytes: int | None = None) -> None:
         self.root = Path(root)
@@ -60,16 +68,18 @@ class ObjectCache:
         """The cached version of ``key`` in fresh buffers, or None (also on a racing eviction)."""
         entry = self._entry(scope, key)
         meta = self._meta(entry)
-        if meta is None or meta.get("key") != key:
-            return None
+        if meta is None or meta.get("key") != key or "tokens" not in meta:
+            return None  # absent, another key's, or from before snapshots named the files they were read from
         try:
-            base = _read(entry / f"base.{meta['base_version']}")
-            patches: list[tuple[int, bytearray | memoryview]] = [(v, _read(entry / f"patch.{v}")) for v in meta["patches"]]
+            tokens = {int(v): str(t) for v, t in meta["tokens"]}
+            base = _read(entry / _part("base", meta["base_version"], tokens))
+            patches: list[tuple[int, bytearray | memoryview]] = [(v, _read(entry / _part("patch", v, tokens)))
+                                                                 for v in meta["patches"]]
             with suppress(OSError):  # a read-only home still serves hits
                 os.utime(entry / "meta")  # LRU: recency is the meta file's mtime
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return Snapshot(meta["version"], meta["base_version"], base, patches)
+        return Snapshot(meta["version"], meta["base_version"], base, patches, tokens)
 
     def store(self, scope: str, key: str, snapshot: Snapshot) -> None:
         with best_effort("the object cache"):  # a cache: a full home must not fail the get or write it serves
@@ -78,15 +88,18 @@ class ObjectCache:
                 self.forget(scope, key)  # larger than the whole cache: keep nothing rather than evict everything
                 return
             private_dirs(entry)
-            keep = {"meta", f"base.{snapshot.base_version}"}
-            if not (entry / f"base.{snapshot.base_version}").exists():
-                _write(entry / f"base.{snapshot.base_version}", snapshot.base_image)
+            base = _part("base", snapshot.base_version, snapshot.tokens)
+            keep = {"meta", base}
+            if not (entry / base).exists():
+                _write(entry / base, snapshot.base_image)
             for version, image in snapshot.patches:
-                keep.add(f"patch.{version}")
-                if not (entry / f"patch.{version}").exists():
-                    _write(entry / f"patch.{version}", image)
-            _write(entry / "meta", msgpack.packb({"key": key, "version": snapshot.version, "base_version": snapshot.base_version,
-                                                  "patches": [v for v, _ in snapshot.patches]}))
+                name = _part("patch", version, snapshot.tokens)
+                keep.add(name)
+                if not (entry / name).exists():
+                    _write(entry / name, image)
+            meta = {"key": key, "version": snapshot.version, "base_version": snapshot.base_version,
+                    "patches": [v for v, _ in snapshot.patches], "tokens": sorted(snapshot.tokens.items())}
+            _write(entry / "meta", msgpack.packb(meta))
             for path in entry.iterdir():
                 stale_state = path.name.startswith("state.") and path.name.split(".")[2] != str(snapshot.base_version)
                 dropped = not path.name.startswith("state.") or stale_state
@@ -99,31 +112,37 @@ class ObjectCache:
     def _state_name(reducer_id: str) -> str:
         return hashlib.sha256(reducer_id.encode()).hexdigest()[:16]
 
-    def load_state(self, scope: str, key: str, reducer_id: str, base_version: int) -> tuple[int, bytearray] | None:
-        """The newest cached (version, state image) of a reducer over this base, or None."""
+    def load_state(self, scope: str, key: str, reducer_id: str, snapshot: Snapshot) -> tuple[int, bytearray] | None:
+        """The newest cached (version, state image) of a reducer over ``snapshot``'s base and
+        the same files it holds up to that version (``Snapshot.lineage``), or None."""
         entry = self._entry(scope, key)
-        prefix = f"state.{self._state_name(reducer_id)}.{base_version}."
+        prefix = f"state.{self._state_name(reducer_id)}.{snapshot.base_version}."
         try:
-            versions = [int(p.name[len(prefix):]) for p in entry.iterdir() if p.name.startswith(prefix)]
+            names = [p.name[len(prefix):].split(".") for p in entry.iterdir() if p.name.startswith(prefix)]
         except (FileNotFoundError, NotADirectoryError):
             return None
-        for version in sorted(versions, reverse=True):
+        held = [(int(version), lineage) for version, lineage in (n for n in names if len(n) == 2) if version.isdigit()]
+        for version, lineage in sorted(held, reverse=True):
+            if version > snapshot.version or lineage != snapshot.lineage(version):
+                continue  # newer than this read, or made from a read of files since replaced
             try:
-                return version, _read(entry / f"{prefix}{version}")
+                return version, _read(entry / f"{prefix}{version}.{lineage}")
             except FileNotFoundError:
                 continue
         return None
 
-    def store_state(self, scope: str, key: str, reducer_id: str, base_version: int, version: int,
+    def store_state(self, scope: str, key: str, reducer_id: str, snapshot: Snapshot,
                     image: bytes | bytearray | memoryview) -> None:
+        """Keep a reducer's state over all of ``snapshot``."""
         with best_effort("a reducer state in the object cache"):  # a cache: a full home must not fail the get or write it serves
             entry = self._entry(scope, key)
             if not (entry / "meta").exists() or memoryview(image).nbytes > self.max_bytes:
                 return
-            prefix = f"state.{self._state_name(reducer_id)}.{base_version}."
-            _write(entry / f"{prefix}{version}", image)
+            prefix = f"state.{self._state_name(reducer_id)}.{snapshot.base_version}."
+            name = f"{prefix}{snapshot.version}.{snapshot.lineage(snapshot.version)}"
+            _write(entry / name, image)
             for path in entry.iterdir():
-                if path.name.startswith(prefix) and path.name != f"{prefix}{version}":
+                if path.name.startswith(prefix) and path.name != name:
                     path.unlink(missing_ok=True)
             self.evict(protect=entry)
 

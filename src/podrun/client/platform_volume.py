@@ -26,8 +26,8 @@ class PlatformVolume(VolumeFiles):
     def read(self, path: str) -> bytearray:
         return bytearray(self.platform.downlink(path, self.pod_name))
 
-    def write(self, directory: str, name: str, data: bytes | bytearray | memoryview) -> None:
-        self.platform.uplink([(name, data)], dest_path=directory, pod_name=self.pod_name)
+    def write_many(self, directory: str, files: list[tuple[str, bytes | bytearray | memoryview]]) -> None:
+        self.platform.uplink(files, dest_path=directory, pod_name=self.pod_name)
 
     def delete(self, path: str) -> None:
         self.platform.delete(path, self.pod_name)

@@ -43,8 +43,8 @@ class Cache(Protocol):
 
     def load(self, scope: str, key: str) -> Snapshot | None: ...
     def store(self, scope: str, key: str, snapshot: Snapshot) -> None: ...
-    def load_state(self, scope: str, key: str, reducer_id: str, base_version: int) -> tuple[int, bytearray] | None: ...
-    def store_state(self, scope: str, key: str, reducer_id: str, base_version: int, version: int,
+    def load_state(self, scope: str, key: str, reducer_id: str, snapshot: Snapshot) -> tuple[int, bytearray] | None: ...
+    def store_state(self, scope: str, key: str, reducer_id: str, snapshot: Snapshot,
                     image: bytes | bytearray | memoryview) -> None: ...
     def forget_matching(self, scope: str, key_or_prefix: ObjectKey) -> int: ...
 
@@ -155,8 +155,8 @@ def _reduce(ctx: _Context, ref: ObjectRef, snapshot: Snapshot, reducer: Reducer)
     reducer_id = f"{getattr(reducer, '__module__', '')}.{getattr(reducer, '__qualname__', repr(reducer))}"
     held = None
     if ctx.cache is not None and ref.version != 0:
-        held = ctx.cache.load_state(ctx.scope, ref.key, reducer_id, snapshot.base_version)
-    if held is not None and held[0] <= snapshot.version:
+        held = ctx.cache.load_state(ctx.scope, ref.key, reducer_id, snapshot)
+    if held is not None:
         applied, state = held[0], object_image.decode(held[1])
     else:
         applied, state = snapshot.base_version, object_image.decode(snapshot.base_image)
@@ -164,7 +164,7 @@ def _reduce(ctx: _Context, ref: ObjectRef, snapshot: Snapshot, reducer: Reducer)
     if new or held is None:
         state = reducer(state, new)
         if ctx.cache is not None:
-            ctx.cache.store_state(ctx.scope, ref.key, reducer_id, snapshot.base_version, snapshot.version,
+            ctx.cache.store_state(ctx.scope, ref.key, reducer_id, snapshot,
                                   object_image.encode(state, what="the reducer state"))
     return state
 
@@ -207,7 +207,8 @@ def patch_object(ref: ObjectRef, delta: Any, if_version: int | None = None) -> O
         version = ctx.store.patch(key, image, state=state, if_version=if_version)
         known = ctx.load(ref.key)
         if known is not None and known.version == version - 1 and state.base and known.base_version == state.base.version:
-            ctx.keep(ref.key, Snapshot(version, known.base_version, known.base_image, [*known.patches, (version, image)]))
+            ctx.keep(ref.key, Snapshot(version, known.base_version, known.base_image, [*known.patches, (version, image)],
+                                      known.tokens))
         return version
 
     return _write(ref, if_version, once)
@@ -224,7 +225,14 @@ def compact_object(ref: ObjectRef, deserializer: Deserializer | None = None) -> 
     key = ref.object_key
     ctx = _Context(key)
     state = ctx.store.state(key)
-    snapshot = ctx.store.fetch(key, ctx.load(ref.key), state=state)
+    if state.base is None and state.top:
+        raise Conflict(f"object {key}: its base is being replaced (a write in flight); compact it again")
+    if state.base is None:
+        raise NotFound(f"object {key} does not exist (deleted, or never written in this volume)")
+    try:
+        snapshot = ctx.store.fetch(key, ctx.load(ref.key), state=state)
+    except NotFound:  # a file listed went while we read: a write in flight lost, or a newer base retired it
+        raise Conflict(f"object {key} changed while it was read for compaction: compact it again") from None
     if snapshot.patches and deserializer is None:
         raise UsageError(f"object {key} has {len(snapshot.patches)} patch(es): pass deserializer=(base, deltas) -> value "
                              "to merge them into the new base")
@@ -232,7 +240,7 @@ def compact_object(ref: ObjectRef, deserializer: Deserializer | None = None) -> 
         ctx.keep(ref.key, snapshot)
         return ObjectRef(ref.key, snapshot.version)
     image = object_image.encode(materialize(snapshot, ref.key, deserializer)) if snapshot.patches else snapshot.base_image
-    version = ctx.store.update(key, image, state=state, prev=None, if_version=snapshot.version)
+    version = ctx.store.compact(key, image, state=state)
     ctx.keep(ref.key, Snapshot(version, version, image))
     return ObjectRef(ref.key, version)
 

@@ -9,7 +9,10 @@ Kinds: ``b`` a full base (compressed image), ``r`` a base made of blobs already 
 (``.podrun/blobs``), ``d<parent>`` a base stored as a binary delta against the base at version
 ``parent``, ``p`` a patch (one user delta, appended). A generation folder starts at a full
 base (``b``/``r``) and holds the delta bases and patches built on it; writing a new full base
-starts a new generation and the older ones are deleted.
+starts a new generation and the older ones are deleted. A compacted base also has a covers
+record (``.c``) and, until it has won, an undecided mark (``.w``) beside it
+(``object_covers.py``); bases without a record (plain updates, and bases written before
+records existed) read as they always did.
 
 Commit protocol (the platform has no compare-and-swap: only uplink, list, downlink, delete):
 
@@ -17,10 +20,14 @@ Commit protocol (the platform has no compare-and-swap: only uplink, list, downli
    If version S has several files (a race in flight), or ``if_version`` is given and is not
    S, raise Conflict without writing.
 2. uplink our file at version S+1 under a fresh token (files are never overwritten).
-3. list again. If any other file holds version S+1, we lose: delete our file, raise Conflict.
-   We also lose when our own file is gone, or a newer full base stands in a later generation
-   than ours: that base's writer retired our generation, and with it, maybe, the rival file
-   this step would have seen. Otherwise we won, and the write is acknowledged.
+3. list again. If a compaction holds our file (its covers record names it,
+   ``object_covers.py``), it decides: once it has won, our write is acknowledged at S+1, even
+   if it already retired our file; while it is undecided, we list again until it is. Else,
+   if any other file holds version S+1, we lose: delete our file, list once more (a
+   compaction may have folded it in first), raise Conflict. We also lose when our own file
+   is gone, or a newer full base stands in a later generation than ours: that base's writer
+   retired our generation, and with it, maybe, the rival file this step would have seen.
+   Otherwise we won, and the write is acknowledged.
 
 At most one writer wins a version: if A saw itself alone at step 3, any rival file landed
 after A's listing, so the rival's own step 3 sees A and the rival loses, unless A's file was
@@ -29,20 +36,34 @@ deleted meanwhile, which only the retiring of A's generation does, and which the
 once told two writers they both wrote one version). Two overlapping
 writers may both lose (each sees the other); both get Conflict and nothing is stored.
 Readers take a version with several files as "in flight" and read the versions below it.
-Limit: a loser killed between its step 3 and its delete leaves its file, and writers then
-get Conflict on that version until ``delete_objects`` clears the key.
+
+A compaction reads a version in flight as it reads any other, so it may fold a patch whose
+writer then loses; that writer must not then be told Conflict (its caller would patch again,
+and the patch would count twice). So a compaction wins only if, at its own step 3, every file
+it folded still stands alone at its version, and a writer that lost deletes its file before
+its last look: whichever of the two acts first, both see the same outcome. A compaction
+never folds around a version in flight (Conflict instead), which would lose a patch that
+then wins. A compaction that won deletes its undecided mark, then the older generations.
+
+Limits: a loser killed between its step 3 and its delete leaves its file, and writers then
+get Conflict on that version until ``delete_objects`` clears the key; a compaction killed
+before it decides leaves the writers it holds ``WriteUnsettled`` (stored, outcome unknown).
+A read may see a write in flight that then loses (it is never applied twice: snapshots name
+the files they were read from, and a cached part whose file was replaced is read again).
 
 Writes without ``if_version`` retry this protocol a few times (callers decide); writes with
 it never retry. A failed write leaves what was stored untouched: it only ever adds its own
-file and removes that same file.
+files and removes that same file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
 import shutil
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -53,16 +74,20 @@ from typing import Any
 
 import msgpack
 
-from ..errors import Conflict, IntegrityError, InvalidKey, NotFound
+from ..errors import Conflict, IntegrityError, InvalidKey, NotFound, PlatformError, WriteUnsettled
 from ..files import atomic_write
 from ..wire import delta as wdelta
 from ..wire import object_image
 from ..wire.compression import RAW, compress, decompress
 from ..wire.hashing import content_hash, is_content_hash
 from ..wire.layout import blob_path, object_dir
+from . import volume_steps
+from .object_covers import MAX_ENTRIES, Covers
 from .refs import ObjectKey, ObjectRef
 
 _NAME = re.compile(r"^(\d{12})\.([0-9a-f]{16})\.(b|r|p|d(\d{12}))$")
+_BESIDE = re.compile(r"^(\d{12})\.([0-9a-f]{16})\.(c|w)$")  # a compaction's covers record and undecided mark
+SETTLE_POLLS = 40  # listings a writer waits through for a compaction that holds its write to decide (~7 s)
 MAX_CHAIN = 16  # delta bases after a full base before the next full one
 
 
@@ -81,9 +106,14 @@ class VolumeFiles(ABC):
     def read(self, path: str) -> bytearray:
         """A file's bytes in a fresh writable buffer; NotFound when absent."""
 
-    @abstractmethod
     def write(self, directory: str, name: str, data: bytes | bytearray | memoryview) -> None:
         """Create ``directory/name`` atomically."""
+        self.write_many(directory, [(name, data)])
+
+    @abstractmethod
+    def write_many(self, directory: str, files: list[tuple[str, bytes | bytearray | memoryview]]) -> None:
+        """Create each file atomically, in the order given, in one operation where the volume
+        has one (one uplink): a reader that sees the last file also sees the ones before it."""
 
     @abstractmethod
     def delete(self, path: str) -> None:
@@ -133,8 +163,9 @@ class DirectoryVolume(VolumeFiles):
             raise NotFound(f"{path!r} is not a file in the volume {self.root}") from None
         return buffer
 
-    def write(self, directory: str, name: str, data: bytes | bytearray | memoryview) -> None:
-        atomic_write(self.root / directory / name, data)
+    def write_many(self, directory: str, files: list[tuple[str, bytes | bytearray | memoryview]]) -> None:
+        for name, data in files:
+            atomic_write(self.root / directory / name, data)
 
     def delete(self, path: str) -> None:
         target = self.root / path
@@ -147,6 +178,36 @@ class DirectoryVolume(VolumeFiles):
 
     def has_blob(self, blob_hash: str) -> bool | None:
         return (self.root / blob_path(blob_hash)).is_file()
+
+
+class _Stepped(VolumeFiles):
+    """A volume that calls a test's hook before each operation (``volume_steps.py``)."""
+
+    def __init__(self, volume: VolumeFiles, hook: volume_steps.StepHook) -> None:
+        self.inner, self.hook, self.remote = volume, hook, volume.remote
+
+    def list_tree(self, directory: str) -> dict[str, int]:
+        self.hook("list", directory)
+        return self.inner.list_tree(directory)
+
+    def read(self, path: str) -> bytearray:
+        self.hook("read", path)
+        return self.inner.read(path)
+
+    def write_many(self, directory: str, files: list[tuple[str, bytes | bytearray | memoryview]]) -> None:
+        self.hook("write", f"{directory}/{files[-1][0]}")
+        self.inner.write_many(directory, files)
+
+    def delete(self, path: str) -> None:
+        self.hook("delete", path)
+        self.inner.delete(path)
+
+    def read_blob(self, blob_hash: str) -> bytes:
+        self.hook("read", blob_hash)
+        return self.inner.read_blob(blob_hash)
+
+    def has_blob(self, blob_hash: str) -> bool | None:
+        return self.inner.has_blob(blob_hash)
 
 
 # --- listing ---------------------------------------------------------------------------------
@@ -172,6 +233,9 @@ class ObjectState:
     files: list[VersionFile]
     top: int = 0  # highest version of any file, committed or not
     contested: set[int] = field(default_factory=set)
+    records: dict[tuple[int, str], str] = field(default_factory=dict)  # (version, token) -> path of a covers record
+    undecided: set[tuple[int, str]] = field(default_factory=set)  # compactions that have not yet won
+    gens: set[int] = field(default_factory=set)  # every generation folder seen
 
     def __post_init__(self) -> None:
         counts: dict[int, int] = {}
@@ -185,6 +249,15 @@ class ObjectState:
         self.base: VersionFile | None = bases[-1] if bases else None
         self.patches = [f for f in self.committed if f.kind == "p" and self.base and f.version > self.base.version]
         self.version = self.committed[-1].version if self.committed else 0
+        self.gens |= {f.gen for f in self.files}
+        self.held_by: dict[int, list[str]] = {}
+        for f in self.files:
+            self.held_by.setdefault(f.version, []).append(f.token)
+
+    def holder(self, version: int) -> str | None:
+        """The token of the one file at ``version``; None when there is none, or several."""
+        held = self.held_by.get(version, [])
+        return held[0] if len(held) == 1 else None
 
     def chain(self, base: VersionFile) -> list[VersionFile]:
         """The bases needed to rebuild ``base``: its full anchor first, then each delta base."""
@@ -199,17 +272,28 @@ class ObjectState:
 
 def parse_listing(tree: dict[str, int]) -> ObjectState:
     files = []
+    records: dict[tuple[int, str], str] = {}
+    undecided: set[tuple[int, str]] = set()
+    gens: set[int] = set()
     for path, size in tree.items():
         parts = path.split("/")
         if len(parts) != 2 or not parts[0].isdigit():
             continue
         match = _NAME.match(parts[1])
+        beside = _BESIDE.match(parts[1])
+        if beside:
+            gens.add(int(parts[0]))
+            mark = (int(beside.group(1)), beside.group(2))
+            if beside.group(3) == "c":
+                records[mark] = path
+            else:
+                undecided.add(mark)
         if not match:
             continue
         kind = match.group(3)[0]
         parent = int(match.group(4)) if match.group(4) else None
         files.append(VersionFile(int(match.group(1)), match.group(2), kind, parent, int(parts[0]), path, size))
-    return ObjectState(files)
+    return ObjectState(files, records=records, undecided=undecided, gens=gens)
 
 
 @dataclass
@@ -220,10 +304,24 @@ class Snapshot:
     base_version: int
     base_image: bytearray | memoryview
     patches: Sequence[tuple[int, bytearray | memoryview]] = field(default_factory=list)
+    #: version -> token of the file each part was read from. A read may see a write in flight
+    #: that then loses, and another writer's file takes its version: a part whose token is not
+    #: the stored file's is read again. A part without one is this client's own acknowledged write.
+    tokens: dict[int, str] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
         return memoryview(self.base_image).nbytes + sum(memoryview(p).nbytes for _, p in self.patches)
+
+    def lineage(self, upto: int) -> str:
+        """A digest of which files this snapshot holds up to version ``upto``."""
+        parts = [(self.base_version, self.tokens.get(self.base_version, "own"))]
+        parts += [(v, self.tokens.get(v, "own")) for v, _ in self.patches if v <= upto]
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+    def fits(self, f: VersionFile) -> bool:
+        """Whether this snapshot's part at ``f``'s version was read from ``f``."""
+        return self.tokens.get(f.version, f.token) == f.token
 
 
 def _frame_to_image(frame: bytearray) -> bytearray | memoryview:
@@ -231,6 +329,18 @@ def _frame_to_image(frame: bytearray) -> bytearray | memoryview:
     if frame and frame[0] == RAW:
         return memoryview(frame)[1:]
     return bytearray(decompress(frame))
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One attempt's file, as step 3 judges it."""
+
+    version: int
+    token: str
+    gen: int
+    kind: str
+    path: str
+    folded: tuple[tuple[int, str], ...]  # a compaction's: the files it holds
 
 
 def _file_name(version: int, token: str, kind: str, parent: int | None = None) -> str:
@@ -243,7 +353,9 @@ class ObjectStore:
     """put / get / update / patch / delete over one volume's files."""
 
     def __init__(self, volume: VolumeFiles) -> None:
-        self.volume = volume
+        hook = volume_steps.current()
+        self.volume = volume if hook is None else _Stepped(volume, hook)
+        self._records: dict[str, Covers] = {}  # covers records read (files never change)
 
     @staticmethod
     def folder(key: ObjectKey) -> str:
@@ -275,8 +387,12 @@ class ObjectStore:
         return ObjectRef(str(key), 1)
 
     def commit(self, key: ObjectKey, kind: str, body: bytes | bytearray | memoryview, *, state: ObjectState,
-               if_version: int | None = None, parent: int | None = None) -> tuple[int, ObjectState]:
-        """Steps 2-3 of the protocol (step 1 is ``state``); returns the version written."""
+               if_version: int | None = None, parent: int | None = None, covers: Covers | None = None,
+               folded: Sequence[tuple[int, str]] = ()) -> tuple[int, ObjectState]:
+        """Steps 2-3 of the protocol (step 1 is ``state``); returns the version written.
+
+        ``covers``: a compaction's record (``object_covers.py``), uplinked with the base, and
+        ``folded``, the files of ``state`` it holds, which must all still stand for it to win."""
         current = state.top
         if current in state.contested:
             raise Conflict(f"object {key}: a concurrent write to version {current} is in flight; read it again and retry")
@@ -285,30 +401,121 @@ class ObjectStore:
         version = current + 1
         gen = version if kind in ("b", "r") else (state.base.gen if state.base else version)
         token = secrets.token_hex(8)
-        name = _file_name(version, token, kind, parent)
         folder = f"{self.folder(key)}/{gen:012d}"
+        files: list[tuple[str, bytes | bytearray | memoryview]] = [(_file_name(version, token, kind, parent), body)]
+        if covers is not None:  # the mark first and the base last: whoever sees the base sees both
+            files[:0] = [(_file_name(version, token, "w"), b""), (_file_name(version, token, "c"), covers.encode())]
         try:
-            self.volume.write(folder, name, body)
+            self.volume.write_many(folder, files)
         except NotFound:  # a newer base retired this generation while we wrote into it
             raise Conflict(f"object {key}: a newer version was written while version {version} was; "
                            "read it again and retry") from None
-        after = self.state(key)
-        mine = any(f.token == token for f in after.files)
-        rival = any(f.version == version and f.token != token for f in after.files)
-        retired = any(f.is_base and f.gen > gen for f in after.files)
-        if rival or not mine or retired:
-            with suppress(NotFound):
-                self.volume.delete(f"{folder}/{name}")
-            raise Conflict(f"object {key}: another writer wrote version {version} at the same time; read it again and retry")
-        if kind in ("b", "r"):
-            self._drop_generations(key, after, keep=gen)
-        return version, after
+        except PlatformError as exc:
+            if exc.status is not None and exc.status < 500:
+                raise  # refused: nothing was stored
+            # the answer was lost: the files may be stored, and step 3 finds out which
+        mine = _Write(version, token, gen, kind, f"{folder}/{files[-1][0]}", tuple(folded))
+        try:
+            return version, self._settle(key, mine)
+        except Conflict:
+            raise
+        except PlatformError as exc:
+            raise WriteUnsettled(f"object {key}: version {mine.version} may be stored, but the volume could not be "
+                                 f"listed to check it ({exc}); read the object to see whether this write is in it "
+                                 "before writing it again") from exc
 
-    def _drop_generations(self, key: ObjectKey, state: ObjectState, keep: int) -> None:
-        """Delete generations older than ``keep`` (best effort: a reader retries if it races)."""
-        for gen in sorted({f.gen for f in state.files if f.gen < keep}):
+    def _settle(self, key: ObjectKey, mine: _Write) -> ObjectState:
+        """Step 3: list, and decide whether our write stands; returns the listing that says so.
+
+        A compaction that holds our write decides for us: once it has won, our write is
+        acknowledged at the version it wrote, even when that compaction already retired our
+        file; while it is undecided we wait for it. Otherwise the rules of the module
+        docstring hold, and a loser deletes its file and looks once more, since a compaction
+        may have folded the file in before it was deleted (that compaction wins only if it
+        saw the file still there, so the second look finds it)."""
+        deleted = False
+        for wait in range(SETTLE_POLLS):
+            after = self.state(key)
+            try:
+                held = self._held(key, after, mine)
+            except NotFound:  # a covers record went with its generation: look again
+                continue
+            if held:
+                return after
+            if held is None:
+                time.sleep(min(0.2, 0.005 * 2**wait))
+                continue
+            if deleted:
+                raise Conflict(f"object {key}: another writer wrote version {mine.version} at the same time; "
+                               "read it again and retry")
+            rival = any(token != mine.token for token in after.held_by.get(mine.version, []))
+            retired = any(f.is_base and f.gen > mine.gen for f in after.files)
+            intact = all(after.holder(version) == token for version, token in mine.folded)
+            if after.holder(mine.version) == mine.token and not rival and not retired and intact:
+                self._won(key, after, mine)
+                return after
             with suppress(NotFound):
-                self.volume.delete(f"{self.folder(key)}/{gen:012d}")
+                self.volume.delete(mine.path)
+            deleted = True
+        raise WriteUnsettled(f"object {key}: version {mine.version} was written, and a compaction that holds it has not "
+                             "decided whether it stands (its writer may have died); read the object to see whether "
+                             "this write is in it before writing it again")
+
+    def _held(self, key: ObjectKey, state: ObjectState, mine: _Write) -> bool | None:
+        """True when a compaction that won holds our write; None while one that holds it has not
+        decided; False when none does."""
+        waiting = unknown = False
+        for base in state.files:
+            record = state.records.get((base.version, base.token))
+            if base.kind not in ("b", "r") or base.version <= mine.version or record is None:
+                continue  # a plain update, or a base older than covers records, holds no earlier write
+            holds = self._covers(key, record).holds(mine.version, mine.token)
+            if holds and (base.version, base.token) not in state.undecided:
+                return True
+            waiting |= bool(holds)
+            unknown |= holds is None
+        if waiting:
+            return None
+        if unknown:
+            raise WriteUnsettled(f"object {key}: version {mine.version} was written while more than {MAX_ENTRIES} "
+                                 "patches were compacted; whether it is in the compacted base is no longer recorded. "
+                                 "Read the object to see whether this write is in it before writing it again")
+        return False
+
+    def _covers(self, key: ObjectKey, record: str) -> Covers:
+        path = f"{self.folder(key)}/{record}"
+        if path not in self._records:
+            self._records[path] = Covers.decode(self.volume.read(path))
+        return self._records[path]
+
+    def _won(self, key: ObjectKey, state: ObjectState, mine: _Write) -> None:
+        """A won write is stored: what follows tidies up, and a failure there must not make it
+        report failure (the next base drops what is left; a mark left undecided makes the
+        writers it holds report WriteUnsettled rather than write twice)."""
+        folder = self.folder(key)
+        with suppress(PlatformError):
+            if mine.folded:
+                self.volume.delete(f"{folder}/{mine.gen:012d}/{_file_name(mine.version, mine.token, 'w')}")
+            if mine.kind in ("b", "r"):
+                for gen in sorted(g for g in state.gens if g < mine.gen):
+                    with suppress(NotFound):
+                        self.volume.delete(f"{folder}/{gen:012d}")
+
+    def compact(self, key: ObjectKey, image: bytes | bytearray | memoryview, *, state: ObjectState) -> int:
+        """A new full base holding ``state``'s value (the caller folded its base and every patch
+        after it into ``image``), conditional on ``state``'s version, with a covers record
+        naming what it folded (``object_covers.py``)."""
+        base = state.base
+        if base is None:
+            raise NotFound(f"object {key} does not exist (deleted, or never written in this volume)")
+        if any(version > base.version for version in state.contested):
+            raise Conflict(f"object {key}: a write after version {base.version} is in flight; compact again once it settles")
+        record = state.records.get((base.version, base.token))
+        folded = [(base.version, base.token), *((f.version, f.token) for f in state.patches)]
+        covers = Covers.after(base.version, self._covers(key, record) if record else None, folded)
+        version, _ = self.commit(key, "b", compress(image), state=state, if_version=state.version, covers=covers,
+                                 folded=folded)
+        return version
 
     def update(self, key: ObjectKey, image: bytes | bytearray | memoryview, *, state: ObjectState,
                prev: Snapshot | None = None, if_version: int | None = None) -> int:
@@ -350,17 +557,22 @@ class ObjectStore:
             raise NotFound(f"object {key} does not exist (deleted, or never written in this volume)")
         if known is not None and known.version > state.version:
             known = None  # the key was deleted and re-created: the cache is from another life
-        if known is not None and known.version == state.version and known.base_version == base.version:
+        if known is not None and known.base_version == base.version and not known.fits(base):
+            known = None
+        if (known is not None and known.version == state.version and known.base_version == base.version
+                and [v for v, _ in known.patches] == [f.version for f in state.patches]
+                and all(known.fits(f) for f in state.patches)):
             return known
         base_image = self._base_image(key, state, base, known)
         held = dict(known.patches) if known is not None and known.base_version == base.version else {}
         patches = []
         for f in state.patches:
-            image = held.get(f.version)
+            image = held.get(f.version) if known is not None and known.fits(f) else None
             if image is None:
                 image = _frame_to_image(self.volume.read(f"{self.folder(key)}/{f.path}"))
             patches.append((f.version, image))
-        return Snapshot(state.version, base.version, base_image, patches)
+        tokens = {base.version: base.token, **{f.version: f.token for f in state.patches}}
+        return Snapshot(state.version, base.version, base_image, patches, tokens)
 
     def _base_image(self, key: ObjectKey, state: ObjectState, base: VersionFile,
                     known: Snapshot | None) -> bytearray | memoryview:
@@ -368,7 +580,7 @@ class ObjectStore:
         start, image = 0, None
         if known is not None:
             for i, f in enumerate(chain):
-                if f.version == known.base_version:
+                if f.version == known.base_version and known.fits(f):
                     start, image = i + 1, known.base_image
         folder = self.folder(key)
         for f in chain[start:]:
