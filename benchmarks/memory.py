@@ -1,9 +1,11 @@
 """Peak memory for one large result, in the client and in the pod.
 
-A call returns an incompressible array of SIZE bytes (``--mb``, default 256); the pod writes
-its peak RSS (``ru_maxrss``) at exit, the client measures its own around ``fut.get()``. The
-figures are multiples of the result's size above each process's baseline (ideal: 1x, the
-result itself). Local platform, process driver: the pod is a plain process we can measure.
+A call returns SIZE incompressible bytes (``--mb``, default 256) as a numpy array, a ``bytes``
+or a ``bytearray`` (``--kind``, default all three); the pod writes its peak RSS (``ru_maxrss``)
+at exit, the client measures its own around ``fut.get()``. The figures are multiples of the
+result's size above each process's baseline (ideal: 1x, the result itself). Local platform,
+process driver: the pod is a plain process we can measure. The pod makes its result in place
+(``readinto`` a buffer of the size, for bytearray and numpy), so making it costs 1x.
 
 Also the client's bytes per pending call: ``tracemalloc``'s traced memory just after a
 100k-call ``f.map`` returns (futures, the pickled argument table, the lane's bookkeeping),
@@ -19,30 +21,41 @@ import sys
 from _common import print_table, write_json
 
 CLIENT = r"""
-import resource, sys
+import resource, sys, time
 import numpy as np
 import podrun
 
-size = int(sys.argv[1])
+size, kind = int(sys.argv[1]), sys.argv[2]
 
-@podrun.remote(node="MPU", max_duration=10)
-def big(n):
+@podrun.remote(node="MPU", max_duration=10, workers=1)
+def big(n, kind):
     import atexit, os, resource
     import numpy as np
     import podrun
     out = os.path.join(podrun.data_dir(), "pod-rss")
     start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the runtime loaded, nothing made yet
     atexit.register(lambda: open(out, "w").write(f"{start} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}"))
-    return np.frombuffer(os.urandom(n), dtype=np.uint8)
+    if kind == "bytes":
+        return os.urandom(n)
+    value = bytearray(n)
+    with open("/dev/urandom", "rb", buffering=0) as source:
+        view, filled = memoryview(value), 0
+        while filled < n:
+            filled += source.readinto(view[filled:])
+    return np.frombuffer(value, dtype=np.uint8) if kind == "numpy" else value
 
 podrun.configure("local", driver="process")
-assert big.remote(1024).get(timeout=120).nbytes == 1024  # warm: imports, runtime, manifests
+assert len(big.remote(1024, kind).get(timeout=120)) == 1024  # warm: imports, runtime, manifests
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-value = big.remote(size).get(timeout=600)
+value = big.remote(size, kind).get(timeout=600)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-assert value.nbytes == size
-volume = podrun.client.config.current_platform().inner.volume_path(None)
-print(before, after, (volume / "pod-rss").read_text())
+assert type(value).__name__ == {"numpy": "ndarray"}.get(kind, kind) and len(value) == size
+rss = podrun.client.config.current_platform().inner.volume_path(None) / "pod-rss"
+for _ in range(600):  # the result streams in before the pod exits and writes it
+    if rss.exists() and rss.read_text():
+        break
+    time.sleep(0.1)
+print(before, after, rss.read_text())
 """
 
 
@@ -70,6 +83,9 @@ print(held, pending)
 """
 
 
+KINDS = ("numpy", "bytes", "bytearray")
+
+
 def _run(script: str, *args: str) -> str:
     import os
     import tempfile
@@ -87,8 +103,8 @@ def pending_calls(n: int) -> dict[str, float]:
     return {"calls": n, "pending_at_measure": pending, "client_bytes_per_pending_call": held / n}
 
 
-def measure(size: int) -> dict[str, float]:
-    before, after, pod_start, pod_peak = (int(x) for x in _run(CLIENT, str(size)).split())
+def measure(size: int, kind: str) -> dict[str, float]:
+    before, after, pod_start, pod_peak = (int(x) for x in _run(CLIENT, str(size), kind).split())
     return {"client_peak_mb": after / 2**20, "client_over_result": (after - before) / size,
             "pod_peak_mb": pod_peak / 2**20, "pod_over_result": (pod_peak - pod_start) / size}
 
@@ -96,6 +112,7 @@ def measure(size: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=256)
+    parser.add_argument("--kind", choices=KINDS, action="append", help="the result's type (repeatable; default: all)")
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--pending-only", action="store_true", help="only the bytes per pending call")
     args = parser.parse_args()
@@ -106,11 +123,12 @@ def main() -> None:
         write_json("memory_pending", pending)
         return
     size = args.mb * 2**20
-    result = measure(size)
-    print_table(f"peak memory for one {args.mb} MB result", ["where", "peak RSS MB", "x result size"],
-                [["client", result["client_peak_mb"], result["client_over_result"]],
-                 ["pod", result["pod_peak_mb"], result["pod_over_result"]]])
-    write_json("memory", {"result_mb": args.mb, **result, "pending": pending})
+    results = {kind: measure(size, kind) for kind in args.kind or KINDS}
+    print_table(f"peak memory for one {args.mb} MB result", ["result", "client peak RSS MB", "client x result size",
+                                                             "pod peak RSS MB", "pod x result size"],
+                [[kind, r["client_peak_mb"], r["client_over_result"], r["pod_peak_mb"], r["pod_over_result"]]
+                 for kind, r in results.items()])
+    write_json("memory", {"result_mb": args.mb, "results": results, "pending": pending})
 
 
 if __name__ == "__main__":

@@ -241,10 +241,13 @@ class Job:
         return ended
 
     def _load_value(self, record: rec.CallRecord) -> Any:
+        """A result's value: each buffer is fetched as the type it loads as (``bytes`` straight
+        into a bytes object) and handed to the value as it is, so a large result is held once."""
         payload = self.fetch_blob(record.value_blob) if record.value_blob else decompress(record.value or b"")
-        buffers = [self.fetch_blob(h) for h in record.buffers]
+        as_bytes = set(record.bytes_buffers)
+        buffers = [self.fetch_blob(h, as_bytes=i in as_bytes) for i, h in enumerate(record.buffers)]
         try:
-            return loads(payload, buffers)
+            return loads(payload, buffers, owned=True)
         except Exception as exc:
             raise SerializationError(f"cannot unpickle the result of call {record.i} of job {self.job_id} here: "
                                      f"{type(exc).__name__}: {exc}") from exc
@@ -260,7 +263,7 @@ class Job:
                 return store.register_blobs(prefix, record.value_blob, record.buffers)
             return store.create(prefix, object_image.pack_parts(decompress(record.value or b""), []))
 
-    def fetch_blob(self, blob_hash: str) -> bytearray:
+    def fetch_blob(self, blob_hash: str, as_bytes: bool = False) -> bytearray | bytes:
         """Downlink a blob, decoding it as it arrives, and verify it (``store.blob_downlink``)."""
         with charge_to(self.stats):
-            return downlink_blob(self.platform, self.pod_name, blob_hash)
+            return downlink_blob(self.platform, self.pod_name, blob_hash, as_bytes=as_bytes)
