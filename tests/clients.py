@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from podrun.client import config
+from podrun.client.pod_lease import Holder, PodLease
 from podrun.errors import NotFound
-from podrun.store.pod_lease import Holder, PodLease
 
 ROOT = Path(__file__).resolve().parents[1]
 POD = "shared"

@@ -16,7 +16,7 @@ import pytest
 
 import podrun
 from podrun.client import config
-from podrun.platform.files import StateNotSaved
+from podrun.files import StateNotSaved
 
 TMPFS_SIZE = "512k"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from podrun.platform.files import atomic_write
+from podrun.files import atomic_write
 from podrun.runtime.inbox_watch import InboxWatch
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import podrun
+from podrun.client.pod_lease import LEASE_DIR
 from podrun.platform.local import LocalPlatform
 from podrun.runtime.pack import build_zipapp
-from podrun.store.pod_lease import LEASE_DIR
 from podrun.wire.layout import BLOBS, RESULTS_NAME, job_file
 
 from .conftest import run_python

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import podrun
 from podrun.client import config
+from podrun.client.object_cache import ObjectCache
 from podrun.platform.metered import PROCESS_STATS
-from podrun.store.object_cache import ObjectCache
 from podrun.store.objects import DirectoryVolume, ObjectStore, Snapshot, resolve_object_refs
 from podrun.store.refs import ObjectKey
 from podrun.store.volume_blobs import VolumeBlobs

@@ -64,7 +64,7 @@ def test_zipapp_is_deterministic_pure_python_and_small() -> None:
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
     surfaces = ("podrun/platform/em.py", "podrun/emulator", "podrun/cli.py", "podrun/commands")
     assert not [n for n in names if n.startswith(surfaces)], "the runtime never carries the HTTP client or the surfaces"
-    assert {"podrun/client/objects.py", "podrun/client/remote.py"} <= set(names)  # user modules can import podrun's API
+    assert {"podrun/store/object_api.py", "podrun/client/remote.py"} <= set(names)  # user modules can import podrun's API
     assert "podrun/platform/em.py" not in runtime_sources()
     assert app.size < 400_000
 

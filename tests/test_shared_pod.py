@@ -19,9 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from podrun.client import config
+from podrun.client.pod_lease import PodLease, Record, Renewer
 from podrun.errors import PodBusy
 from podrun.platform.local import LocalPlatform
-from podrun.store.pod_lease import PodLease, Record, Renewer
 
 from .clients import POD, Clients, expect, ledger, wait_holder, wait_sent
 from .conftest import require_image

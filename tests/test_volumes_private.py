@@ -1,5 +1,5 @@
 """Everything podrun keeps under ``$PODRUN_HOME`` is its user's alone: folders 0700, state
-files 0600 (one helper, ``platform.files``), whatever the umask."""
+files 0600 (one helper, ``podrun.files``), whatever the umask."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ if TYPE_CHECKING:  # type checkers see the real objects; at run time they load o
         iter_results,
         wait,
     )
-    from .client.objects import (
+    from .client.object_access import (
         compact_object,
         delete_objects,
         download_object,
@@ -124,16 +124,16 @@ _LAZY = {
     "Platform": "podrun.platform.base",
     "ObjectRef": "podrun.store.refs",
     "ObjectKey": "podrun.store.refs",
-    "put_object": "podrun.client.objects",
-    "get_object": "podrun.client.objects",
-    "latest": "podrun.client.objects",
-    "update_object": "podrun.client.objects",
-    "patch_object": "podrun.client.objects",
-    "upload_object": "podrun.client.objects",
-    "download_object": "podrun.client.objects",
-    "delete_objects": "podrun.client.objects",
-    "compact_object": "podrun.client.objects",
-    "register_blobs": "podrun.client.objects",
+    "put_object": "podrun.client.object_access",
+    "get_object": "podrun.client.object_access",
+    "latest": "podrun.client.object_access",
+    "update_object": "podrun.client.object_access",
+    "patch_object": "podrun.client.object_access",
+    "upload_object": "podrun.client.object_access",
+    "download_object": "podrun.client.object_access",
+    "delete_objects": "podrun.client.object_access",
+    "compact_object": "podrun.client.object_access",
+    "register_blobs": "podrun.client.object_access",
 }
 
 

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 from ..platform.base import Platform
 from ..runtime.pack import build_zipapp
-from ..store.blob_uplink import uplink_frames
-from ..store.manifest import Manifest
 from ..wire.bundle import JobHeader
 from ..wire.compression import RAW, best_codec
 from ..wire.layout import BUNDLE_NAME, INBOX, blob_path, job_file
 from . import modules as shipped
 from . import preflight
+from .blob_uplink import uplink_frames
+from .manifest import Manifest
 
 if TYPE_CHECKING:
     from .jobs.key import JobKey, PendingGroup

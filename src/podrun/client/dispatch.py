@@ -35,11 +35,11 @@ from pathlib import Path
 
 from ..errors import PodFailed
 from ..platform.metered import MeteredPlatform, charge_to
-from ..store.pod_lease import ENV_WAIT, Held, Holder, PodLease, Renewer, pod_wait
 from ..wire.hashing import content_hash
 from .future import ObjectFuture
 from .jobs.job import Job
 from .jobs.key import JobKey, PendingGroup, new_job_id
+from .pod_lease import ENV_WAIT, Held, Holder, PodLease, Renewer, pod_wait
 from .warm import WarmPod
 
 LINGER = 0.005

@@ -38,11 +38,11 @@ from ..errors import NotFound, WireFormatError
 from ..platform.metered import MeteredPlatform
 from ..platform.types import FileEntry, walk_entries
 from ..runtime.pack import build_zipapp
-from ..store.manifest import Manifest
 from ..wire import records as rec
 from ..wire.hashing import is_content_hash
 from ..wire.layout import BLOBS, INBOX, JOBS, OBJECTS, RESULTS_NAME, STOP_NAME
 from . import journal
+from .manifest import Manifest
 
 DAY = 86400.0
 

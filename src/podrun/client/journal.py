@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound
-from ..platform.files import atomic_write, best_effort
+from ..files import atomic_write, best_effort
 
 
 @dataclass

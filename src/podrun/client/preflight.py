@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EnvironmentMismatch
+from ..files import atomic_write
 from ..platform.base import Platform
-from ..platform.files import atomic_write
 from ..runtime.environment import env_key
 from ..wire import records as rec
 from ..wire.bundle import python_version

@@ -9,7 +9,6 @@ from typing import Any
 
 from ..errors import SerializationError, UsageError, UsageTypeError
 from ..platform.types import normalize_node, validate_max_duration, validate_pod_name
-from ..store.manifest import Manifest
 from ..wire.bundle import python_version
 from ..wire.serialize import dumps, find_unpicklable
 from . import config, future_args, preflight
@@ -19,6 +18,7 @@ from .future import ObjectFuture
 from .gc_pause import BULK, paused_gc
 from .jobs.key import JobKey, PendingGroup, PickledCallable
 from .jobs.pack import estimate_uplink
+from .manifest import Manifest
 from .modules import closure, pickle_callable
 
 DEFAULT_NODE = "MPU"

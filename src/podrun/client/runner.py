@@ -41,7 +41,7 @@ from . import config
 from . import wheels as shipped_wheels
 from .future import ObjectFuture, as_completed, get, wait
 from .modules import is_shippable
-from .objects import delete_objects, get_object, put_object
+from .object_access import delete_objects, get_object, put_object
 from .remote import RemoteFunction, RemoteOptions
 from .resreq import ResourceRequirement, parse_resreq
 from .warm import read_status

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from ..errors import NotFound
 from ..platform.metered import MeteredPlatform
 from ..platform.types import PodSpec, PodState, walk_entries
-from ..store.pod_lease import PodLease
 from ..wire import records as rec
 from ..wire.bundle import python_version
 from ..wire.layout import INBOX, RESULTS_NAME, job_file
@@ -29,6 +28,7 @@ from . import config, journal
 from .attach import _platform_of
 from .future import ObjectFuture
 from .jobs.submit import send_cancel
+from .pod_lease import PodLease
 
 EXIT_COMMAND = "true"  # in every stock image (coreutils or busybox), and on the host for the process driver
 STOP_WAIT = 120.0  # seconds to wait for the replacement pod to end

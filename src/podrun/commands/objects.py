@@ -10,7 +10,7 @@ import cloudpickle
 import typer
 from rich.pretty import pretty_repr
 
-from ..client import objects as api
+from ..client import object_access as api
 from ..platform.types import FileEntry, walk_entries
 from ..store.objects import parse_listing
 from ..store.refs import ObjectRef

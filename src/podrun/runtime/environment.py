@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..platform.files import atomic_write
+from ..files import atomic_write
 from ..wire.compression import available_codecs
 
 ENV_DIR = ".podrun/env"

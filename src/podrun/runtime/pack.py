@@ -30,7 +30,7 @@ from ..wire.hashing import content_hash
 # the user's shipped modules run in the pod and use it at import time (``@podrun.remote`` on a
 # module-level function, ``podrun.get_object`` inside a call). The HTTP client and the surfaces
 # stay out: a pod never talks to the EM API.
-PODRUN_PARTS = ("__init__.py", "errors.py", "wire", "store", "runtime", "platform", "client")
+PODRUN_PARTS = ("__init__.py", "errors.py", "files.py", "wire", "store", "runtime", "platform", "client")
 # Not needed in a pod, which talks to no EM API: its client (httpx) and its protocol table, and
 # the telemetry server (a script run in its own container). The local platform stays: shipped
 # modules may import it at import time, as this project's own tests do.

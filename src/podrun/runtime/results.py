@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..platform.files import atomic_write
+from ..files import atomic_write
 from ..wire import records as rec
 from ..wire.layout import RESULTS_NAME, segment_name
 

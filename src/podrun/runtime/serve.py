@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import data_dir
-from ..platform.files import atomic_write
+from ..files import atomic_write
 from ..wire.layout import BUNDLE_NAME, INBOX, RESULTS_NAME, SERVE_STATUS, STOP_NAME, job_dir
 from . import pool
 from .executor import JobRunner

@@ -54,9 +54,7 @@ from typing import Any
 import msgpack
 
 from ..errors import Conflict, IntegrityError, InvalidKey, NotFound
-from ..platform.base import Platform
-from ..platform.files import atomic_write
-from ..platform.types import walk_entries
+from ..files import atomic_write
 from ..wire import delta as wdelta
 from ..wire import object_image
 from ..wire.compression import RAW, compress, decompress
@@ -101,30 +99,6 @@ class VolumeFiles(ABC):
     def has_blob(self, blob_hash: str) -> bool | None:
         """Whether the blob is stored; None where finding out would cost a platform call."""
         return None
-
-
-class PlatformVolume(VolumeFiles):
-    """A volume reached through a Platform (one call per operation; list is the whole tree)."""
-
-    remote = True
-
-    def __init__(self, platform: Platform, pod_name: str | None) -> None:
-        self.platform = platform
-        self.pod_name = pod_name
-
-    def list_tree(self, directory: str) -> dict[str, int]:
-        files = walk_entries(self.platform.list_files(self.pod_name))
-        prefix = directory.rstrip("/") + "/"
-        return {path[len(prefix):]: entry.size for path, entry in files.items() if path.startswith(prefix)}
-
-    def read(self, path: str) -> bytearray:
-        return bytearray(self.platform.downlink(path, self.pod_name))
-
-    def write(self, directory: str, name: str, data: bytes | bytearray | memoryview) -> None:
-        self.platform.uplink([(name, data)], dest_path=directory, pod_name=self.pod_name)
-
-    def delete(self, path: str) -> None:
-        self.platform.delete(path, self.pod_name)
 
 
 class DirectoryVolume(VolumeFiles):

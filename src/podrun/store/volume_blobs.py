@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import IntegrityError
-from ..platform.files import atomic_write
+from ..files import atomic_write
 from ..wire.compression import best_codec, decompress, frame_chunks
 from ..wire.hashing import content_hash, is_content_hash
 from ..wire.layout import BLOBS, blob_chunk_name

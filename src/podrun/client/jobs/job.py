@@ -16,21 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import PodFailed, PodrunError, SerializationError
-from ...platform.files import best_effort
+from ...files import best_effort
 from ...platform.metered import LinkStats, MeteredPlatform, charge_to
 from ...platform.types import PodState
-from ...store.blob_downlink import downlink_blob
-from ...store.manifest import Manifest
-from ...store.objects import ObjectStore, PlatformVolume
-from ...store.pod_lease import Held
+from ...store.objects import ObjectStore
 from ...store.refs import DEFAULT_POD, ObjectKey, ObjectRef
 from ...wire import object_image
 from ...wire import records as rec
 from ...wire.compression import decompress
 from ...wire.serialize import loads
 from .. import journal, preflight
+from ..blob_downlink import downlink_blob
 from ..future import ObjectFuture
 from ..gc_pause import paused_gc
+from ..manifest import Manifest
+from ..platform_volume import PlatformVolume
+from ..pod_lease import Held
 from ..warm import WarmPod, await_warm_job
 from .follow import ResultStream, await_pod, fetch_records
 from .key import JobKey, PendingGroup, new_job_id
@@ -264,6 +265,6 @@ class Job:
             return store.create(prefix, object_image.pack_parts(decompress(record.value or b""), []))
 
     def fetch_blob(self, blob_hash: str, as_bytes: bool = False) -> bytearray | bytes:
-        """Downlink a blob, decoding it as it arrives, and verify it (``store.blob_downlink``)."""
+        """Downlink a blob, decoding it as it arrives, and verify it (``client.blob_downlink``)."""
         with charge_to(self.stats):
             return downlink_blob(self.platform, self.pod_name, blob_hash, as_bytes=as_bytes)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...platform.metered import MeteredPlatform
-from ...store.manifest import Manifest
 from ...wire.bundle import CallGroup, JobHeader, encode_bundle
 from ...wire.compression import compress
 from .. import bootstrap
+from ..manifest import Manifest
 from .key import JobKey, PendingGroup, new_job_id
 
 

@@ -21,10 +21,10 @@ from ...errors import (
 )
 from ...platform.types import PodState
 from ...runtime.upstream import _UpstreamFailed
-from ...store.manifest import Manifest
 from ...wire import records as rec
 from ...wire.bundle import python_version
 from ..future import DeferredValue, ObjectFuture
+from ..manifest import Manifest
 from ..tracebacks import render_info
 from .key import MAX_ATTEMPTS, PendingGroup
 

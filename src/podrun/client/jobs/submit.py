@@ -10,11 +10,11 @@ import msgpack
 from ...errors import NotFound
 from ...platform.metered import MeteredPlatform
 from ...platform.types import PodSpec
-from ...store.blob_uplink import uplink_frames
-from ...store.manifest import Manifest
 from ...wire.bundle import encode_bundle
 from ...wire.compression import compress
 from ...wire.layout import BUNDLE_NAME, CANCEL_NAME, INBOX, RESULTS_NAME, job_dir, job_file
+from ..blob_uplink import uplink_frames
+from ..manifest import Manifest
 from ..warm import WarmPod
 from .key import JobKey, PendingGroup
 from .pack import pack_job

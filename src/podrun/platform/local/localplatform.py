@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ...errors import InvalidRequest, NotFound, PlatformError, UsageError
+from ...files import atomic_write, private_dirs
 from ..base import Platform, Progress, UplinkFile, content_size
-from ..files import atomic_write, private_dirs
 from ..home import default_home
 from ..paths import check_file_name, clean_relative
 from ..types import NODE_STATUS_NAMES, NODES, FileEntry, PodSpec, PodState, validate_pod_name

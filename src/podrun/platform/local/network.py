@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ...errors import PlatformError
-from ..files import private_dirs
+from ...files import private_dirs
 from .container import HOST_PATH, Engine, engine_env
 
 CHAIN = "PODRUN-INPUT"

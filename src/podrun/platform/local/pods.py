@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InvalidRequest, NotFound
-from ..files import atomic_write, private_dirs
+from ...files import atomic_write, private_dirs
 from ..types import PodSpec, PodState
 from . import container as _container
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ...errors import IllegalPath, InvalidRequest, NotFound
-from ..files import write_at
+from ...files import write_at
 from ..paths import clean_relative
 
 CHUNK = 1024 * 1024

@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..files import atomic_write, best_effort, open_private
 from ..platform.base import Platform
-from ..platform.files import atomic_write, best_effort, open_private
 from ..platform.types import walk_entries
 from ..wire.hashing import is_content_hash
 from ..wire.layout import BLOBS

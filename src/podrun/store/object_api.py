@@ -1,8 +1,10 @@
 """The object cache API: flamepy's put/get/update/patch semantics, link-frugal.
 
 From a client, objects are read and written through the configured platform and cached on
-disk under ``$PODRUN_HOME/object-cache``; inside a pod (``PODRUN_IN_POD=1``, set by the
-runtime) they are read and written on the pod's own volume, with zero link bytes.
+disk under ``$PODRUN_HOME/object-cache`` (``client/object_access.py`` plugs those in); inside
+a pod (``PODRUN_IN_POD=1``, set by the runtime) they are read and written on the pod's own
+volume, with zero link bytes. This module is pod-side: the pod zipapp carries it, the client
+layers it never imports.
 
 ``get_object(ref)`` with ``ref.version == 0`` downloads in full; otherwise it reuses the cached
 version and downloads only the newer versions (``ref.version`` is a "may use cache" flag, as
@@ -22,20 +24,40 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import Conflict, InvalidKey, MissingFile, NotFound, UsageError, UsageTypeError
-from ..platform.files import atomic_write
-from ..store.object_cache import ObjectCache
-from ..store.objects import DirectoryVolume, ObjectState, ObjectStore, PlatformVolume, Snapshot, materialize
-from ..store.refs import ObjectKey, ObjectRef
+from ..files import atomic_write
 from ..wire import object_image
 from ..wire.compression import compress
-from .config import current_platform, home
+from .objects import DirectoryVolume, ObjectState, ObjectStore, Snapshot, VolumeFiles, materialize
+from .refs import ObjectKey, ObjectRef
 
 Deserializer = Callable[[Any, list[Any]], Any]
 Reducer = Callable[[Any, list[Any]], Any]
 RETRIES = 5  # unconditional writes retry a lost race this many times
+
+
+class Cache(Protocol):
+    """The client's on-disk cache of objects (``client/object_cache.py``); a pod has none."""
+
+    def load(self, scope: str, key: str) -> Snapshot | None: ...
+    def store(self, scope: str, key: str, snapshot: Snapshot) -> None: ...
+    def load_state(self, scope: str, key: str, reducer_id: str, base_version: int) -> tuple[int, bytearray] | None: ...
+    def store_state(self, scope: str, key: str, reducer_id: str, base_version: int, version: int,
+                    image: bytes | bytearray | memoryview) -> None: ...
+    def forget_matching(self, scope: str, key_or_prefix: ObjectKey) -> int: ...
+
+
+#: ``key -> (volume, cache, scope)`` of a client; set by ``client/object_access.py`` on import.
+ClientVolumes = Callable[[ObjectKey], "tuple[VolumeFiles, Cache, str]"]
+_client_volumes: ClientVolumes | None = None
+
+
+def use_client_volumes(volumes: ClientVolumes) -> None:
+    """Outside a pod, reach objects through ``volumes`` (the client's platform and cache)."""
+    global _client_volumes
+    _client_volumes = volumes
 
 
 def _in_pod() -> bool:
@@ -46,17 +68,18 @@ class _Context:
     """Where one key's object lives from here: a store, and the client cache (None in a pod)."""
 
     def __init__(self, key: ObjectKey) -> None:
+        self.cache: Cache | None = None
         if _in_pod():
             from .. import data_dir
 
             self.store = ObjectStore(DirectoryVolume(data_dir()))
-            self.cache: ObjectCache | None = None
             self.scope = "pod"
+        elif _client_volumes is not None:
+            volume, self.cache, self.scope = _client_volumes(key)
+            self.store = ObjectStore(volume)
         else:
-            platform = current_platform()
-            self.store = ObjectStore(PlatformVolume(platform, key.volume_pod_name))
-            self.cache = ObjectCache(home() / "object-cache")
-            self.scope = platform.identity()
+            raise UsageError("podrun's objects outside a pod are reached through the podrun client: use podrun.get_object "
+                             "& co. (import podrun), not podrun.store.object_api directly")
 
     def load(self, key: str) -> Snapshot | None:
         return self.cache.load(self.scope, key) if self.cache else None

@@ -19,9 +19,9 @@ from pathlib import Path
 import msgpack
 
 from ..errors import UsageError
-from ..platform.files import atomic_write, best_effort, private_dirs
-from .objects import Snapshot
-from .refs import ObjectKey
+from ..files import atomic_write, best_effort, private_dirs
+from ..store.objects import Snapshot
+from ..store.refs import ObjectKey
 
 DEFAULT_MAX_BYTES = 1024**3
 

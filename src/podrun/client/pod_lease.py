@@ -60,8 +60,9 @@ from typing import Any
 
 from ..errors import ConfigError, Conflict, NotFound, PodBusy
 from ..platform.base import Platform
-from .objects import ObjectStore, PlatformVolume, VolumeFiles
-from .refs import ObjectKey
+from ..store.objects import ObjectStore, VolumeFiles
+from ..store.refs import ObjectKey
+from .platform_volume import PlatformVolume
 
 LEASE_DIR = ".podrun/lease"
 LEASE_KEY = ObjectKey("_default", "lease", "pod")  # one record per volume; its folder is LEASE_DIR
