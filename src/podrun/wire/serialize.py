@@ -46,13 +46,28 @@ class Pickled:
         return sum(view.nbytes for view in self.blobs.values())
 
 
+class Meter:
+    """The bytes a pickling has made so far, while it runs: its stream's (the C pickler writes
+    each 64 KiB frame out as it closes) and its distinct out-of-band buffers'. A table pickled
+    as it is taken (a map's window, ``client/map_window.py``) reads it to stop at its bound."""
+
+    def __init__(self) -> None:
+        self.stream = io.BytesIO()
+        self.blob_bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.stream.tell() + self.blob_bytes
+
+
 def dumps(obj: Any, *, threshold: int = BLOB_THRESHOLD, what: str = "object", fast: bool = False,
-          snapshot: bool = True) -> Pickled:
+          snapshot: bool = True, meter: Meter | None = None) -> Pickled:
     """Pickle ``obj``; buffers of ``threshold`` bytes or more become blobs.
 
     ``fast`` tries the C pickler first (results are usually plain data, and it is several
     times quicker per call), falling back to cloudpickle for lambdas and dynamic classes.
     ``snapshot`` False leaves a large mutable buffer uncopied (``buffers.py``: a result).
+    ``meter`` counts the bytes made as they are made (cloudpickle's path only).
     Raises SerializationError naming ``what`` when anything inside cannot be pickled.
     """
     buffers: list[str] = []
@@ -67,7 +82,10 @@ def dumps(obj: Any, *, threshold: int = BLOB_THRESHOLD, what: str = "object", fa
         if type(view.obj) is bytes:
             of_bytes.append(len(buffers))
         buffers.append(blob_hash)
-        blobs.setdefault(blob_hash, view)
+        if blob_hash not in blobs:
+            blobs[blob_hash] = view
+            if meter is not None:
+                meter.blob_bytes += view.nbytes
         return False
 
     if fast:
@@ -82,7 +100,7 @@ def dumps(obj: Any, *, threshold: int = BLOB_THRESHOLD, what: str = "object", fa
             of_bytes.clear()
     try:
         payload, modules, optional = dumps_tracking(obj, buffer_callback=keep_out_of_band, threshold=threshold,
-                                                    snapshot=snapshot)
+                                                    snapshot=snapshot, stream=meter.stream if meter else None)
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
         raise SerializationError(f"cannot pickle {what}: {type(exc).__name__}: {exc}") from exc
     return Pickled(payload, buffers, blobs, frozenset(modules), frozenset(optional), of_bytes)
@@ -149,11 +167,11 @@ def imported_names(code: CodeType) -> dict[str, bool]:
 
 
 def dumps_tracking(obj: Any, buffer_callback: Any = None, threshold: int | None = None,
-                   snapshot: bool = True) -> tuple[bytes, set[str], set[str]]:
+                   snapshot: bool = True, stream: io.BytesIO | None = None) -> tuple[bytes, set[str], set[str]]:
     """``cloudpickle.dumps`` that also returns the module names the stream needs, and those
     it imports only inside ``try`` blocks. With a ``threshold``, large bytes-like objects go
-    out of band (``buffers.py``: load with :func:`loads`)."""
-    stream = io.BytesIO()
+    out of band (``buffers.py``: load with :func:`loads`). ``stream``: an empty one to write to."""
+    stream = io.BytesIO() if stream is None else stream
     pickler = TrackingPickler(stream, protocol=PROTOCOL, buffer_callback=buffer_callback, threshold=threshold,
                               snapshot=snapshot)
     pickler.dump(obj)

@@ -76,6 +76,7 @@ class Job:
     def run(self) -> list[PendingGroup]:
         """Submit, follow the pod (futures settle as their calls end), resolve the rest;
         returns groups to re-send."""
+        retry: list[PendingGroup] = []
         with charge_to(self.stats):
             try:
                 manifest = self.manifest = Manifest(self.home, self.platform, self.pod_name)
@@ -90,6 +91,10 @@ class Job:
                 self._fail_all(exc)
                 return []
             finally:
+                resent = {id(group) for group in retry}
+                for group in self.groups:
+                    if id(group) not in resent:
+                        group.drop_arguments()
                 self.finished.set()
 
     def follow(self) -> None:
