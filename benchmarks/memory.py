@@ -7,6 +7,10 @@ result's size above each process's baseline (ideal: 1x, the result itself). Loca
 process driver: the pod is a plain process we can measure. The pod makes its result in place
 (``readinto`` a buffer of the size, for bytearray and numpy), so making it costs 1x.
 
+Also the client's peak RSS for a map over a generator of ``--map-mb`` fresh 1 MiB ``bytes``
+arguments (each pickled out of band), above its baseline, in MB and as a multiple of the
+map's argument bytes: the map holds a bounded window (``PODRUN_MAP_WINDOW``, 64 MiB) of them.
+
 Also the client's bytes per pending call: ``tracemalloc``'s traced memory just after a
 100k-call ``f.map`` returns (futures, the pickled argument table, the lane's bookkeeping),
 divided by the number of calls (``--calls``).
@@ -59,6 +63,26 @@ print(before, after, rss.read_text())
 """
 
 
+MAP = r"""
+import os, resource, sys
+import podrun
+
+n = int(sys.argv[1])
+
+@podrun.remote(node="MPU", max_duration=10)
+def size(data):
+    return len(data)
+
+podrun.configure("local", driver="process")
+assert size.remote(b"warm").get(timeout=120) == 4
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+futures = size.map(os.urandom(2**20) for _ in range(n))
+assert podrun.get(futures, timeout=1800) == [2**20] * n
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(before, after, len({f.job_id for f in futures}))
+"""
+
+
 PENDING = r"""
 import gc, sys, time, tracemalloc
 import podrun
@@ -103,6 +127,12 @@ def pending_calls(n: int) -> dict[str, float]:
     return {"calls": n, "pending_at_measure": pending, "client_bytes_per_pending_call": held / n}
 
 
+def map_peak(mb: int) -> dict[str, float]:
+    before, after, jobs = (int(x) for x in _run(MAP, str(mb)).split())
+    return {"map_mb": mb, "client_peak_over_baseline_mb": (after - before) / 2**20,
+            "client_over_arguments": (after - before) / (mb * 2**20), "jobs": jobs}
+
+
 def measure(size: int, kind: str) -> dict[str, float]:
     before, after, pod_start, pod_peak = (int(x) for x in _run(CLIENT, str(size), kind).split())
     return {"client_peak_mb": after / 2**20, "client_over_result": (after - before) / size,
@@ -115,7 +145,16 @@ def main() -> None:
     parser.add_argument("--kind", choices=KINDS, action="append", help="the result's type (repeatable; default: all)")
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--pending-only", action="store_true", help="only the bytes per pending call")
+    parser.add_argument("--map-mb", type=int, default=512, help="MB of arguments the map over a generator sends")
+    parser.add_argument("--map-only", action="store_true", help="only the map over a generator")
     args = parser.parse_args()
+    mapped = map_peak(args.map_mb)
+    print_table(f"client peak RSS for a map over a generator of {args.map_mb} x 1 MiB arguments",
+                ["MB over baseline", "x argument bytes", "jobs"],
+                [[mapped["client_peak_over_baseline_mb"], mapped["client_over_arguments"], mapped["jobs"]]])
+    if args.map_only:
+        write_json("memory_map", mapped)
+        return
     pending = pending_calls(args.calls)
     print_table(f"client memory per pending call ({args.calls:,}-call map)", ["bytes per call", "pending when measured"],
                 [[pending["client_bytes_per_pending_call"], pending["pending_at_measure"]]])
@@ -128,7 +167,7 @@ def main() -> None:
                                                              "pod peak RSS MB", "pod x result size"],
                 [[kind, r["client_peak_mb"], r["client_over_result"], r["pod_peak_mb"], r["pod_over_result"]]
                  for kind, r in results.items()])
-    write_json("memory", {"result_mb": args.mb, "results": results, "pending": pending})
+    write_json("memory", {"result_mb": args.mb, "results": results, "map": mapped, "pending": pending})
 
 
 if __name__ == "__main__":
