@@ -27,9 +27,9 @@ demo: $(STAMP)
 	fi
 	$(PY) examples/quickstart.py
 
-# The default suite; suites marked slow (arm64 under emulation) run in `make test-slow` and in CI.
+# The default suite; suites marked slow (pods in images, arm64 under emulation) run in `make test-slow` and in CI.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no slow test selected
@@ -45,6 +45,10 @@ $(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
 
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/pods.py
+	$(PY) benchmarks/pool.py
+	$(PY) benchmarks/streaming.py
+	$(PY) benchmarks/storage.py
 	$(PY) benchmarks/peers.py $(BENCH_ARGS)
 
 # `make lock` pins what pyproject.toml adds or changes and keeps every other pin (the bench lock

@@ -31,7 +31,7 @@ import podrun
 
 size, kind = int(sys.argv[1]), sys.argv[2]
 
-@podrun.remote(node="MPU", max_duration=10, workers=1)
+@podrun.remote(node="MPU", max_duration=10, workers=1)  # the runtime's own process: its atexit reports the RSS
 def big(n, kind):
     import atexit, os, resource
     import numpy as np

@@ -6,6 +6,8 @@ each architecture whose image is prepared (arm64 runs under qemu-user). The job 
 ``podrun.remote`` call end to end, on the process driver and on a container pod of each
 architecture: the first (the zero-build runtime travels), the next on a cold pod (a pod per
 call), and the next on a warm pod (``keep_warm``: the pod serves calls from its inbox).
+Under root it also times each container pod's inbound firewall hook alone (``pod_firewall.py``,
+as the OCI runtime runs it, on a real network namespace): that part of a container pod's start.
 Prints tables and writes benchmarks/results/pods.json.
 
     PODRUN_IMAGE_STORE=... python benchmarks/pods.py [--quick]
@@ -46,6 +48,33 @@ def pod_start(platform, repeat: int) -> list[float]:
             raise RuntimeError(f"pod failed: {state}")
         samples.append(time.perf_counter() - started)
     return samples
+
+
+def firewall_hook(repeat: int) -> list[float]:
+    """The pod firewall hook run as runc runs it (OCI state on stdin), on a real network namespace."""
+    import json
+    import subprocess
+
+    from podrun.platform.local import network as _network
+
+    hook = json.loads(next(_network.firewall_hooks(Path(os.environ["PODRUN_HOME"]) / "local").iterdir()).read_text())["hook"]
+    holder = subprocess.Popen(["/usr/bin/unshare", "--net", "/bin/sleep", "600"])
+    try:
+        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            if holder.poll() is not None:
+                raise SystemExit("unshare --net failed: no network namespace to time the firewall hook on")
+            time.sleep(0.01)  # until unshare has made the namespace
+        state = json.dumps({"pid": holder.pid, "annotations": {"podrun.ports": "80 443"}})
+        samples = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            subprocess.run(hook["args"], executable=hook["path"], input=state, text=True, check=True,
+                           env=dict(item.split("=", 1) for item in hook["env"]))
+            samples.append(time.perf_counter() - started)
+        return samples
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 JOB = r"""
@@ -129,6 +158,11 @@ def main() -> None:
             results["pod_start_s"][f"{driver}/{shown}"] = {"median": statistics.median(samples), "min": min(samples)}
             rows.append([driver, shown, statistics.median(samples), min(samples), repeat])
         print_table("pod start: run_pod -> terminated, python -c pass (s)", ["driver", "arch", "median", "min", "runs"], rows)
+        if os.geteuid() == 0 and _container.available(store):
+            hook = firewall_hook(repeat * 3)
+            results["pod_firewall_hook_s"] = {"median": statistics.median(hook), "min": min(hook)}
+            print_table("each container pod's inbound firewall hook alone (s)", ["median", "min", "runs"],
+                        [[statistics.median(hook), min(hook), len(hook)]])
 
         sizes = []
         for image in store.list("localhost/podrun-stock/"):

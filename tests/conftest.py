@@ -55,14 +55,16 @@ def podrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     remove_images(home / "local", str(TEST_IMAGE_STORE))
 
 
-# Suites that also run on arm64 python:3.11-slim pods (the container driver over the image store,
-# qemu-user through binfmt_misc), as on CG2: slow, so in `make test-slow` and CI only.
+# Suites that also run inside python:3.11-slim images under the container driver (the CG2 driver):
+# on the host's architecture, and on arm64 (qemu-user through binfmt_misc) as on CG2. Slower than
+# the host process driver, so in `make test-slow` and CI only.
 ARM64_SUITES = frozenset({"test_platform_contract", "test_remote", "test_modules", "test_wheels", "test_objects"})
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "pod_architecture" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in ARM64_SUITES:
-        metafunc.parametrize("pod_architecture", ["host", pytest.param("arm64", marks=pytest.mark.slow)], indirect=True)
+        metafunc.parametrize("pod_architecture", ["host", pytest.param("container", marks=pytest.mark.slow),
+                                                  pytest.param("arm64", marks=pytest.mark.slow)], indirect=True)
 
 
 # Host-only on their face: a C extension compiled here with this machine's compiler is x86-64 code
@@ -71,16 +73,17 @@ ARM64_HOST_ONLY = frozenset({"test_c_extension_wheel_loads_in_the_pod"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On arm64 the contract suite runs against LocalPlatform itself: the EM API over HTTP adds
-    nothing architecture-specific (its emulator runs its own pods), so that pairing is deselected,
-    as are the host-only tests."""
+    """In images the contract suite runs against LocalPlatform itself: the EM API over HTTP adds
+    nothing driver-specific (its emulator runs its own pods), so that pairing is deselected; on
+    arm64 so are the host-only tests."""
     keep, dropped = [], []
     for item in items:
         params = getattr(item, "callspec", None)
         pair = params.params if params else {}
-        arm64 = pair.get("pod_architecture") == "arm64"
-        host_only = pair.get("platform") == "em" or getattr(item, "originalname", "") in ARM64_HOST_ONLY
-        (dropped if arm64 and host_only else keep).append(item)
+        arch = pair.get("pod_architecture", "host")
+        drop = (arch != "host" and pair.get("platform") == "em") or (
+            arch == "arm64" and getattr(item, "originalname", "") in ARM64_HOST_ONLY)
+        (dropped if drop else keep).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
@@ -88,13 +91,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def pod_architecture(request: pytest.FixtureRequest, podrun_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``arm64``: every platform the test makes runs its pods in arm64 images of the session store."""
+    """``host``: pods on the host process driver (fast). ``container`` and ``arm64``: every platform
+    the test makes runs its pods in the session store's images, of the host's architecture or arm64."""
     arch = getattr(request, "param", "host")
-    if arch == "arm64":
+    if arch in ("container", "arm64"):
+        image_arch = "host" if arch == "container" else "arm64"
         for name in ("python:3.11-slim", "busybox"):
-            require_image(name, "arm64")
+            require_image(name, image_arch)
         monkeypatch.setenv("PODRUN_LOCAL_DRIVER", "container")
-        monkeypatch.setenv("PODRUN_LOCAL_ARCH", "arm64")
+        monkeypatch.setenv("PODRUN_LOCAL_ARCH", image_arch)
         config.reset()
     return arch
 

@@ -213,3 +213,10 @@ def test_bench_runs_the_benchmark_script():
     helped = podrun_cli("bench", "overhead", "-h")  # -h goes to the script itself
     assert "--quick" in helped.stdout and "usage:" in helped.stdout
     assert podrun_cli("bench", "nosuch", ok=False).exit_code == 2
+
+
+def test_every_benchmark_script_is_a_bench_command():
+    from podrun.commands.bench import QUICK, benchmarks_dir
+
+    scripts = {path.stem for path in benchmarks_dir().glob("*.py") if not path.name.startswith("_")}
+    assert scripts == set(QUICK)  # a new benchmark is reachable (and smoke-runnable) as `podrun bench NAME`

@@ -109,10 +109,12 @@ def test_refresh_gives_a_working_access_token(server):
 
 
 def test_tokens_expire(tmp_path):
-    with EmulatorProcess(tmp_path / "em", users=("carol:pw",), token_lifetime=1) as em:
+    # 3 s, not 1: on a loaded machine the first request came after a 1 s token had expired.
+    with EmulatorProcess(tmp_path / "em", users=("carol:pw",), token_lifetime=3) as em:
+        issued = time.monotonic()
         client = login(em.url, "carol", "pw")
         assert client.get("/em/nodes/status").status_code == 200
-        time.sleep(1.3)
+        time.sleep(max(0.0, issued + 3.3 - time.monotonic()))
         expired = client.get("/em/nodes/status")
         assert expired.status_code == 401 and expired.json()["detail"] == "Token is invalid or expired"
 

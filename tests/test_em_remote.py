@@ -15,6 +15,7 @@ import podrun
 from podrun.platform.types import walk_entries
 
 from .em_server import EmulatorProcess
+from .platforms import needs_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,3 +115,24 @@ def test_warm_pods_runner_and_refs_over_http(server):
         produced = runner.service(double)(21)
         assert runner.get([runner.service(double)(produced.ref(timeout=60))], timeout=60) == [84]
     assert "em-runner" not in podrun.client.config.current_platform().pvc_list()
+
+
+@needs_engine
+def test_a_warm_pod_in_its_image_takes_jobs_uplinked_while_it_runs(tmp_path: Path) -> None:
+    """The emulator's own driver runs pods in their image as an unprivileged uid, and its files
+    are private (umask 077): a job uplinked to a warm pod that is already running must still be
+    the pod's to read (it was refused: PermissionError on the inbox bundle)."""
+    with EmulatorProcess(tmp_path / "em") as em:
+        user, password = em.add_user("w")
+        podrun.configure(platform="em", url=em.url, username=user, password=password)
+
+        def triple(x: int) -> int:  # defined here, so it travels by value: the image has no pytest
+            return 3 * x
+
+        with podrun.Runner("em-warm-image", keep_warm=30) as runner:
+            service = runner.service(triple)
+            assert service(1).get(timeout=120) == 3
+            warm = service(2)
+            assert warm.get(timeout=120) == 6
+            assert warm.job.finished.wait(60)
+            assert warm.job.stats.calls - warm.job.stats.polls == 1 + warm.job.stream.segments  # no pod start

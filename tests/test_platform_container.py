@@ -303,3 +303,29 @@ def test_stop_grace_is_settable_and_checked(podrun_home: Path, monkeypatch: pyte
     for bad in (-1, 3601):
         with pytest.raises(ValueError, match="stop grace"):
             LocalPlatform(podrun_home / "local", driver="process", stop_grace=bad)
+
+
+@needs_engine
+def test_a_running_pod_owns_what_is_uplinked_after_it_started(container_platform: LocalPlatform) -> None:
+    """Under root podman the pod's root is an unprivileged uid that ``:U`` makes owner of the
+    volume at start; a folder and a private file (the emulator's umask is 077) uplinked while
+    the pod runs must be its own too, as a warm pod's next job is."""
+    script = ("import os, time\n"
+              "open('/data/ready', 'w').close()\n"
+              "while not os.path.exists('/data/later/job.txt'): time.sleep(0.05)\n"
+              "text = open('/data/later/job.txt').read()\n"
+              "open('/data/later/answer.txt', 'w').write(text.upper())\n")
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.05, pod_name="warmish",
+                                       command="python", args=["-c", script]))
+    volume = container_platform.volume_path("warmish")
+    deadline = time.monotonic() + 60
+    while not (volume / "ready").exists() and time.monotonic() < deadline:  # the engine has handed it the volume
+        time.sleep(0.05)
+    previous = os.umask(0o077)
+    try:
+        container_platform.uplink([("job.txt", b"second job")], dest_path="later", pod_name="warmish")
+    finally:
+        os.umask(previous)
+    state = _wait(container_platform, "warmish", "terminated")
+    assert state.detail["reason"] == "Completed", (container_platform._pod_dir("warmish") / "stdout.log").read_text()
+    assert container_platform.downlink("later/answer.txt", "warmish") == b"SECOND JOB"

@@ -33,16 +33,19 @@ def private_dirs(path: str | os.PathLike[str]) -> Path:
 
 
 def write_at(folder: int, name: str, content: Any, progress: Callable[[int], None] | None = None,
-             mode: int = PRIVATE_FILE) -> int:
+             mode: int = PRIVATE_FILE, owner: tuple[int, int] | None = None) -> int:
     """Write ``name`` in the folder open as ``folder`` via a uniquely named ``.part`` file and a
     rename within that folder (both by descriptor): readers see the old file or the new one,
     concurrent writers never share a temporary file, and a symlink planted under either name
     is replaced, never followed. ``content``: bytes, str, a local path or a binary stream.
-    Returns the bytes written."""
+    ``owner`` (uid, gid) is given to the file before it appears under its name. Returns the
+    bytes written."""
     tmp = f".{name}.{os.urandom(4).hex()}.part"  # not secrets: it imports hmac and random, in every pod
     written = 0
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder)
     try:
+        if owner is not None:
+            os.fchown(fd, *owner)
         with os.fdopen(fd, "wb") as out:
             if isinstance(content, str):
                 content = content.encode()

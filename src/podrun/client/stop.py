@@ -64,14 +64,15 @@ def stop_pod(platform: MeteredPlatform, pod_name: str | None, how: str, jobs: It
         spec = PodSpec(image=image or pod.get("image") or f"python:{python_version()}-slim", node=pod.get("node") or "MPU",
                        max_duration=1, command=EXIT_COMMAND, pod_name=pod_name)
         platform.run_pod(spec)
-        return Stopped(pod_name, True, ended, _await_end(platform, pod_name))
+        return Stopped(pod_name, True, ended, wait_pod_end(platform, pod_name))
     finally:
         lease.release(grant)
 
 
-def _await_end(platform: MeteredPlatform, pod_name: str | None) -> PodState:
+def wait_pod_end(platform: MeteredPlatform, pod_name: str | None, timeout: float = STOP_WAIT) -> PodState:
+    """Poll with the platform's own backoff until the pod ends, is stuck, or ``timeout`` passes."""
     first, ceiling = platform.poll_interval
-    delay, deadline = first, time.monotonic() + STOP_WAIT
+    delay, deadline = first, time.monotonic() + timeout
     while True:
         state = platform.pod_status(pod_name)
         if state.is_terminal or state.is_stuck or time.monotonic() >= deadline:

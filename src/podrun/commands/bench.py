@@ -1,4 +1,4 @@
-"""``podrun bench overhead|link|objects|peers [--quick]``: runs the repository's benchmark scripts."""
+"""``podrun bench NAME [--quick]``: runs the repository's benchmark scripts (``benchmarks/NAME.py``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ QUICK = {
     "link": ["--calls", "100", "--mb", "5", "--chain-mb", "10", "--naive-sample", "2"],
     "objects": [],
     "peers": ["--quick"],
+    "executor": ["--quick"],
+    "pods": ["--quick"],
+    "pool": ["--quick"],
+    "streaming": ["--calls", "50", "--slow", "0.5"],
+    "storage": [],
+    "memory": ["--mb", "16", "--calls", "2000", "--map-mb", "16"],
 }
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import typer
 
-from ..client.stop import stop_pod
+from ..client.stop import stop_pod, wait_pod_end
 from ..platform.types import NODES, PodSpec, PodState
 from ._common import note, out, platform, pod_name_option, table
 
@@ -29,19 +27,6 @@ def show_state(state: PodState, pod_name: str | None) -> None:
     out().print(table(f"pod {pod_name or '(default)'}", ["field", "value"], rows))
 
 
-def wait_terminal(pod_name: str | None, timeout: float) -> PodState:
-    """Poll with the platform's own backoff until the pod ends, is stuck, or ``timeout`` passes."""
-    target = platform()
-    first, ceiling = target.poll_interval
-    delay, deadline = first, time.monotonic() + timeout
-    while True:
-        state = target.pod_status(pod_name)
-        if state.is_terminal or state.is_stuck or time.monotonic() >= deadline:
-            return state
-        time.sleep(delay)
-        delay = min(ceiling, delay * 1.5)
-
-
 @app.command("run")
 def run(
     image: str = typer.Argument(..., help="image to run, e.g. python:3.11-slim or one you built or loaded"),
@@ -62,7 +47,7 @@ def run(
     platform().run_pod(spec)
     note(f"pod {pod_name or '(default)'} scheduled: {image} on {spec.node}, at most {max_duration:g} min")
     if wait:
-        state = wait_terminal(pod_name, timeout)
+        state = wait_pod_end(platform(), pod_name, timeout)
         show_state(state, pod_name)
         if not state.is_terminal or state.exit_code != 0:
             raise typer.Exit(1)
@@ -75,7 +60,7 @@ def status(
     timeout: float = typer.Option(600, "--timeout", help="seconds --wait waits at most"),
 ) -> None:
     """Show the pod's container state (waiting, running, or terminated with its exit code)."""
-    show_state(wait_terminal(pod_name, timeout) if wait else platform().pod_status(pod_name), pod_name)
+    show_state(wait_pod_end(platform(), pod_name, timeout) if wait else platform().pod_status(pod_name), pod_name)
 
 
 @app.command("stop")

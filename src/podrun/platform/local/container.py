@@ -4,8 +4,9 @@ Why: a pod must be what it is on CG2: its image's root file system and Python, n
 host. Here the volume is bind-mounted at ``/data``, ``/tmp`` is private, the image's ENV,
 WORKDIR, ENTRYPOINT and CMD apply (``command``/``args`` override them as in Kubernetes), each
 user's pods share one air-gapped network (``network.py``: reachable as ``<pod_name>`` and
-``<user>-<pod_name>``), every container carries ``podrun.*`` labels (node, user, pod), and only
-the GPU node gets the machine's GPU. A pod is a sandbox also when podrun runs as root
+``<user>-<pod_name>`` on the ports the pod declares, each pod behind an inbound firewall of its
+own: ``pod_firewall.py``), every container carries ``podrun.*`` labels (node, user, pod), and
+only the GPU node gets the machine's GPU. A pod is a sandbox also when podrun runs as root
 (:func:`hardening_args`): no capabilities, no privilege gain, a user namespace, a pids limit.
 
 The supervisor stays in charge of time: it runs ``<engine> run --rm --init --name NAME ...`` in
@@ -35,6 +36,7 @@ from typing import Any
 
 from ...errors import ContainerUnavailable, InvalidRequest, PlatformError
 from .images import ImageStore, host_arch
+from .pod_firewall import ANNOTATION as PORTS_ANNOTATION
 
 # Everything podrun runs outside a pod is found on this fixed PATH and started with a fixed
 # environment: nothing a user or a pod chose (PATH, LD_PRELOAD, CONTAINERS_CONF, ...) can pick
@@ -53,6 +55,7 @@ _PODMAN_FLAGS: tuple[tuple[str, ...], ...] = (
     ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"),
 )
 PROBE_TIMEOUT = 60.0
+DEFAULT_HOOKS_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")  # podman's own
 CLEANUP_TIMEOUT = 30.0
 
 
@@ -210,13 +213,21 @@ def volume_arg(engine: Engine, volume: Path) -> str:
 
 
 def run_argv(engine: Engine, *, name: str, image: str, volume: Path, network: str, hostnames: Sequence[str],
-             labels: dict[str, str], env_file: Path, gpu: bool, command: Sequence[str], args: Sequence[str]) -> list[str]:
+             labels: dict[str, str], env_file: Path, gpu: bool, command: Sequence[str], args: Sequence[str],
+             firewall: Path | None = None, ports: Sequence[int] = ()) -> list[str]:
     """``<engine> run`` in the foreground for one pod. The pod's variables come from
     ``env_file`` (private to the host), so none shows in ``ps`` or reaches the engine's own
     environment. ``command`` replaces the image's ENTRYPOINT and ``args`` its CMD, as in
-    Kubernetes; with neither the image's own ENTRYPOINT and CMD run."""
-    argv = [*engine.prefix, "run", "--rm", "--init", "--pull=never", "--name", name, *engine.flags,
+    Kubernetes; with neither the image's own ENTRYPOINT and CMD run. ``firewall``, podman's
+    hooks folder of ``network.firewall_hooks``, closes the pod to all but its ``ports``."""
+    hooks = []
+    if firewall:  # podman's --hooks-dir replaces its default folders (a GPU's OCI hook lives there): name them too
+        for folder in [*(d for d in DEFAULT_HOOKS_DIRS if os.path.isdir(d)), str(firewall)]:
+            hooks += ["--hooks-dir", folder]
+    argv = [*engine.prefix, *hooks, "run", "--rm", "--init", "--pull=never", "--name", name, *engine.flags,
             "--network", network, "--hostname", hostnames[0]]
+    if firewall:  # always set: no annotation of the image's own can stand in for it
+        argv += ["--annotation", f"{PORTS_ANNOTATION}={' '.join(str(int(port)) for port in ports)}"]
     for alias in hostnames:
         argv += ["--network-alias", alias]
     for key, value in labels.items():
@@ -254,14 +265,16 @@ def write_env_file(path: Path, env: dict[str, str]) -> Path:
 
 def pod_process(engine: Engine, *, root: Path, user: str, volume_name: str, volume: Path, image: str,
                 node: str, pod_name: str | None, command: Sequence[str], args: Sequence[str],
-                pod_env: dict[str, str], pod_dir: Path, network: str) -> dict[str, Any]:
+                pod_env: dict[str, str], pod_dir: Path, network: str, firewall: Path | None = None,
+                ports: Sequence[int] = ()) -> dict[str, Any]:
     """The supervisor's spec entries (argv, env, cwd, cleanup_argv) for one container pod."""
     name = container_name(root, user, volume_name, os.urandom(8).hex())
     hostnames = [f"{user}-{pod_name}", pod_name] if pod_name else [f"{user}-{volume_name}"]
     labels = {"podrun.node": node, "podrun.user": user, "podrun.pod": volume_name, "podrun.root": str(root)}
     env_file = write_env_file(pod_dir / "pod.env", pod_env)
     argv = run_argv(engine, name=name, image=image, volume=volume, network=network, hostnames=hostnames,
-                    labels=labels, env_file=env_file, gpu=node == "GPU", command=command, args=args)
+                    labels=labels, env_file=env_file, gpu=node == "GPU", command=command, args=args,
+                    firewall=firewall, ports=ports)
     return {"argv": argv, "env": engine.environment(), "cwd": "/", "driver": "container", "container": name,
             "cleanup_argv": engine.cleanup_argv(name)}
 

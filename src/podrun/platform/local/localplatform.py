@@ -340,7 +340,7 @@ class LocalPlatform(Platform):
             engine, root=self.root, user=self.user, volume_name=self.volume_name(spec.pod_name), volume=volume,
             image=self._engine_image(spec.image), node=spec.node, pod_name=spec.pod_name,
             command=_drivers.split_command(spec.command), args=[str(a) for a in spec.args],
-            pod_env=pod_env, pod_dir=pod_dir, network=network.name)
+            pod_env=pod_env, pod_dir=pod_dir, network=network.name, firewall=network.firewall, ports=spec.ports)
         process["teardown"] = {  # supervisor.py --linger: what the user's last pod leaves to remove
             "pods": str(pod_dir.parent), "lock": str(_network.lock_path(self.root, self.user)),
             "linger_lock": str(_network.linger_path(self.root, self.user)), "linger": self.network_linger,

@@ -15,9 +15,13 @@ service beside it (``telemetry.py``) are removed by a pod's supervisor once no p
 has run for ``linger`` seconds (``supervisor.py --linger``). Pod starts and that check take
 the user's network lock (``network_lock``), so a pod never starts on a network being removed.
 
-Not done: a port a pod did not declare in ``ports`` is still reachable by that user's other
-pods (traffic inside one bridge does not cross the host's IP firewall unless br_netfilter is
-loaded, which podrun does not impose on the machine).
+Pods of one user reach each other only on the ports they declare: traffic inside one bridge
+does not cross the host's IP firewall (unless br_netfilter is loaded, which podrun does not
+impose on the machine), so each pod gets an inbound firewall of its own, inside its network
+namespace, from an OCI hook (``pod_firewall.py``) that the runtime runs as root before the
+workload starts. :func:`firewall_hooks` writes that hook's file, with the executables it runs
+resolved here. It needs root podman: without root, pods start without it, and podrun says so
+once (:class:`OpenPortsWarning`).
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NamedTuple
 
 from ...errors import PlatformError
-from ...files import private_dirs
+from ...files import atomic_write, private_dirs
+from . import pod_firewall
 from .container import HOST_PATH, Engine, engine_env
 
 CHAIN = "PODRUN-INPUT"
@@ -54,6 +61,7 @@ def network_name(root: Path, user: str) -> str:
 class PodNetwork(NamedTuple):
     name: str
     bridge: str | None  # its host interface where podrun set firewall rules for it (root, podman)
+    firewall: Path | None = None  # the hooks folder that gives each pod its inbound firewall (root, podman)
 
 
 def lock_path(root: Path, user: str) -> Path:
@@ -111,11 +119,51 @@ def ensure_network(engine: Engine, root: Path, user: str) -> PodNetwork:
                           "--label", f"podrun.user={user}", name)
         if made.returncode != 0 and engine.run(*exists).returncode != 0:
             raise PlatformError(f"{engine.name} network create {name} failed: {made.stderr.strip()[-500:]}")
-    bridge = None
-    if engine.name == "podman" and os.geteuid() == 0:
-        bridge = bridge_of(engine, name)
-        close_host(bridge)
-    return PodNetwork(name, bridge)
+    if engine.name != "podman" or os.geteuid() != 0:
+        _note_open_ports()
+        return PodNetwork(name, None)
+    bridge = bridge_of(engine, name)
+    close_host(bridge)
+    return PodNetwork(name, bridge, firewall_hooks(root))
+
+
+class OpenPortsWarning(UserWarning):
+    """Pods start without their inbound firewall: a user's pods reach each other on any port."""
+
+
+_noted = False
+
+
+def _note_open_ports() -> None:
+    global _noted
+    if not _noted:
+        _noted = True
+        warnings.warn("podrun: pods of one user reach each other on every port, not only those they declare: "
+                      "each pod's inbound firewall is set by root podman (run podrun as root for it)",
+                      OpenPortsWarning, stacklevel=4)
+
+
+def firewall_hooks(root: Path) -> Path:
+    """The OCI hooks folder (podman's ``--hooks-dir``) whose one hook gives each pod its inbound
+    firewall (``pod_firewall.py``), written when missing or different; the executables it runs
+    are resolved here on HOST_PATH, with the interpreter that runs podrun."""
+    tools = []
+    for tool, package in (("nsenter", "util-linux"), ("iptables-restore", "iptables"), ("ip6tables-restore", "iptables")):
+        exe = shutil.which(tool, path=HOST_PATH)
+        if exe is None:
+            raise PlatformError(f"pod networks need {tool} to give each pod its inbound firewall: apt-get install {package}")
+        tools.append(exe)
+    hook = {"version": "1.0.0", "when": {"always": True}, "stages": ["createRuntime"],
+            "hook": {"path": sys.executable, "env": ["PATH=" + HOST_PATH, "LANG=C.UTF-8"], "timeout": 30,
+                     "args": [sys.executable, "-I", "-S", str(Path(pod_firewall.__file__).resolve()), *tools]}}
+    folder = private_dirs(root / "networks" / "hooks")
+    text = json.dumps(hook, indent=1)
+    path = folder / "podrun-pod-firewall.json"
+    with suppress(OSError):
+        if path.read_text() == text:
+            return folder
+    atomic_write(path, text)
+    return folder
 
 
 def teardown_argvs(engine: Engine, network: PodNetwork) -> list[list[str]]:

@@ -152,6 +152,17 @@ class VolumeDir:
         finally:
             os.close(fd)
 
+    @staticmethod
+    def _owner(root: int) -> tuple[int, int] | None:
+        """Whom what the host creates in the volume belongs to: under root podman the engine
+        hands the volume to the pod's unprivileged root (``:U`` at each pod start), and what is
+        uplinked while that pod runs (a warm pod's next job) must be the pod's too, else it
+        cannot read a private file or write into a new folder. None: leave it to the creator."""
+        if os.geteuid() != 0:
+            return None
+        found = os.fstat(root)
+        return None if found.st_uid == 0 and found.st_gid == 0 else (found.st_uid, found.st_gid)
+
     @contextmanager
     def folder(self, path: str, create: bool = False) -> Iterator[int]:
         """A descriptor of the folder ``path`` of the volume (made, one component at a time,
@@ -160,7 +171,7 @@ class VolumeDir:
         with self._root_fd() as root:
             try:
                 if create:
-                    fd = _make_dirs(root, relative)
+                    fd = _make_dirs(root, relative, self._owner(root))
                 else:
                     fd = open_beneath(root, relative, _DIR_FLAGS) if relative else os.dup(root)
             except OSError as exc:
@@ -180,9 +191,11 @@ class VolumeDir:
         local path, as in ``Platform.uplink``."""
         if isinstance(content, str):
             content = Path(content)
+        with self._root_fd() as root:
+            owner = self._owner(root)
         with self.folder(dest, create=True) as folder:
             try:
-                return write_at(folder, name, content, progress, FILE_MODE)
+                return write_at(folder, name, content, progress, FILE_MODE, owner)
             except FileNotFoundError:  # the folder was deleted while the file was written
                 raise NotFound(f"folder {dest!r} was deleted while {name!r} was written into it; uplink again",
                                code="FILE_MISSING", status=404) from None
@@ -235,16 +248,20 @@ class VolumeDir:
             os.close(parent)
 
 
-def _make_dirs(root: int, relative: str) -> int:
+def _make_dirs(root: int, relative: str, owner: tuple[int, int] | None = None) -> int:
     current = os.dup(root)
     try:
         for part in [p for p in relative.split("/") if p]:
             try:
                 following = _open_at(current, part, _DIR_FLAGS)
             except FileNotFoundError:
+                made = False
                 with suppress(FileExistsError):
                     os.mkdir(part, 0o755, dir_fd=current)
+                    made = True
                 following = _open_at(current, part, _DIR_FLAGS)
+                if made and owner is not None:  # by descriptor: the folder opened is the one chowned
+                    os.fchown(following, *owner)
             os.close(current)
             current = following
     except BaseException:
