@@ -22,7 +22,7 @@ records = st.one_of(
     st.builds(rec.EnvRecord, st.dictionaries(texts, st.integers(-(2**63), 2**63 - 1) | texts, max_size=3)),
     st.builds(rec.RunRecord, st.integers(0, 2**40)),
     st.builds(rec.CallRecord, st.integers(0, 2**40), statuses, times, times, st.none() | st.binary(max_size=64),
-              st.none() | texts, hashes, error_infos, texts, texts, hashes),
+              st.none() | texts, hashes, error_infos, texts, texts, hashes, st.lists(st.integers(0, 9), max_size=3)),
     st.builds(rec.EndRecord, times, st.none() | texts, hashes, st.booleans()),
 )
 
@@ -50,6 +50,13 @@ def test_a_newer_format_names_both_versions(version: int, record: rec.Record) ->
     body[0] = version
     with pytest.raises(WireFormatError, match=f"v{version}.*up to v{rec.VERSION}.*upgrade podrun"):
         list(rec.iter_records(_frame(body)))
+
+
+def test_a_v1_call_record_reads_with_no_bytes_buffers() -> None:
+    v1 = [1, "call", 3, rec.OK, 1.0, 2.0, None, "ab" * 32, ["cd" * 32], None, "out", "", []]
+    (record,) = rec.iter_records(_frame(v1))
+    assert record == rec.CallRecord(3, rec.OK, 1.0, 2.0, None, "ab" * 32, ["cd" * 32], None, "out", "", [])
+    assert record.bytes_buffers == []
 
 
 @pytest.mark.parametrize("item", [{"k": "call", "i": 0, "s": "OK"}, [1], ["1", "call"], [rec.VERSION, "nope", 1],

@@ -27,11 +27,12 @@ class _DecodingSink(FrameDecoder):
         return self.received
 
 
-def downlink_blob(platform: Platform, pod_name: str | None, blob_hash: str, attempts: int = 2) -> bytearray:
-    """The blob's raw bytes in a fresh writable buffer, verified against its name; re-fetched
-    once on a mismatch (a torn transfer)."""
+def downlink_blob(platform: Platform, pod_name: str | None, blob_hash: str, attempts: int = 2,
+                  as_bytes: bool = False) -> bytearray | bytes:
+    """The blob's raw bytes in a fresh writable buffer (``as_bytes``: a ``bytes``, made without
+    a second copy), verified against its name; re-fetched once on a mismatch (a torn transfer)."""
     for _attempt in range(attempts):
-        sink = _DecodingSink()
+        sink = _DecodingSink(into_bytes=as_bytes)
         try:
             platform.downlink_into(blob_path(blob_hash), sink, pod_name)  # type: ignore[arg-type]
             raw = sink.finish()

@@ -3,7 +3,8 @@
 A pod_name has one pod at a time (a new run replaces the old one), so each pod_name gets a
 lane that runs its jobs one after another. The packing rule users can rely on:
 
-* every ``f.map(...)`` is one group, never split;
+* every ``f.map(...)`` is one group, never split, up to its window of argument bytes
+  (``client/map_window.py``): a bigger one is a group per window;
 * a lane's first job leaves ``LINGER`` seconds after the first call, taking every call
   made meanwhile, so calls made close together share a pod start; calls for the warm pod
   serving the lane leave at once (a job there costs an uplink into its inbox, not a pod start,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -11,8 +12,8 @@ from ..errors import SerializationError, UsageError, UsageTypeError
 from ..platform.types import normalize_node, validate_max_duration, validate_pod_name
 from ..runtime.pod_api import plain_function
 from ..wire.bundle import python_version
-from ..wire.serialize import dumps, find_unpicklable
-from . import config, future_args, preflight
+from ..wire.serialize import Meter, dumps, find_unpicklable
+from . import config, future_args, map_window, preflight
 from . import wheels as shipped_wheels
 from .dispatch import dispatcher_for
 from .future import ObjectFuture
@@ -20,6 +21,7 @@ from .gc_pause import BULK, paused_gc
 from .jobs.key import JobKey, PendingGroup, PickledCallable
 from .jobs.pack import estimate_uplink
 from .manifest import Manifest
+from .map_window import Call
 from .modules import closure, pickle_callable
 
 DEFAULT_NODE = "MPU"
@@ -114,9 +116,16 @@ class RemoteFunction:
                futures: list[ObjectFuture] | None = None, target: tuple[str, str | None] | None = None) -> PendingGroup:
         """Pickle the calls now (so a bad argument fails here, and later mutation of an
         argument cannot change what runs)."""
+        return self._pickled_group(calls, calls, futures, target)
+
+    def _pickled_group(self, table: Any, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                       futures: list[ObjectFuture] | None, target: tuple[str, str | None] | None,
+                       meter: Meter | None = None) -> PendingGroup:
+        """The group of ``calls``, pickled from ``table`` (the calls, or a map's ``Window`` that
+        takes them as it pickles, counting its bytes in ``meter``)."""
         function = self._callable()
         try:
-            args = dumps(calls, what=f"the arguments of {function.name}")
+            args = dumps(table, what=f"the arguments of {function.name}", meter=meter)
         except SerializationError as exc:
             named = (find_unpicklable(a, k) for a, k in calls)
             culprit = next((name for name in named if name != "the arguments"), "the arguments")
@@ -159,14 +168,37 @@ class RemoteFunction:
         return _Submitter(self)
 
     def map(self, iterable: Iterable[Any], *iterables: Iterable[Any], **shared_kwargs: Any) -> list[ObjectFuture]:
-        """``fn(x)`` for each ``x`` (or ``fn(x, y)`` over zipped iterables, like ``map``), all in
-        one job. ``shared_kwargs`` go to every call and are pickled once."""
-        with paused_gc(BULK):  # a map is a burst, however long its iterable turns out to be
-            if iterables:
-                calls = [(tuple(row), shared_kwargs) for row in zip(iterable, *iterables, strict=False)]
-            else:
-                calls = [((item,), shared_kwargs) for item in iterable]
-            return self._submit(calls) if calls else []
+        """``fn(x)`` for each ``x`` (or ``fn(x, y)`` over zipped iterables, like ``map``), in one
+        job while the pickled arguments fit one window (``client/map_window.py``), else in a
+        job per window, holding at most two windows' argument bytes: a map bigger than that
+        returns once its earlier windows have been sent. The iterable is taken lazily.
+        ``shared_kwargs`` go to every call and are pickled once."""
+        # ((x, y), shared_kwargs) per row, made in C (zip, like map, ends with the shortest iterable)
+        calls: Iterator[Call] = zip(zip(iterable, *iterables, strict=False), itertools.repeat(shared_kwargs), strict=False)
+        first = next(calls, None)
+        if first is None:
+            return []
+        calls = itertools.chain([first], calls)
+        if future_args.upstreams([((), shared_kwargs)]):  # futures shared by every call: sent whole, after them
+            return self._submit(list(calls))
+        limit, futures = map_window.window_bytes(), list[ObjectFuture]()
+        target = (config.current_platform().identity(), self._options.pod_name)
+        previous: PendingGroup | None = None
+        while True:
+            if previous is not None:
+                map_window.wait_taken(previous)  # a window at a time waits in the lane
+            with paused_gc(BULK):  # a window is a burst, however long the iterable turns out to be
+                window = map_window.Window(calls, limit)
+                group = self._pickled_group(window, window.calls, None, target, window.meter)
+                if window.future_call is not None:  # ObjectFuture arguments: the rest is sent whole, after them
+                    rest = [*window.calls, window.future_call, *calls]
+                    return futures + self._submit(rest)
+                if window.calls:
+                    dispatcher_for(config.current_platform(), config.home()).submit(self._options.pod_name, group)
+                    futures += group.futures
+            if window.exhausted:
+                return futures
+            previous = group
 
 
 class _Submitter:

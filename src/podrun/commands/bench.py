@@ -23,7 +23,7 @@ QUICK = {
     "pool": ["--quick"],
     "streaming": ["--calls", "50", "--slow", "0.5"],
     "storage": [],
-    "memory": ["--mb", "16", "--calls", "2000"],
+    "memory": ["--mb", "16", "--calls", "2000", "--map-mb", "16"],
 }
 
 

@@ -26,6 +26,7 @@ from .cancel import CancelWatch, _CallCancelled, drop_innermost_frame
 from .capture import capture_output
 
 INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
+_BYTES_LIKE = (bytes, bytearray)
 
 
 class _Stopped(BaseException):
@@ -106,20 +107,21 @@ class CallRunner:
 
     def encode_value(self, value: Any) -> dict[str, Any]:
         """Small results inline; large buffers and large payloads stay in the volume as blobs.
-        A small plain result (the usual one) takes one C pickle and no compression probe."""
-        try:
-            payload = pickle.dumps(value, protocol=PROTOCOL, buffer_callback=_in_band_only)
-        except Exception:  # noqa: BLE001 - a large buffer, a lambda, a dynamic class: the full path below
-            payload = None
+        A small plain result (the usual one) takes one C pickle and no compression probe; a
+        large ``bytes`` or ``bytearray`` skips that pickle, which would copy it whole, and goes
+        to its blob as it is (held once in the pod, and decoded once in the client)."""
+        large = type(value) in _BYTES_LIKE and len(value) >= BLOB_THRESHOLD
+        payload = None if large else _plain_pickle(value)
         if payload is not None and len(payload) < MIN_COMPRESS_BYTES:
             return {"status": rec.OK, "value": bytes((RAW,)) + payload}
+        payload = None  # the probe's pickle goes before the full one makes its own
         try:
-            pickled = dumps(value, what="the result", fast=True)
+            pickled = dumps(value, what="the result", fast=True, snapshot=False)
         except Exception as exc:  # an unpicklable result is the call's failure, not the job's
             return {"status": rec.RAISED, "error": error_info(exc)}
         for blob_hash, view in pickled.blobs.items():
             self.blobs.write_raw(view, blob_hash, self.codecs)
-        encoded: dict[str, Any] = {"status": rec.OK, "buffers": pickled.buffers}
+        encoded: dict[str, Any] = {"status": rec.OK, "buffers": pickled.buffers, "bytes_buffers": pickled.bytes_buffers}
         if pickled.buffers or len(pickled.payload) > INLINE_RESULT_BYTES:
             # A large result stays in the volume whole (payload and buffers), so fut.ref() can
             # name it as an object without moving a byte.
@@ -127,6 +129,14 @@ class CallRunner:
         else:
             encoded["value"] = compress(pickled.payload, self.codec)
         return encoded
+
+
+def _plain_pickle(value: Any) -> bytes | None:
+    """The C pickle of a result with no large buffer; None for one the full path must take."""
+    try:
+        return pickle.dumps(value, protocol=PROTOCOL, buffer_callback=_in_band_only)
+    except Exception:  # noqa: BLE001 - a large buffer, a lambda, a dynamic class: the full path
+        return None
 
 
 class _OutOfBand(Exception):

@@ -10,7 +10,13 @@ uplinks ``big`` once). ``OutOfBandUnpickler`` rebuilds an object of the same typ
 
 A mutable object is copied once (to ``bytes``) as it is pickled: its blob is hashed now and sent
 later, so a later change must not alter what runs, and a view held on it would make the
-caller's next resize fail with ``BufferError``.
+caller's next resize fail with ``BufferError``. A call's result is not copied
+(``snapshot=False``): the call has returned, and a second copy of a large result is what the
+pod must not hold.
+
+Loading with ``owned=True`` (buffers fresh and each used once, as the client's downlinked result
+blobs are) hands a ``bytes`` or ``bytearray`` buffer over as the loaded object itself: a large
+result is held once, not once as its blob and once as its copy.
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ class OutOfBand:
     """Mixin for a ``pickle.Pickler``: bytes-like objects of ``threshold`` bytes or more (and
     every ``memoryview``, which then arrives as a memoryview, not as bytes) become persistent ids; ``threshold`` None
     turns this off (a stream for a loader that is not ``OutOfBandUnpickler``). The same object
-    met twice gives the same id object, which the pickler memoizes, so identity survives."""
+    met twice gives the same id object, which the pickler memoizes, so identity survives.
+    ``snapshot`` False: a mutable object's memory goes out of band as it is, not copied first."""
 
-    def __init__(self, *args: Any, threshold: int | None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, threshold: int | None, snapshot: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._views: list[pickle.PickleBuffer] = []  # PickleBuffers of memoryviews: released after dump
         if threshold is not None:
-            self.persistent_id = _persistent_ids(threshold, self._views)
+            self.persistent_id = _persistent_ids(threshold, snapshot, self._views)
 
     def dump(self, obj: Any) -> None:
         """As ``Pickler.dump``; then the ``PickleBuffer`` made of each memoryview lets go of it
@@ -48,7 +55,7 @@ class OutOfBand:
                 view.release()
 
 
-def _persistent_ids(threshold: int, views: list[pickle.PickleBuffer]) -> Any:
+def _persistent_ids(threshold: int, snapshot: bool, views: list[pickle.PickleBuffer]) -> Any:
     """``persistent_id`` for one pickling: the same object met twice gets the same id object;
     the PickleBuffers it makes of memoryviews go to ``views``."""
     ids: dict[int, tuple[Any, tuple[Any, ...]]] = {}  # id(obj) -> (obj kept alive, its persistent id)
@@ -60,7 +67,7 @@ def _persistent_ids(threshold: int, views: list[pickle.PickleBuffer]) -> Any:
         known = ids.get(id(obj))
         if known is not None:
             return known[1]
-        pid = _persistent_id(kind, obj, threshold)
+        pid = _persistent_id(kind, obj, threshold, snapshot)
         if pid is not None:
             ids[id(obj)] = (obj, pid)
             if kind == MEMORYVIEW and isinstance(pid[1], pickle.PickleBuffer):
@@ -70,14 +77,14 @@ def _persistent_ids(threshold: int, views: list[pickle.PickleBuffer]) -> Any:
     return persistent_id
 
 
-def _persistent_id(kind: str, obj: Any, threshold: int) -> tuple[Any, ...] | None:
+def _persistent_id(kind: str, obj: Any, threshold: int, snapshot: bool) -> tuple[Any, ...] | None:
     if kind == MEMORYVIEW:
         return _view_id(obj, threshold)
     if len(obj) * (obj.itemsize if kind == ARRAY else 1) < threshold:
         return None  # pickled in-band as usual: a blob's bookkeeping would cost more than it saves
     if kind == ARRAY:
         return (ARRAY, obj.typecode, pickle.PickleBuffer(obj.tobytes()), sys.byteorder)
-    return (kind, pickle.PickleBuffer(obj if kind == BYTES else bytes(obj)))
+    return (kind, pickle.PickleBuffer(obj if kind == BYTES or not snapshot else bytes(obj)))
 
 
 def _view_id(view: memoryview, threshold: int) -> tuple[Any, ...] | None:
@@ -118,27 +125,29 @@ def _reshape(view: memoryview, fmt: str, shape: tuple[int, ...]) -> memoryview:
 
 
 class OutOfBandUnpickler(pickle.Unpickler):
-    """Loads what an ``OutOfBand`` pickler wrote; the same persistent id loads to one object."""
+    """Loads what an ``OutOfBand`` pickler wrote; the same persistent id loads to one object.
+    ``owned``: the buffers are this load's alone, so one of the loaded type is used as it is."""
 
-    def __init__(self, file: Any, buffers: Iterable[Any]) -> None:
+    def __init__(self, file: Any, buffers: Iterable[Any], owned: bool = False) -> None:
         super().__init__(file, buffers=buffers)
         self._loaded: dict[int, tuple[Any, Any]] = {}
+        self._owned = owned
 
     def persistent_load(self, pid: Any) -> Any:
         known = self._loaded.get(id(pid))
         if known is not None:
             return known[1]
-        value = _rebuild(pid)
+        value = _rebuild(pid, self._owned)
         self._loaded[id(pid)] = (pid, value)
         return value
 
 
-def _rebuild(pid: Any) -> Any:
+def _rebuild(pid: Any, owned: bool = False) -> Any:
     kind = pid[0] if isinstance(pid, tuple) and pid else None
     if kind == BYTES:
-        return bytes(pid[1])
+        return bytes(pid[1])  # a bytes buffer is itself, not a copy
     if kind == BYTEARRAY:
-        return bytearray(pid[1])
+        return pid[1] if owned and type(pid[1]) is bytearray else bytearray(pid[1])
     if kind == ARRAY:
         _, typecode, data, byteorder = pid
         rebuilt = array.array(typecode)
@@ -156,5 +165,5 @@ def _rebuild(pid: Any) -> Any:
     raise pickle.UnpicklingError(f"unknown persistent id {kind!r} in a podrun pickle: client and pod runtimes differ")
 
 
-def loads(payload: bytes | bytearray | memoryview, buffers: Iterable[Any]) -> Any:
-    return OutOfBandUnpickler(io.BytesIO(payload), buffers).load()
+def loads(payload: bytes | bytearray | memoryview, buffers: Iterable[Any], owned: bool = False) -> Any:
+    return OutOfBandUnpickler(io.BytesIO(payload), buffers, owned).load()

@@ -7,6 +7,7 @@ stored raw, so it costs no CPU on either end.
 
 from __future__ import annotations
 
+import io
 import zlib
 from collections.abc import Iterator
 from types import ModuleType
@@ -151,13 +152,17 @@ def frame_chunks(data: bytes | bytearray | memoryview, codec: int | None = None)
 class FrameDecoder:
     """Decode a frame as its bytes arrive (``write`` each piece), into one growing buffer: a
     large blob is never held both compressed and raw. ``reset()`` starts over (a retried
-    download); ``raw`` is the result once the frame is complete."""
+    download); ``finish()`` gives the raw bytes once the frame is complete: a ``bytearray``, or
+    with ``into_bytes`` an immutable ``bytes``, grown in a ``BytesIO`` whose ``getvalue()``
+    hands its own buffer over (CPython: no copy), so a ``bytes`` result is held once."""
 
-    def __init__(self) -> None:
+    def __init__(self, into_bytes: bool = False) -> None:
+        self.into_bytes = into_bytes
         self.reset()
 
     def reset(self) -> None:
-        self.raw = bytearray()
+        self.raw: bytearray | io.BytesIO = io.BytesIO() if self.into_bytes else bytearray()
+        self._append: Any = self.raw.write if isinstance(self.raw, io.BytesIO) else self.raw.extend
         self.received = 0
         self._codec: int | None = None
         self._unpack: Any = None
@@ -177,15 +182,15 @@ class FrameDecoder:
             if self._codec not in CODEC_NAMES:
                 raise WireFormatError(f"unknown compression codec byte {self._codec}: written by a newer podrun?")
         try:
-            self.raw += view if self._unpack is None else self._unpack.decompress(view)
+            self._append(view if self._unpack is None else self._unpack.decompress(view))
         except _DECODE_ERRORS as exc:
             raise IntegrityError(f"corrupt {CODEC_NAMES.get(self._codec or 0, '?')} frame: {exc}") from None
         return len(piece)
 
-    def finish(self) -> bytearray:
+    def finish(self) -> bytearray | bytes:
         """The raw bytes; IntegrityError when the frame was empty or cut short."""
         if self._codec is None:
             raise IntegrityError("empty compressed frame: the file was truncated")
         if self._codec == ZLIB and not self._unpack.eof or self._codec == ZSTD and not self._unpack.eof:
             raise IntegrityError(f"truncated {CODEC_NAMES[self._codec]} frame")
-        return self.raw
+        return self.raw.getvalue() if isinstance(self.raw, io.BytesIO) else self.raw

@@ -21,7 +21,7 @@ import msgpack
 from ..errors import WireFormatError
 
 _LEN = struct.Struct("<I")
-VERSION = 1  # of the record schema below
+VERSION = 2  # of the record schema below (2: CallRecord.bytes_buffers)
 
 # Terminal statuses of a call, as the job's life in DESIGN.md names them.
 OK = "OK"
@@ -66,8 +66,9 @@ class RunRecord:
 @dataclass(frozen=True)
 class CallRecord:
     """Call ``i``'s outcome. An OK value is inline (``value``, compressed pickle) or a blob in the
-    volume (``value_blob``), with its out-of-band ``buffers`` as blobs; a failure carries
-    ``error`` (``runtime/executor.py``'s error info: type, message, tb, pickled, parts)."""
+    volume (``value_blob``), with its out-of-band ``buffers`` as blobs (``bytes_buffers``: the
+    indexes of those a ``bytes`` holds, which the client decodes straight into one); a failure
+    carries ``error`` (``runtime/executor.py``'s error info: type, message, tb, pickled, parts)."""
 
     KIND: ClassVar[str] = "call"
     i: int
@@ -81,6 +82,7 @@ class CallRecord:
     out: str = ""
     err: str = ""
     missing: list[str] = field(default_factory=list)  # blobs this call lacked (LOST: the client re-sends them)
+    bytes_buffers: list[int] = field(default_factory=list)  # v2; a v1 record reads as none
 
     @property
     def final(self) -> bool:

@@ -39,45 +39,71 @@ class Pickled:
     blobs: dict[str, memoryview] = field(default_factory=dict)  # raw bytes of each distinct blob
     modules: frozenset[str] = frozenset()  # modules the stream imports by name when it loads
     optional: frozenset[str] = frozenset()  # imported by pickled code inside try blocks (may be absent)
+    bytes_buffers: list[int] = field(default_factory=list)  # indexes in buffers of those a ``bytes`` holds
 
     @property
     def blob_bytes(self) -> int:
         return sum(view.nbytes for view in self.blobs.values())
 
 
-def dumps(obj: Any, *, threshold: int = BLOB_THRESHOLD, what: str = "object", fast: bool = False) -> Pickled:
+class Meter:
+    """The bytes a pickling has made so far, while it runs: its stream's (the C pickler writes
+    each 64 KiB frame out as it closes) and its distinct out-of-band buffers'. A table pickled
+    as it is taken (a map's window, ``client/map_window.py``) reads it to stop at its bound."""
+
+    def __init__(self) -> None:
+        self.stream = io.BytesIO()
+        self.blob_bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.stream.tell() + self.blob_bytes
+
+
+def dumps(obj: Any, *, threshold: int = BLOB_THRESHOLD, what: str = "object", fast: bool = False,
+          snapshot: bool = True, meter: Meter | None = None) -> Pickled:
     """Pickle ``obj``; buffers of ``threshold`` bytes or more become blobs.
 
     ``fast`` tries the C pickler first (results are usually plain data, and it is several
     times quicker per call), falling back to cloudpickle for lambdas and dynamic classes.
+    ``snapshot`` False leaves a large mutable buffer uncopied (``buffers.py``: a result).
+    ``meter`` counts the bytes made as they are made (cloudpickle's path only).
     Raises SerializationError naming ``what`` when anything inside cannot be pickled.
     """
     buffers: list[str] = []
     blobs: dict[str, memoryview] = {}
+    of_bytes: list[int] = []
 
     def keep_out_of_band(buffer: pickle.PickleBuffer) -> bool:
         view = buffer.raw()
         if view.nbytes < threshold:
             return True  # serialized in-band
         blob_hash = content_hash(view)
+        if type(view.obj) is bytes:
+            of_bytes.append(len(buffers))
         buffers.append(blob_hash)
         if blob_hash not in blobs:
             blobs[blob_hash] = unchained(view)
+            if meter is not None:
+                meter.blob_bytes += view.nbytes
         return False
 
     if fast:
         try:
             stream = io.BytesIO()
-            _FastPickler(stream, PROTOCOL, buffer_callback=keep_out_of_band, threshold=threshold).dump(obj)
-            return Pickled(stream.getvalue(), buffers, blobs)
+            _FastPickler(stream, PROTOCOL, buffer_callback=keep_out_of_band, threshold=threshold,
+                         snapshot=snapshot).dump(obj)
+            return Pickled(stream.getvalue(), buffers, blobs, bytes_buffers=of_bytes)
         except Exception:
             buffers.clear()
             blobs.clear()
+            of_bytes.clear()
     try:
-        payload, modules, optional = dumps_tracking(obj, buffer_callback=keep_out_of_band, threshold=threshold)
+        payload, modules, optional = dumps_tracking(obj, buffer_callback=keep_out_of_band, threshold=threshold,
+                                                    snapshot=snapshot, stream=meter.stream if meter else None)
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
         raise SerializationError(f"cannot pickle {what}: {type(exc).__name__}: {exc}") from exc
-    return Pickled(payload, buffers, blobs, frozenset(modules), frozenset(optional))
+    return Pickled(payload, buffers, blobs, frozenset(modules), frozenset(optional), of_bytes)
 
 
 class _FastPickler(OutOfBand, pickle.Pickler):
@@ -140,19 +166,22 @@ def imported_names(code: CodeType) -> dict[str, bool]:
     return names
 
 
-def dumps_tracking(obj: Any, buffer_callback: Any = None, threshold: int | None = None) -> tuple[bytes, set[str], set[str]]:
+def dumps_tracking(obj: Any, buffer_callback: Any = None, threshold: int | None = None,
+                   snapshot: bool = True, stream: io.BytesIO | None = None) -> tuple[bytes, set[str], set[str]]:
     """``cloudpickle.dumps`` that also returns the module names the stream needs, and those
     it imports only inside ``try`` blocks. With a ``threshold``, large bytes-like objects go
-    out of band (``buffers.py``: load with :func:`loads`)."""
-    stream = io.BytesIO()
-    pickler = TrackingPickler(stream, protocol=PROTOCOL, buffer_callback=buffer_callback, threshold=threshold)
+    out of band (``buffers.py``: load with :func:`loads`). ``stream``: an empty one to write to."""
+    stream = io.BytesIO() if stream is None else stream
+    pickler = TrackingPickler(stream, protocol=PROTOCOL, buffer_callback=buffer_callback, threshold=threshold,
+                              snapshot=snapshot)
     pickler.dump(obj)
     return stream.getvalue(), pickler.modules, pickler.optional - pickler.modules
 
 
-def loads(payload: bytes | bytearray | memoryview, buffers: Iterable[Any] = ()) -> Any:
-    """Inverse of :func:`dumps`: ``buffers`` are the blobs' bytes in ``Pickled.buffers`` order."""
-    return _loads_out_of_band(payload, buffers)
+def loads(payload: bytes | bytearray | memoryview, buffers: Iterable[Any] = (), owned: bool = False) -> Any:
+    """Inverse of :func:`dumps`: ``buffers`` are the blobs' bytes in ``Pickled.buffers`` order;
+    ``owned``: fresh buffers for this load alone (a bytes or bytearray one becomes the value itself)."""
+    return _loads_out_of_band(payload, buffers, owned)
 
 
 def find_unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

@@ -79,6 +79,7 @@ class Job:
     def run(self) -> list[PendingGroup]:
         """Submit, follow the pod (futures settle as their calls end), resolve the rest;
         returns groups to re-send."""
+        retry: list[PendingGroup] = []
         with charge_to(self.stats):
             try:
                 manifest = self.manifest = Manifest(self.home, self.platform, self.pod_name)
@@ -94,6 +95,10 @@ class Job:
                 self._fail_all(exc)
                 return []
             finally:
+                resent = {id(group) for group in retry}
+                for group in self.groups:
+                    if id(group) not in resent:
+                        group.drop_arguments()
                 self.finished.set()
 
     def follow(self) -> None:
@@ -264,10 +269,13 @@ class Job:
         return ended
 
     def _load_value(self, record: rec.CallRecord) -> Any:
+        """A result's value: each buffer is fetched as the type it loads as (``bytes`` straight
+        into a bytes object) and handed to the value as it is, so a large result is held once."""
         payload = self.fetch_blob(record.value_blob) if record.value_blob else decompress(record.value or b"")
-        buffers = [self.fetch_blob(h) for h in record.buffers]
+        as_bytes = set(record.bytes_buffers)
+        buffers = [self.fetch_blob(h, as_bytes=i in as_bytes) for i, h in enumerate(record.buffers)]
         try:
-            return loads(payload, buffers)
+            return loads(payload, buffers, owned=True)
         except Exception as exc:
             raise SerializationError(f"cannot unpickle the result of call {record.i} of job {self.job_id} here: "
                                      f"{type(exc).__name__}: {exc}") from exc
@@ -283,7 +291,7 @@ class Job:
                 return store.register_blobs(prefix, record.value_blob, record.buffers)
             return store.create(prefix, object_image.pack_parts(decompress(record.value or b""), []))
 
-    def fetch_blob(self, blob_hash: str) -> bytearray:
+    def fetch_blob(self, blob_hash: str, as_bytes: bool = False) -> bytearray | bytes:
         """Downlink a blob, decoding it as it arrives, and verify it (``client.blob_downlink``)."""
         with charge_to(self.stats):
-            return downlink_blob(self.platform, self.pod_name, blob_hash)
+            return downlink_blob(self.platform, self.pod_name, blob_hash, as_bytes=as_bytes)

@@ -57,6 +57,11 @@ class PendingGroup:
     def alive(self) -> bool:
         return not all(f.cancelled() for f in self.futures)
 
+    def drop_arguments(self) -> None:
+        """Let the pickled arguments go (their job is over, not to be re-sent): futures keep
+        their job, and a long map's must not keep every window's bytes (``client/map_window.py``)."""
+        self.args = Pickled(b"")
+
 
 def new_job_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(4)
