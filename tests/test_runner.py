@@ -17,30 +17,7 @@ from podrun.platform.local import LocalPlatform
 from podrun.wire.bundle import python_version
 
 from .conftest import ROOT, run_python
-
-
-class Counter:
-    def __init__(self, start=0):
-        self.count = start
-
-    def add(self, n=1):
-        self.count += n
-        return self.count
-
-    def value(self):
-        return self.count
-
-    def _private(self):
-        return "hidden"
-
-
-class Marked:
-    @podrun.method
-    def visible(self):
-        return "yes"
-
-    def not_exposed(self):
-        return "no"
+from .services import Counter, Marked, Slow
 
 
 def double(x):
@@ -240,12 +217,6 @@ def test_resreq_round_trips_through_its_string(resreq):
 
 # -- services that resume; close() settles its calls; fail_if_exists reserves the name ---------
 
-class Slow:
-    def nap(self, seconds):
-        time.sleep(seconds)
-        return seconds
-
-
 def _object_files(platform, runner_name, namespace):
     folder = platform.volume_path(runner_name) / ".podrun" / "objects" / runner_name / namespace
     return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
@@ -353,3 +324,17 @@ def test_close_with_cancel_cancels_calls_not_yet_running():
     assert set(outcomes) <= {"cancelled", 0.5} and "cancelled" in outcomes, outcomes
     assert _no_pod_running(platform, "run-cancel")
     assert "run-cancel" not in platform.pvc_list()
+
+
+def test_a_service_module_importing_client_code_is_refused_in_the_pod_naming_why(tmp_path, monkeypatch):
+    """A service's class travels by reference and its module is imported in the pod, which has
+    podrun's pod package only: an import of the client's modules there names the module and the fix."""
+    (tmp_path / "client_bound.py").write_text("from podrun.client import config  # client-only\n\n\n"
+                                              "class Echo:\n    def say(self, x):\n        return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from client_bound import Echo
+
+    with podrun.Runner("run-client-bound", keep_warm=5) as runner:
+        error = runner.service(Echo).say(1).exception(timeout=60)
+    assert isinstance(error, ModuleNotFoundError) and error.name == "podrun.client"
+    assert "shipped module client_bound" in str(error) and "pod package only" in str(error)

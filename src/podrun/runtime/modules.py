@@ -57,7 +57,15 @@ class ShippedModules:
     def exec_module(self, module: ModuleType) -> None:
         if self.table[module.__name__][1]:
             module.__path__ = []  # a package: its submodules come from this finder too
-        exec(self.get_code(module.__name__), module.__dict__)
+        try:
+            exec(self.get_code(module.__name__), module.__dict__)
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("podrun."):
+                raise
+            raise ModuleNotFoundError(
+                f"{exc} (imported by the shipped module {module.__name__}): a pod has podrun's pod package only, "
+                "not its client or platform code; there use the public names of 'import podrun', or import "
+                f"{exc.name} inside the code that runs on the client", name=exc.name) from exc
 
 
 def install(blobs: VolumeBlobs, table: Sequence[Sequence[Any]] | None) -> ShippedModules | None:
