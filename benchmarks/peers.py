@@ -34,6 +34,7 @@ Prints the figures and their ratios to ProcessPoolExecutor, writes benchmarks/re
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import importlib.util
@@ -78,7 +79,7 @@ def pick(i: int, arr: Any) -> int:
 
 
 # -- the systems ---------------------------------------------------------------------------
-class System:
+class System(abc.ABC):
     """One way of running calls. ``cold_call`` starts a fresh instance and calls it once (the
     last one started stays up for the warm workloads)."""
 
@@ -93,23 +94,29 @@ class System:
             self._stop()
             self.started = False
 
+    @abc.abstractmethod
     def _start(self) -> None:
-        raise NotImplementedError
+        """Each system's own."""
 
+    @abc.abstractmethod
     def _stop(self) -> None:
-        raise NotImplementedError
+        """Each system's own."""
 
+    @abc.abstractmethod
     def call(self) -> None:
-        raise NotImplementedError
+        """Each system's own."""
 
+    @abc.abstractmethod
     def map(self, n: int, chunksize: int | None) -> None:
-        raise NotImplementedError
+        """Each system's own."""
 
+    @abc.abstractmethod
     def cpu(self, calls: int, iterations: int) -> None:
-        raise NotImplementedError
+        """Each system's own."""
 
+    @abc.abstractmethod
     def shared(self, arr: Any, calls: int) -> None:
-        raise NotImplementedError
+        """Each system's own."""
 
     def cold_call(self) -> None:
         self.stop()
