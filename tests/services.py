@@ -37,3 +37,17 @@ class Slow:
     def nap(self, seconds):
         time.sleep(seconds)
         return seconds
+
+
+class Tally:
+    def __init__(self):
+        self.total = 0
+
+    def add(self, n):
+        self.total += n
+        return self.total
+
+
+class Model:
+    def predict(self, x: int) -> int:
+        return x + 1

@@ -16,6 +16,7 @@ from podrun.platform.types import walk_entries
 
 from .em_server import EmulatorProcess
 from .platforms import needs_engine
+from .services import Tally
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,15 +104,6 @@ def test_cli_refuses_bad_options():
         done = subprocess.run([sys.executable, "-m", "podrun.cli", "emulator", *argv], capture_output=True, text=True, timeout=60,
                               env={**os.environ, **extra_env})
         assert done.returncode != 0 and says in done.stderr, (argv, done.stderr[-500:])
-
-
-class Tally:
-    def __init__(self):
-        self.total = 0
-
-    def add(self, n):
-        self.total += n
-        return self.total
 
 
 def test_warm_pods_runner_and_refs_over_http(server):

@@ -8,17 +8,14 @@ import time
 
 import podrun
 from podrun.client import config, journal
+from podrun.commands.jobs import _functions
 
 from .conftest import run_python
+from .services import Model
 
 
 def square(x: int) -> int:
     return x * x
-
-
-class Model:
-    def predict(self, x: int) -> int:
-        return x + 1
 
 
 def test_job_id_is_known_when_remote_and_map_return() -> None:
@@ -65,8 +62,6 @@ def test_a_job_whose_client_died_shows_its_real_state_once_attached() -> None:
 
 
 def test_a_runner_method_called_ten_times_is_one_line() -> None:
-    from podrun.commands.jobs import _functions  # here: this module's Model is shipped to the pod, the CLI is not
-
     with podrun.Runner("journal-runner", keep_warm=20) as runner:
         model = runner.service(Model)
         futures = [model.predict(i) for i in range(10)]
