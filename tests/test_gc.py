@@ -55,7 +55,7 @@ def nap(seconds):
     return seconds
 
 
-@pytest.fixture(params=["local", "em"])
+@pytest.fixture(params=["local", pytest.param("em", marks=pytest.mark.slow)])  # over HTTP: 20 s more, make test-slow
 def target(request: pytest.FixtureRequest) -> Iterator[podrun.Platform]:
     """podrun configured for the local platform, or for a fresh user of the emulator."""
     if request.param == "em":

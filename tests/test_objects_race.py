@@ -295,6 +295,7 @@ def test_the_race_over_the_em_api(request: pytest.FixtureRequest) -> None:
 CHAOS = ("--chaos-locked-rate", "0.1", "--chaos-error-rate", "0.25", "--chaos-drop-rate", "0.25", "--chaos-seed", "13")
 
 
+@pytest.mark.slow  # about 17 s of injected faults, as the chaos suite: make test-slow
 def test_under_faults_every_write_is_told_what_happened(tmp_path: Path) -> None:
     """Two writers patch and compact one key through an emulator that answers 500, drops
     connections (also after it acted) and says 423, with a short retry deadline so that some

@@ -111,6 +111,7 @@ def test_cancel_without_force_leaves_the_pod() -> None:
     assert all(e is None or isinstance(e, podrun.Cancelled) for e in outcomes)  # none was stopped: KILLED never
 
 
+@pytest.mark.slow  # about 15 s (the CLI's stop waits out the pod's grace): make test-slow
 def test_jobs_cancel_kill_stops_the_jobs_pod() -> None:
     futures = nap.map([120, 120])
     _await_running(futures)
