@@ -135,6 +135,7 @@ class EmulatorProcess:
             self._stop(proc)
         finally:
             remove_images(self.root, self.image_store)
+            _clear_engine(self.root)
 
     def _stop(self, proc: subprocess.Popen[bytes]) -> None:
         os.kill(proc.pid, signal.SIGTERM)  # uvicorn shuts down gracefully: the app stops its pods
@@ -166,3 +167,12 @@ def _default_driver_options() -> list[str]:
     from .platforms import container_reason
 
     return ["--driver", "container"] if container_reason() is None else ["--driver", "process", "--unsafe-host-pods"]
+
+
+def _clear_engine(root: Path) -> None:
+    """What the emulator's pods left in the container engine when it could not stop them itself
+    (killed after 15 s with many pods, a telemetry service and a network were left running)."""
+    from .platforms import cleanup_engine, container_reason
+
+    if container_reason() is None:
+        cleanup_engine(root)

@@ -394,8 +394,6 @@ class LocalPlatform(Platform):
                 _network.remove_network(engine, self.root, self.user)
 
 
-
-
 def _check_image_name(image: str) -> None:
     if not isinstance(image, str) or not re.match(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[\w][\w.-]{0,127})?$", image):
         raise InvalidRequest(f"Invalid parameters: image name {image!r}: lowercase letters, digits, '.', '_', '-', '/' "
