@@ -204,12 +204,14 @@ def test_build_runs_every_instruction_offline(container: LocalPlatform) -> None:
 
 def test_run_has_no_network_so_pip_install_fails_the_build(container: LocalPlatform) -> None:
     require_image("python:3.11-slim")
-    container.uplink([("Dockerfile", b"FROM python:3.11-slim\nRUN pip install numpy\n")], dest_path="pip", pod_name="b")
+    # No retries: pip's default five, with backoff, took 9 s to say the same.
+    container.uplink([("Dockerfile", b"FROM python:3.11-slim\nRUN pip install --retries 0 numpy\n")], dest_path="pip",
+                     pod_name="b")
     with pytest.raises(InvalidRequest) as info:
         container.image_build("pip/Dockerfile", "pip", "pip/", pod_name="b")
     assert info.value.code == "BUILD_FAILED"
     tail = "".join(info.value.log_tail)
-    assert "No matching distribution found for numpy" in tail and "RUN pip install numpy" in tail
+    assert "No matching distribution found for numpy" in tail and "RUN pip install --retries 0 numpy" in tail
     assert container.resolve_image("pip") is None
 
 
