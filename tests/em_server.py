@@ -34,6 +34,11 @@ def small_disk(root: Path, size: int) -> list[str]:
     return ["unshare", *namespaces, "sh", "-c", f'mount -t tmpfs -o size={size} tmpfs "$0" && exec "$@"', str(root)]
 
 
+# The driver of an emulator for a test that runs no pod: the process driver starts without probing
+# the container engine (the probe runs a container: 1-2 s of every start).
+NO_PODS = "process"
+
+
 class EmulatorProcess:
     """``python -m podrun.emulator`` with a users file (mode 0600; accounts never on its command
     line); ``add_user()`` makes a fresh account. ``disk_bytes`` puts its root on a tmpfs that

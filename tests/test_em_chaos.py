@@ -20,7 +20,7 @@ from podrun.platform.em import EMPlatform
 from podrun.platform.types import walk_entries
 from podrun.wire import records as rec
 
-from .em_server import EmulatorProcess
+from .em_server import NO_PODS, EmulatorProcess
 
 CHAOS = ("--chaos-locked-rate", "0.15", "--chaos-error-rate", "0.1", "--chaos-drop-rate", "0.15",
          "--chaos-latency", "0.02", "--chaos-seed", "7")
@@ -106,7 +106,8 @@ def test_pods_run_through_chaos(chaotic):
 
 
 def test_a_server_that_stays_locked_gives_locked_after_the_deadline(tmp_path: Path):
-    with EmulatorProcess(tmp_path / "locked", "--chaos-locked-rate", "0.9", "--chaos-seed", "1", users=("l:pw",)) as em:
+    with EmulatorProcess(tmp_path / "locked", "--chaos-locked-rate", "0.9", "--chaos-seed", "1", users=("l:pw",),
+                         driver=NO_PODS) as em:
         outcomes = []
         with EMPlatform(em.url, "l", "pw", timeout=TIMEOUT, retry_deadline=0.3, backoff=(0.05, 0.1)) as platform:
             for _ in range(6):
@@ -121,7 +122,7 @@ def test_a_server_that_stays_locked_gives_locked_after_the_deadline(tmp_path: Pa
 
 
 def test_bandwidth_cap_slows_transfers(tmp_path: Path):
-    with (EmulatorProcess(tmp_path / "slow", "--chaos-bandwidth", "200000", users=("s:pw",)) as em,
+    with (EmulatorProcess(tmp_path / "slow", "--chaos-bandwidth", "200000", users=("s:pw",), driver=NO_PODS) as em,
           EMPlatform(em.url, "s", "pw", timeout=TIMEOUT, retry_deadline=DEADLINE) as platform):
         platform.uplink([("x", b"z" * 100_000)])
         started = time.monotonic()

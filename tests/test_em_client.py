@@ -20,7 +20,7 @@ from podrun.errors import AuthError, ConfigError, IllegalPath, InvalidRequest, L
 from podrun.platform.em import EMPlatform, error_from_response, run_body
 from podrun.platform.types import PodSpec, walk_entries
 
-from .em_server import EmulatorProcess, free_port
+from .em_server import NO_PODS, EmulatorProcess, free_port
 
 SECRET = "hunter2-Sup3rSecret"
 
@@ -126,7 +126,7 @@ def test_unseekable_stream_uplinks_with_chunked_encoding(em):
 
 
 def test_uplink_is_split_under_the_flight_model_limit(tmp_path):
-    with EmulatorProcess(tmp_path / "fm", "--max-uplink-bytes", "5000000", users=("fm:pw",)) as server:
+    with EmulatorProcess(tmp_path / "fm", "--max-uplink-bytes", "5000000", users=("fm:pw",), driver=NO_PODS) as server:
         with EMPlatform(server.url, "fm", "pw", max_uplink_bytes=5_000_000, timeout=30) as fm:
             files = [(f"part-{i}", bytes([i]) * 2_000_000) for i in range(5)]  # 10 MB: at least 3 calls of <= 5 MB
             result = fm.uplink(files, dest_path="split")
@@ -234,7 +234,7 @@ def test_a_server_that_never_answered_fails_the_first_call_at_once(url):
 
 
 def test_a_server_that_answered_once_is_retried_when_its_connection_breaks(tmp_path):
-    with EmulatorProcess(tmp_path / "em", users=("gone:pw",)) as server:
+    with EmulatorProcess(tmp_path / "em", users=("gone:pw",), driver=NO_PODS) as server:
         platform = EMPlatform(server.url, "gone", "pw", timeout=2, retry_deadline=1.5, backoff=(0.05, 0.2))
         assert platform.nodes_status()
     attempts: list[str] = []
@@ -261,7 +261,7 @@ def test_a_full_disk_is_507_and_not_sent_again(tmp_path):
     """The emulator's root on an 8 MB tmpfs: the upload that does not fit answers 507, the
     client reports it once (no blind re-sends), nothing half-written stays, and once space is
     freed the same upload goes through."""
-    with EmulatorProcess(tmp_path / "em", users=("full:pw",), disk_bytes=8 * 1024 * 1024) as server:
+    with EmulatorProcess(tmp_path / "em", users=("full:pw",), disk_bytes=8 * 1024 * 1024, driver=NO_PODS) as server:
         transport = CountingTransport()
         with EMPlatform(server.url, "full", "pw", timeout=30, retry_deadline=30, transport=transport) as em:
             em.uplink([("first.bin", b"1" * 3_000_000)])
@@ -403,7 +403,7 @@ def test_concurrent_calls_of_one_user_get_423_and_the_client_rides_through(serve
 
 
 def test_the_busy_lock_can_be_switched_off(tmp_path):
-    with EmulatorProcess(tmp_path / "em", "--no-busy-lock", users=("free:pw",)) as em:
+    with EmulatorProcess(tmp_path / "em", "--no-busy-lock", users=("free:pw",), driver=NO_PODS) as em:
         token = httpx.post(f"{em.url}/auth/", data={"username": "free", "password": "pw"}).json()["access"]
         busy = _slow_uplink(em.url, token)
         try:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .conftest import require_image
-from .em_server import EmulatorProcess
+from .em_server import NO_PODS, EmulatorProcess
 from .platforms import escapes_volume
 
 
@@ -110,7 +110,7 @@ def test_refresh_gives_a_working_access_token(server):
 
 def test_tokens_expire(tmp_path):
     # 3 s, not 1: on a loaded machine the first request came after a 1 s token had expired.
-    with EmulatorProcess(tmp_path / "em", users=("carol:pw",), token_lifetime=3) as em:
+    with EmulatorProcess(tmp_path / "em", users=("carol:pw",), token_lifetime=3, driver=NO_PODS) as em:
         issued = time.monotonic()
         client = login(em.url, "carol", "pw")
         assert client.get("/em/nodes/status").status_code == 200
@@ -356,7 +356,7 @@ def test_openapi_and_docs_list_every_route(server):
 
 
 def test_flight_model_uplink_limit(tmp_path: Path):
-    with EmulatorProcess(tmp_path / "em", "--max-uplink-bytes", "5000000", users=("fm:pw",)) as em:
+    with EmulatorProcess(tmp_path / "em", "--max-uplink-bytes", "5000000", users=("fm:pw",), driver=NO_PODS) as em:
         client = login(em.url, "fm", "pw")
         too_big = up(client, {"a": b"x" * 3_000_000, "b": b"y" * 3_000_000})
         assert too_big.status_code == 400
@@ -370,7 +370,8 @@ def test_flight_model_uplink_limit(tmp_path: Path):
 
 @pytest.mark.parametrize("level", ["critical", "error", "warning", "info", "debug", "trace"])
 def test_every_log_level_starts_and_serves(tmp_path, level):
-    with EmulatorProcess(tmp_path / "em", "--log-level", level, users=("lv:pw",)) as em, login(em.url, "lv", "pw") as client:
+    with (EmulatorProcess(tmp_path / "em", "--log-level", level, users=("lv:pw",), driver=NO_PODS) as em,
+          login(em.url, "lv", "pw") as client):
         assert client.get("/em/nodes/status").status_code == 200
 
 
