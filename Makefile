@@ -28,8 +28,12 @@ demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
 # The default suite; suites marked slow (pods in images, arm64 under emulation) run in `make test-slow` and in CI.
+# On two workers (pytest-xdist), a test file to one worker at a time, so a module's emulator starts
+# once: the suite mostly waits (pods, emulators, podman), one process kept 60% of a core busy.
+# PYTEST_WORKERS=0 runs it in this process alone.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no slow test selected
