@@ -6,8 +6,10 @@ does the job also start one. Which pod serves a pod_name shared with other clien
 start one, is the pod_name's lease's to say (``store/pod_lease.py``); the lane sets ``WarmPod``
 from what its lease grants. The job then polls the pod's small status file, not the pod
 status, and looks at the pod status only when the status file stops changing. Between polls
-it waits on the platform's ``Watch`` (woken as the status file or a result segment lands, on
-the local platform), and it is over as soon as its end record has come (``done``).
+it waits on the platform's ``Watch`` of the job's folder and the pod's state; where that watch
+wakes (the local platform) a segment landing is taken at once and the status file is read only
+when a wake brought no segment or a long wait none: a warm call is one uplink and one downlink.
+It is over as soon as its end record has come (``done``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..platform.base import Watch
 from ..platform.metered import MeteredPlatform, polling
 from ..platform.types import PodState
 from ..wire.layout import SERVE_STATUS
+from .jobs.follow import WAKEFUL_WAIT
 
 if TYPE_CHECKING:
     from .jobs.key import JobKey
@@ -53,11 +56,16 @@ def await_warm_job(platform: MeteredPlatform, pod_name: str | None, job_id: str,
     watch = watch or Watch()
     first, ceiling = platform.poll_interval
     stall = max(2.0, 4 * ceiling)  # status unchanged this long: ask the platform about the pod
+    if watch.wakes:  # a segment or the pod's state ends a wait: the status file is the fallback
+        first = ceiling = WAKEFUL_WAIT
     delay, last_beat, last_change, restarted = first, None, time.monotonic(), False
     while True:
-        on_tick(watch.wait(delay))
+        woke = watch.wait(delay)
+        came = on_tick(woke)
         if done():
             return None
+        if woke and came and watch.wakes:
+            continue  # results landed: the pod is at our job, its status would say nothing new
         status = read_status(platform, pod_name)
         if status is not None and job_id in status.get("done", ()):
             return None

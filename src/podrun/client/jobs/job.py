@@ -12,7 +12,7 @@ import contextlib
 import threading
 import time
 import weakref
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from ...errors import PodFailed, PodrunError, SerializationError
@@ -25,7 +25,7 @@ from ...store.refs import DEFAULT_POD, ObjectKey, ObjectRef
 from ...wire import object_image
 from ...wire import records as rec
 from ...wire.compression import decompress
-from ...wire.layout import SERVE_STATUS, job_dir
+from ...wire.layout import job_dir
 from ...wire.serialize import loads
 from .. import journal, preflight
 from ..blob_downlink import downlink_blob
@@ -122,10 +122,10 @@ class Job:
                 self.finished.set()
 
     def _watch(self) -> Watch:
-        """What wakes this job between polls: its folder (segments), a warm pod's status file,
-        the pod's state (``Platform.watch``)."""
-        folders = [job_dir(self.job_id)] + ([str(PurePosixPath(SERVE_STATUS).parent)] if self.key.keep_warm else [])
-        return self.platform.watch(folders, self.pod_name)
+        """What wakes this job between polls: its folder (segments) and the pod's state
+        (``Platform.watch``); not a warm pod's status file, which changes as the pod takes the
+        job and would cost a look that finds nothing yet (the pod's end wakes by its state)."""
+        return self.platform.watch([job_dir(self.job_id)], self.pod_name)
 
     def _complete(self) -> bool:
         return self.stream.complete(len(self.futures))
