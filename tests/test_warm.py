@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 
@@ -64,6 +66,29 @@ def test_a_warm_call_on_the_local_platform_is_one_uplink_and_one_downlink():
         assert stats.polls <= 2 * slow_waits
         assert stats.calls == 1 + future.job.stream.segments + stats.polls  # the bundle up, its segment down
         assert future.job.woken >= 1
+
+
+def _serve_status(job_id: str) -> dict:
+    """The warm pod's status file once it lists ``job_id`` as done."""
+    path = LocalPlatform().volume_path("warm") / ".podrun" / "serve" / "status"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):  # the pod's first job is not over yet
+            status = json.loads(path.read_text())
+            if job_id in status["done"]:
+                return status
+        time.sleep(0.01)
+    raise AssertionError(f"the warm pod never listed job {job_id} as done")
+
+
+def test_a_warm_pod_writes_its_status_once_per_job_after_it():
+    """Not as it takes the job (a warm call's costliest write in the pod): the job's results
+    file and segments say that it began and what it did."""
+    before = _serve_status(pid_and_square.remote(1).job_id)
+    future = pid_and_square.remote(2)
+    assert future.get(timeout=60)[1] == 4
+    after = _serve_status(future.job.job_id)
+    assert after["beat"] == before["beat"] + 1 and after["current"] is None and after["pid"] == before["pid"]
 
 
 def test_a_cold_call_reads_the_pod_status_when_it_changes_not_on_a_schedule():
