@@ -18,7 +18,8 @@ Protocol, all through the volume:
   ``current`` stays, always null, for older clients. The client reads this one small file
   instead of the pod status.
 * between jobs the pod waits on its inbox with inotify where it can (``inbox_watch.py``), so a
-  job is taken as it lands; the poll's backoff (``POLL_MIN`` to ``POLL_MAX``) is the bound;
+  job is taken as it lands, and looks every ``POLL_MAX`` besides; without inotify it polls with
+  a backoff from ``POLL_MIN`` to ``POLL_MAX``;
 * ``.podrun/inbox/STOP`` asks the pod to checkpoint its services and exit (a STOP older than
   the pod is stale and ignored).
 """
@@ -107,15 +108,18 @@ class Server:
         if self.first is not None:
             self.run_job(self.first, self.first_id)
         watch = InboxWatch(self.inbox)  # before the first look: a job landing after it wakes the wait
+        # Where the inbox wakes the pod (a job or STOP landing) the poll is only its fallback: at
+        # its slowest from the start, not a look every few milliseconds beside the calls' work.
+        first = POLL_MAX if watch.active else POLL_MIN
         last_work = time.monotonic()
-        delay = POLL_MIN
+        delay = first
         while not self.stopping:
             if self.stop_requested():
                 break
             job = self.next_job()
             if job is not None:
                 self.run_job(*job)
-                last_work, delay = time.monotonic(), POLL_MIN
+                last_work, delay = time.monotonic(), first
                 continue
             if time.monotonic() - last_work >= self.idle:
                 break
