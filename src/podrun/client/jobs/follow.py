@@ -29,7 +29,7 @@ from ...runtime.results import max_age
 from ...wire import records as rec
 from ...wire.layout import RESULTS_NAME, job_file, segment_name
 
-WAKEFUL_WAIT = 2.0  # seconds a wait on a watch that wakes may last with nothing landing: the polls' fallback
+WAKEFUL_WAIT = 0.5  # seconds a wait on a watch that wakes may last with nothing landing: the polls' fallback
 
 
 class ResultStream:
