@@ -56,7 +56,7 @@ def test_a_v1_call_record_reads_with_no_bytes_buffers() -> None:
     v1 = [1, "call", 3, rec.OK, 1.0, 2.0, None, "ab" * 32, ["cd" * 32], None, "out", "", []]
     (record,) = rec.iter_records(_frame(v1))
     assert record == rec.CallRecord(3, rec.OK, 1.0, 2.0, None, "ab" * 32, ["cd" * 32], None, "out", "", [])
-    assert record.bytes_buffers == []
+    assert list(record.bytes_buffers) == []
 
 
 @pytest.mark.parametrize("item", [{"k": "call", "i": 0, "s": "OK"}, [1], ["1", "call"], [rec.VERSION, "nope", 1],

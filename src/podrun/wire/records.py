@@ -6,14 +6,21 @@ A record file is a sequence of frames, u32 length | msgpack array ``[version, ki
 new version). The pod appends one record per step and flushes it, so a pod killed mid-job
 loses only calls that had not finished; a torn last frame (killed during a write) is ignored.
 A record of a newer format than this podrun reads is an error that says so, never a guess.
+
+The records are slotted dataclasses, read-only by convention but not frozen: a client holds one
+per call of a 100k map and a pod writes one per call, and a frozen ``__init__`` (a
+``object.__setattr__`` per field) and a ``__dict__`` per record (more for the collector to walk)
+cost more than the rest of a trivial call's record.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import msgpack
@@ -33,7 +40,7 @@ LOST = "LOST"
 RERUNNABLE = (KILLED, LOST)  # outcomes a later pod of the same job may replace (calls it never began)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StartRecord:
     """A pod began the job."""
 
@@ -46,7 +53,7 @@ class StartRecord:
     node: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EnvRecord:
     """The pod's environment (``runtime/environment.py``'s fields: ``env_hash``, ``env``, ``error``)."""
 
@@ -54,7 +61,7 @@ class EnvRecord:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunRecord:
     """Call ``i`` is about to run: a later pod of this job never runs it again (at most once)."""
 
@@ -63,7 +70,7 @@ class RunRecord:
     n: int = 1  # a pool's chunk: calls i .. i+n-1, handed out together
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CallRecord:
     """Call ``i``'s outcome. An OK value is inline (``value``, compressed pickle) or a blob in the
     volume (``value_blob``), with its out-of-band ``buffers`` as blobs (``bytes_buffers``: the
@@ -77,12 +84,12 @@ class CallRecord:
     ended: float = 0.0
     value: bytes | None = None
     value_blob: str | None = None
-    buffers: list[str] = field(default_factory=list)
+    buffers: Sequence[str] = field(default_factory=list)
     error: dict[str, Any] | None = None
     out: str = ""
     err: str = ""
-    missing: list[str] = field(default_factory=list)  # blobs this call lacked (LOST: the client re-sends them)
-    bytes_buffers: list[int] = field(default_factory=list)  # v2; a v1 record reads as none
+    missing: Sequence[str] = field(default_factory=list)  # blobs this call lacked (LOST: the client re-sends them)
+    bytes_buffers: Sequence[int] = field(default_factory=list)  # v2; a v1 record reads as none
 
     @property
     def final(self) -> bool:
@@ -90,14 +97,14 @@ class CallRecord:
         return self.status not in RERUNNABLE
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EndRecord:
     """The pod ended the job: ``fatal`` when it could not run it at all."""
 
     KIND: ClassVar[str] = "end"
     t: float
     fatal: str | None = None
-    missing: list[str] = field(default_factory=list)
+    missing: Sequence[str] = field(default_factory=list)
     stopped: bool = False
 
 
@@ -106,8 +113,20 @@ _KINDS: dict[str, type[Record]] = {cls.KIND: cls for cls in (StartRecord, EnvRec
 
 
 def encode_record(record: Record) -> bytes:
-    body = msgpack.packb([VERSION, record.KIND, *(getattr(record, f.name) for f in dataclass_fields(record))], use_bin_type=True)
+    body = _packer().pack([VERSION, record.KIND, *_VALUES[type(record)](record)])
     return _LEN.pack(len(body)) + body
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's packer: ``msgpack.packb`` makes one per call, which costs as much as the packing."""
+    try:
+        return _LOCAL.packer
+    except AttributeError:
+        _LOCAL.packer = msgpack.Packer(use_bin_type=True)
+        return _LOCAL.packer
+
+
+_LOCAL = threading.local()
 
 
 def decode_record(item: Any) -> Record:
@@ -122,37 +141,34 @@ def decode_record(item: Any) -> Record:
     cls = _KINDS.get(kind)
     if cls is None:
         raise WireFormatError(f"a job record of format v{version} has an unknown kind {kind!r}; upgrade podrun here")
-    names = _FIELDS[cls]
-    if len(item) - 2 == len(names):  # every field: filled in directly (a frozen __init__ costs ~1 µs a record)
-        record = object.__new__(cls)
-        record.__dict__.update(zip(names, item[2:], strict=True))
-        return record
     try:
-        return cls(*item[2:])
+        return cls(*item[2:])  # an older version's record lacks the newest fields: their defaults
     except TypeError as exc:
         raise WireFormatError(f"a {kind!r} job record of format v{version} has the wrong fields: {exc}") from None
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclass_fields(cls)) for cls in _KINDS.values()}
+def _values(cls: type[Record]) -> Callable[[Record], tuple[Any, ...]]:
+    """A record's field values in order, as one C call."""
+    names = [f.name for f in dataclass_fields(cls)]
+    getter = attrgetter(*names)
+    return getter if len(names) > 1 else lambda record: (getter(record),)
 
 
-def iter_records(data: bytes | memoryview) -> Iterator[Record]:
+_VALUES: dict[type, Callable[[Record], tuple[Any, ...]]] = {cls: _values(cls) for cls in _KINDS.values()}
+
+
+def iter_records(data: bytes | bytearray | memoryview) -> Iterator[Record]:
     """Every complete record in ``data``; a torn trailing frame is dropped silently, as is
-    everything from a frame whose body is not exactly one msgpack value. One unpacker reads
-    all the frames (one per frame cost twice as much per record)."""
-    size = len(memoryview(data))
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(size, 1))
-    unpacker.feed(data)
-    offset = 0
+    everything from a frame whose body is not exactly one msgpack value."""
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+    size, offset, unpack_length, unpackb = len(view), 0, _LEN.unpack_from, msgpack.unpackb
     while offset + _LEN.size <= size:
-        (length,) = _LEN.unpack(unpacker.read_bytes(_LEN.size))
-        offset += _LEN.size + length
+        (length,) = unpack_length(view, offset)
+        start, offset = offset + _LEN.size, offset + _LEN.size + length
         if offset > size:
             return
         try:
-            item = unpacker.unpack()
+            item = unpackb(view[start:offset])
         except (ValueError, msgpack.UnpackException):
-            return
-        if unpacker.tell() != offset:
             return
         yield decode_record(item)
