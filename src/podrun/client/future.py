@@ -33,7 +33,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UsageTypeError, WaitTimeout
 from . import interrupt
+from .gc_pause import paused_gc
 from .lazy_future import SHARED, LazyFuture
+
+_FINISHED = cf._base.FINISHED
 
 if TYPE_CHECKING:
     from ..platform.metered import MeteredPlatform
@@ -201,6 +204,9 @@ class ObjectFuture(LazyFuture):
         return self._job is not None
 
     def result(self, timeout: float | None = None) -> Any:
+        if self._state == _FINISHED and self._exception is None:  # settled with a value: no wait to report on
+            value = self._result
+            return value.get() if type(value) is DeferredValue else value
         try:
             with interrupt.reporting(self.job.futures if self.job is not None else [self]):
                 value = super().result(timeout)
@@ -344,7 +350,7 @@ def get(futures: ObjectFuture | Iterable[ObjectFuture], timeout: float | None = 
     if isinstance(futures, cf.Future):
         return futures.result(timeout)
     futures = list(futures)
-    with interrupt.reporting(futures):
+    with interrupt.reporting(futures), paused_gc(len(futures)):  # a burst of values, none garbage
         return [future.result(timeout) for future in futures]
 
 

@@ -84,12 +84,12 @@ class CallRecord:
     ended: float = 0.0
     value: bytes | None = None
     value_blob: str | None = None
-    buffers: Sequence[str] = field(default_factory=list)
+    buffers: Sequence[str] = ()  # read back as tuples, which the collector does not track (a list per field would be three)
     error: dict[str, Any] | None = None
     out: str = ""
     err: str = ""
-    missing: Sequence[str] = field(default_factory=list)  # blobs this call lacked (LOST: the client re-sends them)
-    bytes_buffers: Sequence[int] = field(default_factory=list)  # v2; a v1 record reads as none
+    missing: Sequence[str] = ()  # blobs this call lacked (LOST: the client re-sends them)
+    bytes_buffers: Sequence[int] = ()  # v2; a v1 record reads as none
 
     @property
     def final(self) -> bool:
@@ -104,7 +104,7 @@ class EndRecord:
     KIND: ClassVar[str] = "end"
     t: float
     fatal: str | None = None
-    missing: Sequence[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
     stopped: bool = False
 
 
@@ -130,8 +130,10 @@ _LOCAL = threading.local()
 
 
 def decode_record(item: Any) -> Record:
-    """One unpacked frame as its record; a newer or foreign format raises WireFormatError."""
-    if not (isinstance(item, list) and len(item) >= 2 and isinstance(item[0], int) and isinstance(item[1], str)):
+    """One unpacked frame (arrays unpacked as tuples) as its record; a newer or foreign format
+    raises WireFormatError. A call's sequences stay tuples; everything else reads as lists, as
+    written (an error's traceback, the environment's fields: rare, and read by other code)."""
+    if not (isinstance(item, tuple) and len(item) >= 2 and isinstance(item[0], int) and isinstance(item[1], str)):
         raise WireFormatError("a job record is not in podrun's record format (a file from another program, or an "
                               "older podrun); run the job again with this podrun")
     version, kind = item[0], item[1]
@@ -141,10 +143,27 @@ def decode_record(item: Any) -> Record:
     cls = _KINDS.get(kind)
     if cls is None:
         raise WireFormatError(f"a job record of format v{version} has an unknown kind {kind!r}; upgrade podrun here")
+    fields = item[2:]
     try:
-        return cls(*item[2:])  # an older version's record lacks the newest fields: their defaults
-    except TypeError as exc:
+        if cls is not CallRecord:
+            fields = _as_lists(fields)
+        elif len(fields) > _ERROR and fields[_ERROR] is not None:
+            fields = (*fields[:_ERROR], _as_lists(fields[_ERROR]), *fields[_ERROR + 1:])
+        return cls(*fields)  # an older version's record lacks the newest fields: their defaults
+    except (TypeError, RecursionError) as exc:
         raise WireFormatError(f"a {kind!r} job record of format v{version} has the wrong fields: {exc}") from None
+
+
+def _as_lists(value: Any) -> Any:
+    """``value`` unpacked with tuples for arrays, with lists for them instead (all the way down)."""
+    if isinstance(value, tuple):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
+
+
+_ERROR = [f.name for f in dataclass_fields(CallRecord)].index("error")
 
 
 def _values(cls: type[Record]) -> Callable[[Record], tuple[Any, ...]]:
@@ -168,7 +187,7 @@ def iter_records(data: bytes | bytearray | memoryview) -> Iterator[Record]:
         if offset > size:
             return
         try:
-            item = unpackb(view[start:offset])
+            item = unpackb(view[start:offset], use_list=False)
         except (ValueError, msgpack.UnpackException):
             return
         yield decode_record(item)
