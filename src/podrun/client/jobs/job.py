@@ -275,8 +275,10 @@ class Job:
         """A result's value: each buffer is fetched as the type it loads as (``bytes`` straight
         into a bytes object) and handed to the value as it is, so a large result is held once."""
         payload = self.fetch_blob(record.value_blob) if record.value_blob else decompress(record.value or b"")
-        as_bytes = set(record.bytes_buffers)
-        buffers = [self.fetch_blob(h, as_bytes=i in as_bytes) for i, h in enumerate(record.buffers)]
+        buffers: list[bytearray | bytes] = []
+        if record.buffers:
+            as_bytes = set(record.bytes_buffers)
+            buffers = [self.fetch_blob(h, as_bytes=i in as_bytes) for i, h in enumerate(record.buffers)]
         try:
             return loads(payload, buffers, owned=True)
         except Exception as exc:
