@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -299,7 +300,14 @@ class ObjectFuture(LazyFuture):
 
     def __reduce__(self) -> tuple:
         """A future pickles to a small handle (job id, index); unpickled in another process it
-        re-attaches to the job through the journal."""
+        re-attaches to the job through the journal. Not into a pod: one met while a call's
+        arguments are pickled is nested inside an argument (top-level ones were swapped for
+        references to their results), and a pod has no client to re-attach with."""
+        if getattr(_PICKLING_ARGUMENTS, "active", False):
+            raise UsageTypeError(
+                f"{self!r} is nested inside an argument: podrun resolves an ObjectFuture passed as an argument "
+                "itself (f.remote(fut), or a keyword), not one inside a list, dict or object; pass it at the top "
+                "level, or its value (fut.get())")
         if self.job is None or self.index is None:
             raise UsageTypeError("an ObjectFuture can be pickled once its call is sent (it has a job id)")
         from .attach import restore_future
@@ -343,6 +351,19 @@ class ObjectFuture(LazyFuture):
 
 _STATE_WORDS = {cf._base.PENDING: "pending", cf._base.RUNNING: "running", cf._base.CANCELLED: "cancelled",
                 cf._base.CANCELLED_AND_NOTIFIED: "cancelled", cf._base.FINISHED: "finished"}
+
+
+_PICKLING_ARGUMENTS = threading.local()
+
+
+@contextlib.contextmanager
+def pickling_arguments() -> Iterator[None]:
+    """While this thread pickles calls' arguments for a pod (``ObjectFuture.__reduce__`` refuses)."""
+    _PICKLING_ARGUMENTS.active = True
+    try:
+        yield
+    finally:
+        _PICKLING_ARGUMENTS.active = False
 
 
 def get(futures: ObjectFuture | Iterable[ObjectFuture], timeout: float | None = None) -> Any:
