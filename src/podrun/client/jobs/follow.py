@@ -28,6 +28,9 @@ from ...platform.types import PodState
 from ...runtime.results import max_age
 from ...wire import records as rec
 from ...wire.layout import RESULTS_NAME, job_file, segment_name
+from ..gc_pause import paused_gc
+
+MIN_RECORD_BYTES = 48  # a trivial call's record is ~60 bytes: the most records a segment's size can hold, near enough
 
 WAKEFUL_WAIT = 0.5  # seconds a wait on a watch that wakes may last with nothing landing: the polls' fallback
 
@@ -74,7 +77,9 @@ class ResultStream:
             except NotFound:
                 break
             self.segments += 1
-            for record in rec.iter_records(data):
+            with paused_gc(len(data) // MIN_RECORD_BYTES):  # a big segment's records are a burst, none garbage
+                records = list(rec.iter_records(data))
+            for record in records:
                 if isinstance(record, rec.CallRecord):
                     self.settled.add(record.i)
                 elif isinstance(record, (rec.StartRecord, rec.EndRecord)):
