@@ -242,7 +242,7 @@ def test_process_driver_resolves_programs_on_the_fixed_path_only(podrun_home: Pa
     platform.shutdown()
 
 
-PROBE = """
+SPAWN_PROBE = """
 import json, os, signal, sys
 with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
     parent = f.read()
@@ -267,7 +267,7 @@ def test_a_pod_starts_as_its_spec_says_before_and_after_its_supervisor_loads(pod
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", drivers.HostPodsWarning)
         platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="spawned", command="/bin/sh",
-                                 args=["-c", f"grep -E '^Sig(Ign|Blk)' /proc/self/status; exec python3 -c '{PROBE}'"],
+                                 args=["-c", f"grep -E '^Sig(Ign|Blk)' /proc/self/status; exec python3 -c '{SPAWN_PROBE}'"],
                                  scheduled_time=at))
     assert (platform._pod_dir("spawned") / "spawn").exists() is not scheduled
     assert wait_terminal(platform, "spawned").detail["reason"] == "Completed"
