@@ -41,9 +41,10 @@ def time_it(fn, repeat: int) -> list[float]:
 
 def client_stages(n: int, repeat: int) -> dict[str, float]:
     """µs per call of the client's stages (min over ``repeat`` maps of ``n``): submit (``map``
-    returning), results in (segments downlinked and decoded, ``ResultStream.fetch``) and settle
+    returning), results in (segments downlinked and decoded, ``ResultStream.fetch``), settle
     (records to settled futures: ``Job._take`` as segments stream in, then ``Job._resolve``;
-    ``resolve_us_per_call`` is the latter alone, the figure this table gave before streaming)."""
+    ``resolve_us_per_call`` is the latter alone, the figure this table gave before streaming)
+    and values read (``podrun.get`` of the settled futures: each value unpickled)."""
     import podrun
     from podrun.client.jobs import follow
     from podrun.client.jobs import job as job_module
@@ -62,7 +63,7 @@ def client_stages(n: int, repeat: int) -> dict[str, float]:
     originals = [(follow.ResultStream, "fetch"), (job_module.Job, "_take"), (job_module.Job, "_resolve")]
     saved = [getattr(cls, name) for cls, name in originals]
     remote_inc = podrun.remote(inc, max_duration=10)
-    rows: dict[str, list[float]] = {"submit": [], "fetch": [], "settle": [], "resolve": []}
+    rows: dict[str, list[float]] = {"submit": [], "fetch": [], "settle": [], "resolve": [], "get": []}
     for (cls, name), method in zip(originals, saved, strict=True):
         setattr(cls, name, timed(name.lstrip("_"), method))
     try:
@@ -74,7 +75,10 @@ def client_stages(n: int, repeat: int) -> dict[str, float]:
                 start = time.thread_time()
                 futures = remote_inc.map(range(n))
                 rows["submit"].append(time.thread_time() - start)
+                podrun.wait(futures, timeout=600)
+                start = time.thread_time()
                 podrun.get(futures, timeout=600)
+                rows["get"].append(time.thread_time() - start)
                 rows["fetch"].append(sum(spent["fetch"]))
                 rows["settle"].append(sum(spent["take"]) + sum(spent["resolve"]))
                 rows["resolve"].append(sum(spent["resolve"]))
@@ -93,7 +97,8 @@ def main() -> None:
     stages = client_stages(50_000, 2 if args.quick else 3)
     print_table("client stages of a 50k-call map (min, CPU µs per call)", ["stage", "µs"],
                 [["submit", stages["submit_us_per_call"]], ["results in (downlink, decode)", stages["fetch_us_per_call"]],
-                 ["settle", stages["settle_us_per_call"]], ["of which at the job's end", stages["resolve_us_per_call"]]])
+                 ["settle", stages["settle_us_per_call"]], ["of which at the job's end", stages["resolve_us_per_call"]],
+                 ["values read (get)", stages["get_us_per_call"]]])
     if args.stages_only:
         write_json("overhead_stages", {"stages": stages})
         return

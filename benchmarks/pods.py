@@ -18,7 +18,7 @@ as the OCI runtime runs it, on a real network namespace): that part of a contain
 Prints tables and writes benchmarks/results/pods.json.
 
     PODRUN_IMAGE_STORE=... python benchmarks/pods.py [--quick] [--calls-only] [--cold 10] [--warm 30]
-        [--arch host|arm64|all] [--baseline /path/to/checkout] [--rounds 3]
+        [--arch host|arm64|all] [--driver process|container|all] [--baseline /path/to/checkout] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -171,6 +171,8 @@ def main() -> None:
     parser.add_argument("--arch", choices=("host", "arm64", "all"), default="all", help="container pods' architectures")
     parser.add_argument("--baseline", type=Path, help="a podrun checkout to measure too (e.g. of main)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds the calls are spread over")
+    parser.add_argument("--driver", choices=("process", "container", "all"), default="all",
+                        help="the drivers whose calls are measured (default all that work here)")
     args = parser.parse_args()
     repeat = 3 if args.quick else 7
     cold = args.cold or (3 if args.quick else 10)
@@ -216,9 +218,11 @@ def main() -> None:
 
         checkouts: list[tuple[str, Path | None]] = [("this checkout", None)]
         if args.baseline:
+            if not (args.baseline / "src" / "podrun" / "__init__.py").is_file():
+                raise SystemExit(f"--baseline {args.baseline}: no podrun checkout there (src/podrun is missing)")
             checkouts.append((f"baseline {args.baseline}", args.baseline.resolve()))
-        jobs = [("process", host_arch())]
-        if containers:
+        jobs = [("process", host_arch())] if args.driver != "container" else []
+        if containers and args.driver != "process":
             jobs += [("container", arch) for arch in archs if store.inspect(stock_ref(IMAGE, arch))]
         submit_p50, submit_p95 = quantiles(pool_submit(max(200, warm)))
         results["pool_submit_s"] = {"p50": submit_p50, "p95": submit_p95}

@@ -127,6 +127,19 @@ def test_an_upstream_known_to_have_failed_fails_the_call_before_sending():
     assert podrun.stats()["bytes_up"] == 0
 
 
+@pytest.mark.parametrize("nest", [lambda f: [f], lambda f: {"x": f}, lambda f: (1, [f])])
+def test_a_future_nested_inside_an_argument_is_refused_before_sending_naming_the_fix(nest):
+    """Only top-level futures are resolved; a nested one would reach the pod as a handle it
+    cannot load (the pod has no client), so it is refused here, and nothing is sent."""
+    upstream = inc.remote(1)
+    upstream.get(timeout=30)
+    podrun.reset_stats()
+    with pytest.raises(podrun.errors.SerializationError, match=r"positional argument 0 .*nested inside an argument.*fut.get\(\)"):
+        echo.remote(nest(upstream))
+    assert podrun.stats()["bytes_up"] == 0
+    assert echo.remote(upstream).get(timeout=30) == 2  # at the top level it resolves
+
+
 def test_a_cancelled_upstream_cancels_the_dependent_call():
     busy = noise.remote(10, delay=1.0)
     while not busy.running():

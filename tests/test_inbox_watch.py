@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 from podrun.files import atomic_write
@@ -33,3 +34,17 @@ def test_without_inotify_the_wait_is_a_sleep(tmp_path):
     assert not watch.active
     assert watch.wait(0.01) is False
     assert not (tmp_path / "missing").exists()  # it made nothing
+
+
+def test_an_idle_warm_pod_that_inotify_wakes_looks_at_its_inbox_only_as_its_fallback(tmp_path, monkeypatch):
+    """Between jobs the inbox's watch wakes the pod: its own looks come every ``POLL_MAX``, not
+    a backoff from a few milliseconds (each look is CPU beside the calls of a busy node)."""
+    from podrun.runtime import serve
+
+    monkeypatch.setenv("PODRUN_DATA", str(tmp_path))
+    looks = []
+    server = serve.Server(idle=1.0, first_bundle=None)
+    monkeypatch.setattr(server, "next_job", lambda: looks.append(1))  # no job comes
+    assert server.serve() == 0  # idle for 1 s, then it stops
+    assert len(looks) <= 1.0 / serve.POLL_MAX + 3  # a backoff from POLL_MIN would look about 17 times
+    assert json.loads((tmp_path / ".podrun" / "serve" / "status").read_text())["state"] == "stopped"

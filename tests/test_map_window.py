@@ -109,6 +109,25 @@ def test_a_map_that_fits_one_window_is_one_group_one_job_one_pod(monkeypatch: py
     assert len(run_pods) == 2
 
 
+def test_a_map_of_many_windows_started_in_a_done_callback_does_not_wait_on_its_own_lane(monkeypatch: pytest.MonkeyPatch):
+    """A done-callback runs on the lane's thread; a map there that waited for its first window
+    to leave that lane would wait forever. Its windows go to the lane at once instead."""
+    monkeypatch.setenv(ENV_WINDOW, str(2 * BLOB_THRESHOLD))
+    podrun.configure("local", driver="process")
+    remote = podrun.remote(first_word, max_duration=5)
+    chained: list[list[podrun.ObjectFuture]] = []
+    started = threading.Event()
+
+    def then_map(_future: object) -> None:
+        chained.append(remote.map(arrays(6, Alive())))  # six windows of one array each
+        started.set()
+
+    remote.remote(np.zeros(8, np.uint8)).add_done_callback(then_map)
+    assert started.wait(60), "the map in the done-callback never returned"
+    assert podrun.get(chained[0], timeout=120) == list(range(6))
+    assert sum(len(job.groups) for job in {id(f.job): f.job for f in chained[0]}.values()) > 1  # a group per window
+
+
 def test_a_map_with_future_arguments_past_its_first_window_is_sent_whole_in_order(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv(ENV_WINDOW, str(4 * BLOB_THRESHOLD))
     podrun.configure("local", driver="process")

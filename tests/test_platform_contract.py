@@ -260,7 +260,7 @@ def test_a_watch_wakes_as_a_file_lands_where_the_platform_can_tell(platform):
     """``Platform.watch``: a wait between polls that a file landing in a watched folder ends
     early where the platform can tell (local: inotify), and that sleeps its timeout out where it
     cannot (the EM API), so polls keep their backoff there. A folder made after the watch is
-    watched from the next wait on."""
+    watched from the next wait on (the local watch makes it: see below)."""
     platform.uplink([("bundle", b"1")], dest_path="jobs/one", pod_name="pod-w")
     with platform.watch(["jobs/one", "jobs/later"], "pod-w") as watch:
         assert watch.wakes is (platform.kind == "local")
@@ -272,6 +272,16 @@ def test_a_watch_wakes_as_a_file_lands_where_the_platform_can_tell(platform):
         platform.uplink([("results.1", b"4")], dest_path="jobs/later", pod_name="pod-w")
         assert watch.wait(60 if watch.wakes else 0.01) is watch.wakes
     assert platform.downlink("jobs/later/results.1", "pod-w") == b"4"  # a watch changes nothing in the volume
+
+
+def test_a_local_watch_makes_a_folder_not_there_yet_and_wakes_on_its_first_file(local_platform):
+    """A warm job's folder is made by its pod only as the pod takes the job: the watch makes it,
+    so the segment landing in it a moment later ends the very first wait."""
+    with local_platform.watch(["jobs/warm-one"], "pod-m") as watch:
+        assert (local_platform.volume_path("pod-m") / "jobs" / "warm-one").is_dir()
+        local_platform.uplink([("results.0", b"1")], dest_path="jobs/warm-one", pod_name="pod-m")
+        assert watch.wait(60) is True
+    assert local_platform.downlink("jobs/warm-one/results.0", "pod-m") == b"1"
 
 
 def test_a_watch_never_follows_a_symlink_out_of_the_volume(local_platform, tmp_path):

@@ -100,3 +100,18 @@ def test_runtime_reports_environment_once(platform: LocalPlatform) -> None:
     before = podrun.stats()["bytes_down"]
     assert fn.remote(2).get(timeout=120) == 3
     assert podrun.stats()["bytes_down"] - before < first_down - 500, "an unchanged manifest is not sent again"
+
+
+def test_a_manifest_learned_again_is_read_again(platform: LocalPlatform) -> None:
+    """The cache's entry is parsed once per version of its file: a manifest the runtime reports
+    anew (another client, another run) is what the next call checks against."""
+    here = config.current_platform()
+    preflight.remember(here, IMAGE, "MPU", _pod_env(CLIENT, []), "h1")
+    assert preflight.known_hash(here, IMAGE, "MPU") == "h1"
+    assert preflight.known_hash(here, IMAGE, "MPU") == "h1"
+    preflight.remember(here, IMAGE, "MPU", _pod_env(OTHER, []), "h2")
+    assert preflight.known_hash(here, IMAGE, "MPU") == "h2"
+    with pytest.raises(podrun.EnvironmentMismatch):
+        podrun.remote(add).remote(1)
+    preflight.cache_path(here, IMAGE, "MPU").unlink()
+    assert preflight.cached(here, IMAGE, "MPU") is None

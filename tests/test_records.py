@@ -21,8 +21,10 @@ records = st.one_of(
     st.builds(rec.StartRecord, times, texts, st.integers(0, 2**31), texts, texts, st.none() | texts),
     st.builds(rec.EnvRecord, st.dictionaries(texts, st.integers(-(2**63), 2**63 - 1) | texts, max_size=3)),
     st.builds(rec.RunRecord, st.integers(0, 2**40)),
+    # a call's sequences as they read back: tuples
     st.builds(rec.CallRecord, st.integers(0, 2**40), statuses, times, times, st.none() | st.binary(max_size=64),
-              st.none() | texts, hashes, error_infos, texts, texts, hashes, st.lists(st.integers(0, 9), max_size=3)),
+              st.none() | texts, hashes.map(tuple), error_infos, texts, texts, hashes.map(tuple),
+              st.lists(st.integers(0, 9), max_size=3).map(tuple)),
     st.builds(rec.EndRecord, times, st.none() | texts, hashes, st.booleans()),
 )
 
@@ -55,8 +57,8 @@ def test_a_newer_format_names_both_versions(version: int, record: rec.Record) ->
 def test_a_v1_call_record_reads_with_no_bytes_buffers() -> None:
     v1 = [1, "call", 3, rec.OK, 1.0, 2.0, None, "ab" * 32, ["cd" * 32], None, "out", "", []]
     (record,) = rec.iter_records(_frame(v1))
-    assert record == rec.CallRecord(3, rec.OK, 1.0, 2.0, None, "ab" * 32, ["cd" * 32], None, "out", "", [])
-    assert record.bytes_buffers == []
+    assert record == rec.CallRecord(3, rec.OK, 1.0, 2.0, None, "ab" * 32, ("cd" * 32,), None, "out", "", ())
+    assert record.bytes_buffers == ()
 
 
 @pytest.mark.parametrize("item", [{"k": "call", "i": 0, "s": "OK"}, [1], ["1", "call"], [rec.VERSION, "nope", 1],
@@ -82,6 +84,32 @@ def test_a_frame_whose_length_disagrees_with_its_body_ends_the_records_there(ite
         return
     data = b"".join(frames[:at]) + (len(body) + skew).to_bytes(4, "little") + body + b"".join(frames[at + 1:])
     assert list(rec.iter_records(data)) == items[:at]
+
+
+def test_a_calls_sequences_read_as_tuples_and_the_rest_as_lists_as_written() -> None:
+    """Tuples for the fields every call has (the collector does not track them); lists, as
+    written, inside an error and in the other records, which other code reads as such."""
+    error = {"type": "ValueError", "tb": [["f.py", 3, ["a", "b"]]], "extra": {"k": [1, 2]}}
+    call = rec.CallRecord(0, rec.RAISED, buffers=["h1"], error=error, missing=["h2"], bytes_buffers=[0])
+    env = rec.EnvRecord({"env": {"packages": [["numpy", "2.0"]]}})
+    end = rec.EndRecord(1.0, missing=["h3"])
+    read_call, read_env, read_end = rec.iter_records(b"".join(map(rec.encode_record, [call, env, end])))
+    assert isinstance(read_call, rec.CallRecord)
+    assert (read_call.buffers, read_call.missing, read_call.bytes_buffers) == (("h1",), ("h2",), (0,))
+    assert read_call.error == error and isinstance(read_call.error["tb"][0][2], list)
+    assert read_env == env and read_end == end
+
+
+@pytest.mark.parametrize("depth", [900, 5000])
+def test_a_record_nested_too_deep_ends_the_records_or_is_a_wire_format_error(depth: int) -> None:
+    """A hostile pod's deeply nested environment record: never a RecursionError in the client."""
+    body = (b"\x93" + msgpack.packb(rec.VERSION) + msgpack.packb("env") + b"\x81" + msgpack.packb("x")
+            + b"\x91" * depth + b"\xc0")
+    frame = len(body).to_bytes(4, "little") + body
+    try:
+        assert list(rec.iter_records(frame + rec.encode_record(rec.RunRecord(1)))) == []  # msgpack's own depth limit
+    except WireFormatError as exc:
+        assert "wrong fields" in str(exc)
 
 
 def test_a_record_without_its_later_fields_gets_their_defaults() -> None:

@@ -78,6 +78,21 @@ def test_workers_1_runs_in_the_pods_own_process_and_a_warm_pod_keeps_its_pool():
     assert here.remote().get(timeout=60) == pod  # one pod served all three jobs
 
 
+def parent_runs_a_job():
+    """Whether this process's parent is a pod runtime (so this is a pool worker), not the pod's supervisor."""
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+        return b"bundle" in f.read()
+
+
+def test_a_cold_pods_one_call_runs_in_the_pods_own_process():
+    """A job of one call in a pod that runs no other job: no worker is forked for it (its start
+    is all it would add); two calls in such a pod still go to the pool."""
+    cold = podrun.remote(parent_runs_a_job, max_duration=1, pod_name="pool-cold", workers=2)
+    assert cold.remote().get(timeout=60) is False
+    two = podrun.remote(lambda _: parent_runs_a_job(), max_duration=1, pod_name="pool-cold", workers=2)
+    assert [f.get(timeout=60) for f in two.map([1, 2])] == [True, True]
+
+
 @pytest.mark.parametrize("kind, how", [("exit", "exited with status 7"), ("segfault", "killed by SIGSEGV")])
 def test_a_worker_that_dies_fails_only_its_call_and_is_replaced(kind, how):
     futures = fragile.map(["ok", kind, *["after"] * 6])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import sys
 import time
@@ -238,6 +239,45 @@ def test_process_driver_resolves_programs_on_the_fixed_path_only(podrun_home: Pa
     assert wait_terminal(platform, "p").detail["reason"] == "Completed"
     assert not marker.exists()
     assert json.loads((platform._pod_dir("p") / "spec.json").read_text())["argv"][0] in ("/usr/bin/true", "/bin/true")
+    platform.shutdown()
+
+
+SPAWN_PROBE = """
+import json, os, signal, sys
+with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+    parent = f.read()
+print(json.dumps({"cwd": os.getcwd(), "node": os.environ.get("PODRUN_NODE"), "stdin": sys.stdin.read(),
+                  "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+                  "blocked": sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])), "own_session": os.getsid(0) == os.getpid(),
+                  "by_supervisor": b"supervisor.py" in parent}))
+print("to stderr", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_a_pod_starts_as_its_spec_says_before_and_after_its_supervisor_loads(podrun_home: Path, scheduled: bool) -> None:
+    """A pod to start now is started from the ``spawn`` file before its supervisor has loaded
+    anything; a scheduled one from its spec when its time comes. Either way: its cwd, env,
+    stdin from /dev/null, stdout and stderr in the log, a session of its own, no signal ignored
+    (SIGPIPE neither, which the supervisor's Python ignores) nor blocked, its supervisor its parent."""
+    from datetime import datetime, timedelta, timezone
+
+    platform = LocalPlatform(podrun_home / "local", driver="process")
+    at = (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat() if scheduled else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", drivers.HostPodsWarning)
+        platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="spawned", command="/bin/sh",
+                                 args=["-c", f"grep -E '^Sig(Ign|Blk)' /proc/self/status; exec python3 -c '{SPAWN_PROBE}'"],
+                                 scheduled_time=at))
+    assert (platform._pod_dir("spawned") / "spawn").exists() is not scheduled
+    assert wait_terminal(platform, "spawned").detail["reason"] == "Completed"
+    lines = sorted((platform._pod_dir("spawned") / "stdout.log").read_text().splitlines())
+    blocked, ignored = (int(line.split()[1], 16) for line in lines[:2])  # as the shell got them
+    numbers = [n for n in range(1, 65) if (blocked | ignored) >> (n - 1) & 1]
+    assert not set(numbers) & set(signal.valid_signals())  # glibc's own (32, 33) set up again by each C library
+    assert lines[2] == "to stderr"
+    assert json.loads(lines[3]) == {"cwd": str(platform.volume_path("spawned")), "node": "MPU", "stdin": "",
+                                    "sigterm": True, "blocked": [], "own_session": True, "by_supervisor": True}
     platform.shutdown()
 
 

@@ -240,3 +240,23 @@ def test_cancel_force_stops_a_container_pod(monkeypatch: pytest.MonkeyPatch) -> 
         assert isinstance(error, podrun.PodFailed) and "podrun.cancel(force=True)" in str(error)
     state = config.current_platform().pod_status(POD)
     assert state.is_terminal and state.exit_code == 0  # the replacement ran and exited at once
+
+
+def test_waiting_for_a_pods_end_reads_its_status_as_it_changes() -> None:
+    """``wait_pod_end`` (``pods stop``, the CLI): on the local platform the pod's state landing
+    wakes the wait, so the status is read at each change, not every few milliseconds."""
+    from podrun.client.jobs.follow import WAKEFUL_WAIT
+    from podrun.client.stop import wait_pod_end
+    from podrun.platform.metered import LinkStats, charge_to
+    from podrun.platform.types import PodSpec
+    from podrun.wire.bundle import python_version
+
+    platform = config.current_platform()
+    platform.run_pod(PodSpec(image=f"python:{python_version()}-slim", node="MPU", max_duration=1, pod_name="ends",
+                             command="python", args=["-c", "import time; time.sleep(1)"]))
+    stats, started = LinkStats(), time.monotonic()
+    with charge_to(stats):
+        state = wait_pod_end(platform, "ends", timeout=120)
+    assert state.is_terminal and state.exit_code == 0
+    changes = 3  # the first look, running, terminated
+    assert stats.polls <= changes + int((time.monotonic() - started) / WAKEFUL_WAIT)

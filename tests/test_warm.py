@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 
 import pytest
 
 import podrun
+from podrun.client.jobs.follow import WAKEFUL_WAIT
 from podrun.platform.local import LocalPlatform
 
 
@@ -47,6 +50,56 @@ def test_a_warm_call_is_woken_by_what_lands_on_the_local_platform():
     assert future.job.finished.wait(60)
     assert future.job.woken >= 1
     assert future.job.state is None  # over at its end record
+
+
+def test_a_warm_call_on_the_local_platform_is_one_uplink_and_one_downlink():
+    """The job's folder is watched from before the uplink and its segment wakes the job: no
+    look at the warm pod's status file, nor at the pod's status (those are the fallback of a
+    wait that lasted ``WAKEFUL_WAIT`` with nothing landing, on a machine slower than that)."""
+    pid_and_square.remote(2).get(timeout=60)  # a warm pod serves
+    for i in range(3):
+        started = time.monotonic()
+        future = pid_and_square.remote(i)
+        assert future.get(timeout=60)[1] == i * i
+        assert future.job.finished.wait(60)
+        stats, slow_waits = future.job.stats, int((time.monotonic() - started) / WAKEFUL_WAIT)
+        assert stats.polls <= 2 * slow_waits
+        assert stats.calls == 1 + future.job.stream.segments + stats.polls  # the bundle up, its segment down
+        assert future.job.woken >= 1
+
+
+def _serve_status(job_id: str) -> dict:
+    """The warm pod's status file once it lists ``job_id`` as done."""
+    path = LocalPlatform().volume_path("warm") / ".podrun" / "serve" / "status"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):  # the pod's first job is not over yet
+            status = json.loads(path.read_text())
+            if job_id in status["done"]:
+                return status
+        time.sleep(0.01)
+    raise AssertionError(f"the warm pod never listed job {job_id} as done")
+
+
+def test_a_warm_pod_writes_its_status_once_per_job_after_it():
+    """Not as it takes the job (a warm call's costliest write in the pod): the job's results
+    file and segments say that it began and what it did."""
+    before = _serve_status(pid_and_square.remote(1).job_id)
+    future = pid_and_square.remote(2)
+    assert future.get(timeout=60)[1] == 4
+    after = _serve_status(future.job.job_id)
+    assert after["beat"] == before["beat"] + 1 and after["current"] is None and after["pid"] == before["pid"]
+
+
+def test_a_cold_call_reads_the_pod_status_when_it_changes_not_on_a_schedule():
+    """A cold call's watch wakes as the pod's state changes: the status is read then (and a
+    segment looked for), not every few milliseconds of a backoff."""
+    started = time.monotonic()
+    future = pid_and_square.options(keep_warm=0, pod_name="cold-polls").remote(3)
+    assert future.get(timeout=60)[1] == 9
+    assert future.job.finished.wait(60)
+    looks = future.job.woken + 1 + int((time.monotonic() - started) / WAKEFUL_WAIT)
+    assert future.job.stats.polls <= 2 * looks  # a look: a segment asked for, the state read
 
 
 def test_a_warm_pod_that_stopped_is_started_again():

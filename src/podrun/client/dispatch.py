@@ -47,6 +47,7 @@ from .warm import WarmPod
 
 LINGER = 0.005
 IDLE = 2.0
+LANE_THREAD_PREFIX = "podrun-lane-"  # a lane thread's name: what runs there (done-callbacks) must never wait on its own lane
 
 
 _LANES: weakref.WeakSet[Lane] = weakref.WeakSet()
@@ -81,7 +82,8 @@ class Lane:
             self._reserve_id(group)
             self.pending.append(group)
             if self.thread is None:
-                self.thread = threading.Thread(target=self._work, name=f"podrun-lane-{self.pod_name or 'default'}", daemon=True)
+                name = f"{LANE_THREAD_PREFIX}{self.pod_name or 'default'}"
+                self.thread = threading.Thread(target=self._work, name=name, daemon=True)
                 self.thread.start()
             self.cond.notify()
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +34,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UsageTypeError, WaitTimeout
 from . import interrupt
+from .gc_pause import paused_gc
 from .lazy_future import SHARED, LazyFuture
+
+_FINISHED = cf._base.FINISHED
 
 if TYPE_CHECKING:
     from ..platform.metered import MeteredPlatform
@@ -201,6 +205,9 @@ class ObjectFuture(LazyFuture):
         return self._job is not None
 
     def result(self, timeout: float | None = None) -> Any:
+        if self._state == _FINISHED and self._exception is None:  # settled with a value: no wait to report on
+            value = self._result
+            return value.get() if type(value) is DeferredValue else value
         try:
             with interrupt.reporting(self.job.futures if self.job is not None else [self]):
                 value = super().result(timeout)
@@ -293,7 +300,14 @@ class ObjectFuture(LazyFuture):
 
     def __reduce__(self) -> tuple:
         """A future pickles to a small handle (job id, index); unpickled in another process it
-        re-attaches to the job through the journal."""
+        re-attaches to the job through the journal. Not into a pod: one met while a call's
+        arguments are pickled is nested inside an argument (top-level ones were swapped for
+        references to their results), and a pod has no client to re-attach with."""
+        if getattr(_PICKLING_ARGUMENTS, "active", False):
+            raise UsageTypeError(
+                f"{self!r} is nested inside an argument: podrun resolves an ObjectFuture passed as an argument "
+                "itself (f.remote(fut), or a keyword), not one inside a list, dict or object; pass it at the top "
+                "level, or its value (fut.get())")
         if self.job is None or self.index is None:
             raise UsageTypeError("an ObjectFuture can be pickled once its call is sent (it has a job id)")
         from .attach import restore_future
@@ -339,12 +353,25 @@ _STATE_WORDS = {cf._base.PENDING: "pending", cf._base.RUNNING: "running", cf._ba
                 cf._base.CANCELLED_AND_NOTIFIED: "cancelled", cf._base.FINISHED: "finished"}
 
 
+_PICKLING_ARGUMENTS = threading.local()
+
+
+@contextlib.contextmanager
+def pickling_arguments() -> Iterator[None]:
+    """While this thread pickles calls' arguments for a pod (``ObjectFuture.__reduce__`` refuses)."""
+    _PICKLING_ARGUMENTS.active = True
+    try:
+        yield
+    finally:
+        _PICKLING_ARGUMENTS.active = False
+
+
 def get(futures: ObjectFuture | Iterable[ObjectFuture], timeout: float | None = None) -> Any:
     """The value of one future, or the values of several in order."""
     if isinstance(futures, cf.Future):
         return futures.result(timeout)
     futures = list(futures)
-    with interrupt.reporting(futures):
+    with interrupt.reporting(futures), paused_gc(len(futures)):  # a burst of values, none garbage
         return [future.result(timeout) for future in futures]
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..wire.serialize import Meter
+from .dispatch import LANE_THREAD_PREFIX
 from .future import ObjectFuture
 from .jobs.key import PendingGroup
 
@@ -85,7 +86,11 @@ class Window:
 
 def wait_taken(group: PendingGroup) -> None:
     """Until ``group`` has left its lane: sent in a job, or ended without one (cancelled, or
-    failed with its lane)."""
+    failed with its lane). Not on a lane's own thread (a map started from a done-callback,
+    which runs there): that lane would wait for itself, so there the map's windows go to the
+    lane at once, and the two-window bound on the client's argument bytes does not hold."""
+    if threading.current_thread().name.startswith(LANE_THREAD_PREFIX):
+        return
     last = group.futures[-1]
     taken = threading.Event()
     last.on_sent(taken.set)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -45,12 +46,26 @@ def cache_path(platform: Platform, image: str, node: str) -> Path:
     return config.home() / "environments" / _scope(platform) / f"{env_key(image, node)}.json"
 
 
+_parsed: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # path -> (its stat, its entry)
+
+
 def cached(platform: Platform, image: str, node: str) -> dict[str, Any] | None:
-    """The last environment manifest the runtime reported for this (platform, image, node)."""
+    """The last environment manifest the runtime reported for this (platform, image, node).
+    Parsed once per version of the file (a call asks for it two or three times, and the
+    manifest lists every module of the image): a changed file has a new inode, size or time."""
+    path = cache_path(platform, image, node)
     try:
-        return json.loads(cache_path(platform, image, node).read_text())
+        info = os.stat(path)
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        known = _parsed.get(path)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        entry = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
+    if isinstance(entry, dict):
+        _parsed[path] = (stamp, entry)
+    return entry
 
 
 def known_hash(platform: Platform, image: str, node: str) -> str | None:

@@ -16,7 +16,7 @@ from ..wire.serialize import Meter, dumps, find_unpicklable
 from . import config, future_args, map_window, preflight
 from . import wheels as shipped_wheels
 from .dispatch import dispatcher_for
-from .future import ObjectFuture
+from .future import ObjectFuture, pickling_arguments
 from .gc_pause import BULK, paused_gc
 from .jobs.key import JobKey, PendingGroup, PickledCallable
 from .jobs.pack import estimate_uplink
@@ -124,12 +124,13 @@ class RemoteFunction:
         """The group of ``calls``, pickled from ``table`` (the calls, or a map's ``Window`` that
         takes them as it pickles, counting its bytes in ``meter``)."""
         function = self._callable()
-        try:
-            args = dumps(table, what=f"the arguments of {function.name}", meter=meter)
-        except SerializationError as exc:
-            named = (find_unpicklable(a, k) for a, k in calls)
-            culprit = next((name for name in named if name != "the arguments"), "the arguments")
-            raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
+        with pickling_arguments():
+            try:
+                args = dumps(table, what=f"the arguments of {function.name}", meter=meter)
+            except SerializationError as exc:
+                named = (find_unpicklable(a, k) for a, k in calls)
+                culprit = next((name for name in named if name != "the arguments"), "the arguments")
+                raise SerializationError(f"cannot pickle {culprit} of {function.name}: {exc.__cause__}") from exc.__cause__
         futures = futures or [ObjectFuture(function.name, target) for _ in calls]
         key = replace(self._options.job_key(), wheels=tuple(sorted(wheel.hash for wheel in function.wheels)))
         group = PendingGroup(function, args, futures, key, self._options.timeout, self._options.workers)

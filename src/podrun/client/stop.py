@@ -27,6 +27,7 @@ from ..wire.layout import INBOX, RESULTS_NAME, job_file
 from . import config, journal
 from .attach import _platform_of
 from .future import ObjectFuture
+from .jobs.follow import WAKEFUL_WAIT
 from .jobs.submit import send_cancel
 from .pod_lease import PodLease
 
@@ -70,15 +71,21 @@ def stop_pod(platform: MeteredPlatform, pod_name: str | None, how: str, jobs: It
 
 
 def wait_pod_end(platform: MeteredPlatform, pod_name: str | None, timeout: float = STOP_WAIT) -> PodState:
-    """Poll with the platform's own backoff until the pod ends, is stuck, or ``timeout`` passes."""
+    """Poll with the platform's own backoff until the pod ends, is stuck, or ``timeout`` passes;
+    where the platform's watch wakes as the pod's state changes (local), between those changes
+    it reads nothing (``WAKEFUL_WAIT`` is the fallback's period)."""
     first, ceiling = platform.poll_interval
-    delay, deadline = first, time.monotonic() + timeout
-    while True:
-        state = platform.pod_status(pod_name)
-        if state.is_terminal or state.is_stuck or time.monotonic() >= deadline:
-            return state
-        time.sleep(delay)
-        delay = min(ceiling, delay * 1.5)
+    deadline = time.monotonic() + timeout
+    with platform.watch([], pod_name) as watch:
+        if watch.wakes:
+            first = ceiling = WAKEFUL_WAIT
+        delay = first
+        while True:
+            state = platform.pod_status(pod_name)
+            if state.is_terminal or state.is_stuck or time.monotonic() >= deadline:
+                return state
+            watch.wait(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(ceiling, delay * 1.5)
 
 
 def cancel(futures: Iterable[ObjectFuture], force: bool = False) -> int:

@@ -6,8 +6,10 @@ does the job also start one. Which pod serves a pod_name shared with other clien
 start one, is the pod_name's lease's to say (``store/pod_lease.py``); the lane sets ``WarmPod``
 from what its lease grants. The job then polls the pod's small status file, not the pod
 status, and looks at the pod status only when the status file stops changing. Between polls
-it waits on the platform's ``Watch`` (woken as the status file or a result segment lands, on
-the local platform), and it is over as soon as its end record has come (``done``).
+it waits on the platform's ``Watch`` of the job's folder and the pod's state; where that watch
+wakes (the local platform) a segment landing is taken at once and the status file is read only
+when a wake brought no segment or a long wait none: a warm call is one uplink and one downlink.
+It is over as soon as its end record has come (``done``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from ..errors import NotFound
 from ..platform.base import Watch
 from ..platform.metered import MeteredPlatform, polling
 from ..platform.types import PodState
-from ..wire.layout import SERVE_STATUS
+from ..wire.layout import RESULTS_NAME, SERVE_STATUS, job_file
+from .jobs.follow import WAKEFUL_WAIT
 
 if TYPE_CHECKING:
     from .jobs.key import JobKey
@@ -53,11 +56,17 @@ def await_warm_job(platform: MeteredPlatform, pod_name: str | None, job_id: str,
     watch = watch or Watch()
     first, ceiling = platform.poll_interval
     stall = max(2.0, 4 * ceiling)  # status unchanged this long: ask the platform about the pod
-    delay, last_beat, last_change, restarted = first, None, time.monotonic(), False
+    if watch.wakes:  # a segment or the pod's state ends a wait: the status file is the fallback
+        first = ceiling = WAKEFUL_WAIT
+    delay, last_beat, last_change, restarted, begun = first, None, time.monotonic(), False, False
     while True:
-        on_tick(watch.wait(delay))
+        woke = watch.wait(delay)
+        came = on_tick(woke)
         if done():
             return None
+        begun = begun or bool(came)  # records came: a pod began the job
+        if woke and came and watch.wakes:
+            continue  # results landed: the pod is at our job, its status would say nothing new
         status = read_status(platform, pod_name)
         if status is not None and job_id in status.get("done", ()):
             return None
@@ -74,13 +83,23 @@ def await_warm_job(platform: MeteredPlatform, pod_name: str | None, job_id: str,
                 gone = state
             last_change = now
         if gone is not None:
-            started_ours = status is not None and status.get("current") == job_id
+            started_ours = begun or (status is not None and status.get("current") == job_id) or _began(platform, pod_name, job_id)
             if started_ours or gone.is_stuck or restarted or restart is None:
                 return gone
             restart()  # the pod stopped before taking our job: start one for it
             restarted, last_change, delay = True, time.monotonic(), first
             continue
         delay = min(ceiling, delay * 1.5)
+
+
+def _began(platform: MeteredPlatform, pod_name: str | None, job_id: str) -> bool:
+    """Whether a pod began ``job_id``: its results file, which the runtime makes before any call
+    runs, is there (asked only once its pod has gone: a restart must not run a begun job again)."""
+    try:
+        platform.downlink(job_file(job_id, RESULTS_NAME), pod_name)
+    except NotFound:
+        return False
+    return True
 
 
 def _pod_state(platform: MeteredPlatform, pod_name: str | None) -> PodState:

@@ -26,6 +26,7 @@ from .cancel import CancelWatch, _CallCancelled, drop_innermost_frame
 from .capture import capture_output
 
 INLINE_RESULT_BYTES = 256 * 1024  # a result payload above this stays in the volume as a blob
+_RAW_BYTE = bytes((RAW,))
 _BYTES_LIKE = (bytes, bytearray)
 
 
@@ -65,8 +66,10 @@ class CallRunner:
         """ObjectRef and upstream-future arguments become their values, read from this pod's
         volume (no link bytes); a call with neither costs one look at each argument."""
         references = self._references
-        if not any(isinstance(a, references) for a in args) and not (
-                kwargs and any(isinstance(v, references) for v in kwargs.values())):
+        for value in (*args, *kwargs.values()) if kwargs else args:
+            if isinstance(value, references):
+                break
+        else:
             return args, kwargs
         from ..store.objects import resolve_object_refs  # the object store only for calls that name objects
 
@@ -75,7 +78,6 @@ class CallRunner:
     def run(self, i: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             timeout: float | None) -> rec.CallRecord:
         """The call's record; ``_Stopped`` (carrying the record) when the pod is stopped while it runs."""
-        record: dict[str, Any] = {"i": i}  # CallRecord's fields, as the call's outcome becomes known
         started = time.time()
         with self.captured as captured:
             try:
@@ -90,45 +92,49 @@ class CallRunner:
                     if timeout:
                         signal.setitimer(signal.ITIMER_REAL, 0)
                     self.watch.current = None
-                record.update(self.encode_value(value))
+                record = self.encode_value(i, value)
             except _Stopped as stop:
-                record.update(status=rec.KILLED, error=error_info(None, "KILLED", "the pod was stopped while this call ran"))
+                killed = error_info(None, "KILLED", "the pod was stopped while this call ran")
+                record = rec.CallRecord(i, rec.KILLED, error=killed)
                 stop.record = close_call(record, started, captured)
                 raise
             except _TimedOut:
-                error = error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")
-                record.update(status=rec.TIMEOUT, error=error)
+                timed_out = error_info(None, "TIMEOUT", f"the call ran past its timeout of {timeout} s")
+                record = rec.CallRecord(i, rec.TIMEOUT, error=timed_out)
             except _CallCancelled as exc:
                 drop_innermost_frame(exc)  # the signal handler's own frame: the call was where the one before it is
-                record.update(status=rec.CANCELLED, error=error_info(exc, skip_runtime_frame=True))
+                record = rec.CallRecord(i, rec.CANCELLED, error=error_info(exc, skip_runtime_frame=True))
             except BaseException as exc:  # noqa: BLE001 - the user's exception is the call's outcome
-                record.update(status=rec.RAISED, error=error_info(exc, skip_runtime_frame=True))
+                record = rec.CallRecord(i, rec.RAISED, error=error_info(exc, skip_runtime_frame=True))
         return close_call(record, started, captured)
 
-    def encode_value(self, value: Any) -> dict[str, Any]:
-        """Small results inline; large buffers and large payloads stay in the volume as blobs.
+    def encode_value(self, i: int, value: Any) -> rec.CallRecord:
+        """Call ``i``'s record of returning ``value`` (its times and output come later).
+        Small results inline; large buffers and large payloads stay in the volume as blobs.
         A small plain result (the usual one) takes one C pickle and no compression probe; a
         large ``bytes`` or ``bytearray`` skips that pickle, which would copy it whole, and goes
         to its blob as it is (held once in the pod, and decoded once in the client)."""
         large = type(value) in _BYTES_LIKE and len(value) >= BLOB_THRESHOLD
         payload = None if large else _plain_pickle(value)
         if payload is not None and len(payload) < MIN_COMPRESS_BYTES:
-            return {"status": rec.OK, "value": bytes((RAW,)) + payload}
+            # Every field given, the empty ones as shared tuples: half the cost of the defaults'
+            # fresh lists, in the one record per call that is encoded and dropped at once.
+            return rec.CallRecord(i, rec.OK, 0.0, 0.0, _RAW_BYTE + payload, None, (), None, "", "", (), ())
         payload = None  # the probe's pickle goes before the full one makes its own
         try:
             pickled = dumps(value, what="the result", fast=True, snapshot=False)
         except Exception as exc:  # an unpicklable result is the call's failure, not the job's
-            return {"status": rec.RAISED, "error": error_info(exc)}
+            return rec.CallRecord(i, rec.RAISED, error=error_info(exc))
         for blob_hash, view in pickled.blobs.items():
             self.blobs.write_raw(view, blob_hash, self.codecs)
-        encoded: dict[str, Any] = {"status": rec.OK, "buffers": pickled.buffers, "bytes_buffers": pickled.bytes_buffers}
+        record = rec.CallRecord(i, rec.OK, buffers=pickled.buffers, bytes_buffers=pickled.bytes_buffers)
         if pickled.buffers or len(pickled.payload) > INLINE_RESULT_BYTES:
             # A large result stays in the volume whole (payload and buffers), so fut.ref() can
             # name it as an object without moving a byte.
-            encoded["value_blob"] = self.blobs.write_raw(pickled.payload, None, self.codecs)
+            record.value_blob = self.blobs.write_raw(pickled.payload, None, self.codecs)
         else:
-            encoded["value"] = compress(pickled.payload, self.codec)
-        return encoded
+            record.value = compress(pickled.payload, self.codec)
+        return record
 
 
 def _plain_pickle(value: Any) -> bytes | None:
@@ -149,9 +155,11 @@ def _in_band_only(buffer: pickle.PickleBuffer) -> bool:
     return True
 
 
-def close_call(record: dict[str, Any], started: float, captured: capture_output) -> rec.CallRecord:
-    return rec.CallRecord(**record, started=started, ended=time.time(), out=captured.out.getvalue(),
-                          err=captured.err.getvalue())
+def close_call(record: rec.CallRecord, started: float, captured: capture_output) -> rec.CallRecord:
+    """``record`` with the call's times and captured output."""
+    record.started, record.ended = started, time.time()
+    record.out, record.err = captured.out.getvalue(), captured.err.getvalue()
+    return record
 
 
 def ended_record(i: int, status: str, message: str, missing: list[str] | None = None,

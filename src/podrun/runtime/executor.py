@@ -41,8 +41,10 @@ _error_info = error_info  # its old name here: tests/test_remote.py renders one 
 
 
 class JobRunner:
-    def __init__(self, bundle_path: Path, job_dir: Path | None = None, session: Session = CURRENT) -> None:
+    def __init__(self, bundle_path: Path, job_dir: Path | None = None, session: Session = CURRENT,
+                 only_job: bool = False) -> None:
         self.bundle_path = bundle_path
+        self.only_job = only_job  # this process runs no other job (a cold pod): see _run_groups
         self.job_dir = job_dir or bundle_path.parent
         self.job_dir.mkdir(parents=True, exist_ok=True)
         self.session = session
@@ -173,7 +175,9 @@ class JobRunner:
 
     def _run_groups(self, header: JobHeader, missing: set[str], folders: list[Path]) -> None:
         """Groups in order: a run of groups with ``workers`` > 1 goes to the pod's pool of worker
-        processes at once; a group with ``workers=1`` runs here, in the pod's own process."""
+        processes at once; a group with ``workers=1`` runs here, in the pod's own process, and so
+        does the one call of a cold pod's job (nothing to run beside it, no later job to reuse a
+        pool: forking a worker would only add its start to the call)."""
         pooled: list[pool.PoolGroup] = []
         index = 0
         for number, group in enumerate(header.groups):
@@ -186,6 +190,8 @@ class JobRunner:
                                    missing=sorted(needed))
                 continue
             limit = pool.width(group.workers)
+            if self.only_job and header.call_count == 1:
+                limit = 1  # one call, and no later job for a pool: a worker forked for it is only its start
             if limit > 1:
                 pooled.append(pool.PoolGroup(number, group.function, limit, deque(range(first, index))))
                 continue
@@ -316,6 +322,6 @@ def main(argv: list[str]) -> int:
 
         return serve(serve_idle, path)
     try:
-        return JobRunner(path).run()
+        return JobRunner(path, only_job=True).run()
     finally:
         pool.shared().close()

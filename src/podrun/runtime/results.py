@@ -55,7 +55,8 @@ class Segments:
         self.buffer = bytearray()
         self.oldest: float | None = None  # when the oldest buffered record came
         self.closing = False
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()  # taken directly per record: a Condition's own ``with`` is Python code
+        self.cond = threading.Condition(self.lock)
         # Started with the first call outcome, not here: a pod's worker pool may fork before that.
         self.thread: Helper | None = None
 
@@ -63,31 +64,30 @@ class Segments:
         """Add one record (``frame``, encoded). The job's end closes the segment now; a call's
         outcome starts its age clock; the records before the first outcome (start,
         environment) ride with it; run markers stay in the pod's log."""
+        if type(record) is rec.CallRecord:
+            self.add_calls(frame)
+            return
         if isinstance(record, rec.RunRecord):
             return
-        with self.cond:
+        with self.lock:
             self.buffer += frame
-            if isinstance(record, rec.CallRecord):
-                self._outcome_came()
             if isinstance(record, rec.EndRecord) or len(self.buffer) >= SEGMENT_BYTES:
                 self._close_segment()
-            else:
-                self.cond.notify()
 
     def add_calls(self, frames: bytes) -> None:
-        """Add call outcomes already encoded (a pool worker's batch)."""
-        with self.cond:
+        """Add call outcomes already encoded (one, or a pool worker's batch). The closing
+        thread is woken only when its clock starts: the segment's later records do not move it."""
+        with self.lock:
             self.buffer += frames
-            self._outcome_came()
             if len(self.buffer) >= SEGMENT_BYTES:
                 self._close_segment()
-            else:
+            elif self.oldest is None:
+                self._outcome_came()
                 self.cond.notify()
 
     def _outcome_came(self) -> None:
-        """A call's outcome starts its segment's age clock (caller holds the lock)."""
-        if self.oldest is None:
-            self.oldest = time.monotonic()
+        """The segment's first call outcome starts its age clock (caller holds the lock)."""
+        self.oldest = time.monotonic()
         if self.thread is None:
             self.thread = Helper(self._close_on_age)  # not waited for: a job that ends first never needs it
 

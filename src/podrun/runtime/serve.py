@@ -12,10 +12,14 @@ Protocol, all through the volume:
   bundle when the job has run (``executor.drop_bundle``); a job whose results file exists is
   never taken again, by this pod or the next;
 * ``.podrun/serve/status`` (small JSON, rewritten atomically) says what the pod is doing:
-  ``state`` (serving | stopped), ``current`` job, the recently ``done`` ones, ``beat``.
-  The client polls this one small file instead of the pod status.
+  ``state`` (serving | stopped), the recently ``done`` jobs, ``beat``; written after each
+  job and as the pod stops, not as it takes a job (that write was a warm call's
+  costliest step in the pod: a job's results file says it began, and its segments what it did).
+  ``current`` stays, always null, for older clients. The client reads this one small file
+  instead of the pod status.
 * between jobs the pod waits on its inbox with inotify where it can (``inbox_watch.py``), so a
-  job is taken as it lands; the poll's backoff (``POLL_MIN`` to ``POLL_MAX``) is the bound;
+  job is taken as it lands, and looks every ``POLL_MAX`` besides; without inotify it polls with
+  a backoff from ``POLL_MIN`` to ``POLL_MAX``;
 * ``.podrun/inbox/STOP`` asks the pod to checkpoint its services and exit (a STOP older than
   the pod is stale and ignored).
 """
@@ -59,10 +63,10 @@ class Server:
         self.stopping = False
         self.started = time.time()
 
-    def status(self, state: str, current: str | None = None) -> None:
+    def status(self, state: str) -> None:
         self.beat += 1
         data: dict[str, Any] = {"state": state, "pid": os.getpid(), "started": self.started, "beat": self.beat,
-                                "current": current, "done": self.done[-RECENT:], "idle": self.idle}
+                                "current": None, "done": self.done[-RECENT:], "idle": self.idle}
         atomic_write(self.root / SERVE_STATUS, json.dumps(data))
 
     def on_term(self, _signum: int, _frame: Any) -> None:
@@ -70,7 +74,6 @@ class Server:
 
     def run_job(self, bundle: Path, job_id: str) -> None:
         self.taken.add(job_id)
-        self.status("serving", current=job_id)
         runner = JobRunner(bundle, job_dir=self.root / job_dir(job_id), session=CURRENT)
         runner.run()
         signal.signal(signal.SIGTERM, self.on_term)  # JobRunner installs its own while a job runs
@@ -105,15 +108,18 @@ class Server:
         if self.first is not None:
             self.run_job(self.first, self.first_id)
         watch = InboxWatch(self.inbox)  # before the first look: a job landing after it wakes the wait
+        # Where the inbox wakes the pod (a job or STOP landing) the poll is only its fallback: at
+        # its slowest from the start, not a look every few milliseconds beside the calls' work.
+        first = POLL_MAX if watch.active else POLL_MIN
         last_work = time.monotonic()
-        delay = POLL_MIN
+        delay = first
         while not self.stopping:
             if self.stop_requested():
                 break
             job = self.next_job()
             if job is not None:
                 self.run_job(*job)
-                last_work, delay = time.monotonic(), POLL_MIN
+                last_work, delay = time.monotonic(), first
                 continue
             if time.monotonic() - last_work >= self.idle:
                 break

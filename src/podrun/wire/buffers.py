@@ -166,4 +166,11 @@ def _rebuild(pid: Any, owned: bool = False) -> Any:
 
 
 def loads(payload: bytes | bytearray | memoryview, buffers: Iterable[Any], owned: bool = False) -> Any:
+    if not isinstance(payload, memoryview) and _PERSISTENT_ID not in payload and _BIN_PERSISTENT_ID not in payload:
+        # Neither persistent-id opcode's byte is anywhere in it (a small result's usual case):
+        # the C unpickler alone reads it, without a Python subclass and a stream made per load.
+        return pickle.loads(payload, buffers=buffers)
     return OutOfBandUnpickler(io.BytesIO(payload), buffers, owned).load()
+
+
+_PERSISTENT_ID, _BIN_PERSISTENT_ID = pickle.PERSID, pickle.BINPERSID

@@ -6,14 +6,21 @@ A record file is a sequence of frames, u32 length | msgpack array ``[version, ki
 new version). The pod appends one record per step and flushes it, so a pod killed mid-job
 loses only calls that had not finished; a torn last frame (killed during a write) is ignored.
 A record of a newer format than this podrun reads is an error that says so, never a guess.
+
+The records are slotted dataclasses, read-only by convention but not frozen: a client holds one
+per call of a 100k map and a pod writes one per call, and a frozen ``__init__`` (a
+``object.__setattr__`` per field) and a ``__dict__`` per record (more for the collector to walk)
+cost more than the rest of a trivial call's record.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import msgpack
@@ -33,7 +40,7 @@ LOST = "LOST"
 RERUNNABLE = (KILLED, LOST)  # outcomes a later pod of the same job may replace (calls it never began)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StartRecord:
     """A pod began the job."""
 
@@ -46,7 +53,7 @@ class StartRecord:
     node: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EnvRecord:
     """The pod's environment (``runtime/environment.py``'s fields: ``env_hash``, ``env``, ``error``)."""
 
@@ -54,7 +61,7 @@ class EnvRecord:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunRecord:
     """Call ``i`` is about to run: a later pod of this job never runs it again (at most once)."""
 
@@ -63,7 +70,7 @@ class RunRecord:
     n: int = 1  # a pool's chunk: calls i .. i+n-1, handed out together
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CallRecord:
     """Call ``i``'s outcome. An OK value is inline (``value``, compressed pickle) or a blob in the
     volume (``value_blob``), with its out-of-band ``buffers`` as blobs (``bytes_buffers``: the
@@ -77,12 +84,12 @@ class CallRecord:
     ended: float = 0.0
     value: bytes | None = None
     value_blob: str | None = None
-    buffers: list[str] = field(default_factory=list)
+    buffers: Sequence[str] = ()  # read back as tuples, which the collector does not track (a list per field would be three)
     error: dict[str, Any] | None = None
     out: str = ""
     err: str = ""
-    missing: list[str] = field(default_factory=list)  # blobs this call lacked (LOST: the client re-sends them)
-    bytes_buffers: list[int] = field(default_factory=list)  # v2; a v1 record reads as none
+    missing: Sequence[str] = ()  # blobs this call lacked (LOST: the client re-sends them)
+    bytes_buffers: Sequence[int] = ()  # v2; a v1 record reads as none
 
     @property
     def final(self) -> bool:
@@ -90,7 +97,7 @@ class CallRecord:
         return self.status not in RERUNNABLE
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EndRecord:
     """The pod ended the job: ``fatal`` when it could not run it at all."""
 
@@ -106,13 +113,27 @@ _KINDS: dict[str, type[Record]] = {cls.KIND: cls for cls in (StartRecord, EnvRec
 
 
 def encode_record(record: Record) -> bytes:
-    body = msgpack.packb([VERSION, record.KIND, *(getattr(record, f.name) for f in dataclass_fields(record))], use_bin_type=True)
+    body = _packer().pack([VERSION, record.KIND, *_VALUES[type(record)](record)])
     return _LEN.pack(len(body)) + body
 
 
+def _packer() -> msgpack.Packer:
+    """This thread's packer: ``msgpack.packb`` makes one per call, which costs as much as the packing."""
+    try:
+        return _LOCAL.packer
+    except AttributeError:
+        _LOCAL.packer = msgpack.Packer(use_bin_type=True)
+        return _LOCAL.packer
+
+
+_LOCAL = threading.local()
+
+
 def decode_record(item: Any) -> Record:
-    """One unpacked frame as its record; a newer or foreign format raises WireFormatError."""
-    if not (isinstance(item, list) and len(item) >= 2 and isinstance(item[0], int) and isinstance(item[1], str)):
+    """One unpacked frame (arrays unpacked as tuples) as its record; a newer or foreign format
+    raises WireFormatError. A call's sequences stay tuples; everything else reads as lists, as
+    written (an error's traceback, the environment's fields: rare, and read by other code)."""
+    if not (isinstance(item, tuple) and len(item) >= 2 and isinstance(item[0], int) and isinstance(item[1], str)):
         raise WireFormatError("a job record is not in podrun's record format (a file from another program, or an "
                               "older podrun); run the job again with this podrun")
     version, kind = item[0], item[1]
@@ -122,37 +143,51 @@ def decode_record(item: Any) -> Record:
     cls = _KINDS.get(kind)
     if cls is None:
         raise WireFormatError(f"a job record of format v{version} has an unknown kind {kind!r}; upgrade podrun here")
-    names = _FIELDS[cls]
-    if len(item) - 2 == len(names):  # every field: filled in directly (a frozen __init__ costs ~1 µs a record)
-        record = object.__new__(cls)
-        record.__dict__.update(zip(names, item[2:], strict=True))
-        return record
+    fields = item[2:]
     try:
-        return cls(*item[2:])
-    except TypeError as exc:
+        if cls is not CallRecord:
+            fields = _as_lists(fields)
+        elif len(fields) > _ERROR and fields[_ERROR] is not None:
+            fields = (*fields[:_ERROR], _as_lists(fields[_ERROR]), *fields[_ERROR + 1:])
+        return cls(*fields)  # an older version's record lacks the newest fields: their defaults
+    except (TypeError, RecursionError) as exc:
         raise WireFormatError(f"a {kind!r} job record of format v{version} has the wrong fields: {exc}") from None
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclass_fields(cls)) for cls in _KINDS.values()}
+def _as_lists(value: Any) -> Any:
+    """``value`` unpacked with tuples for arrays, with lists for them instead (all the way down)."""
+    if isinstance(value, tuple):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
 
 
-def iter_records(data: bytes | memoryview) -> Iterator[Record]:
+_ERROR = [f.name for f in dataclass_fields(CallRecord)].index("error")
+
+
+def _values(cls: type[Record]) -> Callable[[Record], tuple[Any, ...]]:
+    """A record's field values in order, as one C call."""
+    names = [f.name for f in dataclass_fields(cls)]
+    getter = attrgetter(*names)
+    return getter if len(names) > 1 else lambda record: (getter(record),)
+
+
+_VALUES: dict[type, Callable[[Record], tuple[Any, ...]]] = {cls: _values(cls) for cls in _KINDS.values()}
+
+
+def iter_records(data: bytes | bytearray | memoryview) -> Iterator[Record]:
     """Every complete record in ``data``; a torn trailing frame is dropped silently, as is
-    everything from a frame whose body is not exactly one msgpack value. One unpacker reads
-    all the frames (one per frame cost twice as much per record)."""
-    size = len(memoryview(data))
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(size, 1))
-    unpacker.feed(data)
-    offset = 0
+    everything from a frame whose body is not exactly one msgpack value."""
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+    size, offset, unpack_length, unpackb = len(view), 0, _LEN.unpack_from, msgpack.unpackb
     while offset + _LEN.size <= size:
-        (length,) = _LEN.unpack(unpacker.read_bytes(_LEN.size))
-        offset += _LEN.size + length
+        (length,) = unpack_length(view, offset)
+        start, offset = offset + _LEN.size, offset + _LEN.size + length
         if offset > size:
             return
         try:
-            item = unpacker.unpack()
+            item = unpackb(view[start:offset], use_list=False)
         except (ValueError, msgpack.UnpackException):
-            return
-        if unpacker.tell() != offset:
             return
         yield decode_record(item)

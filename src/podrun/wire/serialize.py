@@ -9,10 +9,10 @@ where a blob's bookkeeping would cost more than it saves.
 from __future__ import annotations
 
 import dis
+import functools
 import io
 import pickle
 import sys
-import sysconfig
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import BuiltinFunctionType, CodeType, FunctionType, ModuleType
@@ -213,9 +213,13 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 # --- shipping the user's own modules -------------------------------------------------------
 
-_INSTALLED_PREFIXES = tuple(
-    {path for key in ("stdlib", "platstdlib", "purelib", "platlib") if (path := sysconfig.get_paths().get(key))}
-)
+@functools.lru_cache(maxsize=1)
+def _installed_prefixes() -> tuple[str, ...]:
+    """Where the interpreter's own and installed modules live; asked on first use, not at import:
+    sysconfig costs a pod's start milliseconds, and a pod never ships modules."""
+    import sysconfig
+
+    return tuple({path for key in ("stdlib", "platstdlib", "purelib", "platlib") if (path := sysconfig.get_paths().get(key))})
 
 
 def is_user_module(module: ModuleType) -> bool:
@@ -232,4 +236,4 @@ def is_user_path(name: str, path: str | None) -> bool:
         return False
     if not path or name in sys.builtin_module_names:
         return False
-    return not path.startswith(_INSTALLED_PREFIXES) and "site-packages" not in path
+    return not path.startswith(_installed_prefixes()) and "site-packages" not in path

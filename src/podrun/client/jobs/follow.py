@@ -8,7 +8,8 @@ streams at once and an hour-long one asks about once a minute, not once per poll
 
 Between polls the job waits on the platform's ``Watch`` of its folder: on the local platform a
 segment landing or the pod's state changing ends the wait (and a segment is asked for at once,
-whatever its schedule), on the EM the wait is the backoff's sleep. The job is over when its end
+whatever its schedule, and the pod's status is read only when a wake brought no segment or a
+long wait passed with none), on the EM the wait is the backoff's sleep. The job is over when its end
 record and an outcome for every call have come (``ResultStream.complete``), not when the pod's
 exit has been seen: the runtime writes the end record last, after every outcome, and from then
 on only notes a stop, so nothing the client needs is still in the pod. A pod that hangs in its
@@ -27,6 +28,11 @@ from ...platform.types import PodState
 from ...runtime.results import max_age
 from ...wire import records as rec
 from ...wire.layout import RESULTS_NAME, job_file, segment_name
+from ..gc_pause import paused_gc
+
+MIN_RECORD_BYTES = 48  # a trivial call's record is ~60 bytes: the most records a segment's size can hold, near enough
+
+WAKEFUL_WAIT = 0.5  # seconds a wait on a watch that wakes may last with nothing landing: the polls' fallback
 
 
 class ResultStream:
@@ -71,7 +77,9 @@ class ResultStream:
             except NotFound:
                 break
             self.segments += 1
-            for record in rec.iter_records(data):
+            with paused_gc(len(data) // MIN_RECORD_BYTES):  # a big segment's records are a burst, none garbage
+                records = list(rec.iter_records(data))
+            for record in records:
                 if isinstance(record, rec.CallRecord):
                     self.settled.add(record.i)
                 elif isinstance(record, (rec.StartRecord, rec.EndRecord)):
@@ -88,9 +96,16 @@ def await_pod(platform: MeteredPlatform, pod_name: str | None, on_tick: Callable
     (cancels; segments once the pod was seen running, or at once when ``watch`` woke) and says
     whether it asked for a segment (None: it did not) and whether results came, which brings
     the next tick forward. A tick that asked in vain skips its status poll, never two in a row
-    (one call a tick, mostly), unless the watch woke: then the status may be what changed."""
+    (one call a tick, mostly), unless the watch woke: then the status may be what changed.
+
+    A watch that wakes (``Watch.wakes``: a segment or the pod's state landing ends the wait)
+    makes the polls its fallback: the status is read when a wake brought no segment (the state
+    is what changed) and when ``WAKEFUL_WAIT`` passes with no wake (a supervisor killed outright
+    writes no state), not on a backoff schedule."""
     watch = watch or Watch()
     first, ceiling = platform.poll_interval
+    if watch.wakes:
+        first = ceiling = WAKEFUL_WAIT
     delay, running, skipped = first, False, False
     while True:
         woke = watch.wait(delay)
@@ -100,7 +115,7 @@ def await_pod(platform: MeteredPlatform, pod_name: str | None, on_tick: Callable
         if asked:
             delay, skipped = first, False
             continue  # results came: the pod is evidently running
-        if asked is False and not skipped and not woke:
+        if asked is False and not skipped and not woke and not watch.wakes:
             skipped, delay = True, min(ceiling, delay * 1.5)
             continue
         skipped = False

@@ -12,7 +12,7 @@ import contextlib
 import threading
 import time
 import weakref
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from ...errors import PodFailed, PodrunError, SerializationError
@@ -25,7 +25,7 @@ from ...store.refs import DEFAULT_POD, ObjectKey, ObjectRef
 from ...wire import object_image
 from ...wire import records as rec
 from ...wire.compression import decompress
-from ...wire.layout import SERVE_STATUS, job_dir
+from ...wire.layout import job_dir
 from ...wire.serialize import loads
 from .. import journal, preflight
 from ..blob_downlink import downlink_blob
@@ -42,6 +42,7 @@ from .submit import Launch, send_cancel
 
 LIVE_JOBS: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()  # this process's jobs
 RESULTS_NAMESPACE = "results"  # fut.ref() objects live under <pod_name>/results
+JOURNAL_EVERY = 1.0  # seconds between a running job's progress entries (each counts every call's outcome)
 
 
 class Job:
@@ -64,6 +65,7 @@ class Job:
         self.resolver = Resolver(self.job_id, groups, None, frozenset(), self._load_value, self._stopped_by)
         self.manifest: Manifest | None = None  # this process's view of the volume's blobs, until results teach it
         self.finished = threading.Event()  # set when the job is over: every future settled, no platform call left
+        self.journal_due = 0.0  # when the next progress entry may be written (time.monotonic())
         self.woken = 0  # waits between polls that the platform's watch ended early (a result or a state landed)
         self._cancel_lock = threading.Lock()
         self._cancel_wanted: set[int] = set()
@@ -122,10 +124,10 @@ class Job:
                 self.finished.set()
 
     def _watch(self) -> Watch:
-        """What wakes this job between polls: its folder (segments), a warm pod's status file,
-        the pod's state (``Platform.watch``)."""
-        folders = [job_dir(self.job_id)] + ([str(PurePosixPath(SERVE_STATUS).parent)] if self.key.keep_warm else [])
-        return self.platform.watch(folders, self.pod_name)
+        """What wakes this job between polls: its folder (segments) and the pod's state
+        (``Platform.watch``); not a warm pod's status file, which changes as the pod takes the
+        job and would cost a look that finds nothing yet (the pod's end wakes by its state)."""
+        return self.platform.watch([job_dir(self.job_id)], self.pod_name)
 
     def _complete(self) -> bool:
         return self.stream.complete(len(self.futures))
@@ -139,8 +141,9 @@ class Job:
         new = self.stream.poll(now_due=woke) if probe or woke else None
         if new:
             self._take(new)
-            if not self._complete():  # else "done" follows at once
+            if not self._complete() and time.monotonic() >= self.journal_due:  # else "done" follows at once
                 self._journal("running")
+                self.journal_due = time.monotonic() + JOURNAL_EVERY
         return None if new is None else bool(new)
 
     def _tick_warm(self, woke: bool) -> object:
@@ -272,8 +275,10 @@ class Job:
         """A result's value: each buffer is fetched as the type it loads as (``bytes`` straight
         into a bytes object) and handed to the value as it is, so a large result is held once."""
         payload = self.fetch_blob(record.value_blob) if record.value_blob else decompress(record.value or b"")
-        as_bytes = set(record.bytes_buffers)
-        buffers = [self.fetch_blob(h, as_bytes=i in as_bytes) for i, h in enumerate(record.buffers)]
+        buffers: list[bytearray | bytes] = []
+        if record.buffers:
+            as_bytes = set(record.bytes_buffers)
+            buffers = [self.fetch_blob(h, as_bytes=i in as_bytes) for i, h in enumerate(record.buffers)]
         try:
             return loads(payload, buffers, owned=True)
         except Exception as exc:

@@ -106,12 +106,17 @@ class LocalPlatform(Platform):
             raise UsageError(f"pod interpreter {self.pod_python!r} (python= / PODRUN_LOCAL_PYTHON) is not an executable file")
         if max_uplink_bytes is not None:
             self.max_uplink_bytes = max_uplink_bytes
+        self._identity: str | None = None
         self._hash_cache: dict[str, tuple[int, int, int]] = {}  # path -> (size, mtime_ns, hash): bounded by the files
         self._lock = threading.Lock()
 
     # layout --------------------------------------------------------------------------------
     def identity(self) -> str:
-        return f"local:{self.root.resolve()}:{self.user}"
+        """The platform's name for lanes, journals and caches: resolved once (a client asks for it
+        several times per call, and resolving walks the path with a system call per component)."""
+        if self._identity is None:
+            self._identity = f"local:{self.root.resolve()}:{self.user}"
+        return self._identity
 
     @property
     def effective_driver(self) -> str:

@@ -29,6 +29,7 @@ from ...errors import InvalidRequest, NotFound
 from ...files import atomic_write, private_dirs
 from ..types import PodSpec, PodState
 from . import container as _container
+from .supervisor import SPAWN_NAME
 
 if TYPE_CHECKING:
     from .localplatform import LocalPlatform
@@ -68,6 +69,7 @@ def _replace(platform: LocalPlatform, spec: PodSpec, pod_dir: Path) -> None:
     with platform.network_lock():  # until its supervisor runs, the pod counts as live (supervisor.py --linger)
         record.update(platform.pod_process(spec, volume, pod_dir))
         record["start_at"] = parse_schedule(spec.scheduled_time)
+        write_spawn(pod_dir, record)
         write_json(pod_dir / "spec.json", record)
         write_json(pod_dir / "state.json", {"run_id": run_id, "supervisor_pid": None,
                                             "state": {"waiting": {"reason": "ContainerCreating", "message": "starting"}}})
@@ -200,6 +202,17 @@ def parse_schedule(value: Any) -> float | None:
     if moment.tzinfo is None:
         raise InvalidRequest(f"Invalid parameters: scheduled_time {value!r} needs a timezone, e.g. +00:00", status=400)
     return moment.timestamp()
+
+
+def write_spawn(pod_dir: Path, record: dict[str, Any]) -> None:
+    """What the supervisor starts a pod from before it has loaded anything (``spawn_early``):
+    cwd, argv and env, NUL-separated (none of them can hold a NUL); none for a scheduled pod,
+    which it starts from the spec when its time comes."""
+    spawn = pod_dir / SPAWN_NAME
+    spawn.unlink(missing_ok=True)  # never a previous run's
+    if record["start_at"] is None:
+        fields = [record["cwd"], str(len(record["argv"])), *record["argv"], *(f"{k}={v}" for k, v in record["env"].items())]
+        atomic_write(spawn, b"\0".join(os.fsencode(field) for field in fields))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -23,22 +23,101 @@ for ``linger`` seconds, then, under the network lock that pod starts hold, runs 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
-import select
 import signal
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+
+SPAWN_NAME = "spawn"  # in POD_DIR: the pod's cwd, argv and env, NUL-separated (pods.py), for a pod to start now
+STOPS = {signal.SIGTERM, signal.SIGINT}
+
+
+def spawn_early(pod_dir: str) -> int | None:
+    """Start the pod before anything else is imported (json, subprocess and the rest cost a cold
+    pod tens of milliseconds on a loaded machine, in series before it): from the ``spawn`` file,
+    by ``posix_spawn`` (no Python runs in the child), in a session of its own, stdin from
+    /dev/null, stdout and stderr to the log, with the stops blocked here until the supervisor's
+    handlers are in place (a stop then always reaches the pod). None: no ``spawn`` file (a
+    scheduled pod) or it could not start; the supervisor's usual path then starts it or says why."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    pid = _spawn(pod_dir)
+    if pid is None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+    return pid
+
+
+def _spawn(pod_dir: str) -> int | None:
+    try:
+        with open(os.path.join(pod_dir, SPAWN_NAME), "rb") as f:
+            fields = [os.fsdecode(field) for field in f.read().split(b"\0")]
+        cwd, count = fields[0], int(fields[1])
+        argv, env = fields[2:2 + count], dict(item.split("=", 1) for item in fields[2 + count:])
+        if not argv or not os.path.isabs(argv[0]):
+            return None
+        log = os.path.join(pod_dir, "stdout.log")
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666),
+                   (os.POSIX_SPAWN_DUP2, 1, 2)]
+        os.chdir(cwd)  # posix_spawn has no cwd of its own here
+        try:
+            return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True, setsigmask=(),
+                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, *STOPS))  # as Popen restores them
+        finally:
+            os.chdir("/")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+EARLY = spawn_early(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) == 2 else None
+STARTED_AT = time.time()
+
+# What the supervisor needs from here on loads while the pod starts.
+import contextlib  # noqa: E402
+import fcntl  # noqa: E402
+import json  # noqa: E402
+import select  # noqa: E402
+import subprocess  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
 
 GRACE_SECONDS = 30.0  # when the spec names none: Kubernetes' terminationGracePeriodSeconds
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now(at: float | None = None) -> str:
+    moment = datetime.fromtimestamp(at, timezone.utc) if at is not None else datetime.now(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Spawned:
+    """The pod started by ``spawn_early``: the part of ``Popen`` the supervisor uses."""
+
+    def __init__(self, pid: int, args: list[str]) -> None:
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        exited = _exit_watch(self.pid)
+        try:
+            while (code := self.poll()) is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise subprocess.TimeoutExpired(self.args, timeout or 0)
+                if exited is not None:
+                    select.select([exited], [], [], left)
+                else:
+                    time.sleep(0.01 if left is None else min(0.01, left))
+            return code
+        finally:
+            if exited is not None:
+                os.close(exited)
 
 
 class Supervisor:
@@ -48,7 +127,7 @@ class Supervisor:
             self.spec = json.load(f)
         self.run_id = self.spec["run_id"]
         self.grace = float(self.spec.get("grace_seconds", GRACE_SECONDS))
-        self.child: subprocess.Popen | None = None
+        self.child: subprocess.Popen | _Spawned | None = None
         self.stop_reason: str | None = None
         self.stop_requested_at = 0.0
 
@@ -111,10 +190,15 @@ class Supervisor:
                 time.sleep(min(0.2, max(0.0, start_at - time.time())))
         if self.stop_reason:
             return
+        if EARLY is not None:  # started already, its stops blocked until now (spawn_early)
+            self.child = _Spawned(EARLY, self.spec["argv"])
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+            self.watch_child(_now(STARTED_AT))
+            return
         started = _now()
         # A stop that arrives while the child is being started waits until self.child is set,
         # so it always reaches the child (else the child would outlive its supervisor).
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
         try:
             with open(os.path.join(self.pod_dir, "stdout.log"), "wb") as log:  # the child keeps its own copy
                 self.child = subprocess.Popen(
@@ -133,7 +217,12 @@ class Supervisor:
                                              "startedAt": started, "finishedAt": _now()}})
             return
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+        self.watch_child(started)
+
+    def watch_child(self, started: str) -> None:
+        """The pod runs: record it, stop it at max_duration or when asked, record its end."""
+        assert self.child is not None
         self.write_state({"running": {"startedAt": started}})
         deadline = time.monotonic() + float(self.spec["max_duration"]) * 60.0
         reason = None
@@ -257,7 +346,7 @@ def _exit_watch(pid: int) -> int | None:
         return None
 
 
-def _wait(child: subprocess.Popen[bytes], exited: int | None, timeout: float) -> int:
+def _wait(child: subprocess.Popen[bytes] | _Spawned, exited: int | None, timeout: float) -> int:
     """``child.wait(timeout)``, but woken the moment the child exits: ``Popen.wait`` with a
     timeout sleeps in steps growing to 50 ms, and a cold pod's end paid that before its state
     was even written."""
@@ -273,7 +362,12 @@ def _wait(child: subprocess.Popen[bytes], exited: int | None, timeout: float) ->
 if __name__ == "__main__":
     if sys.argv[1] == "--linger":
         sys.exit(linger(sys.argv[2]))
-    supervisor = Supervisor(sys.argv[1])
+    try:
+        supervisor = Supervisor(sys.argv[1])
+    except BaseException:
+        if EARLY is not None:  # no spec to supervise it by: it must not run unsupervised
+            os.killpg(EARLY, signal.SIGKILL)
+        raise
     try:
         supervisor.run()
     finally:

@@ -8,8 +8,11 @@ wakes on ``IN_MOVED_TO`` alone: a temporary file being written wakes nothing.
 
 Hostile volumes: a pod may replace a folder by a symlink. Each folder is opened beneath the
 volume's descriptor with no symlink followed (``VolumeDir.folder``) and watched through that
-descriptor, so a watch never lands outside the volume. A folder not there yet (a warm job's, made
-by the pod when it takes the job) is looked for again at each wait.
+descriptor, so a watch never lands outside the volume. A folder not there yet (a warm job's,
+which the pod makes only when it takes the job) is made by the watch, as an uplink into it would
+make it: the segment a warm pod closes a few milliseconds after taking the job then wakes the
+client, which a folder watched only from the next wait on could miss. Where it cannot be made it
+is looked for again at each wait.
 """
 
 from __future__ import annotations
@@ -34,15 +37,15 @@ class LocalWatch(Watch):
         if self.inotify.fd is None:  # no inotify here: every wait sleeps
             self.wakes = False
             return
-        self._add_missing()
+        self._add_missing(create=True)
 
-    def _add_missing(self) -> None:
+    def _add_missing(self, create: bool = False) -> None:
         if self.pod_dir is not None and self.inotify.add(str(self.pod_dir), IN_MOVED_TO):  # state.json: replaced by rename
             self.pod_dir = None
         left = []
         for folder in self.missing:
             try:
-                with self.volume.folder(folder) as fd:
+                with self.volume.folder(folder, create=create) as fd:
                     added = self.inotify.add(f"/proc/self/fd/{fd}", IN_MOVED_TO)  # the folder opened, not its path
             except (PodrunError, OSError):
                 added = False
