@@ -305,9 +305,9 @@ class ObjectFuture(LazyFuture):
         references to their results), and a pod has no client to re-attach with."""
         if getattr(_PICKLING_ARGUMENTS, "active", False):
             raise UsageTypeError(
-                f"{self!r} is nested inside an argument: podrun resolves an ObjectFuture passed as an argument "
-                "itself (f.remote(fut), or a keyword), not one inside a list, dict or object; pass it at the top "
-                "level, or its value (fut.get())")
+                f"{self!r} is nested inside an argument, where it is not resolved (only an ObjectFuture passed as "
+                "an argument itself is: f.remote(fut), or a keyword; not one inside a list, dict or object); pass it "
+                "at the top level, or its value (fut.get())")
         if self.job is None or self.index is None:
             raise UsageTypeError("an ObjectFuture can be pickled once its call is sent (it has a job id)")
         from .attach import restore_future
