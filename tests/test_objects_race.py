@@ -19,7 +19,7 @@ from unittest import mock
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import podrun
@@ -202,6 +202,9 @@ PLAN = st.lists(st.sampled_from(["patch", "patch", "update", "compact", "get", "
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(plans=st.lists(PLAN, min_size=2, max_size=3), order=st.lists(st.integers(0, 2), max_size=30))
+# A reader's listed patches vanished under it three listings in a row (each a write that lost
+# its race): it gave up with NotFound on an object that exists.
+@example(plans=[["patch", "patch"], ["get0", "patch"], ["get", "patch", "get0"]], order=[0, 1, 0, 0, 1, 1])
 def test_every_interleaving_applies_each_acknowledged_write_once(shared: Path, plans: list[list[str]],
                                                                 order: list[int]) -> None:
     """2-3 writers patching, updating, compacting and reading one key, interleaved one volume

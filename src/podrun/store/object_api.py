@@ -36,6 +36,7 @@ from .refs import ObjectKey, ObjectRef
 Deserializer = Callable[[Any, list[Any]], Any]
 Reducer = Callable[[Any, list[Any]], Any]
 RETRIES = 5  # unconditional writes retry a lost race this many times
+FETCH_RELISTS = 32  # listings a read takes at most while the files it listed vanish under it (each a write meanwhile)
 
 
 class Cache(Protocol):
@@ -140,15 +141,19 @@ def get_object(ref: ObjectRef, deserializer: Deserializer | None = None, reducer
 
 
 def _fetch(ctx: _Context, key: ObjectKey, known: Snapshot | None) -> Snapshot:
-    for attempt in range(3):
+    """The object's snapshot, listed again each time a file listed vanishes before it is read: a
+    compaction retired the generation, or a patch's writer lost its race and removed it. A file
+    vanishes once, so each retry is for a file not missed before and the retries are bounded by
+    the writes made meanwhile; the same miss twice (the object is not there) is the answer."""
+    missed: set[str] = set()
+    while True:
         try:
             return ctx.store.fetch(key, known)
-        except NotFound:
-            # A writer may have retired the generation we were reading: list again, once or twice.
-            known = None
-            if attempt == 2:
+        except NotFound as exc:
+            if str(exc) in missed or len(missed) >= FETCH_RELISTS:
                 raise
-    raise AssertionError("unreachable")
+            missed.add(str(exc))
+            known = None
 
 
 def _reduce(ctx: _Context, ref: ObjectRef, snapshot: Snapshot, reducer: Reducer) -> Any:
