@@ -35,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -49,6 +50,7 @@ from .container import HOST_PATH, Engine, engine_env
 CHAIN = "PODRUN-INPUT"
 _FIREWALLS = ("iptables", "ip6tables")
 _RULES = (("-p", "udp", "--dport", "53", "-j", "RETURN"), ("-p", "tcp", "--dport", "53", "-j", "RETURN"), ("-j", "DROP"))
+REMOVER_STOP_WAIT = 5.0  # seconds shutdown looks for a lingering remover's pid to stop it, before it waits for its end
 
 
 def network_name(root: Path, user: str) -> str:
@@ -79,15 +81,26 @@ def remover_held(root: Path, user: str) -> Iterator[None]:
     """Hold the remover's place while the platform removes the network itself (``shutdown``): a
     remover already waiting is ended by its pid, one that starts meanwhile leaves at once."""
     with open(linger_path(root, user), "a+") as holder:
-        try:
-            fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        stopped: set[int] = set()
+        deadline = time.monotonic() + REMOVER_STOP_WAIT
+        while True:
+            try:
+                fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            # Read again each time: a remover locks the file a moment before it writes its pid,
+            # and stopping none would wait out its whole linger.
             holder.seek(0)
             pid = holder.read().strip()
-            if pid.isdigit() and _is_remover(int(pid)):
+            if pid.isdigit() and int(pid) not in stopped and _is_remover(int(pid)):
                 with suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGTERM)
-            fcntl.flock(holder, fcntl.LOCK_EX)  # released when that process has ended
+                stopped.add(int(pid))
+            if time.monotonic() >= deadline:
+                fcntl.flock(holder, fcntl.LOCK_EX)  # released when the holder has ended
+                break
+            time.sleep(0.01)
         yield
 
 
