@@ -5,7 +5,8 @@ seconds while a call runs and signals the main thread (``SIGUSR1``), whose handl
 ``_CallCancelled`` in the call's own frame, so the record's traceback shows where it stopped.
 
 Each process that runs calls (the pod's own, or a pool worker) has its own watch; the file is
-re-read only when it changed, so a 100k-call job does not read it 100k times.
+re-read only when it changed (a new file: the client renames each send into place), so a
+100k-call job does not read it 100k times.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class CancelWatch:
         self.path = path
         self.tick = tick  # also run by the watcher thread at each look (a pool worker sends its records)
         self.checked = 0.0
-        self.mtime = 0
+        self.seen: tuple[int, int, int, int] | None = None  # the file as last read
         self.indexes: frozenset[int] = frozenset()
         self.current: int | None = None  # the call running in this process's main thread
         self._target: int | None = None
@@ -52,12 +53,16 @@ class CancelWatch:
 
     def _refresh(self) -> None:
         try:
-            mtime = os.stat(self.path).st_mtime_ns
+            stat = os.stat(self.path)
         except FileNotFoundError:
             return
-        if mtime == self.mtime:
+        # Not the mtime alone: its clock is coarse (a few ms on ext4), and the client may send
+        # the file twice within one tick (a poll's cancels, then Ctrl-C's); each send is a new
+        # file (renamed into place), with a new inode or size or change time.
+        seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if seen == self.seen:
             return
-        self.mtime = mtime
+        self.seen = seen
         try:
             with open(self.path, "rb") as f:
                 self.indexes = frozenset(int(i) for i in msgpack.unpackb(f.read()))
