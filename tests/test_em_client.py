@@ -27,7 +27,7 @@ SECRET = "hunter2-Sup3rSecret"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    with EmulatorProcess(tmp_path_factory.mktemp("em-client"), users=(f"dave:{SECRET}",), token_lifetime=1) as em:
+    with EmulatorProcess(tmp_path_factory.mktemp("em-client"), users=(f"dave:{SECRET}",), token_lifetime=2) as em:
         yield em
 
 
@@ -76,7 +76,7 @@ def test_password_never_shows(server, caplog):
 def test_expired_tokens_are_renewed_transparently(server):
     with EMPlatform(server.url, "dave", SECRET, timeout=10, retry_deadline=5) as platform:
         platform.uplink([("before", b"1")], pod_name="renew")
-        time.sleep(1.3)  # the module's emulator issues 1-second tokens
+        time.sleep(2.3)  # the module's emulator issues 2-second tokens (1 s expired the renewed one too on a loaded machine)
         platform.uplink([("after", b"2")], pod_name="renew")  # 401, fresh login, replayed body
         assert {"before", "after"} <= set(walk_entries(platform.list_files("renew")))
 
