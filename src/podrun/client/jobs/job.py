@@ -68,6 +68,7 @@ class Job:
         self.journal_due = 0.0  # when the next progress entry may be written (time.monotonic())
         self.woken = 0  # waits between polls that the platform's watch ended early (a result or a state landed)
         self._cancel_lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one cancel send at a time (send_cancels)
         self._cancel_wanted: set[int] = set()
         self._cancel_sent: set[int] = set()
         for index, future in enumerate(self.futures):
@@ -239,14 +240,18 @@ class Job:
             self.send_cancels()
 
     def send_cancels(self) -> None:
-        """Send the cancels asked for since the last send (each poll tick, and on Ctrl-C)."""
-        with self._cancel_lock:
-            if self._cancel_wanted <= self._cancel_sent:
-                return
-            wanted = set(self._cancel_wanted)
-        send_cancel(self.platform, self.job_id, self.pod_name, wanted)
-        with self._cancel_lock:
-            self._cancel_sent |= wanted
+        """Send the cancels asked for since the last send (each poll tick, and on Ctrl-C). One
+        send at a time: each file lists every index wanted so far, and a slower send of fewer,
+        landing after a fuller one, would take cancels back (the lane's tick and Ctrl-C's send
+        can overlap)."""
+        with self._send_lock:
+            with self._cancel_lock:
+                if self._cancel_wanted <= self._cancel_sent:
+                    return
+                wanted = set(self._cancel_wanted)
+            send_cancel(self.platform, self.job_id, self.pod_name, wanted)
+            with self._cancel_lock:
+                self._cancel_sent |= wanted
 
     # results -------------------------------------------------------------------------------
     def _resolve(self, records: list[rec.Record], manifest: Manifest) -> list[PendingGroup]:

@@ -30,6 +30,9 @@ import time
 
 SPAWN_NAME = "spawn"  # in POD_DIR: the pod's cwd, argv and env, NUL-separated (pods.py), for a pod to start now
 STOPS = {signal.SIGTERM, signal.SIGINT}
+# Every signal a pod starts with at its default action, whatever the supervisor inherited (a
+# SIGHUP ignored by nohup, say): a pod's dispositions are its image's, not the host's.
+DEFAULTS = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}))
 
 
 def spawn_early(pod_dir: str) -> int | None:
@@ -44,6 +47,14 @@ def spawn_early(pod_dir: str) -> int | None:
     if pid is None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
     return pid
+
+
+def _pod_signals() -> None:
+    """In the pod's process before it execs (the Popen path): no stop blocked, every signal at
+    its default action, as ``_spawn`` sets them."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+    for number in DEFAULTS:
+        signal.signal(number, signal.SIG_DFL)
 
 
 def _spawn(pod_dir: str) -> int | None:
@@ -61,7 +72,7 @@ def _spawn(pod_dir: str) -> int | None:
         os.chdir(cwd)  # posix_spawn has no cwd of its own here
         try:
             return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True, setsigmask=(),
-                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, *STOPS))  # as Popen restores them
+                                  setsigdef=DEFAULTS)
         finally:
             os.chdir("/")
     except (OSError, ValueError, IndexError):
@@ -209,8 +220,9 @@ class Supervisor:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    # the child must not inherit the blocked mask: it stops gracefully on SIGTERM
-                    preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT}),
+                    # the child must not inherit the blocked mask (it stops gracefully on SIGTERM) nor
+                    # an ignored signal
+                    preexec_fn=_pod_signals,
                 )
         except OSError as exc:
             self.write_state({"terminated": {"exitCode": 127, "reason": "StartError", "message": str(exc),
