@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from podrun.errors import AuthError, ConfigError, IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
+from podrun.errors import AuthError, ConfigError, Conflict, IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
 from podrun.platform.em import EMPlatform, error_from_response, run_body
 from podrun.platform.types import PodSpec, walk_entries
 
@@ -193,6 +193,7 @@ def test_typed_errors_from_the_emulator(em):
         ),
         (404, b"", "/em/files/downlink", NotFound, "NOT_FOUND"),
         (423, b"<html>busy</html>", "/em/pod/run", Locked, "LOCKED"),
+        (409, b'{"error": "FILE_DELETE_FAILED", "message": "kept changing"}', "/em/files/delete", Conflict, "FILE_DELETE_FAILED"),
         (500, b'{"error": "INTERNAL_ERROR", "message": "SCP failed"}', "/em/pod/run", PlatformError, "INTERNAL_ERROR"),
     ],
 )

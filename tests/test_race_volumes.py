@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from podrun.errors import IllegalPath, InvalidRequest, NotFound
+from podrun.errors import Conflict, IllegalPath, InvalidRequest, NotFound
 from podrun.platform.local import volumes
 from podrun.platform.local.localplatform import LocalPlatform
 from podrun.platform.types import walk_entries
@@ -117,7 +117,7 @@ def test_a_pod_swapping_folders_for_symlinks_cannot_make_the_host_escape(tmp_pat
                     if SECRET in platform.downlink(f"{folder}/{name}", "race"):
                         leaks.append("a downlink served a canary file")
                     op = "downlink"
-            except (IllegalPath, NotFound, InvalidRequest):
+            except (IllegalPath, NotFound, InvalidRequest, Conflict):  # Conflict: a delete outrun by the swaps
                 op = "refused"
             except Exception as exc:  # noqa: BLE001 - an untyped failure is a finding: reported below
                 unexpected.append(repr(exc))
@@ -205,6 +205,40 @@ def test_a_symlinked_folder_is_refused_as_a_path_not_followed(tmp_path: Path, mo
     platform.delete("d", "s")  # the link goes, its target stays
     assert not os.path.lexists(volume / "d")
     assert snapshot(canary) == before
+
+
+def test_a_delete_outrun_by_a_refilling_pod_is_a_conflict_and_keeps_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A pod that writes into a folder each time the host empties it makes the delete give up
+    with a typed Conflict (HTTP 409 through the emulator), not a bare OSError. The refill is
+    done in this process, just before each removal attempt: a real racing pod (above) hits
+    that window only by chance."""
+    platform = LocalPlatform(root=tmp_path / "root", user="u", driver="process")
+    volume = platform.volume_path("r")
+    (volume / "busy").mkdir()
+    (volume / "keep.txt").write_bytes(b"kept")
+    real_rmdir = os.rmdir
+    refills = 0
+
+    def refill_then_rmdir(path, *, dir_fd=None):
+        nonlocal refills
+        if path == "busy":
+            inside = os.open("busy", os.O_RDONLY | os.O_DIRECTORY, dir_fd=dir_fd)
+            try:
+                os.close(os.open(f"refill{refills}", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=inside))
+            finally:
+                os.close(inside)
+            refills += 1
+        real_rmdir(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "rmdir", refill_then_rmdir)
+    with pytest.raises(Conflict, match="kept changing while it was deleted.*delete it again") as caught:
+        platform.delete("busy", "r")
+    monkeypatch.undo()
+    assert caught.value.status == 409 and caught.value.code == "FILE_DELETE_FAILED"
+    assert refills == 8 and (volume / "keep.txt").read_bytes() == b"kept"
+    assert [p.name for p in (volume / "busy").iterdir()] == ["refill7"]  # each attempt emptied what it saw
+    platform.delete("busy", "r")  # once the pod stops, it goes
+    assert sorted(p.name for p in volume.iterdir()) == ["keep.txt"]
 
 
 def _nest(folder: Path, name: str, depth: int) -> None:

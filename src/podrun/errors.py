@@ -158,7 +158,8 @@ class IllegalPath(InvalidRequest):
 
 
 class Conflict(PlatformError):
-    """A conditional write lost a race: the stored version is not the one expected."""
+    """A request lost a race: a conditional write found another version stored, or a delete
+    found its target rewritten under it again and again (HTTP 409)."""
 
     default_code = "CONFLICT"
 

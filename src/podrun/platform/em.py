@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_random_exponential
 
-from ..errors import AuthError, ConfigError, IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
+from ..errors import AuthError, ConfigError, Conflict, IllegalPath, InvalidRequest, Locked, NotFound, PlatformError
 from . import em_protocol as P
 from .base import FileContent, Platform, Progress, UplinkFile, content_size
 from .paths import check_file_name, clean_relative
@@ -95,6 +95,8 @@ def error_from_response(status: int, body: bytes, route: str) -> PlatformError:
         return NotFound(message, **kwargs)
     if status == 423:
         return Locked(message, **kwargs)
+    if status == 409:
+        return Conflict(message, **kwargs)
     if status == 400 and route == P.FILES_DELETE.path and code == "FILE_DELETE_FAILED":
         # The real EM answers a delete of a missing file with 400 "File delete failed"; the
         # client refuses the volume root itself, so what is left is "not there": NotFound.

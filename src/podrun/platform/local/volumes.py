@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ...errors import IllegalPath, InvalidRequest, NotFound
+from ...errors import Conflict, IllegalPath, InvalidRequest, NotFound
 from ...files import write_at
 from ..paths import clean_relative
 
@@ -312,7 +312,8 @@ def _remove(folder: int, name: str, top: int | None, depth: int, hoisted: list[s
         except OSError as exc:
             if exc.errno not in (errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENOTEMPTY, errno.EEXIST, errno.EPERM):
                 raise
-    raise OSError(errno.EBUSY, f"{name!r} kept changing while it was deleted; try again")
+    raise Conflict(f"{name!r} kept changing while it was deleted (something in the pod is rewriting it); "
+                   "delete it again", code="FILE_DELETE_FAILED", status=409)
 
 
 def sha256_of(source: BinaryIO) -> bytes:
