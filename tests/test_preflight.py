@@ -11,6 +11,9 @@ import podrun
 from podrun.client import config, preflight
 from podrun.platform.local import LocalPlatform
 
+from .conftest import require_image
+from .platforms import needs_engine
+
 CLIENT = f"{sys.version_info.major}.{sys.version_info.minor}"
 OTHER = "3.10" if CLIENT != "3.10" else "3.12"
 IMAGE = f"python:{CLIENT}-slim"
@@ -115,3 +118,38 @@ def test_a_manifest_learned_again_is_read_again(platform: LocalPlatform) -> None
         podrun.remote(add).remote(1)
     preflight.cache_path(here, IMAGE, "MPU").unlink()
     assert preflight.cached(here, IMAGE, "MPU") is None
+
+
+@needs_engine
+def test_what_a_host_process_pod_reported_never_stands_for_a_container_pod(podrun_home: Path) -> None:
+    """The same volumes serve host-process pods (the host's Python, with zstandard) and
+    container pods (the image's, without): a client that ran on the process driver and then
+    on the container driver must not send the image's pod zstd frames it cannot read."""
+    require_image(IMAGE)
+    root = podrun_home / "local"
+    podrun.configure(LocalPlatform(root, driver="process"))
+    assert podrun.remote(add).remote(1).get(timeout=120) == 2
+    on_host = preflight.cached(config.current_platform(), IMAGE, "MPU")
+    assert on_host is not None and "zstd" in on_host["env"]["codecs"]
+    podrun.configure(LocalPlatform(root, driver="container"))
+    assert preflight.cached(config.current_platform(), IMAGE, "MPU") is None
+    assert podrun.remote(add).remote(2).get(timeout=120) == 3
+    in_image = preflight.cached(config.current_platform(), IMAGE, "MPU")
+    assert in_image is not None and "zstd" not in in_image["env"]["codecs"]
+    podrun.configure(LocalPlatform(root, driver="process", python=sys.executable))
+    assert preflight.cached(config.current_platform(), IMAGE, "MPU") is None  # another pod interpreter
+
+
+@needs_engine
+def test_a_stale_manifest_promising_zstd_costs_one_resend_and_is_corrected(podrun_home: Path) -> None:
+    """A manifest that claims a codec the pod cannot read (an image replaced under its name by
+    one without zstandard): the pod reports its codecs with its refusal, the client sends the
+    job once more with one it reads, and the next call goes right the first time."""
+    require_image(IMAGE)
+    podrun.configure(LocalPlatform(podrun_home / "local", driver="container"))
+    here = config.current_platform()
+    preflight.remember(here, IMAGE, "MPU", dict(_pod_env(CLIENT, []), codecs=["zstd", "zlib", "raw"]), "stale")
+    assert podrun.remote(add).remote(1).get(timeout=120) == 2
+    learned = preflight.cached(here, IMAGE, "MPU")
+    assert learned is not None and learned["hash"] != "stale" and "zstd" not in learned["env"]["codecs"]
+    assert podrun.remote(add).remote(2).get(timeout=120) == 3

@@ -25,6 +25,7 @@ from .errors import (
     CallTimeout,
     Cancelled,
     Closed,
+    CodecUnavailable,
     ConfigError,
     Conflict,
     ContainerUnavailable,
@@ -179,7 +180,8 @@ def __dir__() -> list[str]:
 # Spelled out (not built from _LAZY) so linters and type checkers see every public name.
 __all__ = [
     # errors (podrun.errors: the hierarchy is drawn there)
-    "AuthError", "BuildFailed", "CallTimeout", "Cancelled", "Closed", "ConfigError", "Conflict", "ContainerUnavailable",
+    "AuthError", "BuildFailed", "CallTimeout", "Cancelled", "Closed", "CodecUnavailable", "ConfigError", "Conflict",
+    "ContainerUnavailable",
     "EnvironmentMismatch", "IllegalPath", "ImageStoreError", "IntegrityError", "InvalidKey", "InvalidRequest", "Locked",
     "MissingFile", "NameTaken", "NoContainerEngine", "NotFound", "PlatformError", "PodBusy", "PodFailed", "PodrunError",
     "PrepareError",

@@ -38,6 +38,7 @@ The hierarchy::
     ├── IntegrityError                  stored bytes do not match their content hash
     ├── WriteUnsettled                  an object write stored, its outcome not yet known (not retried)
     ├── WireFormatError                 a bundle or record in an unknown format
+    │   └── CodecUnavailable            a frame compressed with a codec this side lacks (zstd)
     ├── EnvironmentMismatch             the pod cannot load the pickled code
     ├── BuildFailed                     a local image build or load failed (becomes BUILD_FAILED)
     └── NoContainerEngine               no docker/podman to build the runtime image
@@ -218,6 +219,11 @@ class WireFormatError(PodrunError):
     """A bundle or record file is not in a format this podrun understands."""
 
 
+class CodecUnavailable(WireFormatError):
+    """A frame is compressed with a codec this side cannot decode (zstd where the zstandard
+    package is not installed). A pod answering so reports its codecs; the client re-sends once."""
+
+
 class EnvironmentMismatch(PodrunError):
     """The pod's environment cannot load the pickled code (Python version, modules)."""
 
@@ -324,6 +330,7 @@ __all__ = [
     "CallTimeout",
     "Cancelled",
     "Closed",
+    "CodecUnavailable",
     "ConfigError",
     "Conflict",
     "ContainerUnavailable",

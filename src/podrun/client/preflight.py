@@ -39,7 +39,7 @@ _IMAGE_PYTHON = (
 
 
 def _scope(platform: Platform) -> str:
-    return hashlib.sha256(platform.identity().encode()).hexdigest()[:16]
+    return hashlib.sha256(platform.environment_scope().encode()).hexdigest()[:16]
 
 
 def cache_path(platform: Platform, image: str, node: str) -> Path:

@@ -74,6 +74,11 @@ class Platform(ABC):
     def identity(self) -> str:
         """A stable name for where this platform's volumes live (user included), for caches."""
 
+    def environment_scope(self) -> str:
+        """Where what a pod reported about its environment (Python, modules, codecs) holds:
+        the platform itself, unless the same volumes can be served by pods of another kind."""
+        return self.identity()
+
     # files -----------------------------------------------------------------------------------
     @abstractmethod
     def uplink(

@@ -111,6 +111,9 @@ class MeteredPlatform(Platform):
     def identity(self) -> str:
         return self.inner.identity()
 
+    def environment_scope(self) -> str:
+        return self.inner.environment_scope()
+
     def uplink(
         self, files: Sequence[UplinkFile], dest_path: str = "", pod_name: str | None = None, progress: Progress | None = None
     ) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import cloudpickle
 
 from .. import data_dir
-from ..errors import IntegrityError, WireFormatError
+from ..errors import CodecUnavailable, IntegrityError, WireFormatError
 from ..store.volume_blobs import VolumeBlobs
 from ..wire import records as rec
 from ..wire.bundle import CallGroup, JobHeader, python_version, read_header
@@ -108,6 +108,10 @@ class JobRunner:
                 self.codec = best_codec(header.codecs)
                 missing = self.missing = self._store_blobs(stream, frames_at)
         except (WireFormatError, IntegrityError, OSError) as exc:
+            if isinstance(exc, CodecUnavailable) and self.header is not None:
+                # The client chose the codec from what it believed of this pod: tell it the truth
+                # first, so the job it sends again (and every later one) uses a codec read here.
+                self.emit(rec.EnvRecord(self._environment(self.header)))
             self.emit(rec.EndRecord(time.time(), fatal=f"{type(exc).__name__}: {exc}"))
             return 3
         if header.python != python_version():

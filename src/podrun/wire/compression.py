@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-from ..errors import IntegrityError, WireFormatError
+from ..errors import CodecUnavailable, IntegrityError, WireFormatError
 
 _zstd: ModuleType | None
 try:  # zstandard is a core dependency on the client but may be missing in a bare pod image.
@@ -102,7 +102,7 @@ def _decode(codec: int, body: memoryview) -> bytes:
         return zlib.decompress(body)
     if codec == ZSTD:
         if _zstd is None:
-            raise WireFormatError(
+            raise CodecUnavailable(
                 "this frame is zstd-compressed but the 'zstandard' package is not installed here; "
                 "install it, or let podrun negotiate zlib with this side"
             )

@@ -13,6 +13,7 @@ import cloudpickle
 from ...errors import (
     CallTimeout,
     Cancelled,
+    CodecUnavailable,
     EnvironmentMismatch,
     PodFailed,
     PodrunError,
@@ -68,11 +69,19 @@ class Resolver:
 
     def resolve(self, records: list[rec.Record], manifest: Manifest, embedded: list[str],
                 runtime_from_volume: str | None) -> list[PendingGroup]:
-        """Settle every future; returns the groups to re-send (blobs or the runtime lost)."""
+        """Settle every future; returns the groups to re-send (blobs or the runtime lost, a codec the pod lacks)."""
         end = next((r for r in reversed(records) if isinstance(r, rec.EndRecord)), None)  # a re-run pod's is last
         if end and end.fatal:
             fatal = end.fatal
-            error: PodrunError = EnvironmentMismatch(fatal) if fatal.startswith("EnvironmentMismatch") else WireFormatError(fatal)
+            codec = fatal.startswith(CodecUnavailable.__name__)
+            if codec and all(group.attempts + 1 < MAX_ATTEMPTS for group in self.groups):
+                # The pod cannot read a codec a stale manifest promised; it has reported its own
+                # codecs (learned already), so the job sent again is read. Once: a second is a fault.
+                for group in self.groups:
+                    group.attempts += 1
+                return list(self.groups)
+            error: PodrunError = (EnvironmentMismatch(fatal) if fatal.startswith("EnvironmentMismatch")
+                                  else CodecUnavailable(fatal) if codec else WireFormatError(fatal))
             for future in self.futures:
                 settle(future, exc=error)
             return []

@@ -118,6 +118,12 @@ class LocalPlatform(Platform):
             self._identity = f"local:{self.root.resolve()}:{self.user}"
         return self._identity
 
+    def environment_scope(self) -> str:
+        """The same volumes serve host-process pods (the host's Python and its zstandard) and
+        container pods (the image's Python, maybe without): what one reported must not stand
+        for the other, nor for another pod interpreter."""
+        return f"{self.identity()}:{self.effective_driver}:{self.pod_python or ''}"
+
     @property
     def effective_driver(self) -> str:
         return _drivers.effective(self.driver, self.images)
