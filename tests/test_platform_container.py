@@ -287,6 +287,24 @@ def test_replacement_is_graceful_and_the_state_says_why(container_platform: Loca
 
 
 @needs_engine
+def test_a_stop_reaches_the_workload_through_the_engine_not_its_clients_signal_proxy(container_platform: LocalPlatform) -> None:
+    """The engine client (``podman run``) is frozen, as it is in the window where podman before
+    4.4 has started the container but not yet its signal proxy: a stop's SIGTERM still reaches
+    the workload, whose handler saves its work; the frozen client is killed after the grace."""
+    container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=1, pod_name="frozen", command="python3",
+                                       args=["-c", TERM_HANDLER, "handle"]))
+    _wait_file(container_platform.volume_path("frozen") / "ready")
+    supervisor = int((container_platform._pod_dir("frozen") / "supervisor.pid").read_text())
+    clients = [int(p) for p in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()]
+    assert len(clients) == 1, clients
+    os.kill(clients[0], signal.SIGSTOP)
+    container_platform._stop_pod(container_platform._pod_dir("frozen"))
+    assert (container_platform.volume_path("frozen") / "term.txt").read_text() == "got SIGTERM, saved my work"
+    assert container_platform.pod_status("frozen").detail["reason"] == "Replaced"
+    assert not container_platform._supervisor_alive(supervisor)
+
+
+@needs_engine
 def test_a_workload_ignoring_sigterm_is_killed_after_the_grace(container_platform: LocalPlatform) -> None:
     container_platform.run_pod(PodSpec(image=IMAGE, node="MPU", max_duration=0.05, pod_name="stubborn", command="python3",
                                        args=["-c", TERM_HANDLER, "ignore"]))

@@ -10,10 +10,13 @@ only the GPU node gets the machine's GPU. A pod is a sandbox also when podrun ru
 (:func:`hardening_args`): no capabilities, no privilege gain, a user namespace, a pids limit.
 
 The supervisor stays in charge of time: it runs ``<engine> run --rm --init --name NAME ...`` in
-the foreground, in its own process group. SIGTERM of that group reaches the container (the
-engine proxies signals; ``--init`` makes PID 1 forward them, so even ``sleep`` stops); SIGKILL
-would leave the container running, so the spec carries a ``cleanup_argv`` (``rm -f``) that the
-supervisor runs when it had to stop the pod, and LocalPlatform runs when the supervisor died.
+the foreground, in its own process group. A stop's SIGTERM goes to the container through the
+engine (the spec's ``term_argv``, ``kill --signal TERM``; ``--init`` makes PID 1 forward it, so
+even ``sleep`` stops), not through the client's signal proxy: podman before 4.4 installs that
+proxy only after the container has started, and a SIGTERM in between ended the client and the
+container without the workload seeing it. SIGKILL would leave the container running, so the
+spec carries a ``cleanup_argv`` (``rm -f``) that the supervisor runs when it had to stop the
+pod, and LocalPlatform runs when the supervisor died.
 
 Images come from podrun's local image store (``images.py``; ``podrun images prepare`` makes
 CG2's stock images from Debian's packages): podman runs with the store's flags and each pod names
@@ -80,6 +83,10 @@ class Engine:
     def run(self, *args: str, timeout: float = PROBE_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.prefix, *args], capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, env=self.environment())
+
+    def term_argv(self, container: str) -> list[str]:
+        """SIGTERM a container's PID 1 through the engine; fails while it is not yet running."""
+        return [*self.prefix, "kill", "--signal", "TERM", container]
 
     def cleanup_argv(self, container: str) -> list[str]:
         """Kill and remove a container, succeeding when it is already gone."""
@@ -267,7 +274,7 @@ def pod_process(engine: Engine, *, root: Path, user: str, volume_name: str, volu
                 node: str, pod_name: str | None, command: Sequence[str], args: Sequence[str],
                 pod_env: dict[str, str], pod_dir: Path, network: str, firewall: Path | None = None,
                 ports: Sequence[int] = ()) -> dict[str, Any]:
-    """The supervisor's spec entries (argv, env, cwd, cleanup_argv) for one container pod."""
+    """The supervisor's spec entries (argv, env, cwd, term_argv, cleanup_argv) for one container pod."""
     name = container_name(root, user, volume_name, os.urandom(8).hex())
     hostnames = [f"{user}-{pod_name}", pod_name] if pod_name else [f"{user}-{volume_name}"]
     labels = {"podrun.node": node, "podrun.user": user, "podrun.pod": volume_name, "podrun.root": str(root)}
@@ -276,7 +283,7 @@ def pod_process(engine: Engine, *, root: Path, user: str, volume_name: str, volu
                     labels=labels, env_file=env_file, gpu=node == "GPU", command=command, args=args,
                     firewall=firewall, ports=ports)
     return {"argv": argv, "env": engine.environment(), "cwd": "/", "driver": "container", "container": name,
-            "cleanup_argv": engine.cleanup_argv(name)}
+            "term_argv": engine.term_argv(name), "cleanup_argv": engine.cleanup_argv(name)}
 
 
 def cleanup(argv: Sequence[str] | None, env: dict[str, str] | None = None) -> None:

@@ -10,9 +10,11 @@ spec's ``grace_seconds``, Kubernetes' 30 s by default) and records every transit
 LocalPlatform starts it with a fixed environment and ``-I -S``; the pod's argv[0] is an
 absolute path resolved before, so nothing a pod's envs hold can choose what runs here.
 
-A container pod's spec carries ``cleanup_argv`` (``podman rm --force ...``): killing the
-engine's client process does not stop its container, so whenever the supervisor had to stop
-the pod it runs that command before recording the end.
+A container pod's spec carries ``term_argv`` (``podman kill --signal TERM ...``), how a stop's
+SIGTERM reaches the workload (the engine client's process group gets it only where that
+command cannot: the container is not running yet), and ``cleanup_argv`` (``podman rm --force
+...``): killing the engine's client process does not stop its container, so whenever the
+supervisor had to stop the pod it runs that command before recording the end.
 
 A container pod's spec also carries ``teardown``: what the user's pods share (the pod network,
 its firewall rules, the telemetry service) and must not outlive them. When its pod ends, the
@@ -167,10 +169,24 @@ class Supervisor:
 
     def _signal_child(self, signum: int) -> None:
         assert self.child is not None
+        if signum == signal.SIGTERM and self._engine_term():
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.child.pid, signum)
         if signum == signal.SIGKILL:
             self.cleanup()
+
+    def _engine_term(self) -> bool:
+        """SIGTERM the container through its engine; False where there is none to (a process pod,
+        a container not yet running: its engine client is signalled instead, and stops starting it)."""
+        argv = self.spec.get("term_argv")
+        if not argv:
+            return False
+        try:
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=30, env=self.spec.get("env")).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
 
     def cleanup(self) -> None:
         """Kill and remove the pod's container, if it has one (never raises)."""
