@@ -38,12 +38,19 @@ _IMAGE_PYTHON = (
 )
 
 
-def _scope(platform: Platform) -> str:
-    return hashlib.sha256(platform.environment_scope().encode()).hexdigest()[:16]
+_paths: dict[tuple[Path, str, str, str], Path] = {}  # (home, scope, image, node) -> the manifest's path
 
 
 def cache_path(platform: Platform, image: str, node: str) -> Path:
-    return config.home() / "environments" / _scope(platform) / f"{env_key(image, node)}.json"
+    """Where the manifest of (platform, image, node) is cached; made once (every call asks)."""
+    where = (config.home(), platform.environment_scope(), image, node)
+    path = _paths.get(where)
+    if path is None:
+        if len(_paths) >= 256:
+            _paths.clear()
+        scope = hashlib.sha256(where[1].encode()).hexdigest()[:16]
+        path = _paths[where] = where[0] / "environments" / scope / f"{env_key(image, node)}.json"
+    return path
 
 
 _parsed: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # path -> (its stat, its entry)
@@ -66,6 +73,21 @@ def cached(platform: Platform, image: str, node: str) -> dict[str, Any] | None:
     if isinstance(entry, dict):
         _parsed[path] = (stamp, entry)
     return entry
+
+
+_importables: dict[int, tuple[dict[str, Any], frozenset[str]]] = {}  # id(env) -> (env, its names)
+
+
+def _importable(env: dict[str, Any]) -> frozenset[str]:
+    """The top-level names a manifest says import in the pod: built once per parsed manifest
+    (hundreds of names; a call that needs a module checks against them)."""
+    known = _importables.get(id(env))
+    if known is None or known[0] is not env:
+        if len(_importables) >= 64:  # manifests replaced by newer ones: let them go
+            _importables.clear()
+        names = set(env.get("modules") or ()) | {name.replace("-", "_") for name in (env.get("distributions") or {})}
+        known = _importables[id(env)] = (env, frozenset(names))
+    return known[1]
 
 
 def known_hash(platform: Platform, image: str, node: str) -> str | None:
@@ -110,32 +132,34 @@ def needed_modules(names: Iterable[str]) -> set[str]:
     return needed
 
 
+def _source(entry: dict[str, Any] | None) -> str:
+    """Where what a refusal goes by comes from (only a refusal needs it said)."""
+    if not (entry and entry.get("env")):
+        return "going by the image name"
+    return f"as its pod reported on {time.strftime('%Y-%m-%d %H:%M', time.localtime(entry.get('learned', 0)))}"
+
+
 def check(platform: Platform, image: str, node: str, what: str, modules: Iterable[str]) -> None:
     """Raise EnvironmentMismatch when ``what`` (pickled here, needing ``modules``) cannot load
     in ``image`` on ``node``; silent when it can or when nothing is known against it."""
     client = python_version()
     entry = cached(platform, image, node)
     env = entry["env"] if entry else None
-    if env and entry:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.get("learned", 0)))
-        source = f"as its pod reported on {when}"
-        pod_python = env.get("python")
-    else:
-        source = "going by the image name"
-        pod_python = image_python(image)
+    pod_python = env.get("python") if env else image_python(image)
     if pod_python and pod_python != client:
         raise EnvironmentMismatch(
             f"{what} is pickled by Python {client}, but image {image!r} on node {node} runs Python {pod_python} "
-            f"({source}); pickled code loads only on the same minor version. Fix: use an image with Python {client} "
+            f"({_source(entry)}); pickled code loads only on the same minor version. Fix: use an image with Python {client} "
             f"(e.g. image='python:{client}-slim'), or run this client on Python {pod_python}.")
-    if not env:
+    needed = needed_modules(modules) if env else None
+    if not needed:
         return
-    available = set(env.get("modules") or ())
-    available |= {name.replace("-", "_") for name in (env.get("distributions") or {})}
-    missing = sorted(needed_modules(modules) - available)
+    assert env is not None
+    missing = sorted(needed - _importable(env))
     if missing:
         raise EnvironmentMismatch(
-            f"{what} needs module(s) {', '.join(missing)}, which image {image!r} on node {node} does not have ({source}). "
+            f"{what} needs module(s) {', '.join(missing)}, which image {image!r} on node {node} does not have "
+            f"({_source(entry)}). "
             "Fix: use an image that has them (e.g. one built with 'podrun images build', or "
             "'dphi-embedded-ml-armv8-py311' for the common ML stack); ship an installed package as a wheel with "
             "@podrun.remote(wheels=['NAME==VERSION']); for your own pure-Python code, ship it with "
