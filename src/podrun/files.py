@@ -1,6 +1,7 @@
 """Writing a file so that readers see the old version or the new one, never half of either;
 private state (what podrun keeps under ``$PODRUN_HOME`` is its user's alone); and state
-writes that never fail the work they record (a full or read-only home is a warning)."""
+writes that never fail the work they record (a full or read-only home is a warning); telling
+one version of a file from the next."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ CHUNK = 1024 * 1024
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def version_stamp(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one version of a file from the next without reading it. Not the mtime alone:
+    its clock is coarse (a few ms on ext4) and a file may be replaced twice within one tick;
+    each replacement (a new file renamed into place) has a new inode, size or change time."""
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def private_dirs(path: str | os.PathLike[str]) -> Path:

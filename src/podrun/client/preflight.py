@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EnvironmentMismatch
-from ..files import atomic_write
+from ..files import atomic_write, version_stamp
 from ..platform.base import Platform
 from ..runtime.environment import env_key
 from ..wire import records as rec
@@ -53,17 +53,17 @@ def cache_path(platform: Platform, image: str, node: str) -> Path:
     return path
 
 
-_parsed: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # path -> (its stat, its entry)
+_parsed: dict[Path, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}  # path -> (its stat, its entry)
 
 
 def cached(platform: Platform, image: str, node: str) -> dict[str, Any] | None:
     """The last environment manifest the runtime reported for this (platform, image, node).
     Parsed once per version of the file (a call asks for it two or three times, and the
-    manifest lists every module of the image): a changed file has a new inode, size or time."""
+    manifest lists every module of the image)."""
     path = cache_path(platform, image, node)
     try:
         info = os.stat(path)
-        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        stamp = version_stamp(info)
         known = _parsed.get(path)
         if known is not None and known[0] == stamp:
             return known[1]

@@ -20,6 +20,7 @@ from types import FrameType
 
 import msgpack
 
+from ..files import version_stamp
 from .threads import Helper
 
 CANCEL_CHECK = 0.05  # seconds between looks at the client's cancel file
@@ -56,10 +57,7 @@ class CancelWatch:
             stat = os.stat(self.path)
         except FileNotFoundError:
             return
-        # Not the mtime alone: its clock is coarse (a few ms on ext4), and the client may send
-        # the file twice within one tick (a poll's cancels, then Ctrl-C's); each send is a new
-        # file (renamed into place), with a new inode or size or change time.
-        seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        seen = version_stamp(stat)  # the client may send it twice in a tick: a poll's cancels, then Ctrl-C's
         if seen == self.seen:
             return
         self.seen = seen
