@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 POD = "shared"
 
 CLIENT = r'''
-import json, sys, time
+import json, os, sys, time
 import podrun
 
 tag, count = sys.argv[1], int(sys.argv[2])
@@ -35,6 +35,18 @@ def call(tag, index, nap):
 
 futures = call.map([tag] * count, range(count), [nap] * count)
 print("SENT", flush=True)
+if os.environ.get("CLIENT_FAILS"):  # the program fails once its job's pod runs, leaving the job running there
+    platform = podrun.client.config.current_platform()
+
+    def running():
+        try:
+            return platform.pod_status("shared").phase == "running"
+        except podrun.NotFound:  # not started yet
+            return False
+
+    while futures[0].job is None or not running():
+        time.sleep(0.02)
+    raise RuntimeError("the program fails while its job runs")
 outcome = {"ok": [], "failed": []}
 for future in futures:
     try:

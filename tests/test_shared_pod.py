@@ -87,6 +87,39 @@ def test_a_killed_clients_lease_lapses(clients: Clients) -> None:
     assert all(f"pid {a.pid}" not in h.client for h in PodLease.on(config.current_platform(), POD).read()[0].holders)
 
 
+def test_a_program_failing_while_its_job_runs_leaves_that_job_its_pod(clients: Clients) -> None:
+    """A program that fails while its cold job runs exits at once; the job runs on (it can be
+    attached to), and another kind's job waits for its pod to end, past the lease's ttl of
+    1 s that no renewal keeps any more."""
+    a = clients.start("A", 1, nap=4, max_duration=2, PODRUN_LEASE_TTL="1", CLIENT_FAILS="1")
+    wait_sent(a)
+    _, err = a.communicate(timeout=120)
+    assert a.returncode == 1 and "the program fails while its job runs" in err
+    left = [h for h in PodLease.on(config.current_platform(), POD).read()[0].holders if h.client.endswith(f"pid {a.pid}")]
+    assert len(left) == 1 and left[0].detached > 0
+    b = clients.start("B", 2, max_duration=3, PODRUN_LEASE_TTL="1")
+    assert clients.outcome(b) == {"ok": [["B", 0], ["B", 1]], "failed": []}
+    assert "its job runs on until its pod ends" in clients.stderr[b.pid]  # B said whom it waited for
+    assert ledger() == expect(("A", 1), ("B", 2))  # A's call ran to its end: B never replaced its pod
+
+
+def test_a_failed_programs_job_holds_the_pod_name_no_longer_than_its_pod(clients: Clients) -> None:
+    """Once the job a failed program left running has ended, its pod_name is free at once: a
+    job of another kind starts within a 10 s wait although the lease's ttl is 60 s."""
+    a = clients.start("A", 1, nap=0.5, max_duration=2, CLIENT_FAILS="1")
+    wait_sent(a)
+    a.communicate(timeout=120)
+    platform = config.current_platform()
+    for _ in range(600):
+        if platform.pod_status(POD).is_terminal:
+            break
+        time.sleep(0.05)
+    b = clients.start("B", 1, max_duration=3, PODRUN_POD_WAIT="10")
+    assert clients.outcome(b) == {"ok": [["B", 0]], "failed": []}
+    assert ledger() == expect(("A", 1), ("B", 1))
+    assert PodLease.on(platform, POD).read()[0].holders == []
+
+
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[dict[str, str]]:
     # Host pods: the ledger script's pods need only the standard library and podrun.

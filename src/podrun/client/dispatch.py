@@ -134,6 +134,15 @@ class Lane:
         if held is not None:
             held.release()
 
+    def leave(self) -> None:
+        """At exit: give the lease back, or, while the job out now still has calls running in
+        its pod, leave it standing for as long as that pod runs (the job can be attached to)."""
+        job = self.job
+        if job is None or all(future.done() for future in job.futures):
+            self.release()
+        elif self.held is not None:
+            self.held.detach()
+
     def _take(self) -> list[PendingGroup]:
         live = [g for g in self.pending if g.alive]
         self.pending.clear()
@@ -226,14 +235,12 @@ EXIT_RELEASE_SECONDS = 5.0  # at exit, the most the lease releases may take toge
 
 @atexit.register
 def release_leases(within: float = EXIT_RELEASE_SECONDS) -> None:
-    """Every lane whose calls have all ended gives its lease back now (at exit, so other clients
-    need not wait for it to lapse); one whose job still has calls out keeps it until it lapses
-    (the job runs on in its pod, and can be attached to). Bounded by ``within`` seconds: a
-    platform that no longer answers (an emulator stopped before the program exits, a link
-    gone) must not hold the exit for its retry deadline; a release left unfinished lapses."""
-    lanes = [lane for lane in list(_LANES)
-             if lane.job is None or all(future.done() for future in lane.job.futures)]
-    threads = [threading.Thread(target=lane.release, name="podrun-release", daemon=True) for lane in lanes]
+    """Every lane gives its lease back now (at exit, so other clients need not wait for it to
+    lapse), except one whose job still has calls out: its entry stands while that job's pod
+    runs (the job runs on, and can be attached to; ``Lane.leave``). Bounded by ``within``
+    seconds: a platform that no longer answers (an emulator stopped before the program exits,
+    a link gone) must not hold the exit for its retry deadline; a release left unfinished lapses."""
+    threads = [threading.Thread(target=lane.leave, name="podrun-release", daemon=True) for lane in list(_LANES)]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + within

@@ -9,7 +9,7 @@ read-modify-write of that record at the version read, retried on ``Conflict``.
 
 The record::
 
-    holders  [{id, client, job, kind, warm, since, renewed, n}]   who holds the pod now
+    holders  [{id, client, job, kind, warm, since, renewed, n, detached}]   who holds the pod now
     pod      {kind, warm, image, node, by, job, at, run}          who started the pod it runs
     stop     {by, how, at, jobs}                                  the last stop, and whose jobs it ended
 
@@ -27,7 +27,11 @@ Protocol:
    observer's own clock is dead (no clock is compared between machines), and so is one whose
    ``renewed`` is older than ``ttl + MAX_SKEW`` on any clock; its entry is dropped by the next
    writer. A client that died therefore blocks the pod_name for at most about ``ttl``.
-4. **Release**: the holder removes its entry when it stops using the pod.
+4. **Release**: the holder removes its entry when it stops using the pod. A client that exits
+   while its cold job still runs (an exception, the end of its program) marks its entry
+   ``detached`` instead: that job runs on and can be attached to, so the entry stands for as
+   long as the job's pod runs, and not a moment longer (no ``ttl`` to wait out once it ended).
+   A detached warm holder lapses as in step 3 (its idle pod runs on after the job).
 5. **Restart** (a warm pod ended before taking a queued job): only the client whose commit
    replaces the ``pod`` entry it saw starts the new pod; a stop since its grant forbids it.
 6. **Stop** (``podrun pods stop``, ``cancel(force=True)``): the stopper takes the lease
@@ -119,8 +123,12 @@ class Holder:
     since: float
     renewed: float
     n: int = 0
+    detached: float = 0.0  # when its client exited with the job still running (protocol step 4)
 
     def describe(self) -> str:
+        if self.detached:
+            return (f"{self.client} (job {self.job}, since {when(self.since)}; that client exited at "
+                    f"{when(self.detached)}, its job runs on until its pod ends)")
         return f"{self.client} (job {self.job}, since {when(self.since)})"
 
 
@@ -165,16 +173,24 @@ class Grant:
 class PodLease:
     """The lease of one pod_name's volume, seen from one client."""
 
-    def __init__(self, volume: VolumeFiles, pod_name: str | None, ttl: float | None = None) -> None:
+    def __init__(self, volume: VolumeFiles, pod_name: str | None, ttl: float | None = None,
+                 pod_ended: Callable[[], bool] | None = None) -> None:
         self.store = _LeaseFiles(volume)
         self.pod_name = pod_name
         self.ttl = ttl if ttl is not None else lease_ttl()
+        self.pod_ended = pod_ended  # whether the pod_name's pod has ended (None: cannot tell; detached holders lapse)
         self._seen: dict[str, tuple[int, float]] = {}  # holder id -> (n, when this process first saw it)
         self._contested_since: float | None = None
 
     @classmethod
     def on(cls, platform: Platform, pod_name: str | None, ttl: float | None = None) -> PodLease:
-        return cls(PlatformVolume(platform, pod_name), pod_name, ttl)
+        def pod_ended() -> bool:
+            try:
+                return platform.pod_status(pod_name).is_terminal
+            except NotFound:
+                return True
+
+        return cls(PlatformVolume(platform, pod_name), pod_name, ttl, pod_ended)
 
     # reading ---------------------------------------------------------------------------------
     def read(self) -> tuple[Record, Any]:
@@ -205,10 +221,20 @@ class PodLease:
             self._contested_since = None
 
     def live(self, record: Record) -> list[Holder]:
-        """Holders not lapsed, as far as this observer can tell (protocol step 3)."""
+        """Holders not lapsed, as far as this observer can tell (protocol steps 3 and 4)."""
         now, wall = time.monotonic(), time.time()
         alive = []
+        pod_runs: list[bool] = []  # asked at most once, and only of a record with a detached holder
         for holder in record.holders:
+            if holder.detached and not holder.warm and self.pod_ended is not None:
+                if not pod_runs:
+                    try:
+                        pod_runs.append(not self.pod_ended())
+                    except Exception:  # noqa: BLE001 - the platform cannot say now: the holder stands this round
+                        pod_runs.append(True)
+                if pod_runs[0]:
+                    alive.append(holder)
+                continue
             seen = self._seen.get(holder.id)
             if seen is None or seen[0] != holder.n:
                 self._seen[holder.id] = seen = (holder.n, now)
@@ -307,6 +333,19 @@ class PodLease:
 
         self._change(edit)
 
+    def detach(self, grant: Grant) -> None:
+        """Protocol step 4 for a client exiting while its cold job runs: its entry stands while
+        the job's pod runs (a holder already gone needs no write)."""
+
+        def edit(record: Record) -> Record | None:
+            mine = next((h for h in record.holders if h.id == grant.holder.id), None)
+            if mine is None or mine.detached:
+                return None
+            mine.detached = time.time()
+            return record
+
+        self._change(edit)
+
     def claim_restart(self, grant: Grant) -> bool:
         """Protocol step 5: True when this client is the one to start the pod again."""
         won = [False]
@@ -400,3 +439,10 @@ class Held:
         self.renewer.stop()
         with suppress(Exception):  # best effort: an unreleased lease lapses after its ttl
             self.lease.release(self.grant)
+
+    def detach(self) -> None:
+        """At exit with the job still running in its pod: no more renewals, and the entry stands
+        while that pod runs (``PodLease.detach``)."""
+        self.renewer.stop()
+        with suppress(Exception):  # best effort: an entry left undetached lapses after its ttl
+            self.lease.detach(self.grant)
