@@ -95,7 +95,7 @@ def plan(platform: MeteredPlatform, pod_name: str | None, home: Path, older_than
     now = time.time() if now is None else now
     result = Plan(pod_name)
     files = walk_entries(platform.list_files(pod_name))
-    busy = _pod_busy(platform, pod_name)
+    busy = not platform.pod_ended(pod_name)
     jobs = _jobs(files)
     removed_jobs: set[str] = set()
     referenced: set[str] = set()
@@ -147,14 +147,6 @@ def result_blobs(records: Iterable[rec.Record]) -> set[str]:
 
 
 # --- the parts --------------------------------------------------------------------------------
-def _pod_busy(platform: MeteredPlatform, pod_name: str | None) -> bool:
-    try:
-        state = platform.pod_status(pod_name)
-    except NotFound:
-        return False
-    return not state.is_terminal
-
-
 def _jobs(files: dict[str, FileEntry]) -> dict[str, dict[str, FileEntry]]:
     prefix = JOBS + "/"
     jobs: dict[str, dict[str, FileEntry]] = {}

@@ -184,13 +184,7 @@ class PodLease:
 
     @classmethod
     def on(cls, platform: Platform, pod_name: str | None, ttl: float | None = None) -> PodLease:
-        def pod_ended() -> bool:
-            try:
-                return platform.pod_status(pod_name).is_terminal
-            except NotFound:
-                return True
-
-        return cls(PlatformVolume(platform, pod_name), pod_name, ttl, pod_ended)
+        return cls(PlatformVolume(platform, pod_name), pod_name, ttl, lambda: platform.pod_ended(pod_name))
 
     # reading ---------------------------------------------------------------------------------
     def read(self) -> tuple[Record, Any]:

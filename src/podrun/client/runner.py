@@ -427,7 +427,7 @@ class Runner:
         status = read_status(self.platform, self.name)
         if status is None or status.get("state") == "stopped":
             return
-        if self._pod_ended():
+        if self.platform.pod_ended(self.name):
             return  # it died without saying so: a STOP would only wait for nobody
         self.platform.uplink([(STOP_NAME, b"")], dest_path=INBOX, pod_name=self.name)
         deadline = time.monotonic() + STOP_WAIT
@@ -438,16 +438,10 @@ class Runner:
             if not said_stopped:  # the small status file first; then the pod itself, until it has ended
                 status = read_status(self.platform, self.name)
                 said_stopped = status is None or status.get("state") == "stopped"
-            if said_stopped and self._pod_ended():
+            if said_stopped and self.platform.pod_ended(self.name):
                 return
             delay = min(self.platform.poll_interval[1], delay * 1.5)
         warnings.warn(f"runner {self.name!r}: its pod did not stop within {STOP_WAIT:g} s of being asked (another "
                       "client's job may be running there); it stops at its keep_warm idle time or max_duration",
                       RuntimeWarning, stacklevel=3)
-
-    def _pod_ended(self) -> bool:
-        try:
-            return self.platform.pod_status(self.name).is_terminal
-        except NotFound:
-            return True
 

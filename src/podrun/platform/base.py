@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, Union
 
+from ..errors import NotFound
 from .types import FileEntry, PodSpec, PodState
 
 # An uplinked file: its name in the volume (no directories: the EM API sends basenames) and
@@ -135,6 +136,13 @@ class Platform(ABC):
     @abstractmethod
     def pod_status(self, pod_name: str | None = None) -> PodState:
         """The pod's container state; NotFound when no pod of that name was ever run."""
+
+    def pod_ended(self, pod_name: str | None = None) -> bool:
+        """Whether no pod of ``pod_name`` runs now (one never run has ended too)."""
+        try:
+            return self.pod_status(pod_name).is_terminal
+        except NotFound:
+            return True
 
     def watch(self, folders: Sequence[str], pod_name: str | None = None) -> Watch:
         """A :class:`Watch` for polls of ``folders`` of the volume (those not there yet are
